@@ -1,0 +1,85 @@
+//! Compiles the BPF programs with clang and runs a host probe of the ABI
+//! header so the Rust mirror can be checked against the real C layout.
+
+use std::{
+    env,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+const BPF_SOURCES: &[&str] = &["datapath", "probes"];
+const HEADERS: &[&str] = &[
+    "accel_abi.h",
+    "maps.h",
+    "stats.h",
+    "config.h",
+    "endpoints.h",
+    "pairing.h",
+];
+
+fn main() {
+    let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let src = Path::new("src/bpf");
+    for h in HEADERS {
+        println!("cargo:rerun-if-changed=src/bpf/{h}");
+    }
+    println!("cargo:rerun-if-changed=src/bpf/layout_probe.c");
+    println!("cargo:rerun-if-env-changed=CLANG");
+
+    let clang = env::var("CLANG").unwrap_or_else(|_| "clang".into());
+    let multiarch = multiarch_include();
+    for name in BPF_SOURCES {
+        let input = src.join(format!("{name}.bpf.c"));
+        println!("cargo:rerun-if-changed={}", input.display());
+        let output = out.join(format!("{name}.bpf.o"));
+        // -g: the objects carry their own BTF (map key/value types, needed
+        // for socket storage maps); -O2: the verifier needs optimised code.
+        let status = Command::new(&clang)
+            .args(["-O2", "-g", "-target", "bpf", "-Wall", "-Werror"])
+            .arg(format!("-I{multiarch}"))
+            .arg("-c")
+            .arg(&input)
+            .arg("-o")
+            .arg(&output)
+            .status()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run {clang} ({e}): install the BPF toolchain with \
+                     `apt-get install clang llvm libbpf-dev linux-libc-dev`"
+                )
+            });
+        assert!(
+            status.success(),
+            "clang failed on {}: is libbpf-dev installed?",
+            input.display()
+        );
+    }
+
+    // Host-side layout probe: same header, the host C compiler.
+    let cc = env::var("HOST_CC").unwrap_or_else(|_| "cc".into());
+    let probe_bin = out.join("layout_probe");
+    let status = Command::new(&cc)
+        .arg(src.join("layout_probe.c"))
+        .arg("-o")
+        .arg(&probe_bin)
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run host compiler {cc}: {e}"));
+    assert!(status.success(), "host compiler failed on layout_probe.c");
+    let probe = Command::new(&probe_bin)
+        .output()
+        .expect("layout probe runs");
+    assert!(probe.status.success(), "layout probe failed");
+    std::fs::write(out.join("c_layout.rs"), probe.stdout).expect("write c_layout.rs");
+}
+
+/// Debian keeps <asm/types.h> under the multiarch directory, which clang
+/// does not search when targeting bpf.
+fn multiarch_include() -> String {
+    let arch = env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_else(|_| "x86_64".into());
+    let triple = match arch.as_str() {
+        "x86_64" => "x86_64-linux-gnu",
+        "aarch64" => "aarch64-linux-gnu",
+        other => panic!("unsupported target architecture {other}"),
+    };
+    format!("/usr/include/{triple}")
+}

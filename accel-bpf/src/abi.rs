@@ -1,0 +1,326 @@
+//! Rust mirror of `src/bpf/accel_abi.h`. The layout tests at the bottom
+//! compare every size, offset and constant with what the C compiler produced
+//! from the header itself (see build.rs), so the two cannot drift apart.
+
+use std::net::{IpAddr, Ipv6Addr};
+
+pub const ABI_VERSION: u32 = 1;
+
+pub const TCPOPT_KIND: u8 = 253;
+pub const TCPOPT_EXID: u16 = 0xACCE;
+pub const TCPOPT_LEN: u8 = 12;
+
+pub const ROLE_ACTIVE: u8 = 1;
+pub const ROLE_PASSIVE: u8 = 2;
+
+pub const DECISION_UNDECIDED: u8 = 0;
+pub const DECISION_REDIRECT: u8 = 1;
+pub const DECISION_TCP: u8 = 2;
+
+pub const REASON_NONE: u8 = 0;
+pub const REASON_UNPAIRED: u8 = 1;
+pub const REASON_PASSTHROUGH: u8 = 2;
+pub const REASON_PEER_GONE: u8 = 3;
+
+pub const SF_OPT_PENDING: u8 = 1;
+
+pub const PAIR_OFFER: u32 = 1;
+pub const PAIR_ANSWER: u32 = 2;
+
+pub const MODE_ACCELERATE: u32 = 0;
+pub const MODE_PASSTHROUGH: u32 = 1;
+
+pub const EP_MESHED: u32 = 1;
+
+pub const STATS_SLOTS: u32 = 32;
+
+/// Per-CPU counters of the datapath, in slot order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub enum Stat {
+    ActiveOffered = 0,
+    PassivePaired,
+    ActivePaired,
+    RecordFailed,
+    PairingFull,
+    StateFailed,
+    RefusedNoToken,
+    RefusedUnknown,
+    RefusedNetns,
+    RefusedEarlyData,
+    ActiveUnanswered,
+    RedirectMsgs,
+    RedirectBytes,
+    RedirectFailed,
+    PassMsgs,
+    PassBytes,
+    PassthroughSwitch,
+    HdrOptFailed,
+    Closed,
+}
+
+impl Stat {
+    pub const ALL: [Stat; 19] = [
+        Stat::ActiveOffered,
+        Stat::PassivePaired,
+        Stat::ActivePaired,
+        Stat::RecordFailed,
+        Stat::PairingFull,
+        Stat::StateFailed,
+        Stat::RefusedNoToken,
+        Stat::RefusedUnknown,
+        Stat::RefusedNetns,
+        Stat::RefusedEarlyData,
+        Stat::ActiveUnanswered,
+        Stat::RedirectMsgs,
+        Stat::RedirectBytes,
+        Stat::RedirectFailed,
+        Stat::PassMsgs,
+        Stat::PassBytes,
+        Stat::PassthroughSwitch,
+        Stat::HdrOptFailed,
+        Stat::Closed,
+    ];
+
+    /// Stable snake_case name, used in status output and metric labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stat::ActiveOffered => "active_offered",
+            Stat::PassivePaired => "passive_paired",
+            Stat::ActivePaired => "active_paired",
+            Stat::RecordFailed => "record_failed",
+            Stat::PairingFull => "pairing_full",
+            Stat::StateFailed => "state_failed",
+            Stat::RefusedNoToken => "refused_no_token",
+            Stat::RefusedUnknown => "refused_unknown_token",
+            Stat::RefusedNetns => "refused_netns_mismatch",
+            Stat::RefusedEarlyData => "refused_early_data",
+            Stat::ActiveUnanswered => "active_unanswered",
+            Stat::RedirectMsgs => "redirect_msgs",
+            Stat::RedirectBytes => "redirect_bytes",
+            Stat::RedirectFailed => "redirect_failed",
+            Stat::PassMsgs => "pass_msgs",
+            Stat::PassBytes => "pass_bytes",
+            Stat::PassthroughSwitch => "passthrough_switch",
+            Stat::HdrOptFailed => "hdr_opt_failed",
+            Stat::Closed => "closed",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct Config {
+    pub mode: u32,
+    pub _pad0: u32,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct SockState {
+    pub token: u64,
+    pub peer_cookie: u64,
+    pub role: u8,
+    pub decision: u8,
+    pub reason: u8,
+    pub flags: u8,
+    pub _pad0: [u8; 4],
+    pub redirected_msgs: u64,
+    pub redirected_bytes: u64,
+    pub passed_msgs: u64,
+    pub passed_bytes: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[repr(C)]
+pub struct PairKey {
+    pub token: u64,
+    pub stage: u32,
+    pub _pad0: u32,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct PairValue {
+    pub cookie: u64,
+    pub netns_cookie: u64,
+}
+
+/// An address as the datapath keys it: IPv4 as `::ffff:a.b.c.d`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(C)]
+pub struct EndpointKey {
+    pub addr: [u8; 16],
+}
+
+impl From<IpAddr> for EndpointKey {
+    fn from(ip: IpAddr) -> Self {
+        let v6: Ipv6Addr = match ip {
+            IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+            IpAddr::V6(v6) => v6,
+        };
+        EndpointKey { addr: v6.octets() }
+    }
+}
+
+impl EndpointKey {
+    pub fn ip(&self) -> IpAddr {
+        let v6 = Ipv6Addr::from(self.addr);
+        match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(v6),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct Endpoint {
+    pub flags: u32,
+    pub _pad0: u32,
+}
+
+// SAFETY: all of these are repr(C), contain only integers and byte arrays,
+// and have no implicit padding (checked by the layout tests).
+unsafe impl aya::Pod for Config {}
+unsafe impl aya::Pod for SockState {}
+unsafe impl aya::Pod for PairKey {}
+unsafe impl aya::Pod for PairValue {}
+unsafe impl aya::Pod for EndpointKey {}
+unsafe impl aya::Pod for Endpoint {}
+
+#[cfg(test)]
+mod layout_tests {
+    use super::*;
+    use core::mem::{offset_of, size_of};
+
+    mod c {
+        include!(concat!(env!("OUT_DIR"), "/c_layout.rs"));
+    }
+
+    #[test]
+    fn structs_match_c() {
+        assert_eq!(size_of::<Config>(), c::SIZEOF_accel_config);
+        assert_eq!(offset_of!(Config, mode), c::OFFSETOF_accel_config_mode);
+
+        assert_eq!(size_of::<SockState>(), c::SIZEOF_accel_sock_state);
+        assert_eq!(
+            offset_of!(SockState, token),
+            c::OFFSETOF_accel_sock_state_token
+        );
+        assert_eq!(
+            offset_of!(SockState, peer_cookie),
+            c::OFFSETOF_accel_sock_state_peer_cookie
+        );
+        assert_eq!(
+            offset_of!(SockState, role),
+            c::OFFSETOF_accel_sock_state_role
+        );
+        assert_eq!(
+            offset_of!(SockState, decision),
+            c::OFFSETOF_accel_sock_state_decision
+        );
+        assert_eq!(
+            offset_of!(SockState, reason),
+            c::OFFSETOF_accel_sock_state_reason
+        );
+        assert_eq!(
+            offset_of!(SockState, flags),
+            c::OFFSETOF_accel_sock_state_flags
+        );
+        assert_eq!(
+            offset_of!(SockState, redirected_msgs),
+            c::OFFSETOF_accel_sock_state_redirected_msgs
+        );
+        assert_eq!(
+            offset_of!(SockState, redirected_bytes),
+            c::OFFSETOF_accel_sock_state_redirected_bytes
+        );
+        assert_eq!(
+            offset_of!(SockState, passed_msgs),
+            c::OFFSETOF_accel_sock_state_passed_msgs
+        );
+        assert_eq!(
+            offset_of!(SockState, passed_bytes),
+            c::OFFSETOF_accel_sock_state_passed_bytes
+        );
+
+        assert_eq!(size_of::<PairKey>(), c::SIZEOF_accel_pair_key);
+        assert_eq!(offset_of!(PairKey, token), c::OFFSETOF_accel_pair_key_token);
+        assert_eq!(offset_of!(PairKey, stage), c::OFFSETOF_accel_pair_key_stage);
+
+        assert_eq!(size_of::<PairValue>(), c::SIZEOF_accel_pair_value);
+        assert_eq!(
+            offset_of!(PairValue, cookie),
+            c::OFFSETOF_accel_pair_value_cookie
+        );
+        assert_eq!(
+            offset_of!(PairValue, netns_cookie),
+            c::OFFSETOF_accel_pair_value_netns_cookie
+        );
+
+        assert_eq!(size_of::<EndpointKey>(), c::SIZEOF_accel_endpoint_key);
+        assert_eq!(size_of::<Endpoint>(), c::SIZEOF_accel_endpoint);
+        assert_eq!(
+            offset_of!(Endpoint, flags),
+            c::OFFSETOF_accel_endpoint_flags
+        );
+    }
+
+    #[test]
+    fn no_implicit_padding() {
+        // Sum of field sizes equals the struct size: every hole is a named _pad.
+        assert_eq!(size_of::<SockState>(), 8 + 8 + 4 + 4 + 4 * 8);
+        assert_eq!(size_of::<PairKey>(), 8 + 4 + 4);
+        assert_eq!(size_of::<Config>(), 4 + 4);
+        assert_eq!(size_of::<Endpoint>(), 4 + 4);
+    }
+
+    #[test]
+    fn constants_match_c() {
+        assert_eq!(u64::from(ABI_VERSION), c::ACCEL_ABI_VERSION);
+        assert_eq!(u64::from(TCPOPT_KIND), c::ACCEL_TCPOPT_KIND);
+        assert_eq!(u64::from(TCPOPT_EXID), c::ACCEL_TCPOPT_EXID);
+        assert_eq!(u64::from(TCPOPT_LEN), c::ACCEL_TCPOPT_LEN);
+        assert_eq!(u64::from(ROLE_ACTIVE), c::ACCEL_ROLE_ACTIVE);
+        assert_eq!(u64::from(ROLE_PASSIVE), c::ACCEL_ROLE_PASSIVE);
+        assert_eq!(u64::from(DECISION_UNDECIDED), c::ACCEL_DECISION_UNDECIDED);
+        assert_eq!(u64::from(DECISION_REDIRECT), c::ACCEL_DECISION_REDIRECT);
+        assert_eq!(u64::from(DECISION_TCP), c::ACCEL_DECISION_TCP);
+        assert_eq!(u64::from(REASON_NONE), c::ACCEL_REASON_NONE);
+        assert_eq!(u64::from(REASON_UNPAIRED), c::ACCEL_REASON_UNPAIRED);
+        assert_eq!(u64::from(REASON_PASSTHROUGH), c::ACCEL_REASON_PASSTHROUGH);
+        assert_eq!(u64::from(REASON_PEER_GONE), c::ACCEL_REASON_PEER_GONE);
+        assert_eq!(u64::from(SF_OPT_PENDING), c::ACCEL_SF_OPT_PENDING);
+        assert_eq!(u64::from(PAIR_OFFER), c::ACCEL_PAIR_OFFER);
+        assert_eq!(u64::from(PAIR_ANSWER), c::ACCEL_PAIR_ANSWER);
+        assert_eq!(u64::from(MODE_ACCELERATE), c::ACCEL_MODE_ACCELERATE);
+        assert_eq!(u64::from(MODE_PASSTHROUGH), c::ACCEL_MODE_PASSTHROUGH);
+        assert_eq!(u64::from(EP_MESHED), c::ACCEL_EP_MESHED);
+        assert_eq!(u64::from(STATS_SLOTS), c::ACCEL_STATS_SLOTS);
+    }
+
+    #[test]
+    fn stats_match_c() {
+        assert_eq!(Stat::ALL.len() as u64, c::ACCEL_STAT_COUNT);
+        assert!(c::ACCEL_STAT_COUNT <= c::ACCEL_STATS_SLOTS);
+        for (i, stat) in Stat::ALL.iter().enumerate() {
+            assert_eq!(*stat as u32, c::STAT_VALUES_C[i], "{}", c::STAT_NAMES_C[i]);
+            // ACCEL_STAT_FOO_BAR <-> Stat::FooBar: compare names loosely.
+            let c_name = c::STAT_NAMES_C[i]
+                .trim_start_matches("ACCEL_STAT_")
+                .to_lowercase();
+            let rust_name = format!("{stat:?}").to_lowercase();
+            assert_eq!(c_name.replace('_', ""), rust_name, "slot {i}");
+        }
+    }
+
+    #[test]
+    fn endpoint_key_maps_v4() {
+        let k = EndpointKey::from("10.1.2.3".parse::<IpAddr>().unwrap());
+        assert_eq!(&k.addr[10..], &[0xff, 0xff, 10, 1, 2, 3]);
+        assert_eq!(k.ip(), "10.1.2.3".parse::<IpAddr>().unwrap());
+        let k6 = EndpointKey::from("fd00::1".parse::<IpAddr>().unwrap());
+        assert_eq!(k6.ip(), "fd00::1".parse::<IpAddr>().unwrap());
+    }
+}

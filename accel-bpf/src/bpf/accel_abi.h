@@ -1,0 +1,126 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
+/*
+ * The ABI shared between the BPF datapath and userspace.
+ *
+ * Every struct here is mirrored in accel-bpf/src/abi.rs and checked by the
+ * layout tests (build.rs compiles a host probe of these very definitions).
+ * Padding is explicit: the kernel copies map values byte for byte, and an
+ * implicit hole would be uninitialised stack in BPF and undefined in Rust.
+ *
+ * Changing anything here is an ABI change: bump ACCEL_ABI_VERSION, which
+ * moves the pin directory (…/v<N>) so an old daemon never reads new maps.
+ */
+#ifndef ACCEL_ABI_H
+#define ACCEL_ABI_H
+
+#include <linux/types.h>
+
+#define ACCEL_ABI_VERSION 1
+
+/* Pairing token carried in the handshake's final ACK: RFC 6994 shared
+ * experimental option (kind 253) with a 16-bit ExID, then the token. */
+#define ACCEL_TCPOPT_KIND 253
+#define ACCEL_TCPOPT_EXID 0xACCE
+#define ACCEL_TCPOPT_LEN 12 /* kind + len + exid(2) + token(8) */
+
+/* struct accel_sock_state.role */
+#define ACCEL_ROLE_ACTIVE 1
+#define ACCEL_ROLE_PASSIVE 2
+
+/* struct accel_sock_state.decision: made once, at the socket's first send.
+ * REDIRECT may later become TCP (order-safe: the receiver drains its ingress
+ * queue before its TCP queue); TCP never becomes REDIRECT. */
+#define ACCEL_DECISION_UNDECIDED 0
+#define ACCEL_DECISION_REDIRECT 1
+#define ACCEL_DECISION_TCP 2
+
+/* struct accel_sock_state.reason: why a socket sends over TCP. */
+#define ACCEL_REASON_NONE 0
+#define ACCEL_REASON_UNPAIRED 1     /* no exact peer was proven */
+#define ACCEL_REASON_PASSTHROUGH 2  /* datapath draining or disabled */
+#define ACCEL_REASON_PEER_GONE 3    /* peer left the sockhash */
+
+/* struct accel_sock_state.flags */
+#define ACCEL_SF_OPT_PENDING (1U << 0) /* token not yet written to the wire */
+
+/* Keys of the pairing map: the active side offers, the passive side answers. */
+#define ACCEL_PAIR_OFFER 1
+#define ACCEL_PAIR_ANSWER 2
+
+/* struct accel_config.mode */
+#define ACCEL_MODE_ACCELERATE 0
+#define ACCEL_MODE_PASSTHROUGH 1 /* record nothing new, redirect nothing */
+
+/* Endpoint flags (struct accel_endpoint.flags). */
+#define ACCEL_EP_MESHED (1U << 0)
+
+/* Per-CPU counters (accel_stats). Slots are reserved up to ACCEL_STATS_SLOTS
+ * so new counters do not change the map size (an ABI change). */
+enum accel_stat {
+	ACCEL_STAT_ACTIVE_OFFERED = 0,  /* active sockets recorded with a token */
+	ACCEL_STAT_PASSIVE_PAIRED,      /* passive sockets paired exactly */
+	ACCEL_STAT_ACTIVE_PAIRED,       /* active sockets that found their answer */
+	ACCEL_STAT_RECORD_FAILED,       /* sockhash insert failed (full?) */
+	ACCEL_STAT_PAIRING_FULL,        /* pairing map insert failed */
+	ACCEL_STAT_STATE_FAILED,        /* socket storage allocation failed */
+	ACCEL_STAT_REFUSED_NO_TOKEN,    /* eligible passive, no token in the ACK */
+	ACCEL_STAT_REFUSED_UNKNOWN,     /* token not offered on this node / already claimed */
+	ACCEL_STAT_REFUSED_NETNS,       /* loopback pair across network namespaces */
+	ACCEL_STAT_REFUSED_EARLY_DATA,  /* data crossed TCP before establishment (TFO) */
+	ACCEL_STAT_ACTIVE_UNANSWERED,   /* active socket sent first, no peer proven */
+	ACCEL_STAT_REDIRECT_MSGS,
+	ACCEL_STAT_REDIRECT_BYTES,
+	ACCEL_STAT_REDIRECT_FAILED,     /* peer left the map: fell back to TCP */
+	ACCEL_STAT_PASS_MSGS,           /* messages sent over TCP by recorded sockets */
+	ACCEL_STAT_PASS_BYTES,
+	ACCEL_STAT_PASSTHROUGH_SWITCH,  /* sockets switched to TCP by passthrough */
+	ACCEL_STAT_HDR_OPT_FAILED,      /* could not reserve/store the option */
+	ACCEL_STAT_CLOSED,              /* recorded sockets closed (cleanup ran) */
+	ACCEL_STAT_COUNT,
+};
+#define ACCEL_STATS_SLOTS 32
+
+struct accel_config {
+	__u32 mode;
+	__u32 _pad0;
+};
+
+/* Per-socket state, in BPF socket storage: freed by the kernel with the
+ * socket, so it needs no cleanup path of its own. */
+struct accel_sock_state {
+	__u64 token;        /* active side: the offer's token; 0 on the passive side */
+	__u64 peer_cookie;  /* socket cookie of the exact peer; 0 until paired */
+	__u8 role;          /* ACCEL_ROLE_* */
+	__u8 decision;      /* ACCEL_DECISION_* */
+	__u8 reason;        /* ACCEL_REASON_* */
+	__u8 flags;         /* ACCEL_SF_* */
+	__u8 _pad0[4];
+	__u64 redirected_msgs;
+	__u64 redirected_bytes;
+	__u64 passed_msgs;
+	__u64 passed_bytes;
+};
+
+struct accel_pair_key {
+	__u64 token;
+	__u32 stage; /* ACCEL_PAIR_OFFER or ACCEL_PAIR_ANSWER */
+	__u32 _pad0;
+};
+
+struct accel_pair_value {
+	__u64 cookie;       /* OFFER: the active socket; ANSWER: the passive socket */
+	__u64 netns_cookie; /* 0 where the kernel cannot tell */
+};
+
+/* A local endpoint address: IPv4 is stored as ::ffff:a.b.c.d so one key
+ * serves both families (dual-stack sockets report v4 peers that way). */
+struct accel_endpoint_key {
+	__u8 addr[16];
+};
+
+struct accel_endpoint {
+	__u32 flags; /* ACCEL_EP_* */
+	__u32 _pad0;
+};
+
+#endif /* ACCEL_ABI_H */

@@ -1,0 +1,20 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
+#ifndef ACCEL_CONFIG_H
+#define ACCEL_CONFIG_H
+
+#include "maps.h"
+
+/* Set by the loader from its probes (read-only data, frozen before load), so
+ * the verifier prunes calls to helpers this kernel does not have. */
+const volatile __u32 accel_have_netns_cookie = 0;
+
+static __always_inline int accel_passthrough(void)
+{
+	__u32 key = 0;
+	struct accel_config *cfg = bpf_map_lookup_elem(&accel_config, &key);
+
+	/* No config slot cannot happen for an array; fail safe to TCP anyway. */
+	return !cfg || cfg->mode != ACCEL_MODE_ACCELERATE;
+}
+
+#endif /* ACCEL_CONFIG_H */

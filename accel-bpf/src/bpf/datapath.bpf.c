@@ -1,0 +1,307 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
+/*
+ * The sockmap datapath: sock_ops records exactly paired local TCP sockets,
+ * sk_msg hands each sendmsg of a recorded socket to its peer's receive queue.
+ */
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+#include "accel_abi.h"
+#include "maps.h"
+#include "stats.h"
+#include "config.h"
+#include "endpoints.h"
+#include "pairing.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+static __always_inline __u64 netns_cookie_of(struct bpf_sock_ops *skops)
+{
+	/* Folded away by the verifier when the kernel lacks the helper here. */
+	if (accel_have_netns_cookie)
+		return bpf_get_netns_cookie(skops);
+	return 0;
+}
+
+static __always_inline struct accel_sock_state *state_create(struct bpf_sock_ops *skops)
+{
+	struct bpf_sock *sk = skops->sk;
+	struct accel_sock_state *st;
+
+	if (!sk)
+		return 0;
+	st = bpf_sk_storage_get(&accel_sock_state, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!st)
+		stat_inc(ACCEL_STAT_STATE_FAILED);
+	return st;
+}
+
+static __always_inline struct accel_sock_state *state_of(struct bpf_sock_ops *skops)
+{
+	struct bpf_sock *sk = skops->sk;
+
+	if (!sk)
+		return 0;
+	return bpf_sk_storage_get(&accel_sock_state, sk, 0, 0);
+}
+
+/* connect() completed. Record the socket and offer a token if its local end
+ * takes part; where the connection really goes (after NAT) is for the
+ * passive side to prove. */
+static __always_inline void on_active_established(struct bpf_sock_ops *skops)
+{
+	struct accel_endpoint_key local, remote;
+	struct accel_pair_key pkey = { .stage = ACCEL_PAIR_OFFER };
+	struct accel_pair_value offer = {};
+	struct accel_sock_state *st;
+	__u64 cookie;
+	long err;
+
+	if (accel_passthrough() || !ep_keys_of(skops, &local, &remote) || !ep_eligible(&local))
+		return;
+	/* Data in the SYN (TCP Fast Open) already went by TCP: redirecting the
+	 * rest could overtake it in the peer's receive queue. */
+	if (skops->data_segs_out) {
+		stat_inc(ACCEL_STAT_REFUSED_EARLY_DATA);
+		return;
+	}
+	st = state_create(skops);
+	if (!st)
+		return;
+
+	cookie = bpf_get_socket_cookie(skops);
+	if (bpf_sock_hash_update(skops, &accel_sockhash, &cookie, BPF_NOEXIST)) {
+		stat_inc(ACCEL_STAT_RECORD_FAILED);
+		return;
+	}
+
+	pkey.token = pairing_new_token();
+	offer.cookie = cookie;
+	offer.netns_cookie = netns_cookie_of(skops);
+	if (bpf_map_update_elem(&accel_pairing, &pkey, &offer, BPF_NOEXIST)) {
+		stat_inc(ACCEL_STAT_PAIRING_FULL);
+		st->decision = ACCEL_DECISION_TCP;
+		st->reason = ACCEL_REASON_UNPAIRED;
+		return;
+	}
+
+	/* WRITE_HDR_OPT: carry the token in the final ACK. STATE: clean the
+	 * offer up if the socket closes before its first send. */
+	err = bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |
+						   BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG |
+						   BPF_SOCK_OPS_STATE_CB_FLAG);
+	if (err) {
+		bpf_map_delete_elem(&accel_pairing, &pkey);
+		stat_inc(ACCEL_STAT_HDR_OPT_FAILED);
+		st->decision = ACCEL_DECISION_TCP;
+		st->reason = ACCEL_REASON_UNPAIRED;
+		return;
+	}
+	st->role = ACCEL_ROLE_ACTIVE;
+	st->token = pkey.token;
+	st->flags |= ACCEL_SF_OPT_PENDING;
+	stat_inc(ACCEL_STAT_ACTIVE_OFFERED);
+}
+
+/* accept()able child socket. Pair it only if both its ends take part and
+ * the handshake carried a token this node offered and nobody claimed. */
+static __always_inline void on_passive_established(struct bpf_sock_ops *skops)
+{
+	struct accel_endpoint_key local, remote;
+	struct accel_pair_key pkey = { .stage = ACCEL_PAIR_OFFER };
+	struct accel_pair_value offer, answer = {};
+	struct accel_pair_value *found;
+	struct accel_sock_state *st;
+	__u64 token, cookie;
+
+	if (accel_passthrough() || !ep_keys_of(skops, &local, &remote) ||
+	    !ep_eligible(&local) || !ep_eligible(&remote))
+		return;
+	if (pairing_read_token(skops, &token)) {
+		stat_inc(ACCEL_STAT_REFUSED_NO_TOKEN);
+		return;
+	}
+	pkey.token = token;
+	found = bpf_map_lookup_elem(&accel_pairing, &pkey);
+	if (!found) {
+		stat_inc(ACCEL_STAT_REFUSED_UNKNOWN);
+		return;
+	}
+	offer = *found;
+	/* Only one socket may claim an offer: the delete decides who. */
+	if (bpf_map_delete_elem(&accel_pairing, &pkey)) {
+		stat_inc(ACCEL_STAT_REFUSED_UNKNOWN);
+		return;
+	}
+	answer.netns_cookie = netns_cookie_of(skops);
+	/* A loopback connection never leaves its namespace; a mismatch means
+	 * something is wrong, and wrong is never accelerated. */
+	if (ep_is_loopback(&local) && offer.netns_cookie != answer.netns_cookie) {
+		stat_inc(ACCEL_STAT_REFUSED_NETNS);
+		return;
+	}
+	if (skops->data_segs_out) {
+		stat_inc(ACCEL_STAT_REFUSED_EARLY_DATA);
+		return;
+	}
+	st = state_create(skops);
+	if (!st)
+		return;
+	cookie = bpf_get_socket_cookie(skops);
+	if (bpf_sock_hash_update(skops, &accel_sockhash, &cookie, BPF_NOEXIST)) {
+		stat_inc(ACCEL_STAT_RECORD_FAILED);
+		return;
+	}
+	st->role = ACCEL_ROLE_PASSIVE;
+	st->peer_cookie = offer.cookie;
+
+	/* Tell the active side who its peer is. If this fails the active side
+	 * sends over TCP and only this direction is redirected: still in order. */
+	pkey.stage = ACCEL_PAIR_ANSWER;
+	answer.cookie = cookie;
+	if (bpf_map_update_elem(&accel_pairing, &pkey, &answer, BPF_NOEXIST))
+		stat_inc(ACCEL_STAT_PAIRING_FULL);
+	stat_inc(ACCEL_STAT_PASSIVE_PAIRED);
+}
+
+static __always_inline void on_hdr_opt_len(struct bpf_sock_ops *skops)
+{
+	struct accel_sock_state *st = state_of(skops);
+
+	if (!st || !(st->flags & ACCEL_SF_OPT_PENDING))
+		return; /* another program asked for header-option callbacks */
+	if (bpf_reserve_hdr_opt(skops, ACCEL_TCPOPT_LEN, 0))
+		stat_inc(ACCEL_STAT_HDR_OPT_FAILED);
+}
+
+static __always_inline void on_write_hdr_opt(struct bpf_sock_ops *skops)
+{
+	struct accel_sock_state *st = state_of(skops);
+	struct accel_tcpopt opt;
+
+	if (!st || !(st->flags & ACCEL_SF_OPT_PENDING))
+		return;
+	pairing_fill_opt(&opt, st->token);
+	if (bpf_store_hdr_opt(skops, &opt, sizeof(opt), 0))
+		stat_inc(ACCEL_STAT_HDR_OPT_FAILED); /* the passive side will refuse: TCP */
+	/* One packet carries the token; later segments stay untouched. */
+	st->flags &= ~ACCEL_SF_OPT_PENDING;
+	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags &
+						 ~BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG);
+}
+
+static __always_inline void on_state_change(struct bpf_sock_ops *skops)
+{
+	struct accel_sock_state *st;
+
+	if (skops->args[1] != BPF_TCP_CLOSE)
+		return;
+	st = state_of(skops);
+	if (!st)
+		return;
+	if (st->token)
+		pairing_forget(st->token);
+	stat_inc(ACCEL_STAT_CLOSED);
+}
+
+SEC("sockops")
+int accel_sockops(struct bpf_sock_ops *skops)
+{
+	switch (skops->op) {
+	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
+		on_active_established(skops);
+		break;
+	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
+		on_passive_established(skops);
+		break;
+	case BPF_SOCK_OPS_HDR_OPT_LEN_CB:
+		on_hdr_opt_len(skops);
+		break;
+	case BPF_SOCK_OPS_WRITE_HDR_OPT_CB:
+		on_write_hdr_opt(skops);
+		break;
+	case BPF_SOCK_OPS_STATE_CB:
+		on_state_change(skops);
+		break;
+	}
+	return 1;
+}
+
+/* First send of a recorded socket: decide, once, how it sends. */
+static __always_inline void decide(struct accel_sock_state *st)
+{
+	struct accel_pair_key pkey = { .token = st->token, .stage = ACCEL_PAIR_ANSWER };
+	struct accel_pair_value *answer;
+
+	if (accel_passthrough()) {
+		st->decision = ACCEL_DECISION_TCP;
+		st->reason = ACCEL_REASON_PASSTHROUGH;
+		return;
+	}
+	if (st->role == ACCEL_ROLE_PASSIVE) {
+		st->decision = ACCEL_DECISION_REDIRECT;
+		return;
+	}
+	if (st->role != ACCEL_ROLE_ACTIVE) {
+		st->decision = ACCEL_DECISION_TCP;
+		st->reason = ACCEL_REASON_UNPAIRED;
+		return;
+	}
+	answer = bpf_map_lookup_elem(&accel_pairing, &pkey);
+	if (answer) {
+		st->peer_cookie = answer->cookie;
+		st->decision = ACCEL_DECISION_REDIRECT;
+		bpf_map_delete_elem(&accel_pairing, &pkey);
+		stat_inc(ACCEL_STAT_ACTIVE_PAIRED);
+		return;
+	}
+	/* Withdraw the offer so no later claim can pair with a TCP sender. */
+	pkey.stage = ACCEL_PAIR_OFFER;
+	bpf_map_delete_elem(&accel_pairing, &pkey);
+	st->decision = ACCEL_DECISION_TCP;
+	st->reason = ACCEL_REASON_UNPAIRED;
+	stat_inc(ACCEL_STAT_ACTIVE_UNANSWERED);
+}
+
+SEC("sk_msg")
+int accel_sk_msg(struct sk_msg_md *msg)
+{
+	struct accel_sock_state *st;
+	__u32 size = msg->size;
+	__u64 peer;
+
+	st = bpf_sk_storage_get(&accel_sock_state, msg->sk, 0, 0);
+	if (!st)
+		return SK_PASS; /* not recorded by us: never touch it */
+
+	if (st->decision == ACCEL_DECISION_UNDECIDED) {
+		decide(st);
+	} else if (st->decision == ACCEL_DECISION_REDIRECT && accel_passthrough()) {
+		/* redirect -> TCP is order-safe: the peer reads its ingress queue
+		 * (our earlier bytes) before its TCP receive queue. */
+		st->decision = ACCEL_DECISION_TCP;
+		st->reason = ACCEL_REASON_PASSTHROUGH;
+		stat_inc(ACCEL_STAT_PASSTHROUGH_SWITCH);
+	}
+
+	if (st->decision == ACCEL_DECISION_REDIRECT) {
+		peer = st->peer_cookie;
+		if (bpf_msg_redirect_hash(msg, &accel_sockhash, &peer, BPF_F_INGRESS) == SK_PASS) {
+			st->redirected_msgs++;
+			st->redirected_bytes += size;
+			stat_inc(ACCEL_STAT_REDIRECT_MSGS);
+			stat_add(ACCEL_STAT_REDIRECT_BYTES, size);
+			return SK_PASS;
+		}
+		/* The peer left the map (it closed): TCP carries the rest, which
+		 * is what the application would have seen without us. */
+		st->decision = ACCEL_DECISION_TCP;
+		st->reason = ACCEL_REASON_PEER_GONE;
+		stat_inc(ACCEL_STAT_REDIRECT_FAILED);
+	}
+	st->passed_msgs++;
+	st->passed_bytes += size;
+	stat_inc(ACCEL_STAT_PASS_MSGS);
+	stat_add(ACCEL_STAT_PASS_BYTES, size);
+	return SK_PASS;
+}

@@ -1,0 +1,98 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
+/*
+ * Which addresses take part: loopback (in any namespace) and the local
+ * endpoints the daemon lists. Everything else is never recorded.
+ */
+#ifndef ACCEL_ENDPOINTS_H
+#define ACCEL_ENDPOINTS_H
+
+#include <bpf/bpf_endian.h>
+#include "maps.h"
+
+#ifndef AF_INET
+#define AF_INET 2
+#endif
+#ifndef AF_INET6
+#define AF_INET6 10
+#endif
+
+/* IPv4 as ::ffff:a.b.c.d; ip4 is in network byte order as the kernel has it. */
+static __always_inline void ep_key_v4(struct accel_endpoint_key *k, __u32 ip4)
+{
+	__builtin_memset(k, 0, sizeof(*k));
+	k->addr[10] = 0xff;
+	k->addr[11] = 0xff;
+	__builtin_memcpy(&k->addr[12], &ip4, 4);
+}
+
+static __always_inline void ep_key_v6(struct accel_endpoint_key *k, __u32 w0, __u32 w1,
+				      __u32 w2, __u32 w3)
+{
+	__builtin_memcpy(&k->addr[0], &w0, 4);
+	__builtin_memcpy(&k->addr[4], &w1, 4);
+	__builtin_memcpy(&k->addr[8], &w2, 4);
+	__builtin_memcpy(&k->addr[12], &w3, 4);
+}
+
+static __always_inline int ep_is_v4mapped(const struct accel_endpoint_key *k)
+{
+	__u64 hi;
+	__u32 mid;
+
+	__builtin_memcpy(&hi, &k->addr[0], 8);
+	__builtin_memcpy(&mid, &k->addr[8], 4);
+	return hi == 0 && mid == bpf_htonl(0x0000ffff);
+}
+
+static __always_inline int ep_is_loopback(const struct accel_endpoint_key *k)
+{
+	__u64 hi, lo;
+
+	if (ep_is_v4mapped(k))
+		return k->addr[12] == 127; /* 127.0.0.0/8 */
+	__builtin_memcpy(&hi, &k->addr[0], 8);
+	__builtin_memcpy(&lo, &k->addr[8], 8);
+	return hi == 0 && lo == bpf_cpu_to_be64(1); /* ::1 */
+}
+
+static __always_inline int ep_is_local_endpoint(const struct accel_endpoint_key *k)
+{
+	struct accel_endpoint *ep = bpf_map_lookup_elem(&accel_endpoints, k);
+
+	return ep && (ep->flags & ACCEL_EP_MESHED);
+}
+
+static __always_inline __u32 ctx_u32(const __u32 *p)
+{
+	return *(const volatile __u32 *)p;
+}
+
+/* Fills the keys of the socket's two ends; returns 0 for anything but TCP
+ * over IPv4/IPv6 (sock_ops only runs for TCP, but stay defensive). */
+static __always_inline int ep_keys_of(const struct bpf_sock_ops *skops,
+				      struct accel_endpoint_key *local,
+				      struct accel_endpoint_key *remote)
+{
+	if (skops->family == AF_INET) {
+		ep_key_v4(local, skops->local_ip4);
+		ep_key_v4(remote, skops->remote_ip4);
+		return 1;
+	}
+	if (skops->family == AF_INET6) {
+		/* One 4-byte load per word: the context only allows u32 access
+		 * here, and clang would otherwise merge neighbouring loads. */
+		ep_key_v6(local, ctx_u32(&skops->local_ip6[0]), ctx_u32(&skops->local_ip6[1]),
+			  ctx_u32(&skops->local_ip6[2]), ctx_u32(&skops->local_ip6[3]));
+		ep_key_v6(remote, ctx_u32(&skops->remote_ip6[0]), ctx_u32(&skops->remote_ip6[1]),
+			  ctx_u32(&skops->remote_ip6[2]), ctx_u32(&skops->remote_ip6[3]));
+		return 1;
+	}
+	return 0;
+}
+
+static __always_inline int ep_eligible(const struct accel_endpoint_key *k)
+{
+	return ep_is_loopback(k) || ep_is_local_endpoint(k);
+}
+
+#endif /* ACCEL_ENDPOINTS_H */

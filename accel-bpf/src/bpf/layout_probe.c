@@ -1,0 +1,89 @@
+/* Host program run by build.rs: prints the C side of the ABI (sizes, field
+ * offsets, constants) as Rust constants, so the layout tests compare the
+ * Rust mirror against what the compiler really laid out. */
+#include <stddef.h>
+#include <stdio.h>
+#include "accel_abi.h"
+
+#define SIZE(t) printf("pub const SIZEOF_%s: usize = %zu;\n", #t, sizeof(struct t))
+#define OFF(t, f) printf("pub const OFFSETOF_%s_%s: usize = %zu;\n", #t, #f, offsetof(struct t, f))
+#define CONST(c) printf("pub const %s: u64 = %llu;\n", #c, (unsigned long long)(c))
+
+int main(void)
+{
+	SIZE(accel_config);
+	OFF(accel_config, mode);
+	SIZE(accel_sock_state);
+	OFF(accel_sock_state, token);
+	OFF(accel_sock_state, peer_cookie);
+	OFF(accel_sock_state, role);
+	OFF(accel_sock_state, decision);
+	OFF(accel_sock_state, reason);
+	OFF(accel_sock_state, flags);
+	OFF(accel_sock_state, redirected_msgs);
+	OFF(accel_sock_state, redirected_bytes);
+	OFF(accel_sock_state, passed_msgs);
+	OFF(accel_sock_state, passed_bytes);
+	SIZE(accel_pair_key);
+	OFF(accel_pair_key, token);
+	OFF(accel_pair_key, stage);
+	SIZE(accel_pair_value);
+	OFF(accel_pair_value, cookie);
+	OFF(accel_pair_value, netns_cookie);
+	SIZE(accel_endpoint_key);
+	SIZE(accel_endpoint);
+	OFF(accel_endpoint, flags);
+	CONST(ACCEL_ABI_VERSION);
+	CONST(ACCEL_TCPOPT_KIND);
+	CONST(ACCEL_TCPOPT_EXID);
+	CONST(ACCEL_TCPOPT_LEN);
+	CONST(ACCEL_ROLE_ACTIVE);
+	CONST(ACCEL_ROLE_PASSIVE);
+	CONST(ACCEL_DECISION_UNDECIDED);
+	CONST(ACCEL_DECISION_REDIRECT);
+	CONST(ACCEL_DECISION_TCP);
+	CONST(ACCEL_REASON_NONE);
+	CONST(ACCEL_REASON_UNPAIRED);
+	CONST(ACCEL_REASON_PASSTHROUGH);
+	CONST(ACCEL_REASON_PEER_GONE);
+	CONST(ACCEL_SF_OPT_PENDING);
+	CONST(ACCEL_PAIR_OFFER);
+	CONST(ACCEL_PAIR_ANSWER);
+	CONST(ACCEL_MODE_ACCELERATE);
+	CONST(ACCEL_MODE_PASSTHROUGH);
+	CONST(ACCEL_EP_MESHED);
+	CONST(ACCEL_STATS_SLOTS);
+	CONST(ACCEL_STAT_COUNT);
+	printf("pub const STAT_NAMES_C: [&str; %d] = [\n", ACCEL_STAT_COUNT);
+#define STAT(s) printf("    \"%s\",\n", #s)
+	/* Order checked against the enum's values below. */
+	STAT(ACCEL_STAT_ACTIVE_OFFERED);
+	STAT(ACCEL_STAT_PASSIVE_PAIRED);
+	STAT(ACCEL_STAT_ACTIVE_PAIRED);
+	STAT(ACCEL_STAT_RECORD_FAILED);
+	STAT(ACCEL_STAT_PAIRING_FULL);
+	STAT(ACCEL_STAT_STATE_FAILED);
+	STAT(ACCEL_STAT_REFUSED_NO_TOKEN);
+	STAT(ACCEL_STAT_REFUSED_UNKNOWN);
+	STAT(ACCEL_STAT_REFUSED_NETNS);
+	STAT(ACCEL_STAT_REFUSED_EARLY_DATA);
+	STAT(ACCEL_STAT_ACTIVE_UNANSWERED);
+	STAT(ACCEL_STAT_REDIRECT_MSGS);
+	STAT(ACCEL_STAT_REDIRECT_BYTES);
+	STAT(ACCEL_STAT_REDIRECT_FAILED);
+	STAT(ACCEL_STAT_PASS_MSGS);
+	STAT(ACCEL_STAT_PASS_BYTES);
+	STAT(ACCEL_STAT_PASSTHROUGH_SWITCH);
+	STAT(ACCEL_STAT_HDR_OPT_FAILED);
+	STAT(ACCEL_STAT_CLOSED);
+	printf("];\n");
+	printf("pub const STAT_VALUES_C: [u32; %d] = [%d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d];\n",
+	       ACCEL_STAT_COUNT, ACCEL_STAT_ACTIVE_OFFERED, ACCEL_STAT_PASSIVE_PAIRED,
+	       ACCEL_STAT_ACTIVE_PAIRED, ACCEL_STAT_RECORD_FAILED, ACCEL_STAT_PAIRING_FULL,
+	       ACCEL_STAT_STATE_FAILED, ACCEL_STAT_REFUSED_NO_TOKEN, ACCEL_STAT_REFUSED_UNKNOWN,
+	       ACCEL_STAT_REFUSED_NETNS, ACCEL_STAT_REFUSED_EARLY_DATA,
+	       ACCEL_STAT_ACTIVE_UNANSWERED, ACCEL_STAT_REDIRECT_MSGS, ACCEL_STAT_REDIRECT_BYTES,
+	       ACCEL_STAT_REDIRECT_FAILED, ACCEL_STAT_PASS_MSGS, ACCEL_STAT_PASS_BYTES,
+	       ACCEL_STAT_PASSTHROUGH_SWITCH, ACCEL_STAT_HDR_OPT_FAILED, ACCEL_STAT_CLOSED);
+	return 0;
+}

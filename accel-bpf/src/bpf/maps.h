@@ -1,0 +1,69 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
+/*
+ * Every map of the datapath. Owner of all of them: accel-daemon, which pins
+ * them under its versioned pin directory and sizes them at load time (the
+ * max_entries here are defaults). Cleanup paths are stated per map.
+ */
+#ifndef ACCEL_MAPS_H
+#define ACCEL_MAPS_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include "accel_abi.h"
+
+/* Recorded sockets, keyed by socket cookie: unique per boot, so keys never
+ * collide across network namespaces and NAT cannot make two sockets look
+ * alike. Cleanup: the kernel removes a socket when it closes. Only exactly
+ * paired sockets (and active sockets awaiting their answer) are here. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, __u64);
+} accel_sockhash SEC(".maps");
+
+/* Per-socket decision and peer. Cleanup: freed by the kernel with the socket. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct accel_sock_state);
+} accel_sock_state SEC(".maps");
+
+/* Handshake rendezvous: OFFER (active, written at ACTIVE_ESTABLISHED) and
+ * ANSWER (passive, written when it claims the offer). Cleanup: the passive
+ * deletes the OFFER it claims (the delete is the arbiter: one claim wins);
+ * the active deletes both at its first send and again when it closes. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct accel_pair_key);
+	__type(value, struct accel_pair_value);
+} accel_pairing SEC(".maps");
+
+/* Non-loopback addresses that take part (meshed pods on this node). Written
+ * only by the daemon's endpoint source, which removes stale entries. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct accel_endpoint_key);
+	__type(value, struct accel_endpoint);
+} accel_endpoints SEC(".maps");
+
+/* One slot: the daemon flips mode to PASSTHROUGH to drain before unload. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct accel_config);
+} accel_config SEC(".maps");
+
+/* Counters; per-CPU so the hot path never bounces a cache line. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, ACCEL_STATS_SLOTS);
+	__type(key, __u32);
+	__type(value, __u64);
+} accel_stats SEC(".maps");
+
+#endif /* ACCEL_MAPS_H */

@@ -1,0 +1,38 @@
+//! The sockmap datapath: BPF objects compiled from `src/bpf/*.bpf.c` by
+//! build.rs, and the Rust mirror of the ABI they share with userspace.
+//!
+//! The objects are embedded so the daemon is one self-contained binary.
+
+pub mod abi;
+
+/// The datapath object: `accel_sockops` (sock_ops) and `accel_sk_msg` (sk_msg)
+/// with their maps.
+pub static DATAPATH_OBJ: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/datapath.bpf.o"));
+
+/// One tiny program per kernel capability the datapath relies on.
+pub static PROBES_OBJ: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/probes.bpf.o"));
+
+/// Program names inside [`DATAPATH_OBJ`].
+pub mod prog {
+    pub const SOCKOPS: &str = "accel_sockops";
+    pub const SK_MSG: &str = "accel_sk_msg";
+}
+
+/// Map names inside [`DATAPATH_OBJ`] (also their pin file names).
+pub mod map {
+    pub const SOCKHASH: &str = "accel_sockhash";
+    pub const SOCK_STATE: &str = "accel_sock_state";
+    pub const PAIRING: &str = "accel_pairing";
+    pub const ENDPOINTS: &str = "accel_endpoints";
+    pub const CONFIG: &str = "accel_config";
+    pub const STATS: &str = "accel_stats";
+    /// Every pinned map, in the order status reports them.
+    pub const ALL: [&str; 6] = [SOCKHASH, SOCK_STATE, PAIRING, ENDPOINTS, CONFIG, STATS];
+}
+
+/// Read-only globals the loader sets from its probes.
+pub mod global {
+    pub const HAVE_NETNS_COOKIE: &str = "accel_have_netns_cookie";
+}

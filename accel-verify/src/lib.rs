@@ -1,0 +1,1 @@
+//! PSH-flag verification (filled in by the verification issue).
