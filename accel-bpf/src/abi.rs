@@ -194,6 +194,7 @@ mod layout_tests {
     use super::*;
     use core::mem::{offset_of, size_of};
 
+    #[allow(non_upper_case_globals, dead_code)]
     mod c {
         include!(concat!(env!("OUT_DIR"), "/c_layout.rs"));
     }
@@ -303,7 +304,7 @@ mod layout_tests {
     #[test]
     fn stats_match_c() {
         assert_eq!(Stat::ALL.len() as u64, c::ACCEL_STAT_COUNT);
-        assert!(c::ACCEL_STAT_COUNT <= c::ACCEL_STATS_SLOTS);
+        const { assert!(c::ACCEL_STAT_COUNT <= c::ACCEL_STATS_SLOTS) };
         for (i, stat) in Stat::ALL.iter().enumerate() {
             assert_eq!(*stat as u32, c::STAT_VALUES_C[i], "{}", c::STAT_NAMES_C[i]);
             // ACCEL_STAT_FOO_BAR <-> Stat::FooBar: compare names loosely.

@@ -1,1 +1,473 @@
-fn main() {}
+//! `accel-daemon`: the node daemon of sidecar acceleration.
+//!
+//! `run` puts the sockmap datapath on the node (or adopts the one already
+//! pinned), `status` reports it, `unload` removes it without losing data.
+
+mod datapath;
+mod endpoints;
+mod host;
+mod kernel;
+mod probes;
+mod report;
+mod selftest;
+mod server;
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::{Path, PathBuf},
+    process::ExitCode,
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
+
+use accel_bpf::abi;
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use tracing::{error, info, warn};
+
+use crate::{
+    datapath::{Datapath, DatapathError, InstallOptions, MapSizes},
+    endpoints::{EndpointSource, StaticEndpoints},
+    kernel::KernelRelease,
+    report::{Check, DaemonState, DatapathReport, Status},
+    server::Shared,
+};
+
+#[derive(Parser)]
+#[command(
+    name = "accel-daemon",
+    version,
+    about = "Sidecar acceleration node daemon (eBPF sockmap)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Load (or adopt) the datapath and serve health and metrics.
+    Run(RunArgs),
+    /// Report kernel gates, attachment, maps and counters.
+    Status(StatusArgs),
+    /// Remove the datapath without losing data in flight.
+    Unload(UnloadArgs),
+    #[command(hide = true)]
+    SelfTestWorker {
+        #[arg(long)]
+        pin_dir: PathBuf,
+    },
+}
+
+fn default_pin_dir() -> PathBuf {
+    Path::new(host::DEFAULT_PIN_ROOT).join(format!("v{}", abi::ABI_VERSION))
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Versioned directory on bpffs where maps and the sock_ops link are pinned.
+    #[arg(long, default_value_os_t = default_pin_dir())]
+    pin_dir: PathBuf,
+    /// cgroup v2 directory to attach sock_ops to [default: root of the cgroup2 mount].
+    #[arg(long)]
+    cgroup: Option<PathBuf>,
+    /// Where the daemon records its state for `status`.
+    #[arg(long, default_value = "/run/sidecar-accel")]
+    state_dir: PathBuf,
+    /// Address of /healthz, /readyz and /metrics (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    metrics_addr: SocketAddr,
+    /// Pretend the kernel has this release (for testing the gate).
+    #[arg(long)]
+    kernel_release: Option<String>,
+    /// Exit non-zero instead of running unaccelerated when a gate fails.
+    #[arg(long)]
+    require_acceleration: bool,
+    /// A local non-loopback address that takes part (repeatable).
+    #[arg(long = "local-endpoint")]
+    local_endpoints: Vec<IpAddr>,
+    /// File with one local endpoint address per line (# comments); re-read periodically.
+    #[arg(long)]
+    local_endpoints_file: Option<PathBuf>,
+    /// How often to re-read the endpoint source.
+    #[arg(long, default_value = "5", value_name = "SECONDS")]
+    endpoint_sync_secs: u64,
+    /// Capacity of the sockhash (recorded sockets).
+    #[arg(long, default_value_t = MapSizes::default().sockhash)]
+    sockhash_size: u32,
+    /// Capacity of the pairing map (handshakes in flight).
+    #[arg(long, default_value_t = MapSizes::default().pairing)]
+    pairing_size: u32,
+    /// Log as JSON lines.
+    #[arg(long)]
+    log_json: bool,
+}
+
+#[derive(Args)]
+struct StatusArgs {
+    #[arg(long, default_value_os_t = default_pin_dir())]
+    pin_dir: PathBuf,
+    #[arg(long, default_value = "/run/sidecar-accel")]
+    state_dir: PathBuf,
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct UnloadArgs {
+    #[arg(long, default_value_os_t = default_pin_dir())]
+    pin_dir: PathBuf,
+    /// The cgroup the datapath was attached to; checked to hold no
+    /// attachment of ours afterwards.
+    #[arg(long)]
+    cgroup: Option<PathBuf>,
+    /// How long readers get to consume messages already redirected to them.
+    #[arg(long, default_value = "2", value_name = "SECONDS")]
+    drain_secs: u64,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let json = matches!(&cli.command, Command::Run(a) if a.log_json);
+    init_logging(json);
+    let result = match cli.command {
+        Command::Run(args) => run(args),
+        Command::Status(args) => status(args),
+        Command::Unload(args) => unload(args),
+        Command::SelfTestWorker { pin_dir } => selftest::worker(&pin_dir).map(|r| {
+            println!("{}", serde_json::to_string(&r).unwrap_or_default());
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e:#}");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// The outcome of the gates: a live datapath, or the reason there is none.
+enum Gate {
+    On { dp: Box<Datapath>, adopted: bool },
+    Off(String),
+}
+
+fn run(args: RunArgs) -> Result<()> {
+    // Everything that can be wrong with the input fails here, before
+    // anything is attached, with one line that names the fix.
+    host::check_privileges()?;
+    let (kernel, overridden) = match &args.kernel_release {
+        Some(r) => (r.parse::<KernelRelease>()?, true),
+        None => (KernelRelease::running()?, false),
+    };
+    let cgroup = match &args.cgroup {
+        Some(c) => c.clone(),
+        None => host::cgroup2_mount()?,
+    };
+    host::check_cgroup2_dir(&cgroup)?;
+    host::ensure_bpffs(&args.pin_dir)?;
+    let mut source =
+        StaticEndpoints::new(&args.local_endpoints, args.local_endpoints_file.clone())?;
+    let initial_endpoints = source.endpoints()?;
+    let listener = std::net::TcpListener::bind(args.metrics_addr).with_context(|| {
+        format!(
+            "binding the metrics endpoint {}: choose a free address with --metrics-addr",
+            args.metrics_addr
+        )
+    })?;
+    listener.set_nonblocking(true)?;
+    let bound = listener.local_addr()?;
+
+    let mut state = DaemonState {
+        pid: std::process::id(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        kernel_release: kernel.raw.clone(),
+        kernel_release_overridden: overridden,
+        cgroup: cgroup.clone(),
+        pin_dir: args.pin_dir.clone(),
+        metrics_addr: bound.to_string(),
+        endpoint_source: source.describe(),
+        ..Default::default()
+    };
+    info!(kernel = %kernel, overridden, cgroup = %cgroup.display(), pin_dir = %args.pin_dir.display(), "starting");
+
+    let gate = decide_gate(&args, &kernel, &cgroup, &mut state)?;
+    let shared = Shared::new();
+    match gate {
+        Gate::On { mut dp, adopted } => {
+            let synced = endpoints::sync(&mut dp, &initial_endpoints)?;
+            info!(
+                added = synced.added,
+                removed = synced.removed,
+                "local endpoints applied"
+            );
+            state.accelerated = true;
+            state.adopted = adopted;
+            shared.accelerated.store(true, Ordering::Relaxed);
+            *shared
+                .datapath
+                .lock()
+                .map_err(|_| anyhow::anyhow!("lock poisoned"))? = Some(*dp);
+        }
+        Gate::Off(reason) => {
+            if args.require_acceleration {
+                bail!("acceleration unavailable and --require-acceleration is set: {reason}");
+            }
+            warn!(%reason, "running unaccelerated: traffic is untouched");
+            state.reason = reason.clone();
+            if let Ok(mut r) = shared.reason.lock() {
+                *r = reason;
+            }
+        }
+    }
+    state.endpoints = initial_endpoints.iter().map(|ip| ip.to_string()).collect();
+    if let Ok(mut n) = shared.endpoints.lock() {
+        *n = initial_endpoints.len();
+    }
+    state.write(&args.state_dir)?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    runtime.block_on(serve(args, state, shared, listener, source))
+}
+
+fn decide_gate(
+    args: &RunArgs,
+    kernel: &KernelRelease,
+    cgroup: &Path,
+    state: &mut DaemonState,
+) -> Result<Gate> {
+    let kernel_ok = kernel.meets_minimum();
+    state.checks.push(Check::new(
+        "kernel >= 5.10",
+        kernel_ok,
+        if kernel_ok {
+            String::new()
+        } else {
+            format!("running {kernel}")
+        },
+    ));
+    state
+        .checks
+        .push(Check::new("cgroup v2", true, cgroup.display().to_string()));
+    state.checks.push(Check::new(
+        "bpffs",
+        true,
+        args.pin_dir.display().to_string(),
+    ));
+    if !kernel_ok {
+        return Ok(Gate::Off(format!(
+            "kernel {kernel} is older than 5.10 (the datapath needs TCP header options in sock_ops)"
+        )));
+    }
+    let probes = probes::run();
+    state.add_probes(&probes);
+    if let Some(f) = probes.missing_essential() {
+        return Ok(Gate::Off(format!("kernel lacks {}: {}", f.name, f.detail)));
+    }
+
+    for other in datapath::other_versions(&args.pin_dir) {
+        info!(dir = %other.display(), "retiring datapath of another version");
+        datapath::retire_foreign(&other, Duration::from_secs(2));
+    }
+
+    if args.pin_dir.exists() {
+        // Adopt: a restart or upgrade must not touch live connections.
+        let dp = Datapath::open(&args.pin_dir)?;
+        info!(pin_dir = %args.pin_dir.display(), "adopted the pinned datapath");
+        state
+            .checks
+            .push(Check::new("datapath", true, "adopted existing pins"));
+        return Ok(Gate::On {
+            dp: Box::new(dp),
+            adopted: true,
+        });
+    }
+
+    let opts = InstallOptions {
+        pin_dir: &args.pin_dir,
+        cgroup,
+        sizes: MapSizes {
+            sockhash: args.sockhash_size,
+            pairing: args.pairing_size,
+            ..MapSizes::default()
+        },
+        have_netns_cookie: probes.has(probes::NETNS_COOKIE_SOCKOPS),
+    };
+    let installed = datapath::install(&opts, |staged| {
+        let report = selftest::run(cgroup, staged).map_err(|e| format!("{e:#}"))?;
+        info!(families = ?report.families, bytes = report.redirected_bytes, "self-test passed: loopback redirect verified byte for byte");
+        Ok(())
+    });
+    match installed {
+        Ok(dp) => {
+            state
+                .checks
+                .push(Check::new("self-test", true, "loopback redirect verified"));
+            info!(pin_dir = %args.pin_dir.display(), cgroup = %cgroup.display(), "datapath attached and pinned");
+            Ok(Gate::On {
+                dp: Box::new(dp),
+                adopted: false,
+            })
+        }
+        Err(e @ (DatapathError::SelfTest(_) | DatapathError::Load(_))) => {
+            state
+                .checks
+                .push(Check::new("self-test", false, e.to_string()));
+            Ok(Gate::Off(e.to_string()))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn serve(
+    args: RunArgs,
+    mut state: DaemonState,
+    shared: Arc<Shared>,
+    listener: std::net::TcpListener,
+    mut source: StaticEndpoints,
+) -> Result<()> {
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let addr = listener.local_addr()?;
+    let app = server::router(shared.clone());
+    let http = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    shared.ready.store(true, Ordering::Relaxed);
+    info!(metrics_addr = %addr, accelerated = state.accelerated, "ready (listening on {addr})");
+
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut tick = tokio::time::interval(Duration::from_secs(args.endpoint_sync_secs.max(1)));
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = sigterm.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+            _ = tick.tick() => sync_endpoints(&shared, &mut source, &mut state, &args.state_dir),
+        }
+    }
+    // The datapath stays pinned and attached: connections keep their
+    // acceleration while the daemon is away (restarts, upgrades).
+    info!("exiting; the datapath stays in place (use `accel-daemon unload` to remove it)");
+    http.abort();
+    Ok(())
+}
+
+fn sync_endpoints(
+    shared: &Shared,
+    source: &mut StaticEndpoints,
+    state: &mut DaemonState,
+    state_dir: &Path,
+) {
+    let wanted = match source.endpoints() {
+        Ok(w) => w,
+        Err(e) => {
+            // Keep the last good set: a typo in the file must not change traffic.
+            warn!(error = %e, "endpoint source failed; keeping the last good set");
+            return;
+        }
+    };
+    let Ok(mut guard) = shared.datapath.lock() else {
+        return;
+    };
+    if let Some(dp) = guard.as_mut() {
+        match endpoints::sync(dp, &wanted) {
+            Ok(r) if r.added + r.removed > 0 => info!(
+                added = r.added,
+                removed = r.removed,
+                "local endpoints updated"
+            ),
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "applying local endpoints"),
+        }
+    }
+    if let Ok(mut n) = shared.endpoints.lock() {
+        *n = wanted.len();
+    }
+    let list: Vec<String> = wanted.iter().map(|ip| ip.to_string()).collect();
+    if list != state.endpoints {
+        state.endpoints = list;
+        if let Err(e) = state.write(state_dir) {
+            warn!(error = %e, "writing state file");
+        }
+    }
+}
+
+fn status(args: StatusArgs) -> Result<()> {
+    let daemon = DaemonState::read(&args.state_dir);
+    let daemon_running = daemon.as_ref().is_some_and(|d| {
+        Path::new(&format!("/proc/{}", d.pid)).exists() && d.pid != std::process::id()
+    });
+    let (datapath, datapath_error) = if args.pin_dir.exists() {
+        match Datapath::open(&args.pin_dir)
+            .map_err(anyhow::Error::from)
+            .and_then(|dp| DatapathReport::read(&dp))
+        {
+            Ok(r) => (Some(r), None),
+            Err(e) => (None, Some(format!("{e:#}"))),
+        }
+    } else {
+        (None, None)
+    };
+    let status = Status {
+        daemon_running,
+        daemon,
+        datapath,
+        datapath_error,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        status.print_human();
+    }
+    Ok(())
+}
+
+fn unload(args: UnloadArgs) -> Result<()> {
+    host::check_privileges()?;
+    if let Some(cg) = &args.cgroup {
+        host::check_cgroup2_dir(cg)?;
+    }
+    if !args.pin_dir.exists() {
+        println!(
+            "nothing to unload: {} does not exist",
+            args.pin_dir.display()
+        );
+        return Ok(());
+    }
+    let dp = match Datapath::open(&args.pin_dir) {
+        Ok(dp) => dp,
+        Err(e @ DatapathError::Foreign { .. }) => {
+            warn!(error = %e, "pins are incomplete or foreign; removing what is there");
+            datapath::retire_foreign(&args.pin_dir, Duration::from_secs(args.drain_secs));
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let program_id = dp.link_program_id();
+    let report = dp.unload(Duration::from_secs(args.drain_secs))?;
+    println!(
+        "unloaded {}: sock_ops program {program_id} detached, {} sockets returned to plain TCP after draining for {:.1}s",
+        args.pin_dir.display(),
+        report.sockets_released,
+        report.drained_for.as_secs_f64()
+    );
+    Ok(())
+}

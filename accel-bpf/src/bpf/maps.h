@@ -19,7 +19,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_SOCKHASH);
 	__uint(max_entries, 65536);
 	__type(key, __u64);
-	__type(value, __u64);
+	__type(value, __u32); /* a socket fd on update from userspace */
 } accel_sockhash SEC(".maps");
 
 /* Per-socket decision and peer. Cleanup: freed by the kernel with the socket. */

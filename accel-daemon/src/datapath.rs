@@ -1,0 +1,555 @@
+//! The datapath on the node: install (load, attach, pin), adopt existing
+//! pins after a restart, report, and remove without losing queued data.
+//!
+//! Pin layout under the versioned pin dir: one file per map (named as in
+//! the object) plus `link_sockops`, the sock_ops cgroup link. The sk_msg
+//! program is attached to the sockhash itself and lives as long as the map.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    thread,
+    time::{Duration, Instant},
+};
+
+use accel_bpf::{
+    DATAPATH_OBJ,
+    abi::{self, Config, Endpoint, EndpointKey, PairKey, PairValue, Stat},
+    global, map, prog,
+};
+use aya::{
+    EbpfLoader,
+    maps::{Array, HashMap, Map, MapData, MapError, MapInfo, MapType, PerCpuArray, SockHash},
+    programs::{
+        CgroupAttachMode, SkMsg, SockOps,
+        links::{FdLink, Link, LinkType, PinnedLink},
+        loaded_programs,
+    },
+};
+use serde::Serialize;
+use thiserror::Error;
+
+pub const LINK_PIN: &str = "link_sockops";
+
+#[derive(Debug, Error)]
+pub enum DatapathError {
+    #[error("loading the datapath into the kernel failed: {0}")]
+    Load(String),
+    #[error("attaching sock_ops to cgroup {cgroup}: {detail}")]
+    Attach { cgroup: PathBuf, detail: String },
+    #[error("pinning under {dir}: {detail}")]
+    Pin { dir: PathBuf, detail: String },
+    #[error(
+        "pin dir {dir} holds something that is not a datapath of ABI v{abi}: {detail}. \
+         Remove it with `accel-daemon unload --pin-dir {dir}` (or delete the directory) and start again"
+    )]
+    Foreign {
+        dir: PathBuf,
+        abi: u32,
+        detail: String,
+    },
+    #[error("self-test failed: {0}")]
+    SelfTest(String),
+    #[error("{0}")]
+    Map(String),
+}
+
+fn map_err(e: impl std::fmt::Display) -> DatapathError {
+    DatapathError::Map(e.to_string())
+}
+
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct MapSizes {
+    pub sockhash: u32,
+    pub pairing: u32,
+    pub endpoints: u32,
+}
+
+impl Default for MapSizes {
+    fn default() -> Self {
+        MapSizes {
+            sockhash: 65_536,
+            pairing: 16_384,
+            endpoints: 4_096,
+        }
+    }
+}
+
+/// (name, type, key size, value size) of every pinned map: checked on
+/// adoption because the kernel happily hands back any map at a pin path.
+fn expected_maps() -> [(&'static str, MapType, u32, u32); 6] {
+    use std::mem::size_of;
+    [
+        (map::SOCKHASH, MapType::SockHash, 8, 4),
+        (
+            map::SOCK_STATE,
+            MapType::SkStorage,
+            4,
+            size_of::<abi::SockState>() as u32,
+        ),
+        (
+            map::PAIRING,
+            MapType::Hash,
+            size_of::<PairKey>() as u32,
+            size_of::<PairValue>() as u32,
+        ),
+        (
+            map::ENDPOINTS,
+            MapType::Hash,
+            size_of::<EndpointKey>() as u32,
+            size_of::<Endpoint>() as u32,
+        ),
+        (map::CONFIG, MapType::Array, 4, size_of::<Config>() as u32),
+        (map::STATS, MapType::PerCpuArray, 4, 8),
+    ]
+}
+
+/// Staging directory next to the pin dir: everything is pinned there first
+/// and renamed into place in one step, so nobody ever sees half a datapath.
+fn staging_dir(pin_dir: &Path) -> PathBuf {
+    let name = pin_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "datapath".into());
+    // bpffs refuses names containing a dot.
+    pin_dir.with_file_name(format!("{name}-staging-{}", std::process::id()))
+}
+
+pub struct InstallOptions<'a> {
+    pub pin_dir: &'a Path,
+    pub cgroup: &'a Path,
+    pub sizes: MapSizes,
+    pub have_netns_cookie: bool,
+}
+
+/// Loads, attaches and pins a fresh datapath. `self_test` runs against the
+/// staged pins with sock_ops already attached; if it fails nothing stays
+/// attached or pinned.
+pub fn install(
+    opts: &InstallOptions<'_>,
+    self_test: impl FnOnce(&Path) -> Result<(), String>,
+) -> Result<Datapath, DatapathError> {
+    let staging = staging_dir(opts.pin_dir);
+    remove_pin_dir(&staging);
+    if let Some(parent) = staging.parent() {
+        fs::create_dir_all(parent).map_err(|e| DatapathError::Pin {
+            dir: parent.into(),
+            detail: e.to_string(),
+        })?;
+    }
+    fs::create_dir(&staging).map_err(|e| DatapathError::Pin {
+        dir: staging.clone(),
+        detail: e.to_string(),
+    })?;
+
+    let result = stage(opts, &staging).and_then(|link| {
+        if let Err(e) = self_test(&staging) {
+            detach_quietly(link);
+            return Err(DatapathError::SelfTest(e));
+        }
+        drop(link); // the pin keeps it attached
+        fs::rename(&staging, opts.pin_dir).map_err(|e| DatapathError::Pin {
+            dir: opts.pin_dir.into(),
+            detail: format!("renaming the staged pins into place: {e}"),
+        })
+    });
+    if let Err(e) = result {
+        remove_pin_dir(&staging);
+        return Err(e);
+    }
+    Datapath::open(opts.pin_dir)
+}
+
+fn detach_quietly(link: PinnedLink) {
+    match link.unpin() {
+        Ok(fd_link) => {
+            if let Err(e) = fd_link.detach() {
+                tracing::warn!(error = %e, "detaching sock_ops link");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "unpinning sock_ops link"),
+    }
+}
+
+/// Load, attach sk_msg, pin maps, attach and pin sock_ops, all into `dir`.
+fn stage(opts: &InstallOptions<'_>, dir: &Path) -> Result<PinnedLink, DatapathError> {
+    let have_netns = u32::from(opts.have_netns_cookie);
+    let mut ebpf = EbpfLoader::new()
+        .map_max_entries(map::SOCKHASH, opts.sizes.sockhash)
+        .map_max_entries(map::PAIRING, opts.sizes.pairing)
+        .map_max_entries(map::ENDPOINTS, opts.sizes.endpoints)
+        .override_global(global::HAVE_NETNS_COOKIE, &have_netns, true)
+        .load(DATAPATH_OBJ)
+        .map_err(|e| DatapathError::Load(error_chain(&e)))?;
+
+    let sockhash_fd = {
+        let m = ebpf
+            .map(map::SOCKHASH)
+            .ok_or_else(|| DatapathError::Load("sockhash missing from object".into()))?;
+        let hash: SockHash<&MapData, u64> = SockHash::try_from(m).map_err(map_err)?;
+        hash.fd().try_clone().map_err(map_err)?
+    };
+    let sk_msg: &mut SkMsg = ebpf
+        .program_mut(prog::SK_MSG)
+        .ok_or_else(|| DatapathError::Load("sk_msg program missing".into()))?
+        .try_into()
+        .map_err(|e| DatapathError::Load(format!("{e:#}")))?;
+    sk_msg
+        .load()
+        .map_err(|e| DatapathError::Load(verifier_error(&e)))?;
+    let id = sk_msg.attach(&sockhash_fd).map_err(|e| {
+        DatapathError::Load(format!(
+            "attaching sk_msg to the sockhash: {}",
+            error_chain(&e)
+        ))
+    })?;
+    // The attachment belongs to the map from now on; dropping aya's handle
+    // would detach it, so let the handle go without running its destructor.
+    let sk_msg_link = sk_msg.take_link(id).map_err(map_err)?;
+    std::mem::forget(sk_msg_link);
+
+    for name in map::ALL {
+        let m = ebpf
+            .map(name)
+            .ok_or_else(|| DatapathError::Load(format!("map {name} missing from object")))?;
+        m.pin(dir.join(name)).map_err(|e| DatapathError::Pin {
+            dir: dir.into(),
+            detail: format!("{name}: {e}"),
+        })?;
+    }
+
+    let sock_ops: &mut SockOps = ebpf
+        .program_mut(prog::SOCKOPS)
+        .ok_or_else(|| DatapathError::Load("sock_ops program missing".into()))?
+        .try_into()
+        .map_err(|e| DatapathError::Load(format!("{e:#}")))?;
+    sock_ops
+        .load()
+        .map_err(|e| DatapathError::Load(verifier_error(&e)))?;
+    let cgroup = fs::File::open(opts.cgroup).map_err(|e| DatapathError::Attach {
+        cgroup: opts.cgroup.into(),
+        detail: e.to_string(),
+    })?;
+    // A cgroup bpf_link is always multi-attach (other tools' sock_ops keep
+    // running); the kernel rejects an explicit ALLOW_MULTI flag on links.
+    let id = sock_ops
+        .attach(&cgroup, CgroupAttachMode::Single)
+        .map_err(|e| DatapathError::Attach {
+            cgroup: opts.cgroup.into(),
+            detail: error_chain(&e),
+        })?;
+    let link = sock_ops.take_link(id).map_err(map_err)?;
+    let fd_link: FdLink = link.try_into().map_err(|e| DatapathError::Attach {
+        cgroup: opts.cgroup.into(),
+        detail: format!("kernel did not give a bpf_link (needs 5.7+): {e}"),
+    })?;
+    fd_link
+        .pin(dir.join(LINK_PIN))
+        .map_err(|e| DatapathError::Pin {
+            dir: dir.into(),
+            detail: format!("{LINK_PIN}: {e}"),
+        })
+}
+
+/// aya's errors keep the errno in their source; operators need both.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        src = s.source();
+    }
+    out
+}
+
+fn verifier_error(e: &aya::programs::ProgramError) -> String {
+    // The verifier log is long; the last lines say what it refused.
+    let full = error_chain(e);
+    let lines: Vec<&str> = full.lines().collect();
+    let tail = lines.len().saturating_sub(6);
+    lines[tail..].join(" | ")
+}
+
+/// Removes a pin directory and everything pinned in it.
+pub fn remove_pin_dir(dir: &Path) {
+    if let Ok(entries) = fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if let Err(e) = fs::remove_file(entry.path()) {
+                tracing::warn!(path = %entry.path().display(), error = %e, "removing pin");
+            }
+        }
+    }
+    let _ = fs::remove_dir(dir);
+}
+
+/// Handles to a live datapath, opened from its pins.
+pub struct Datapath {
+    pub pin_dir: PathBuf,
+    sockhash: SockHash<MapData, u64>,
+    pairing: HashMap<MapData, PairKey, PairValue>,
+    endpoints: HashMap<MapData, EndpointKey, Endpoint>,
+    config: Array<MapData, Config>,
+    stats: PerCpuArray<MapData, u64>,
+    infos: Vec<(&'static str, MapInfo)>,
+    link: Option<PinnedLink>,
+    link_program_id: u32,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct MapUsage {
+    pub name: &'static str,
+    pub entries: Option<u64>,
+    pub capacity: u32,
+}
+
+impl Datapath {
+    /// Opens and validates an existing pinned datapath (adoption).
+    pub fn open(pin_dir: &Path) -> Result<Self, DatapathError> {
+        let foreign = |detail: String| DatapathError::Foreign {
+            dir: pin_dir.into(),
+            abi: abi::ABI_VERSION,
+            detail,
+        };
+        let mut maps = Vec::new();
+        let mut infos = Vec::new();
+        for (name, ty, key, value) in expected_maps() {
+            let path = pin_dir.join(name);
+            let data =
+                MapData::from_pin(&path).map_err(|e| foreign(format!("map pin {name}: {e}")))?;
+            let info = data
+                .info()
+                .map_err(|e| foreign(format!("map {name}: {e}")))?;
+            let got_ty = info
+                .map_type()
+                .map_err(|e| foreign(format!("map {name}: {e}")))?;
+            if got_ty != ty || info.key_size() != key || info.value_size() != value {
+                return Err(foreign(format!(
+                    "map {name} is {got_ty:?} key {} value {}, expected {ty:?} key {key} value {value}",
+                    info.key_size(),
+                    info.value_size()
+                )));
+            }
+            infos.push((name, info));
+            maps.push(data);
+        }
+        let link = PinnedLink::from_pin(pin_dir.join(LINK_PIN))
+            .map_err(|e| foreign(format!("link pin {LINK_PIN}: {e}")))?;
+        let info = FdLink::from(link).info();
+        // from(link) consumed the pinned handle; reopen (cheap) to keep one.
+        let link = PinnedLink::from_pin(pin_dir.join(LINK_PIN))
+            .map_err(|e| foreign(format!("link pin {LINK_PIN}: {e}")))?;
+        let info = info.map_err(|e| foreign(format!("link {LINK_PIN}: {e}")))?;
+        match info.link_type() {
+            Ok(LinkType::Cgroup) => {}
+            other => {
+                return Err(foreign(format!(
+                    "link {LINK_PIN} is {other:?}, expected a cgroup link"
+                )));
+            }
+        }
+        let prog_name = loaded_programs()
+            .flatten()
+            .find(|p| p.id() == info.program_id())
+            .and_then(|p| p.name_as_str().map(str::to_owned))
+            .unwrap_or_default();
+        if !prog::SOCKOPS.starts_with(&prog_name) || prog_name.is_empty() {
+            return Err(foreign(format!(
+                "link {LINK_PIN} runs program {prog_name:?}, expected {}",
+                prog::SOCKOPS
+            )));
+        }
+
+        let mut it = maps.into_iter();
+        let mut next = || it.next().ok_or_else(|| map_err("map list exhausted"));
+        let sockhash = SockHash::try_from(Map::SockHash(next()?)).map_err(map_err)?;
+        let _sock_state = next()?;
+        let pairing = HashMap::try_from(Map::HashMap(next()?)).map_err(map_err)?;
+        let endpoints = HashMap::try_from(Map::HashMap(next()?)).map_err(map_err)?;
+        let config = Array::try_from(Map::Array(next()?)).map_err(map_err)?;
+        let stats = PerCpuArray::try_from(Map::PerCpuArray(next()?)).map_err(map_err)?;
+        Ok(Datapath {
+            pin_dir: pin_dir.into(),
+            sockhash,
+            pairing,
+            endpoints,
+            config,
+            stats,
+            infos,
+            link: Some(link),
+            link_program_id: info.program_id(),
+        })
+    }
+
+    pub fn link_program_id(&self) -> u32 {
+        self.link_program_id
+    }
+
+    pub fn mode(&self) -> Result<u32, DatapathError> {
+        Ok(self.config.get(&0, 0).map_err(map_err)?.mode)
+    }
+
+    pub fn set_mode(&mut self, mode: u32) -> Result<(), DatapathError> {
+        self.config
+            .set(0, Config { mode, _pad0: 0 }, 0)
+            .map_err(map_err)
+    }
+
+    /// Counters summed over CPUs, in [`Stat::ALL`] order.
+    pub fn stats(&self) -> Result<Vec<(Stat, u64)>, DatapathError> {
+        Stat::ALL
+            .iter()
+            .map(|s| {
+                let per_cpu = self.stats.get(&(*s as u32), 0).map_err(map_err)?;
+                Ok((*s, per_cpu.iter().copied().sum()))
+            })
+            .collect()
+    }
+
+    pub fn stat(&self, stat: Stat) -> Result<u64, DatapathError> {
+        let per_cpu = self.stats.get(&(stat as u32), 0).map_err(map_err)?;
+        Ok(per_cpu.iter().copied().sum())
+    }
+
+    pub fn usage(&self) -> Vec<MapUsage> {
+        self.infos
+            .iter()
+            .map(|(name, info)| MapUsage {
+                name,
+                entries: match *name {
+                    n if n == map::SOCKHASH => Some(self.sockhash.keys().count() as u64),
+                    n if n == map::PAIRING => Some(self.pairing.keys().count() as u64),
+                    n if n == map::ENDPOINTS => Some(self.endpoints.keys().count() as u64),
+                    _ => None,
+                },
+                capacity: info.max_entries(),
+            })
+            .collect()
+    }
+
+    pub fn endpoint_keys(&self) -> Result<Vec<EndpointKey>, DatapathError> {
+        self.endpoints
+            .keys()
+            .collect::<Result<Vec<_>, MapError>>()
+            .map_err(map_err)
+    }
+
+    pub fn insert_endpoint(&mut self, key: EndpointKey, ep: Endpoint) -> Result<(), DatapathError> {
+        self.endpoints.insert(key, ep, 0).map_err(map_err)
+    }
+
+    pub fn remove_endpoint(&mut self, key: &EndpointKey) -> Result<(), DatapathError> {
+        match self.endpoints.remove(key) {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(map_err(e)),
+        }
+    }
+
+    /// Stops recording and redirecting, waits for queued messages to be
+    /// read, then detaches and unpins. Sockets keep working over TCP.
+    pub fn unload(mut self, grace: Duration) -> Result<UnloadReport, DatapathError> {
+        // 1. Passthrough: sock_ops records nothing new; sk_msg switches every
+        //    socket to TCP at its next send (order-safe, see datapath.bpf.c).
+        self.set_mode(abi::MODE_PASSTHROUGH)?;
+        // 2. Detach sock_ops.
+        let link = self
+            .link
+            .take()
+            .ok_or_else(|| map_err("sock_ops link already released"))?;
+        let fd_link = link
+            .unpin()
+            .map_err(|e| map_err(format!("unpinning {LINK_PIN}: {e}")))?;
+        fd_link
+            .detach()
+            .map_err(|e| map_err(format!("detaching sock_ops: {e}")))?;
+        // 3. Drain. Removing a socket from the sockhash frees messages still
+        //    queued on it, so wait until redirects have stopped and readers
+        //    have had the grace period to consume what was queued.
+        let start = Instant::now();
+        let mut last = self.stat(Stat::RedirectMsgs)?;
+        let mut quiet_since = Instant::now();
+        while start.elapsed() < grace || quiet_since.elapsed() < Duration::from_millis(300) {
+            thread::sleep(Duration::from_millis(100));
+            let now = self.stat(Stat::RedirectMsgs)?;
+            if now != last {
+                last = now;
+                quiet_since = Instant::now();
+            }
+            if start.elapsed() > grace + Duration::from_secs(30) {
+                break; // redirects cannot continue in passthrough; never hang
+            }
+        }
+        let sockets_left = self.sockhash.keys().count() as u64;
+        // 4. Unpin: the last reference to the maps goes with the pins.
+        let dir = self.pin_dir.clone();
+        drop(self.sockhash);
+        drop(self.pairing);
+        drop(self.endpoints);
+        drop(self.config);
+        drop(self.stats);
+        remove_pin_dir(&dir);
+        if dir.exists() {
+            return Err(map_err(format!(
+                "{} still exists after unload: remove it by hand",
+                dir.display()
+            )));
+        }
+        Ok(UnloadReport {
+            drained_for: start.elapsed(),
+            sockets_released: sockets_left,
+        })
+    }
+}
+
+#[derive(Debug)]
+pub struct UnloadReport {
+    pub drained_for: Duration,
+    pub sockets_released: u64,
+}
+
+/// Datapaths of other ABI versions next to ours (e.g. `../v0` when we are
+/// `v1`), found so an upgrade can retire them cleanly.
+pub fn other_versions(pin_dir: &Path) -> Vec<PathBuf> {
+    let Some(root) = pin_dir.parent() else {
+        return Vec::new();
+    };
+    let Ok(entries) = fs::read_dir(root) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p != pin_dir
+                && p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with('v') && n[1..].parse::<u32>().is_ok())
+                && p.join(LINK_PIN).exists()
+        })
+        .collect()
+}
+
+/// Retires a datapath whose maps we cannot interpret (another ABI): put it
+/// in passthrough if its config map looks like ours, detach its link, wait,
+/// unpin. Best effort, with warnings, never an error that blocks startup.
+pub fn retire_foreign(dir: &Path, grace: Duration) {
+    let config_path = dir.join(map::CONFIG);
+    if let Ok(data) = MapData::from_pin(&config_path)
+        && let Ok(mut arr) = Array::<MapData, Config>::try_from(Map::Array(data))
+    {
+        let _ = arr.set(
+            0,
+            Config {
+                mode: abi::MODE_PASSTHROUGH,
+                _pad0: 0,
+            },
+            0,
+        );
+    }
+    if let Ok(link) = PinnedLink::from_pin(dir.join(LINK_PIN)) {
+        detach_quietly(link);
+    }
+    thread::sleep(grace);
+    remove_pin_dir(dir);
+    tracing::info!(dir = %dir.display(), "retired datapath of another version");
+}

@@ -1,0 +1,184 @@
+//! Facts about the host the datapath needs: cgroup v2, bpffs, privileges.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
+
+use nix::sys::statfs::statfs;
+use thiserror::Error;
+
+const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// Where the datapath is pinned by default; versioned so an old daemon never
+/// adopts maps of a different layout.
+pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/sidecar-accel";
+pub const BPFFS_MOUNT: &str = "/sys/fs/bpf";
+
+#[derive(Debug, Error)]
+pub enum HostError {
+    #[error(
+        "no cgroup v2 mount found in /proc/self/mountinfo: mount one (mount -t cgroup2 none /sys/fs/cgroup/unified) or pass --cgroup"
+    )]
+    NoCgroup2,
+    #[error(
+        "--cgroup {0}: not a cgroup v2 directory (pick a directory under the cgroup2 mount, see `mount -t cgroup2`)"
+    )]
+    NotCgroup2(PathBuf),
+    #[error(
+        "--pin-dir {0}: not on a BPF filesystem (mount one with `mount -t bpf bpf {BPFFS_MOUNT}`, or choose a directory under it)"
+    )]
+    NotBpffs(PathBuf),
+    #[error(
+        "cannot mount bpffs at {BPFFS_MOUNT}: {0} (mount it yourself: `mount -t bpf bpf {BPFFS_MOUNT}`)"
+    )]
+    MountBpffs(nix::Error),
+    #[error(
+        "insufficient privileges: {0}. Run as root, or grant CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON and CAP_SYS_ADMIN (the DaemonSet does)"
+    )]
+    Privileges(String),
+    #[error("reading {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Finds the cgroup v2 mount (unified or hybrid layout) from mountinfo.
+pub fn cgroup2_mount() -> Result<PathBuf, HostError> {
+    let path = Path::new("/proc/self/mountinfo");
+    let text = fs::read_to_string(path).map_err(|source| HostError::Io {
+        path: path.into(),
+        source,
+    })?;
+    parse_cgroup2_mount(&text).ok_or(HostError::NoCgroup2)
+}
+
+fn parse_cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
+    mountinfo.lines().find_map(|line| {
+        // "<id> <parent> <maj:min> <root> <mount point> <opts> [optional...] - <fstype> ..."
+        let (left, right) = line.split_once(" - ")?;
+        let fstype = right.split_whitespace().next()?;
+        let mount_point = left.split_whitespace().nth(4)?;
+        (fstype == "cgroup2").then(|| PathBuf::from(unescape_mountinfo(mount_point)))
+    })
+}
+
+/// mountinfo escapes space, tab, newline and backslash as octal.
+fn unescape_mountinfo(s: &str) -> String {
+    s.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
+}
+
+pub fn check_cgroup2_dir(path: &Path) -> Result<(), HostError> {
+    match statfs(path) {
+        Ok(st) if st.filesystem_type().0 == CGROUP2_SUPER_MAGIC && path.is_dir() => Ok(()),
+        _ => Err(HostError::NotCgroup2(path.into())),
+    }
+}
+
+pub fn is_bpffs(path: &Path) -> bool {
+    statfs(path).is_ok_and(|st| st.filesystem_type().0 == BPF_FS_MAGIC)
+}
+
+/// Makes sure /sys/fs/bpf is a bpffs when the pin dir lives under it (mounts
+/// it if absent, as a node agent must on hosts that do not), then checks
+/// that the pin dir's nearest existing ancestor is on bpffs.
+pub fn ensure_bpffs(pin_dir: &Path) -> Result<(), HostError> {
+    let default_mount = Path::new(BPFFS_MOUNT);
+    if pin_dir.starts_with(default_mount) && !is_bpffs(default_mount) {
+        nix::mount::mount(
+            Some("bpf"),
+            default_mount,
+            Some("bpf"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .map_err(HostError::MountBpffs)?;
+        tracing::info!(mount = BPFFS_MOUNT, "mounted bpffs");
+    }
+    let mut probe = pin_dir.to_path_buf();
+    while !probe.exists() {
+        if !probe.pop() {
+            return Err(HostError::NotBpffs(pin_dir.into()));
+        }
+    }
+    if is_bpffs(&probe) {
+        Ok(())
+    } else {
+        Err(HostError::NotBpffs(pin_dir.into()))
+    }
+}
+
+/// Capabilities the daemon needs, by bit number (linux/capability.h).
+const NEEDED_CAPS: &[(u32, &str)] = &[
+    (12, "CAP_NET_ADMIN"),
+    (21, "CAP_SYS_ADMIN"),
+    (38, "CAP_PERFMON"),
+    (39, "CAP_BPF"),
+];
+
+pub fn check_privileges() -> Result<(), HostError> {
+    let path = Path::new("/proc/self/status");
+    let status = fs::read_to_string(path).map_err(|source| HostError::Io {
+        path: path.into(),
+        source,
+    })?;
+    let cap_eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    // CAP_SYS_ADMIN implies BPF/PERFMON on kernels that predate them.
+    let has = |bit: u32| cap_eff & (1u64 << bit) != 0;
+    let missing: Vec<&str> = NEEDED_CAPS
+        .iter()
+        .filter(|(bit, _)| !has(*bit) && !((*bit == 38 || *bit == 39) && has(21)))
+        .map(|(_, name)| *name)
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(HostError::Privileges(format!(
+            "missing {}",
+            missing.join(", ")
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_hybrid_cgroup2() {
+        let mi = "31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755\n\
+                  32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu\n\
+                  41 31 0:38 / /sys/fs/cgroup/unified rw,relatime shared:5 - cgroup2 cgroup2 rw\n";
+        assert_eq!(
+            parse_cgroup2_mount(mi),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
+    }
+
+    #[test]
+    fn finds_unified_cgroup2_with_escapes() {
+        let mi = "29 23 0:26 / /sys/fs/my\\040cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n";
+        assert_eq!(
+            parse_cgroup2_mount(mi),
+            Some(PathBuf::from("/sys/fs/my cgroup"))
+        );
+    }
+
+    #[test]
+    fn no_cgroup2() {
+        assert_eq!(
+            parse_cgroup2_mount("1 0 0:1 / / rw - ext4 /dev/vda rw\n"),
+            None
+        );
+        assert_eq!(parse_cgroup2_mount("garbage\n\n - \n"), None);
+    }
+}

@@ -1,0 +1,207 @@
+//! What the daemon knows about the node, shared by the state file, the
+//! `status` command and the metrics endpoint.
+
+use std::{
+    fs,
+    io::Write,
+    path::{Path, PathBuf},
+};
+
+use accel_bpf::abi::{self, Stat};
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    datapath::{Datapath, MapUsage},
+    probes::ProbeReport,
+};
+
+pub const STATE_FILE: &str = "status.json";
+
+/// Written by `run` into its state dir whenever its view changes, so that
+/// `status` can explain the gate decision even when the daemon is gone.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct DaemonState {
+    pub pid: u32,
+    pub version: String,
+    pub kernel_release: String,
+    pub kernel_release_overridden: bool,
+    pub accelerated: bool,
+    /// Why acceleration is off (empty when on).
+    pub reason: String,
+    pub checks: Vec<Check>,
+    pub cgroup: PathBuf,
+    pub pin_dir: PathBuf,
+    pub adopted: bool,
+    pub metrics_addr: String,
+    pub endpoint_source: String,
+    pub endpoints: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Check {
+    pub name: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+impl Check {
+    pub fn new(name: impl Into<String>, ok: bool, detail: impl Into<String>) -> Self {
+        Check {
+            name: name.into(),
+            ok,
+            detail: detail.into(),
+        }
+    }
+}
+
+impl DaemonState {
+    pub fn add_probes(&mut self, probes: &ProbeReport) {
+        for f in &probes.features {
+            let kind = if f.essential {
+                "probe"
+            } else {
+                "probe (optional)"
+            };
+            self.checks.push(Check::new(
+                format!("{kind}: {}", f.name),
+                f.available,
+                f.detail.clone(),
+            ));
+        }
+    }
+
+    /// Atomic write (temp file + rename) so readers never see half a file.
+    pub fn write(&self, state_dir: &Path) -> Result<()> {
+        fs::create_dir_all(state_dir)
+            .with_context(|| format!("creating state dir {}", state_dir.display()))?;
+        let tmp = state_dir.join(format!(".{STATE_FILE}.{}", std::process::id()));
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(serde_json::to_string_pretty(self)?.as_bytes())?;
+        f.sync_all()?;
+        fs::rename(&tmp, state_dir.join(STATE_FILE))?;
+        Ok(())
+    }
+
+    pub fn read(state_dir: &Path) -> Option<Self> {
+        let text = fs::read_to_string(state_dir.join(STATE_FILE)).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+}
+
+/// The live datapath as read from its pins.
+#[derive(Clone, Debug, Serialize)]
+pub struct DatapathReport {
+    pub pin_dir: PathBuf,
+    pub mode: String,
+    pub sock_ops_program_id: u32,
+    pub maps: Vec<MapUsage>,
+    pub counters: Vec<(String, u64)>,
+}
+
+impl DatapathReport {
+    pub fn read(dp: &Datapath) -> Result<Self> {
+        let mode = match dp.mode()? {
+            abi::MODE_ACCELERATE => "accelerate",
+            abi::MODE_PASSTHROUGH => "passthrough (draining)",
+            _ => "unknown",
+        };
+        Ok(DatapathReport {
+            pin_dir: dp.pin_dir.clone(),
+            mode: mode.into(),
+            sock_ops_program_id: dp.link_program_id(),
+            maps: dp.usage(),
+            counters: dp
+                .stats()?
+                .into_iter()
+                .map(|(s, v): (Stat, u64)| (s.name().to_string(), v))
+                .collect(),
+        })
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Status {
+    pub daemon_running: bool,
+    pub daemon: Option<DaemonState>,
+    pub datapath: Option<DatapathReport>,
+    pub datapath_error: Option<String>,
+}
+
+impl Status {
+    pub fn print_human(&self) {
+        match (&self.daemon, self.daemon_running) {
+            (Some(d), running) => {
+                println!(
+                    "daemon:        {} (pid {}, version {})",
+                    if running {
+                        "running"
+                    } else {
+                        "not running (last state shown)"
+                    },
+                    d.pid,
+                    d.version
+                );
+                println!(
+                    "kernel:        {}{}",
+                    d.kernel_release,
+                    if d.kernel_release_overridden {
+                        " (overridden)"
+                    } else {
+                        ""
+                    }
+                );
+                if d.accelerated {
+                    println!("acceleration:  ON");
+                } else {
+                    println!("acceleration:  OFF: {}", d.reason);
+                }
+                println!("cgroup:        {}", d.cgroup.display());
+                println!("metrics:       {}", d.metrics_addr);
+                println!(
+                    "endpoints:     {} from {}",
+                    d.endpoints.len(),
+                    d.endpoint_source
+                );
+                println!("checks:");
+                for c in &d.checks {
+                    let mark = if c.ok { "ok  " } else { "FAIL" };
+                    if c.detail.is_empty() {
+                        println!("  [{mark}] {}", c.name);
+                    } else {
+                        println!("  [{mark}] {}: {}", c.name, c.detail);
+                    }
+                }
+            }
+            (None, _) => {
+                println!("daemon:        no state recorded (never ran with this --state-dir)")
+            }
+        }
+        match (&self.datapath, &self.datapath_error) {
+            (Some(dp), _) => {
+                println!(
+                    "datapath:      pinned at {} (mode {})",
+                    dp.pin_dir.display(),
+                    dp.mode
+                );
+                println!(
+                    "sock_ops:      attached (program id {})",
+                    dp.sock_ops_program_id
+                );
+                println!("maps:");
+                for m in &dp.maps {
+                    match m.entries {
+                        Some(n) => println!("  {:<18} {n:>8} / {}", m.name, m.capacity),
+                        None => println!("  {:<18} {:>8}   {}", m.name, "-", m.capacity),
+                    }
+                }
+                println!("counters:");
+                for (name, v) in &dp.counters {
+                    println!("  {name:<24} {v}");
+                }
+            }
+            (None, Some(e)) => println!("datapath:      {e}"),
+            (None, None) => println!("datapath:      not installed"),
+        }
+    }
+}

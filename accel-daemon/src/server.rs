@@ -1,0 +1,171 @@
+//! HTTP endpoint: /healthz, /readyz and /metrics (Prometheus text format).
+
+use std::{
+    fmt,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+};
+
+use accel_bpf::abi::Stat;
+use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric},
+    metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
+    registry::Registry,
+};
+
+use crate::datapath::Datapath;
+
+/// State shared between the daemon loop and the HTTP handlers.
+pub struct Shared {
+    pub ready: AtomicBool,
+    pub accelerated: AtomicBool,
+    pub reason: Mutex<String>,
+    pub datapath: Mutex<Option<Datapath>>,
+    pub endpoints: Mutex<usize>,
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared")
+            .field("ready", &self.ready)
+            .field("accelerated", &self.accelerated)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Shared {
+            ready: AtomicBool::new(false),
+            accelerated: AtomicBool::new(false),
+            reason: Mutex::new(String::new()),
+            datapath: Mutex::new(None),
+            endpoints: Mutex::new(0),
+        })
+    }
+}
+
+/// Reads the BPF maps at scrape time: no polling, no stale numbers.
+#[derive(Debug)]
+struct DatapathCollector(Arc<Shared>);
+
+impl Collector for DatapathCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let shared = &self.0;
+        let on = shared.accelerated.load(Ordering::Relaxed);
+        ConstGauge::new(i64::from(on)).encode(enc.encode_descriptor(
+            "sidecar_accel_enabled",
+            "1 when the sockmap datapath is active on this node",
+            None,
+            MetricType::Gauge,
+        )?)?;
+        let reason = shared.reason.lock().map(|r| r.clone()).unwrap_or_default();
+        let reason = if on {
+            "accelerated".to_string()
+        } else {
+            reason
+        };
+        {
+            let mut m = enc.encode_descriptor(
+                "sidecar_accel_gate_info",
+                "Why acceleration is on or off (one series, the current reason)",
+                None,
+                MetricType::Gauge,
+            )?;
+            ConstGauge::new(1).encode(m.encode_family(&[("reason", reason.as_str())])?)?;
+        }
+        let endpoints = shared.endpoints.lock().map(|n| *n).unwrap_or(0);
+        ConstGauge::new(endpoints as i64).encode(enc.encode_descriptor(
+            "sidecar_accel_local_endpoints",
+            "Local non-loopback endpoints taking part",
+            None,
+            MetricType::Gauge,
+        )?)?;
+
+        let Ok(guard) = shared.datapath.lock() else {
+            return Ok(());
+        };
+        let Some(dp) = guard.as_ref() else {
+            return Ok(());
+        };
+        if let Ok(stats) = dp.stats() {
+            let mut m = enc.encode_descriptor(
+                "sidecar_accel_datapath_events",
+                "Datapath events counted in BPF (sockets recorded, paired, refused; messages and bytes redirected or passed)",
+                None,
+                MetricType::Counter,
+            )?;
+            for (stat, value) in stats {
+                let name: &str = Stat::name(stat);
+                ConstCounter::new(value).encode(m.encode_family(&[("event", name)])?)?;
+            }
+        }
+        let usage = dp.usage();
+        {
+            let mut m = enc.encode_descriptor(
+                "sidecar_accel_map_entries",
+                "Entries in each BPF map (where countable)",
+                None,
+                MetricType::Gauge,
+            )?;
+            for u in usage.iter().filter(|u| u.entries.is_some()) {
+                ConstGauge::new(u.entries.unwrap_or(0) as i64)
+                    .encode(m.encode_family(&[("map", u.name)])?)?;
+            }
+        }
+        let mut m = enc.encode_descriptor(
+            "sidecar_accel_map_capacity",
+            "Capacity (max_entries) of each BPF map",
+            None,
+            MetricType::Gauge,
+        )?;
+        for u in &usage {
+            ConstGauge::new(i64::from(u.capacity)).encode(m.encode_family(&[("map", u.name)])?)?;
+        }
+        Ok(())
+    }
+}
+
+pub fn router(shared: Arc<Shared>) -> Router {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(DatapathCollector(shared.clone())));
+    let registry = Arc::new(registry);
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            get(|State(s): State<Arc<Shared>>| async move {
+                if s.ready.load(Ordering::Relaxed) {
+                    (StatusCode::OK, "ready\n")
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "starting\n")
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || {
+                let registry = registry.clone();
+                async move {
+                    let mut body = String::new();
+                    match prometheus_client::encoding::text::encode(&mut body, &registry) {
+                        Ok(()) => (
+                            StatusCode::OK,
+                            [(
+                                "content-type",
+                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                            )],
+                            body,
+                        )
+                            .into_response(),
+                        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+                    }
+                }
+            }),
+        )
+        .with_state(shared)
+}
