@@ -1,1 +1,563 @@
-//! Shared fixtures for the end-to-end tests.
+//! Fixtures for the end-to-end tests: a private cgroup and pin dir per test,
+//! the real daemon binary, traffic placed inside the cgroup, tcpdump.
+//!
+//! Everything a test creates is torn down in Drop, so a failing assertion
+//! still leaves no program attached, no pin, no cgroup behind. Nothing here
+//! ever attaches to the machine's root cgroup.
+
+use std::{
+    fs,
+    io::{BufRead, BufReader, Read},
+    os::{fd::AsRawFd, unix::process::CommandExt},
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU32, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+pub use serde_json::Value;
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// These tests load BPF programs into the running kernel: without root they
+/// cannot run, and must fail rather than pass by skipping.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "FAILING LOUDLY: the end-to-end tests need root (they load and attach BPF programs); \
+         run them with sudo or as root, see README.md"
+    );
+}
+
+fn workspace_target_dir() -> PathBuf {
+    // target/debug/deps/<test-binary>
+    let exe = std::env::current_exe().expect("current_exe");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps")
+        .to_path_buf()
+}
+
+/// The real daemon binary. Built by the README's test command
+/// (`cargo build --workspace --bins` before `cargo test`).
+pub fn daemon_bin() -> PathBuf {
+    let path = std::env::var_os("ACCEL_DAEMON_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_target_dir().join("accel-daemon"));
+    assert!(
+        path.exists(),
+        "FAILING LOUDLY: {} does not exist; build it first with `cargo build --workspace --bins` \
+         (the README's test command does)",
+        path.display()
+    );
+    path
+}
+
+pub fn cgroup2_mount() -> PathBuf {
+    let mi = fs::read_to_string("/proc/self/mountinfo").expect("read mountinfo");
+    mi.lines()
+        .find_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            let mount_point = left.split_whitespace().nth(4)?;
+            (right.split_whitespace().next()? == "cgroup2").then(|| PathBuf::from(mount_point))
+        })
+        .expect("FAILING LOUDLY: no cgroup v2 mount on this machine")
+}
+
+fn ensure_bpffs() {
+    let out = Command::new("stat")
+        .args(["-f", "-c", "%T", "/sys/fs/bpf"])
+        .output()
+        .expect("stat");
+    if String::from_utf8_lossy(&out.stdout).trim() != "bpf_fs" {
+        let st = Command::new("mount")
+            .args(["-t", "bpf", "bpf", "/sys/fs/bpf"])
+            .status()
+            .expect("mount");
+        assert!(st.success(), "cannot mount bpffs at /sys/fs/bpf");
+    }
+}
+
+/// A private cgroup, pin dir and state dir for one test.
+pub struct TestEnv {
+    pub name: String,
+    pub cgroup: PathBuf,
+    pub pin_root: PathBuf,
+    pub pin_dir: PathBuf,
+    pub state_dir: PathBuf,
+}
+
+impl TestEnv {
+    pub fn new(tag: &str) -> Self {
+        require_root();
+        ensure_bpffs();
+        let name = format!(
+            "accel-test-{}-{}-{tag}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        let cgroup = cgroup2_mount().join(&name);
+        fs::create_dir(&cgroup).expect("create test cgroup");
+        let pin_root = Path::new("/sys/fs/bpf").join(&name);
+        let pin_dir = pin_root.join("v1");
+        let state_dir = std::env::temp_dir().join(&name);
+        TestEnv {
+            name,
+            cgroup,
+            pin_root,
+            pin_dir,
+            state_dir,
+        }
+    }
+
+    /// `run` arguments that keep the daemon inside this test's sandbox.
+    pub fn daemon_args(&self) -> Vec<String> {
+        vec![
+            "--cgroup".into(),
+            self.cgroup.display().to_string(),
+            "--pin-dir".into(),
+            self.pin_dir.display().to_string(),
+            "--state-dir".into(),
+            self.state_dir.display().to_string(),
+            "--metrics-addr".into(),
+            "127.0.0.1:0".into(),
+        ]
+    }
+
+    pub fn start_daemon(&self, extra: &[&str]) -> Daemon {
+        let mut args: Vec<String> = vec!["run".into()];
+        args.extend(self.daemon_args());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Daemon::start(&args)
+    }
+
+    /// Runs an `accel-daemon` subcommand to completion.
+    pub fn daemon_cmd(&self, args: &[&str]) -> Output {
+        Command::new(daemon_bin())
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run accel-daemon")
+    }
+
+    pub fn status_json(&self) -> Value {
+        let pin = self.pin_dir.display().to_string();
+        let state = self.state_dir.display().to_string();
+        let out = self.daemon_cmd(&["status", "--json", "--pin-dir", &pin, "--state-dir", &state]);
+        assert!(
+            out.status.success(),
+            "status failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("status --json is JSON")
+    }
+
+    pub fn counter(&self, name: &str) -> u64 {
+        counter_of(&self.status_json(), name)
+    }
+
+    pub fn unload(&self) -> Output {
+        let pin = self.pin_dir.display().to_string();
+        let cg = self.cgroup.display().to_string();
+        self.daemon_cmd(&[
+            "unload",
+            "--pin-dir",
+            &pin,
+            "--cgroup",
+            &cg,
+            "--drain-secs",
+            "1",
+        ])
+    }
+
+    /// Names of the BPF programs attached to this test's cgroup.
+    pub fn attachments(&self) -> Vec<String> {
+        attachments(&self.cgroup)
+    }
+
+    /// A command that will run inside this test's cgroup.
+    pub fn in_cgroup(&self, cmd: &mut Command) -> fs::File {
+        join_cgroup_on_exec(cmd, &self.cgroup)
+    }
+}
+
+pub fn counter_of(status: &Value, name: &str) -> u64 {
+    status["datapath"]["counters"]
+        .as_array()
+        .and_then(|a| {
+            a.iter().find_map(|pair| {
+                (pair[0].as_str() == Some(name)).then(|| pair[1].as_u64().unwrap_or(0))
+            })
+        })
+        .unwrap_or_else(|| panic!("counter {name} missing from status: {status}"))
+}
+
+pub fn attachments(cgroup: &Path) -> Vec<String> {
+    let out = Command::new("bpftool")
+        .args(["cgroup", "show"])
+        .arg(cgroup)
+        .arg("-j")
+        .output()
+        .expect("FAILING LOUDLY: bpftool is needed (apt-get install bpftool)");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Array(vec![]));
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|p| p["name"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Makes `cmd` move itself into `cgroup` before exec. The returned file must
+/// outlive the spawn (it is the open cgroup.procs).
+pub fn join_cgroup_on_exec(cmd: &mut Command, cgroup: &Path) -> fs::File {
+    let procs = fs::OpenOptions::new()
+        .write(true)
+        .open(cgroup.join("cgroup.procs"))
+        .expect("open cgroup.procs");
+    let fd = procs.as_raw_fd();
+    // SAFETY: only write(2) on an fd opened before fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    procs
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        kill_cgroup_tree(&self.cgroup);
+        // Removing the link pin releases the link: sock_ops detaches.
+        remove_tree(&self.pin_root);
+        let _ = fs::remove_dir_all(&self.state_dir);
+        let left = attachments_quiet(&self.cgroup);
+        let _ = fs::remove_dir(&self.cgroup);
+        if !left.is_empty() && !thread::panicking() {
+            panic!(
+                "test left programs attached to {}: {left:?}",
+                self.cgroup.display()
+            );
+        }
+    }
+}
+
+fn attachments_quiet(cgroup: &Path) -> Vec<String> {
+    if cgroup.exists() {
+        attachments(cgroup)
+    } else {
+        Vec::new()
+    }
+}
+
+fn kill_cgroup_tree(cgroup: &Path) {
+    if !cgroup.exists() {
+        return;
+    }
+    if let Ok(entries) = fs::read_dir(cgroup) {
+        for e in entries.flatten() {
+            if e.path().is_dir() {
+                kill_cgroup_tree(&e.path());
+            }
+        }
+    }
+    let _ = fs::write(cgroup.join("cgroup.kill"), "1");
+    for _ in 0..100 {
+        let procs = fs::read_to_string(cgroup.join("cgroup.procs")).unwrap_or_default();
+        if procs.trim().is_empty() {
+            break;
+        }
+        for pid in procs.lines().filter_map(|p| p.trim().parse::<i32>().ok()) {
+            // SAFETY: plain kill(2).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    if let Ok(entries) = fs::read_dir(cgroup) {
+        for e in entries.flatten() {
+            if e.path().is_dir() {
+                let _ = fs::remove_dir(e.path());
+            }
+        }
+    }
+}
+
+fn remove_tree(dir: &Path) {
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                remove_tree(&p);
+            } else {
+                let _ = fs::remove_file(&p);
+            }
+        }
+    }
+    let _ = fs::remove_dir(dir);
+}
+
+/// The real daemon, its log collected line by line.
+pub struct Daemon {
+    child: Option<Child>,
+    pub metrics_addr: String,
+    log: Arc<Mutex<String>>,
+}
+
+impl Daemon {
+    pub fn start(args: &[String]) -> Self {
+        let mut child = Command::new(daemon_bin())
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn accel-daemon");
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().expect("stderr piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let log2 = log.clone();
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let line = strip_ansi(&line);
+                if let Ok(mut l) = log2.lock() {
+                    l.push_str(&line);
+                    l.push('\n');
+                }
+                if let Some(addr) = line.split("listening on ").nth(1) {
+                    let _ = tx.send(
+                        addr.trim_end_matches(')')
+                            .split(')')
+                            .next()
+                            .unwrap_or("")
+                            .to_string(),
+                    );
+                }
+            }
+        });
+        let mut d = Daemon {
+            child: Some(child),
+            metrics_addr: String::new(),
+            log,
+        };
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(addr) => d.metrics_addr = addr,
+            Err(_) => {
+                let status = d.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+                panic!(
+                    "daemon never became ready (exit {status:?}); log:\n{}",
+                    d.log()
+                );
+            }
+        }
+        d
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait: the graceful exit that leaves the datapath in place.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut c = self.child.take()?;
+        // SAFETY: plain kill(2) on our child.
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(st)) = c.try_wait() {
+                return st.code();
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                panic!("daemon ignored SIGTERM for 10 s");
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn http_get(&self, path: &str) -> (u16, String) {
+        http_get(&self.metrics_addr, path)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c2 in chars.by_ref() {
+                if c2.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Minimal HTTP/1.1 GET (no client library needed for three endpoints).
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to metrics endpoint");
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).expect("read response");
+    let code = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
+
+/// A free TCP port on loopback (bound and released; tests use distinct ones).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// tcpdump on lo for one port, like an operator would run it.
+pub struct Capture {
+    child: Option<Child>,
+    file: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CaptureCounts {
+    pub packets: usize,
+    pub psh_data: usize,
+}
+
+impl Capture {
+    pub fn start(port: u16) -> Self {
+        let file = std::env::temp_dir().join(format!(
+            "accel-cap-{}-{}.pcap",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        let mut child = Command::new("tcpdump")
+            .args(["-i", "lo", "-nn", "--immediate-mode", "-U", "-w"])
+            .arg(&file)
+            .arg(format!("tcp port {port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("FAILING LOUDLY: tcpdump is needed (apt-get install tcpdump)");
+        // Wait until tcpdump says it is listening, or the first packets are lost.
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            let mut r = BufReader::new(stderr);
+            let mut line = String::new();
+            while r.read_line(&mut line).unwrap_or(0) > 0 {
+                if line.contains("listening on") {
+                    let _ = tx.send(());
+                }
+                line.clear();
+            }
+        });
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("tcpdump did not start listening");
+        Capture {
+            child: Some(child),
+            file,
+        }
+    }
+
+    pub fn stop(mut self) -> CaptureCounts {
+        if let Some(c) = self.child.take() {
+            thread::sleep(Duration::from_millis(300));
+            // SAFETY: plain kill(2) on our child.
+            unsafe { libc::kill(c.id() as i32, libc::SIGINT) };
+            let _ = c.wait_with_output();
+        }
+        let count = |filter: &str| -> usize {
+            let out = Command::new("tcpdump")
+                .args(["-nn", "-r"])
+                .arg(&self.file)
+                .arg(filter)
+                .stderr(Stdio::null())
+                .output()
+                .expect("tcpdump -r");
+            String::from_utf8_lossy(&out.stdout).lines().count()
+        };
+        CaptureCounts {
+            packets: count("tcp"),
+            psh_data: count("tcp[tcpflags] & tcp-push != 0"),
+        }
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = fs::remove_file(&self.file);
+    }
+}
+
+/// The result line of accel-loadgen.
+#[derive(Debug, serde::Deserialize)]
+pub struct LoadReport {
+    pub port: u16,
+    pub connections: usize,
+    pub messages: u64,
+    pub bytes_each_way: u64,
+    pub errors: Vec<String>,
+}
+
+pub fn parse_load_report(out: &Output) -> LoadReport {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| {
+            panic!(
+                "loadgen printed no report (exit {:?}); stderr: {}",
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    serde_json::from_str(line).expect("loadgen report is JSON")
+}

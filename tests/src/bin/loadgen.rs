@@ -1,0 +1,221 @@
+//! Traffic for the end-to-end tests: an echo server and clients in one
+//! process, so the test can place both ends in its private cgroup.
+//!
+//! Every byte is checked: each connection sends a pattern derived from its
+//! own id, and reads back the echo, comparing byte for byte. Connections
+//! with distinct patterns also expose any cross-delivery.
+
+use std::{
+    io::{BufRead, Read, Write},
+    net::{IpAddr, SocketAddr, TcpListener, TcpStream},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail, ensure};
+use clap::Parser;
+use serde::Serialize;
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// Address to listen on (port 0: any free port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    #[arg(long, default_value_t = 10)]
+    conns: usize,
+    /// Message sizes in bytes, cycled through by every connection.
+    #[arg(long, value_delimiter = ',', default_value = "1,100,1500,65536")]
+    sizes: Vec<usize>,
+    /// Rounds over the size list per connection (ignored with --duration-ms).
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
+    /// Keep exchanging for this long instead of a fixed number of rounds.
+    #[arg(long)]
+    duration_ms: Option<u64>,
+    /// Establish every connection, print "established", wait for a line on
+    /// stdin, then start the traffic.
+    #[arg(long)]
+    hold: bool,
+    /// End each connection with shutdown(SHUT_WR) and a blocking read to
+    /// EOF instead of a plain close (the half-close shape).
+    #[arg(long)]
+    half_close: bool,
+}
+
+#[derive(Serialize)]
+struct Report {
+    port: u16,
+    connections: usize,
+    messages: u64,
+    bytes_each_way: u64,
+    errors: Vec<String>,
+    elapsed_ms: u128,
+}
+
+fn pattern_byte(conn: usize, offset: u64) -> u8 {
+    // Distinct per connection and position: a misdelivered or reordered
+    // chunk cannot match by accident.
+    let x = offset.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ (conn as u64).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    (x >> 29) as u8 ^ (offset as u8)
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    ensure!(
+        !args.sizes.is_empty() && args.conns > 0,
+        "need sizes and connections"
+    );
+    let listener =
+        TcpListener::bind(args.listen).with_context(|| format!("bind {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let conns = args.conns;
+    let server = thread::spawn(move || serve(listener, conns));
+
+    let connect_addr = SocketAddr::new(
+        if addr.ip().is_unspecified() {
+            IpAddr::from([127, 0, 0, 1])
+        } else {
+            addr.ip()
+        },
+        addr.port(),
+    );
+    let mut streams = Vec::with_capacity(args.conns);
+    for _ in 0..args.conns {
+        let s = TcpStream::connect(connect_addr).context("connect")?;
+        s.set_read_timeout(Some(Duration::from_secs(30)))?;
+        streams.push(s);
+    }
+    if args.hold {
+        println!("established {}", addr.port());
+        std::io::stdout().flush()?;
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+    }
+
+    let start = Instant::now();
+    let messages = Arc::new(AtomicU64::new(0));
+    let bytes = Arc::new(AtomicU64::new(0));
+    let deadline = args.duration_ms.map(|ms| start + Duration::from_millis(ms));
+    let handles: Vec<_> = streams
+        .into_iter()
+        .enumerate()
+        .map(|(id, stream)| {
+            let sizes = args.sizes.clone();
+            let rounds = args.rounds;
+            let half_close = args.half_close;
+            let (messages, bytes) = (messages.clone(), bytes.clone());
+            thread::spawn(move || {
+                client(
+                    id, stream, &sizes, rounds, deadline, half_close, &messages, &bytes,
+                )
+            })
+        })
+        .collect();
+    let mut errors = Vec::new();
+    for (id, h) in handles.into_iter().enumerate() {
+        match h.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => errors.push(format!("conn {id}: {e:#}")),
+            Err(_) => errors.push(format!("conn {id}: panicked")),
+        }
+    }
+    match server.join() {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => errors.push(format!("server: {e:#}")),
+        Err(_) => errors.push("server panicked".into()),
+    }
+    let report = Report {
+        port: addr.port(),
+        connections: args.conns,
+        messages: messages.load(Ordering::Relaxed),
+        bytes_each_way: bytes.load(Ordering::Relaxed),
+        errors,
+        elapsed_ms: start.elapsed().as_millis(),
+    };
+    println!("{}", serde_json::to_string(&report)?);
+    if !report.errors.is_empty() {
+        bail!("{} connection errors", report.errors.len());
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn client(
+    id: usize,
+    mut stream: TcpStream,
+    sizes: &[usize],
+    rounds: usize,
+    deadline: Option<Instant>,
+    half_close: bool,
+    messages: &AtomicU64,
+    bytes: &AtomicU64,
+) -> Result<()> {
+    let mut offset = 0u64;
+    let mut round = 0;
+    loop {
+        match deadline {
+            Some(d) if Instant::now() >= d => break,
+            None if round >= rounds => break,
+            _ => {}
+        }
+        for &n in sizes {
+            let msg: Vec<u8> = (0..n as u64)
+                .map(|i| pattern_byte(id, offset + i))
+                .collect();
+            stream.write_all(&msg).context("write")?;
+            let mut back = vec![0u8; n];
+            stream
+                .read_exact(&mut back)
+                .with_context(|| format!("read echo of {n} bytes"))?;
+            if back != msg {
+                let at = back.iter().zip(&msg).position(|(a, b)| a != b).unwrap_or(0);
+                bail!("echo of {n}-byte message at stream offset {offset} differs at byte {at}");
+            }
+            offset += n as u64;
+            messages.fetch_add(1, Ordering::Relaxed);
+            bytes.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        round += 1;
+    }
+    if half_close {
+        // Half-close, then a blocking read until the server's close.
+        stream.shutdown(std::net::Shutdown::Write)?;
+        let mut rest = Vec::new();
+        stream
+            .read_to_end(&mut rest)
+            .context("blocking read to EOF after shutdown(SHUT_WR)")?;
+        ensure!(
+            rest.is_empty(),
+            "{} unexpected bytes after the last echo",
+            rest.len()
+        );
+    }
+    Ok(())
+}
+
+fn serve(listener: TcpListener, conns: usize) -> Result<()> {
+    let mut workers = Vec::with_capacity(conns);
+    for _ in 0..conns {
+        let (mut s, _) = listener.accept()?;
+        workers.push(thread::spawn(move || -> Result<()> {
+            let mut buf = vec![0u8; 256 * 1024];
+            loop {
+                let n = s.read(&mut buf)?;
+                if n == 0 {
+                    return Ok(());
+                }
+                s.write_all(&buf[..n])?;
+            }
+        }));
+    }
+    for w in workers {
+        w.join()
+            .map_err(|_| anyhow::anyhow!("server worker panicked"))??;
+    }
+    Ok(())
+}
