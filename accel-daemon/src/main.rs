@@ -11,6 +11,7 @@ mod probes;
 mod report;
 mod selftest;
 mod server;
+mod verify;
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -52,6 +53,9 @@ enum Command {
     Status(StatusArgs),
     /// Remove the datapath without losing data in flight.
     Unload(UnloadArgs),
+    /// Capture TCP and show, per connection, whether its data bypassed the
+    /// stack (no PSH-flagged data segments) or crossed it, and why.
+    Verify(VerifyCmd),
     #[command(hide = true)]
     SelfTestWorker {
         #[arg(long)]
@@ -115,6 +119,18 @@ struct StatusArgs {
 }
 
 #[derive(Args)]
+struct VerifyCmd {
+    #[command(flatten)]
+    capture: accel_verify::VerifyArgs,
+    /// Pin dir of the datapath to cross-check against.
+    #[arg(long, default_value_os_t = default_pin_dir())]
+    pin_dir: PathBuf,
+    /// State dir of the daemon to cross-check against.
+    #[arg(long, default_value = "/run/sidecar-accel")]
+    state_dir: PathBuf,
+}
+
+#[derive(Args)]
 struct UnloadArgs {
     #[arg(long, default_value_os_t = default_pin_dir())]
     pin_dir: PathBuf,
@@ -135,6 +151,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run(args),
         Command::Status(args) => status(args),
         Command::Unload(args) => unload(args),
+        Command::Verify(args) => return verify::run(&args.capture, &args.pin_dir, &args.state_dir),
         Command::SelfTestWorker { pin_dir } => selftest::worker(&pin_dir).map(|r| {
             println!("{}", serde_json::to_string(&r).unwrap_or_default());
         }),

@@ -474,7 +474,16 @@ impl Capture {
             SEQ.fetch_add(1, Ordering::Relaxed)
         ));
         let mut child = Command::new("tcpdump")
-            .args(["-i", "lo", "-nn", "--immediate-mode", "-U", "-w"])
+            .args([
+                "-i",
+                "lo",
+                "-nn",
+                "--immediate-mode",
+                "-B",
+                "65536",
+                "-U",
+                "-w",
+            ])
             .arg(&file)
             .arg(format!("tcp port {port}"))
             .stdout(Stdio::null())

@@ -1,0 +1,101 @@
+//! `accel-daemon verify` against real traffic, with the daemon on and off:
+//! verdicts, explanations and `--expect` exit codes.
+
+use std::{
+    process::{Command, Stdio},
+    thread,
+    time::Duration,
+};
+
+use accel_tests::{TestEnv, Value, daemon_bin, free_port, parse_load_report};
+
+const LOADGEN: &str = env!("CARGO_BIN_EXE_accel-loadgen");
+
+/// Starts `verify` for `port`, runs traffic in the test cgroup while it
+/// captures, returns (exit code, JSON report).
+fn verify_during_traffic(env: &TestEnv, expect: &str) -> (i32, Value) {
+    let port = free_port();
+    let pin = env.pin_dir.display().to_string();
+    let state = env.state_dir.display().to_string();
+    let verify = Command::new(daemon_bin())
+        .args([
+            "verify",
+            "--port",
+            &port.to_string(),
+            "--duration",
+            "3s",
+            "--json",
+        ])
+        .args(["--expect", expect, "--pin-dir", &pin, "--state-dir", &state])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn verify");
+    thread::sleep(Duration::from_millis(700));
+    let mut cmd = Command::new(LOADGEN);
+    cmd.arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .args(["--conns", "4", "--sizes", "100,1500,65536", "--rounds", "3"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let _procs = env.in_cgroup(&mut cmd);
+    let load = cmd.output().expect("loadgen");
+    let report = parse_load_report(&load);
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    let out = verify.wait_with_output().expect("verify");
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "verify output is not JSON ({e}): {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code().unwrap_or(-1), json)
+}
+
+fn verdicts(json: &Value) -> Vec<String> {
+    json["connections"]
+        .as_array()
+        .expect("connections array")
+        .iter()
+        .map(|c| c["verdict"].to_string())
+        .collect()
+}
+
+#[test]
+fn verify_proves_acceleration_and_explains_its_absence() {
+    let env = TestEnv::new("verify");
+    let mut daemon = env.start_daemon(&[]);
+
+    let (code, json) = verify_during_traffic(&env, "accelerated");
+    let v = verdicts(&json);
+    assert_eq!(v.len(), 4, "one row per connection: {json}");
+    assert!(
+        v.iter()
+            .all(|s| s.contains("accelerated") && !s.contains("not")),
+        "{v:?}"
+    );
+    assert_eq!(code, 0, "{json}");
+    for c in json["connections"].as_array().expect("rows") {
+        assert_eq!(
+            c["stats"]["psh_data_segments"].as_u64().unwrap_or(u64::MAX),
+            0,
+            "{c}"
+        );
+    }
+
+    assert_eq!(daemon.terminate(), Some(0));
+    assert!(env.unload().status.success());
+    let (code, json) = verify_during_traffic(&env, "accelerated");
+    assert_eq!(
+        code, 3,
+        "expectation must fail without the datapath: {json}"
+    );
+    let text = json.to_string();
+    assert!(
+        text.contains("no datapath pinned"),
+        "reason must come from the daemon: {text}"
+    );
+    let (code, _) = verify_during_traffic(&env, "not-accelerated");
+    assert_eq!(code, 0);
+}
