@@ -192,6 +192,10 @@ impl Status {
                 for m in &dp.maps {
                     match m.entries {
                         Some(n) => println!("  {:<18} {n:>8} / {}", m.name, m.capacity),
+                        // Socket storage has no capacity: one slot per socket.
+                        None if m.capacity == 0 => {
+                            println!("  {:<18} {:>8}   per socket", m.name, "-")
+                        }
                         None => println!("  {:<18} {:>8}   {}", m.name, "-", m.capacity),
                     }
                 }

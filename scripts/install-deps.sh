@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs what building and testing need on a fresh Debian/Ubuntu machine.
+# Idempotent: does nothing when everything is present.
+set -euo pipefail
+
+need=()
+for pkg_cmd in clang:clang llvm:llc libbpf-dev:/usr/include/bpf/bpf_helpers.h \
+               linux-libc-dev:/usr/include/linux/bpf.h bpftool:bpftool tcpdump:tcpdump \
+               iproute2:ip iptables:iptables curl:curl; do
+  pkg=${pkg_cmd%%:*}; probe=${pkg_cmd#*:}
+  if [[ $probe == /* ]]; then [[ -e $probe ]] || need+=("$pkg")
+  else command -v "$probe" >/dev/null 2>&1 || need+=("$pkg"); fi
+done
+if ((${#need[@]})); then
+  echo "installing: ${need[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+command -v cargo >/dev/null 2>&1 || { echo "cargo (Rust >= 1.95) is required: https://rustup.rs" >&2; exit 1; }
