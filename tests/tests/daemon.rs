@@ -322,6 +322,74 @@ fn half_close_then_blocking_read_never_sees_eagain() {
     assert_clean_run(&out, 120);
 }
 
+fn map_entries(status: &accel_tests::Value, name: &str) -> u64 {
+    status["datapath"]["maps"]
+        .as_array()
+        .and_then(|maps| maps.iter().find(|m| m["name"] == name))
+        .and_then(|m| m["entries"].as_u64())
+        .unwrap_or_else(|| panic!("map {name} missing from status: {status}"))
+}
+
+#[test]
+fn a_datapath_of_another_version_is_retired_cleanly() {
+    let env = TestEnv::new("upgrade");
+    // An "old version" datapath pinned next to ours, left behind by a daemon
+    // that was killed (as an upgrade from a previous release would find it).
+    let old_pin = env.pin_root.join("v0").display().to_string();
+    let mut args = vec!["run".to_string()];
+    args.extend(env.daemon_args());
+    let idx = args.iter().position(|a| a == "--pin-dir").expect("pin arg") + 1;
+    args[idx] = old_pin.clone();
+    let mut old = accel_tests::Daemon::start(&args);
+    old.kill9();
+    assert_eq!(env.attachments().len(), 1);
+
+    let new = env.start_daemon(&[]);
+    assert!(
+        new.log().contains("retiring datapath of another version"),
+        "{}",
+        new.log()
+    );
+    assert!(
+        !std::path::Path::new(&old_pin).exists(),
+        "old pins left behind"
+    );
+    assert_eq!(
+        env.attachments(),
+        vec!["accel_sockops".to_string()],
+        "exactly one attachment"
+    );
+    let port = free_port();
+    let cap = Capture::start(port);
+    let out = loadgen(&env, port, &["--conns", "5", "--sizes", "100,65536"]);
+    assert_clean_run(&out, 5);
+    assert_eq!(cap.stop().psh_data, 0, "the new datapath accelerates");
+}
+
+#[test]
+fn a_non_root_run_fails_with_one_clear_line() {
+    use std::os::unix::process::CommandExt;
+    let env = TestEnv::new("nonroot");
+    let mut args = vec!["run".to_string()];
+    args.extend(env.daemon_args());
+    let out = Command::new(accel_tests::daemon_bin())
+        .args(&args)
+        .uid(65534)
+        .gid(65534)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run as nobody");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("insufficient privileges") && stderr.contains("CAP_BPF"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("error:").count(), 1, "{stderr}");
+    assert!(env.attachments().is_empty());
+}
+
 /// Runs the daemon to failure and returns its stderr.
 fn run_fails(env: &TestEnv, args: &[&str]) -> String {
     let out = Command::new(accel_tests::daemon_bin())
