@@ -7,7 +7,7 @@ use std::{
     process::Command,
 };
 
-const BPF_SOURCES: &[&str] = &["datapath", "probes"];
+const BPF_SOURCES: &[&str] = &["datapath", "probes", "drain"];
 const HEADERS: &[&str] = &[
     "accel_abi.h",
     "maps.h",

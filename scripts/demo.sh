@@ -27,7 +27,7 @@ DAEMON=""
 cleanup() {
   set +e
   [[ -n $DAEMON ]] && kill "$DAEMON" 2>/dev/null && wait "$DAEMON" 2>/dev/null
-  [[ -d $PIN ]] && $BIN/accel-daemon unload --pin-dir "$PIN" --drain-secs 1 >/dev/null
+  [[ -d $PIN ]] && $BIN/accel-daemon unload --pin-dir "$PIN" --drain-timeout 10 >/dev/null
   rm -rf "$PIN_ROOT" "$STATE"
   [[ -d $CG ]] && { echo 1 > "$CG/cgroup.kill" 2>/dev/null; sleep 0.2; rmdir "$CG"; }
 }
@@ -89,7 +89,7 @@ fi
 echo
 echo "== 7. daemon stops (SIGTERM): the datapath stays for live connections; then unload"
 kill "$DAEMON"; wait "$DAEMON" 2>/dev/null || true; DAEMON=""
-$BIN/accel-daemon unload --pin-dir "$PIN" --drain-secs 1 | sed 's/^/   /'
+$BIN/accel-daemon unload --pin-dir "$PIN" --drain-timeout 10 | sed 's/^/   /'
 echo "   tcpdump on lo after unload: $(psh_count $((PORT + 3)))"
 echo
 echo "demo finished: nothing left attached or pinned."

@@ -14,10 +14,15 @@ pub static DATAPATH_OBJ: &[u8] =
 pub static PROBES_OBJ: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/probes.bpf.o"));
 
-/// Program names inside [`DATAPATH_OBJ`].
+/// The unload drain check: an `iter/sockmap` program (CO-RE, needs kernel BTF)
+/// that lists sockets whose ingress queue still holds redirected messages.
+pub static DRAIN_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/drain.bpf.o"));
+
+/// Program names inside [`DATAPATH_OBJ`] and [`DRAIN_OBJ`].
 pub mod prog {
     pub const SOCKOPS: &str = "accel_sockops";
     pub const SK_MSG: &str = "accel_sk_msg";
+    pub const DRAIN_CHECK: &str = "accel_drain_check";
 }
 
 /// Map names inside [`DATAPATH_OBJ`] (also their pin file names).

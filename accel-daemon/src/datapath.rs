@@ -406,11 +406,6 @@ impl Datapath {
             .collect()
     }
 
-    pub fn stat(&self, stat: Stat) -> Result<u64, DatapathError> {
-        let per_cpu = self.stats.get(&(stat as u32), 0).map_err(map_err)?;
-        Ok(per_cpu.iter().copied().sum())
-    }
-
     pub fn usage(&self) -> Vec<MapUsage> {
         self.infos
             .iter()
@@ -445,13 +440,47 @@ impl Datapath {
         }
     }
 
-    /// Stops recording and redirecting, waits for queued messages to be
-    /// read, then detaches and unpins. Sockets keep working over TCP.
-    pub fn unload(mut self, grace: Duration) -> Result<UnloadReport, DatapathError> {
+    /// The sockhash, for the drain check.
+    pub fn sockhash_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.sockhash.fd().as_fd()
+    }
+
+    /// Stops recording and redirecting, waits until every receive queue the
+    /// datapath filled has been read, then detaches and unpins. Sockets keep
+    /// working over TCP. If readers do not catch up within `timeout`, the
+    /// datapath is left attached in passthrough (nothing new is accelerated,
+    /// nothing is lost) and an error says so, unless `force` is set.
+    pub fn unload(mut self, timeout: Duration, force: bool) -> Result<UnloadReport, DatapathError> {
         // 1. Passthrough: sock_ops records nothing new; sk_msg switches every
         //    socket to TCP at its next send (order-safe, see datapath.bpf.c).
         self.set_mode(abi::MODE_PASSTHROUGH)?;
-        // 2. Detach sock_ops.
+        // 2. Drain: removing a socket from the sockhash frees what is still
+        //    queued on it, so wait until the drain check sees no queue.
+        let start = Instant::now();
+        let outcome = wait_for_empty_queues(self.sockhash_fd(), timeout);
+        let drain_proven = matches!(outcome, Drained::Proven);
+        match outcome {
+            Drained::Proven => {}
+            Drained::Unproven(why) => {
+                tracing::warn!(%why, "cannot inspect receive queues; waited {timeout:?} instead");
+            }
+            Drained::Pending(n) if force => {
+                tracing::warn!(
+                    sockets = n,
+                    "--force: removing the datapath with unread data queued"
+                );
+            }
+            Drained::Pending(n) => {
+                return Err(DatapathError::Map(format!(
+                    "{n} sockets still hold redirected data their applications have not read \
+                     after {timeout:?}; nothing was lost: the datapath is in passthrough (no new \
+                     acceleration) and stays pinned. Run unload again later, or add --force to \
+                     remove it now and discard that data"
+                )));
+            }
+        }
+        // 3. Detach sock_ops.
         let link = self
             .link
             .take()
@@ -462,31 +491,10 @@ impl Datapath {
         fd_link
             .detach()
             .map_err(|e| map_err(format!("detaching sock_ops: {e}")))?;
-        // 3. Drain. Removing a socket from the sockhash frees messages still
-        //    queued on it, so wait until redirects have stopped and readers
-        //    have had the grace period to consume what was queued.
-        let start = Instant::now();
-        let mut last = self.stat(Stat::RedirectMsgs)?;
-        let mut quiet_since = Instant::now();
-        while start.elapsed() < grace || quiet_since.elapsed() < Duration::from_millis(300) {
-            thread::sleep(Duration::from_millis(100));
-            let now = self.stat(Stat::RedirectMsgs)?;
-            if now != last {
-                last = now;
-                quiet_since = Instant::now();
-            }
-            if start.elapsed() > grace + Duration::from_secs(30) {
-                break; // redirects cannot continue in passthrough; never hang
-            }
-        }
         let sockets_left = self.sockhash.keys().count() as u64;
         // 4. Unpin: the last reference to the maps goes with the pins.
         let dir = self.pin_dir.clone();
-        drop(self.sockhash);
-        drop(self.pairing);
-        drop(self.endpoints);
-        drop(self.config);
-        drop(self.stats);
+        drop(self);
         remove_pin_dir(&dir);
         if dir.exists() {
             return Err(map_err(format!(
@@ -497,7 +505,50 @@ impl Datapath {
         Ok(UnloadReport {
             drained_for: start.elapsed(),
             sockets_released: sockets_left,
+            drain_proven,
         })
+    }
+}
+
+enum Drained {
+    /// The drain check saw every ingress queue empty, twice in a row.
+    Proven,
+    /// The check could not run (no kernel BTF); waited the timeout instead.
+    Unproven(String),
+    /// Sockets with unread data after the timeout.
+    Pending(usize),
+}
+
+/// Polls the drain check until it reports no pending socket on two
+/// consecutive checks (a sender that took its redirect decision just before
+/// passthrough may still be queueing), or the timeout passes.
+fn wait_for_empty_queues(sockhash: std::os::fd::BorrowedFd<'_>, timeout: Duration) -> Drained {
+    let check = match crate::drain::DrainCheck::load() {
+        Ok(c) => c,
+        Err(e) => {
+            thread::sleep(timeout.min(Duration::from_secs(5)));
+            return Drained::Unproven(e.to_string());
+        }
+    };
+    let start = Instant::now();
+    let mut empty_in_a_row = 0;
+    loop {
+        match check.pending(sockhash) {
+            Ok(p) if p.is_empty() => {
+                empty_in_a_row += 1;
+                if empty_in_a_row >= 2 {
+                    return Drained::Proven;
+                }
+            }
+            Ok(p) => {
+                empty_in_a_row = 0;
+                if start.elapsed() >= timeout {
+                    return Drained::Pending(p.len());
+                }
+            }
+            Err(e) => return Drained::Unproven(e.to_string()),
+        }
+        thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -505,6 +556,8 @@ impl Datapath {
 pub struct UnloadReport {
     pub drained_for: Duration,
     pub sockets_released: u64,
+    /// The drain check proved every receive queue empty before unpinning.
+    pub drain_proven: bool,
 }
 
 /// Datapaths of other ABI versions next to ours (e.g. `../v0` when we are
@@ -529,10 +582,12 @@ pub fn other_versions(pin_dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Retires a datapath whose maps we cannot interpret (another ABI): put it
-/// in passthrough if its config map looks like ours, detach its link, wait,
-/// unpin. Best effort, with warnings, never an error that blocks startup.
-pub fn retire_foreign(dir: &Path, grace: Duration) {
+/// Retires a datapath of another ABI version: passthrough if its config
+/// map looks like ours, wait for its receive queues like `unload` does,
+/// detach its link, unpin. Returns false (and leaves it in place, in
+/// passthrough) when readers did not catch up: it is retried at the next
+/// start rather than losing their data.
+pub fn retire_foreign(dir: &Path, timeout: Duration, force: bool) -> bool {
     let config_path = dir.join(map::CONFIG);
     if let Ok(data) = MapData::from_pin(&config_path)
         && let Ok(mut arr) = Array::<MapData, Config>::try_from(Map::Array(data))
@@ -546,10 +601,25 @@ pub fn retire_foreign(dir: &Path, grace: Duration) {
             0,
         );
     }
+    if let Ok(data) = MapData::from_pin(dir.join(map::SOCKHASH))
+        && data.info().and_then(|i| i.map_type()).ok() == Some(MapType::SockHash)
+    {
+        use std::os::fd::AsFd;
+        if let Drained::Pending(n) = wait_for_empty_queues(data.fd().as_fd(), timeout)
+            && !force
+        {
+            tracing::warn!(
+                dir = %dir.display(),
+                sockets = n,
+                "old datapath keeps sockets with unread data: left in passthrough, retried at next start"
+            );
+            return false;
+        }
+    }
     if let Ok(link) = PinnedLink::from_pin(dir.join(LINK_PIN)) {
         detach_quietly(link);
     }
-    thread::sleep(grace);
     remove_pin_dir(dir);
-    tracing::info!(dir = %dir.display(), "retired datapath of another version");
+    tracing::info!(dir = %dir.display(), "retired datapath");
+    true
 }

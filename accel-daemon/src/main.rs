@@ -4,6 +4,7 @@
 //! pinned), `status` reports it, `unload` removes it without losing data.
 
 mod datapath;
+mod drain;
 mod endpoints;
 mod host;
 mod kernel;
@@ -138,9 +139,13 @@ struct UnloadArgs {
     /// attachment of ours afterwards.
     #[arg(long)]
     cgroup: Option<PathBuf>,
-    /// How long readers get to consume messages already redirected to them.
-    #[arg(long, default_value = "2", value_name = "SECONDS")]
-    drain_secs: u64,
+    /// How long to wait for readers to consume messages already redirected
+    /// to them (checked in the kernel, socket by socket).
+    #[arg(long, default_value = "30", value_name = "SECONDS")]
+    drain_timeout: u64,
+    /// Remove the datapath even if some sockets still hold unread data.
+    #[arg(long)]
+    force: bool,
 }
 
 fn main() -> ExitCode {
@@ -306,12 +311,17 @@ fn decide_gate(
 
     for other in datapath::other_versions(&args.pin_dir) {
         info!(dir = %other.display(), "retiring datapath of another version");
-        datapath::retire_foreign(&other, Duration::from_secs(2));
+        datapath::retire_foreign(&other, Duration::from_secs(10), false);
     }
 
     if args.pin_dir.exists() {
         // Adopt: a restart or upgrade must not touch live connections.
-        let dp = Datapath::open(&args.pin_dir)?;
+        let mut dp = Datapath::open(&args.pin_dir)?;
+        if dp.mode()? != abi::MODE_ACCELERATE {
+            // An unload that stopped to wait for readers left it draining.
+            dp.set_mode(abi::MODE_ACCELERATE)?;
+            info!("datapath was in passthrough (interrupted unload); accelerating again");
+        }
         info!(pin_dir = %args.pin_dir.display(), "adopted the pinned datapath");
         state
             .checks
@@ -476,17 +486,31 @@ fn unload(args: UnloadArgs) -> Result<()> {
         Ok(dp) => dp,
         Err(e @ DatapathError::Foreign { .. }) => {
             warn!(error = %e, "pins are incomplete or foreign; removing what is there");
-            datapath::retire_foreign(&args.pin_dir, Duration::from_secs(args.drain_secs));
+            if !datapath::retire_foreign(
+                &args.pin_dir,
+                Duration::from_secs(args.drain_timeout),
+                args.force,
+            ) {
+                bail!(
+                    "sockets still hold unread redirected data; run unload again later or add --force"
+                );
+            }
             return Ok(());
         }
         Err(e) => return Err(e.into()),
     };
     let program_id = dp.link_program_id();
-    let report = dp.unload(Duration::from_secs(args.drain_secs))?;
+    let report = dp.unload(Duration::from_secs(args.drain_timeout), args.force)?;
     println!(
-        "unloaded {}: sock_ops program {program_id} detached, {} sockets returned to plain TCP after draining for {:.1}s",
+        "unloaded {}: sock_ops program {program_id} detached, {} sockets returned to plain TCP; \
+         receive queues {} after {:.1}s",
         args.pin_dir.display(),
         report.sockets_released,
+        if report.drain_proven {
+            "proven empty"
+        } else {
+            "not inspectable (no kernel BTF), waited"
+        },
         report.drained_for.as_secs_f64()
     );
     Ok(())

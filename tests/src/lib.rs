@@ -171,8 +171,8 @@ impl TestEnv {
             &pin,
             "--cgroup",
             &cg,
-            "--drain-secs",
-            "1",
+            "--drain-timeout",
+            "10",
         ])
     }
 

@@ -90,6 +90,14 @@ fn loopback_echo_is_redirected_byte_exact_and_psh_free_then_not_after_unload() {
         counts.packets >= 120 * 3,
         "handshakes must be visible: {counts:?}"
     );
+    // Every connection has closed: no map entry may outlive its socket.
+    for map in ["accel_sockhash", "accel_pairing"] {
+        let entries = map_entries(&status, map);
+        assert_eq!(
+            entries, 0,
+            "{map} still holds {entries} entries after all sockets closed"
+        );
+    }
     assert_eq!(
         counts.psh_data, 0,
         "accelerated traffic showed PSH segments: {counts:?}"
@@ -264,6 +272,54 @@ fn unload_during_traffic_loses_nothing_and_leaves_nothing() {
     assert!(!env.pin_dir.exists(), "pins left behind");
     let second = env.unload();
     assert!(second.status.success(), "unload twice must be safe");
+}
+
+#[test]
+fn unload_waits_for_unread_queues_and_never_discards_them() {
+    let env = TestEnv::new("drain");
+    let mut daemon = env.start_daemon(&[]);
+    let port = free_port();
+    // Clients send 1 MiB each at once; the server reads nothing for 6 s, so
+    // the redirected bytes wait in its sockets' ingress queues.
+    let child = spawn_loadgen(
+        &env,
+        port,
+        &[
+            "--conns",
+            "8",
+            "--sizes",
+            "1048576",
+            "--server-delay-ms",
+            "6000",
+        ],
+    );
+    thread::sleep(Duration::from_millis(1500));
+    assert_eq!(daemon.terminate(), Some(0));
+    let pin = env.pin_dir.display().to_string();
+    let impatient = env.daemon_cmd(&["unload", "--pin-dir", &pin, "--drain-timeout", "1"]);
+    let stderr = String::from_utf8_lossy(&impatient.stderr);
+    assert!(
+        !impatient.status.success(),
+        "unload must not discard unread data"
+    );
+    assert!(
+        stderr.contains("have not read") && stderr.contains("nothing was lost"),
+        "{stderr}"
+    );
+    assert!(env.pin_dir.exists(), "pins must stay while data is queued");
+    assert_eq!(env.attachments(), vec!["accel_sockops".to_string()]);
+
+    let patient = env.daemon_cmd(&["unload", "--pin-dir", &pin, "--drain-timeout", "30"]);
+    assert!(
+        patient.status.success(),
+        "{}",
+        String::from_utf8_lossy(&patient.stderr)
+    );
+    assert!(String::from_utf8_lossy(&patient.stdout).contains("proven empty"));
+    let out = child.wait_with_output().expect("loadgen");
+    assert_clean_run(&out, 8);
+    assert!(env.attachments().is_empty());
+    assert!(!env.pin_dir.exists());
 }
 
 #[test]

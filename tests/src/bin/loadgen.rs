@@ -44,6 +44,10 @@ struct Args {
     /// EOF instead of a plain close (the half-close shape).
     #[arg(long)]
     half_close: bool,
+    /// The server waits this long before its first read, so what clients
+    /// send meanwhile sits unread in its receive queue.
+    #[arg(long, default_value_t = 0)]
+    server_delay_ms: u64,
 }
 
 #[derive(Serialize)]
@@ -74,7 +78,8 @@ fn main() -> Result<()> {
         TcpListener::bind(args.listen).with_context(|| format!("bind {}", args.listen))?;
     let addr = listener.local_addr()?;
     let conns = args.conns;
-    let server = thread::spawn(move || serve(listener, conns));
+    let delay = Duration::from_millis(args.server_delay_ms);
+    let server = thread::spawn(move || serve(listener, conns, delay));
 
     let connect_addr = SocketAddr::new(
         if addr.ip().is_unspecified() {
@@ -198,11 +203,12 @@ fn client(
     Ok(())
 }
 
-fn serve(listener: TcpListener, conns: usize) -> Result<()> {
+fn serve(listener: TcpListener, conns: usize, delay: Duration) -> Result<()> {
     let mut workers = Vec::with_capacity(conns);
     for _ in 0..conns {
         let (mut s, _) = listener.accept()?;
         workers.push(thread::spawn(move || -> Result<()> {
+            thread::sleep(delay);
             let mut buf = vec![0u8; 256 * 1024];
             loop {
                 let n = s.read(&mut buf)?;
