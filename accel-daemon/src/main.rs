@@ -233,6 +233,13 @@ fn run(args: RunArgs) -> Result<()> {
     info!(kernel = %kernel, overridden, cgroup = %cgroup.display(), pin_dir = %args.pin_dir.display(), "starting");
 
     let gate = decide_gate(&args, &kernel, &cgroup, &mut state)?;
+    for c in &state.checks {
+        if c.ok {
+            info!(check = %c.name, detail = %c.detail, "check passed");
+        } else {
+            warn!(check = %c.name, detail = %c.detail, "check failed");
+        }
+    }
     let shared = Shared::new();
     match gate {
         Gate::On { mut dp, adopted } => {
