@@ -6,7 +6,7 @@ set -euo pipefail
 need=()
 for pkg_cmd in clang:clang llvm:llc libbpf-dev:/usr/include/bpf/bpf_helpers.h \
                linux-libc-dev:/usr/include/linux/bpf.h bpftool:bpftool tcpdump:tcpdump \
-               iproute2:ip iptables:iptables curl:curl; do
+               iproute2:ip iptables:iptables curl:curl haproxy:haproxy nginx-light:nginx; do
   pkg=${pkg_cmd%%:*}; probe=${pkg_cmd#*:}
   if [[ $probe == /* ]]; then [[ -e $probe ]] || need+=("$pkg")
   else command -v "$probe" >/dev/null 2>&1 || need+=("$pkg"); fi

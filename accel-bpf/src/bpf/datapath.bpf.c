@@ -2,6 +2,19 @@
 /*
  * The sockmap datapath: sock_ops records exactly paired local TCP sockets,
  * sk_msg hands each sendmsg of a recorded socket to its peer's receive queue.
+ *
+ * Helpers, and why each is needed:
+ *   bpf_get_socket_cookie     stable per-boot socket identity: the sockhash key
+ *   bpf_sock_hash_update      record the socket (sock_ops may only add itself)
+ *   bpf_sk_storage_get        per-socket decision and peer, freed with the socket
+ *   bpf_get_prandom_u32       the pairing token (unguessable, never reused)
+ *   bpf_map_{lookup,update,delete}_elem   offers/answers, config, counters
+ *   bpf_sock_ops_cb_flags_set ask for header-option and state callbacks on
+ *                             our active sockets only, and drop them after use
+ *   bpf_reserve_hdr_opt / bpf_store_hdr_opt / bpf_load_hdr_opt
+ *                             carry the token in the handshake's final ACK
+ *   bpf_get_netns_cookie      (5.15+, optional) loopback pairs in one namespace
+ *   bpf_msg_redirect_hash     the redirect itself, BPF_F_INGRESS to the peer
  */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -134,9 +147,11 @@ static __always_inline void on_passive_established(struct bpf_sock_ops *skops)
 		return;
 	}
 	answer.netns_cookie = netns_cookie_of(skops);
-	/* A loopback connection never leaves its namespace; a mismatch means
-	 * something is wrong, and wrong is never accelerated. */
-	if (ep_is_loopback(&local) && offer.netns_cookie != answer.netns_cookie) {
+	/* A connection with a loopback end (127.0.0.1, or Istio's 127.0.0.6
+	 * passthrough to the pod IP) never leaves its namespace; a mismatch
+	 * means something is wrong, and wrong is never accelerated. */
+	if ((ep_is_loopback(&local) || ep_is_loopback(&remote)) &&
+	    offer.netns_cookie != answer.netns_cookie) {
 		stat_inc(ACCEL_STAT_REFUSED_NETNS);
 		return;
 	}
