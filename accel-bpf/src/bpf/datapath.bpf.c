@@ -58,6 +58,31 @@ static __always_inline struct accel_sock_state *state_of(struct bpf_sock_ops *sk
 	return bpf_sk_storage_get(&accel_sock_state, sk, 0, 0);
 }
 
+/* Records the socket in the sockhash, keyed by its cookie. Returns its
+ * state, or NULL when the socket stays on plain TCP. */
+static __always_inline struct accel_sock_state *record_socket(struct bpf_sock_ops *skops,
+							      __u64 *cookie)
+{
+	struct accel_sock_state *st;
+
+	/* Data already sent by TCP (TCP Fast Open data in the SYN, or a
+	 * server's TFO reply) could be overtaken by redirected bytes in the
+	 * peer's receive queue. */
+	if (skops->data_segs_out) {
+		stat_inc(ACCEL_STAT_REFUSED_EARLY_DATA);
+		return 0;
+	}
+	st = state_create(skops);
+	if (!st)
+		return 0;
+	*cookie = bpf_get_socket_cookie(skops);
+	if (bpf_sock_hash_update(skops, &accel_sockhash, cookie, BPF_NOEXIST)) {
+		stat_inc(ACCEL_STAT_RECORD_FAILED);
+		return 0;
+	}
+	return st;
+}
+
 /* connect() completed. Record the socket and offer a token if its local end
  * takes part; where the connection really goes (after NAT) is for the
  * passive side to prove. */
@@ -72,21 +97,9 @@ static __always_inline void on_active_established(struct bpf_sock_ops *skops)
 
 	if (accel_passthrough() || !ep_keys_of(skops, &local, &remote) || !ep_eligible(&local))
 		return;
-	/* Data in the SYN (TCP Fast Open) already went by TCP: redirecting the
-	 * rest could overtake it in the peer's receive queue. */
-	if (skops->data_segs_out) {
-		stat_inc(ACCEL_STAT_REFUSED_EARLY_DATA);
-		return;
-	}
-	st = state_create(skops);
+	st = record_socket(skops, &cookie);
 	if (!st)
 		return;
-
-	cookie = bpf_get_socket_cookie(skops);
-	if (bpf_sock_hash_update(skops, &accel_sockhash, &cookie, BPF_NOEXIST)) {
-		stat_inc(ACCEL_STAT_RECORD_FAILED);
-		return;
-	}
 
 	pkey.token = pairing_new_token();
 	offer.cookie = cookie;
@@ -155,18 +168,9 @@ static __always_inline void on_passive_established(struct bpf_sock_ops *skops)
 		stat_inc(ACCEL_STAT_REFUSED_NETNS);
 		return;
 	}
-	if (skops->data_segs_out) {
-		stat_inc(ACCEL_STAT_REFUSED_EARLY_DATA);
-		return;
-	}
-	st = state_create(skops);
+	st = record_socket(skops, &cookie);
 	if (!st)
 		return;
-	cookie = bpf_get_socket_cookie(skops);
-	if (bpf_sock_hash_update(skops, &accel_sockhash, &cookie, BPF_NOEXIST)) {
-		stat_inc(ACCEL_STAT_RECORD_FAILED);
-		return;
-	}
 	st->role = ACCEL_ROLE_PASSIVE;
 	st->peer_cookie = offer.cookie;
 
