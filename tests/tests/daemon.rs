@@ -323,6 +323,35 @@ fn unload_waits_for_unread_queues_and_never_discards_them() {
 }
 
 #[test]
+fn a_failing_self_test_detaches_and_runs_unaccelerated_with_the_reason() {
+    let env = TestEnv::new("selftest");
+    // No child cgroup can be created, so the self-test cannot run its
+    // traffic: the daemon must not trust the datapath it just attached.
+    std::fs::write(env.cgroup.join("cgroup.max.descendants"), "0").expect("limit descendants");
+    let daemon = env.start_daemon(&[]);
+    let status = env.status_json();
+    assert_eq!(status["daemon"]["accelerated"], false, "{status}");
+    let reason = status["daemon"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("self-test failed"), "{reason}");
+    assert!(
+        env.attachments().is_empty(),
+        "a failed self-test must detach"
+    );
+    assert!(
+        !env.pin_dir.exists(),
+        "a failed self-test must leave no pins"
+    );
+    assert!(
+        std::fs::read_dir(&env.pin_root)
+            .map(|d| d.count())
+            .unwrap_or(0)
+            == 0,
+        "no staging directory left behind"
+    );
+    assert_eq!(daemon.http_get("/readyz").0, 200, "unaccelerated but ready");
+}
+
+#[test]
 fn old_kernel_release_runs_unaccelerated_ready_and_says_why() {
     let env = TestEnv::new("gate");
     let daemon = env.start_daemon(&["--kernel-release", "5.4.0"]);
