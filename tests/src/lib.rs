@@ -21,6 +21,8 @@ use std::{
 
 pub use serde_json::Value;
 
+pub mod topology;
+
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
 /// These tests load BPF programs into the running kernel: without root they

@@ -1,0 +1,204 @@
+//! Pod workloads for the topology tests (`accel_tests::topology`):
+//!
+//! - `echo`: the pods' echo app (one thread per connection, echoes until EOF);
+//! - `client`: sends a pattern, reads the echo back and compares it byte for
+//!   byte, prints a JSON report, then (with `--hold`) keeps the connection
+//!   open until its stdin closes, so a test can inspect it;
+//! - `proxy`: the IPv6 half of the sidecar (haproxy 2.6 cannot read the
+//!   original destination of IPv6 connections): Istio's outbound listener
+//!   (forward to the original destination) and inbound listener (forward to
+//!   the original destination from `::6`), as uid 1337.
+
+use std::{
+    io::{Read, Write},
+    net::{IpAddr, SocketAddr, TcpStream},
+    thread,
+    time::Duration,
+};
+
+use accel_tests::topology::{
+    PASSTHROUGH_V4, PASSTHROUGH_V6, SIDECAR_GID, SIDECAR_UID, pattern, sha256_hex, sock,
+};
+use anyhow::{Context, Result, ensure};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+struct Args {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Echo server.
+    Echo {
+        #[arg(long, required = true)]
+        listen: Vec<SocketAddr>,
+    },
+    /// Echo client: one connection, `--bytes` of pattern, compared.
+    Client {
+        #[arg(long)]
+        connect: SocketAddr,
+        #[arg(long, default_value_t = 65536)]
+        bytes: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// After the report, keep the connection open until stdin closes.
+        #[arg(long)]
+        hold: bool,
+    },
+    /// Istio-style sidecar listeners forwarding to the original destination.
+    Proxy {
+        #[arg(long)]
+        outbound: Vec<SocketAddr>,
+        #[arg(long)]
+        inbound: Vec<SocketAddr>,
+        /// Drop to this uid/gid after binding (if still root).
+        #[arg(long, default_value_t = SIDECAR_UID)]
+        uid: u32,
+        #[arg(long, default_value_t = SIDECAR_GID)]
+        gid: u32,
+    },
+}
+
+fn main() -> Result<()> {
+    match Args::parse().cmd {
+        Cmd::Echo { listen } => echo(listen),
+        Cmd::Client {
+            connect,
+            bytes,
+            seed,
+            hold,
+        } => client(connect, bytes, seed, hold),
+        Cmd::Proxy {
+            outbound,
+            inbound,
+            uid,
+            gid,
+        } => proxy(outbound, inbound, uid, gid),
+    }
+}
+
+fn echo(listen: Vec<SocketAddr>) -> Result<()> {
+    let mut threads = Vec::new();
+    for addr in listen {
+        let l = sock::listen(addr).with_context(|| format!("listen {addr}"))?;
+        threads.push(thread::spawn(move || {
+            for s in l.incoming().flatten() {
+                thread::spawn(move || {
+                    let Ok(mut w) = s.try_clone() else { return };
+                    let mut r = s;
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        match r.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => {
+                                if w.write_all(&buf[..n]).is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    let _ = w.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        }));
+    }
+    for t in threads {
+        let _ = t.join();
+    }
+    Ok(())
+}
+
+fn client(connect: SocketAddr, bytes: usize, seed: u64, hold: bool) -> Result<()> {
+    let s = TcpStream::connect_timeout(&connect, Duration::from_secs(10))
+        .with_context(|| format!("connect {connect}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let data = pattern(seed, bytes);
+    let sent_sha256 = sha256_hex(&data);
+    let mut w = s.try_clone()?;
+    let writer = thread::spawn(move || w.write_all(&data).map(|_| data));
+    let mut got = vec![0u8; bytes];
+    let mut r = &s;
+    r.read_exact(&mut got).context("read the echo")?;
+    let data = writer.join().expect("writer thread").context("send")?;
+    let equal = got == data;
+    let report = serde_json::json!({
+        "local": s.local_addr()?,
+        "peer": s.peer_addr()?,
+        "bytes": bytes,
+        "sent_sha256": sent_sha256,
+        "received_sha256": sha256_hex(&got),
+        "equal": equal,
+        "pid": std::process::id(),
+    });
+    println!("{report}");
+    std::io::stdout().flush()?;
+    ensure!(equal, "echo differs from what was sent");
+    if hold {
+        let mut sink = Vec::new();
+        let _ = std::io::stdin().read_to_end(&mut sink);
+    }
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    Ok(())
+}
+
+fn proxy(outbound: Vec<SocketAddr>, inbound: Vec<SocketAddr>, uid: u32, gid: u32) -> Result<()> {
+    let mut listeners = Vec::new();
+    for addr in outbound {
+        listeners.push((
+            false,
+            sock::listen(addr).with_context(|| format!("listen {addr}"))?,
+        ));
+    }
+    for addr in inbound {
+        listeners.push((
+            true,
+            sock::listen(addr).with_context(|| format!("listen {addr}"))?,
+        ));
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        sock::drop_privileges(uid, gid).context("drop privileges")?;
+    }
+    let mut threads = Vec::new();
+    for (is_inbound, l) in listeners {
+        let own = l.local_addr()?;
+        threads.push(thread::spawn(move || {
+            for s in l.incoming().flatten() {
+                thread::spawn(move || {
+                    if let Err(e) = forward(s, own, is_inbound) {
+                        eprintln!("proxy: {e:#}");
+                    }
+                });
+            }
+        }));
+    }
+    for t in threads {
+        let _ = t.join();
+    }
+    Ok(())
+}
+
+fn forward(s: TcpStream, own: SocketAddr, is_inbound: bool) -> Result<()> {
+    let dst = sock::original_dst(&s).context("original destination")?;
+    // Not redirected (someone connected to the listener itself): refuse
+    // rather than loop.
+    ensure!(
+        dst.port() != own.port(),
+        "connection to {dst} was not redirected"
+    );
+    let up = if is_inbound {
+        let src: IpAddr = if dst.is_ipv4() {
+            PASSTHROUGH_V4.into()
+        } else {
+            PASSTHROUGH_V6.into()
+        };
+        sock::connect_from(src, dst).with_context(|| format!("connect {dst} from {src}"))?
+    } else {
+        TcpStream::connect_timeout(&dst, Duration::from_secs(10))
+            .with_context(|| format!("connect {dst}"))?
+    };
+    sock::splice_both(s, up);
+    Ok(())
+}
