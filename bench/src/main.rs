@@ -1,1 +1,695 @@
-fn main() {}
+//! accel-bench: micro-benchmarks of the sockmap acceleration.
+//!
+//! `accel-bench loopback` compares, in one run, plain TCP, accelerated TCP
+//! and a Unix stream socket over loopback, for request/response and
+//! streaming workloads across message sizes, with both ends on one core and
+//! on two cores. See bench/README.md.
+
+mod report;
+mod sandbox;
+mod worker;
+
+use std::{
+    collections::BTreeMap,
+    io::{BufRead, BufReader, Read},
+    os::unix::process::CommandExt,
+    path::PathBuf,
+    process::{Child, Command, ExitCode, Stdio},
+    sync::{Arc, Mutex, mpsc},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail, ensure};
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+
+use crate::{
+    sandbox::{Sandbox, check_interrupted, interrupted},
+    worker::{Family, WorkerArgs, WorkerOut, Workload},
+};
+
+#[derive(Parser)]
+#[command(
+    name = "accel-bench",
+    version,
+    about = "Benchmarks for the sockmap acceleration"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Plain TCP vs accelerated TCP vs Unix socket over loopback
+    /// (request/response latency and streaming throughput). Needs root.
+    Loopback(LoopbackArgs),
+    /// One end of one benchmark connection (spawned by `loopback`).
+    #[command(hide = true)]
+    Worker(WorkerArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct LoopbackArgs {
+    /// Measured seconds per run (after a warm-up of a tenth of it).
+    #[arg(long, default_value_t = 1.0)]
+    duration: f64,
+    /// Runs per transport and case; transports are interleaved (A B C A B C ...).
+    #[arg(long, default_value_t = 5)]
+    repeats: usize,
+    /// Shorter: 0.3 s runs and 3 repeats (overrides --duration and --repeats).
+    #[arg(long)]
+    quick: bool,
+    /// Message sizes (bytes; K/M suffixes mean KiB/MiB).
+    #[arg(long, value_delimiter = ',', value_parser = parse_size,
+          default_value = "64,256,1K,4K,16K,64K,256K,1M")]
+    sizes: Vec<usize>,
+    /// Extra streaming-only sizes (small-message streams).
+    #[arg(long, value_delimiter = ',', value_parser = parse_size, default_value = "100")]
+    stream_extra_sizes: Vec<usize>,
+    /// Workloads to run.
+    #[arg(long, value_delimiter = ',', value_enum, default_value = "rr,stream")]
+    workloads: Vec<Workload>,
+    /// Placements to run.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_enum,
+        default_value = "one-core,two-core"
+    )]
+    placements: Vec<PlacementKind>,
+    /// The accel-daemon binary [default: next to this executable].
+    #[arg(long)]
+    daemon_bin: Option<PathBuf>,
+    /// Where loopback.md and loopback.json go [default: bench/results/<YYYY-MM-DD>].
+    #[arg(long)]
+    out_dir: Option<PathBuf>,
+}
+
+fn parse_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let (num, mul) = match s.chars().last() {
+        Some('k' | 'K') => (&s[..s.len() - 1], 1024),
+        Some('m' | 'M') => (&s[..s.len() - 1], 1024 * 1024),
+        _ => (s, 1),
+    };
+    let n: usize = num.parse().map_err(|e| format!("bad size {s:?}: {e}"))?;
+    if n == 0 {
+        return Err("size must be > 0".into());
+    }
+    Ok(n * mul)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PlacementKind {
+    /// Both ends on CPU 0.
+    OneCore,
+    /// Client on CPU 0, server on CPU 1.
+    TwoCore,
+}
+
+impl PlacementKind {
+    pub fn cpus(self) -> (usize, usize) {
+        match self {
+            PlacementKind::OneCore => (0, 0),
+            PlacementKind::TwoCore => (0, 1),
+        }
+    }
+    pub fn title(self) -> &'static str {
+        match self {
+            PlacementKind::OneCore => "one core (client CPU 0, server CPU 0)",
+            PlacementKind::TwoCore => "two cores (client CPU 0, server CPU 1)",
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            PlacementKind::OneCore => "one-core",
+            PlacementKind::TwoCore => "two-core",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transport {
+    Tcp,
+    Accel,
+    Unix,
+}
+
+impl Transport {
+    pub const ALL: [Transport; 3] = [Transport::Tcp, Transport::Accel, Transport::Unix];
+    pub fn label(self) -> &'static str {
+        match self {
+            Transport::Tcp => "plain TCP",
+            Transport::Accel => "accelerated",
+            Transport::Unix => "unix",
+        }
+    }
+    fn family(self) -> Family {
+        match self {
+            Transport::Tcp | Transport::Accel => Family::Tcp,
+            Transport::Unix => Family::Unix,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Case {
+    pub workload: Workload,
+    pub size: usize,
+}
+
+/// One run of one transport: raw numbers plus the counter proof.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRecord {
+    pub placement: &'static str,
+    pub workload: Workload,
+    pub size: usize,
+    pub transport: Transport,
+    pub repeat: usize,
+    pub ok: bool,
+    pub error: Option<String>,
+    pub p50_us: Option<f64>,
+    pub p99_us: Option<f64>,
+    pub mean_us: Option<f64>,
+    pub min_us: Option<f64>,
+    pub max_us: Option<f64>,
+    pub round_trips: Option<u64>,
+    pub rts_per_s: Option<f64>,
+    pub mb_per_s: Option<f64>,
+    pub measured_bytes: Option<u64>,
+    pub measured_secs: Option<f64>,
+    /// Application bytes written in the run, both directions, warm-up included.
+    pub bytes_moved: u64,
+    /// EAGAIN from send(2)/recv(2) on the (blocking) sockets of this run,
+    /// both ends. Anything but 0 is an anomaly: the workers retried.
+    pub send_eagain: u64,
+    pub recv_eagain: u64,
+    /// Datapath counters after minus before the run.
+    pub counters_delta: BTreeMap<String, i64>,
+    /// Accelerated: redirect_bytes grew by >= bytes_moved. Baseline/unix:
+    /// redirect and pass counters did not move at all.
+    pub verified: bool,
+    pub verify_note: String,
+}
+
+pub struct Config {
+    pub duration: Duration,
+    pub warmup: Duration,
+    pub repeats: usize,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let res = match cli.command {
+        Cmd::Worker(a) => worker::run(a),
+        Cmd::Loopback(a) => loopback(a),
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("accel-bench: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn locate_daemon(arg: &Option<PathBuf>) -> Result<PathBuf> {
+    let path = match arg {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()
+            .context("locating own executable")?
+            .parent()
+            .context("executable has no parent dir")?
+            .join("accel-daemon"),
+    };
+    ensure!(
+        path.is_file(),
+        "accel-daemon binary not found at {}; build it next to accel-bench with \
+         `cargo build --release --workspace --bins` or pass --daemon-bin PATH",
+        path.display()
+    );
+    Ok(path)
+}
+
+fn loopback(mut args: LoopbackArgs) -> Result<()> {
+    if args.quick {
+        args.duration = 0.3;
+        args.repeats = 3;
+    }
+    ensure!(
+        args.duration > 0.0 && args.repeats > 0,
+        "need a positive duration and repeats"
+    );
+    let duration = Duration::from_secs_f64(args.duration);
+    let cfg = Config {
+        duration,
+        warmup: (duration / 10).max(Duration::from_millis(20)),
+        repeats: args.repeats,
+    };
+    let daemon_bin = locate_daemon(&args.daemon_bin)?;
+    let exe = std::env::current_exe().context("locating own executable")?;
+    let ncpu = online_cpus();
+    let mut placements = args.placements.clone();
+    placements.dedup();
+    if ncpu < 2 {
+        placements.retain(|p| *p != PlacementKind::TwoCore);
+        eprintln!("accel-bench: only {ncpu} CPU online; skipping the two-core placement");
+    }
+
+    let mut cases = Vec::new();
+    for w in [Workload::Rr, Workload::Stream] {
+        if !args.workloads.contains(&w) {
+            continue;
+        }
+        let mut sizes = args.sizes.clone();
+        if w == Workload::Stream {
+            sizes.extend(&args.stream_extra_sizes);
+        }
+        sizes.sort_unstable();
+        sizes.dedup();
+        cases.extend(sizes.into_iter().map(|size| Case { workload: w, size }));
+    }
+    ensure!(!cases.is_empty(), "nothing to run");
+
+    let started = std::time::SystemTime::now();
+    let facts = report::Facts::collect(&args, &cfg, started);
+    let total_runs = placements.len() * cases.len() * cfg.repeats * Transport::ALL.len();
+    eprintln!(
+        "accel-bench: {} placements x {} cases x {} repeats x 3 transports = {total_runs} runs of {:.2} s (+{:.2} s warm-up)",
+        placements.len(),
+        cases.len(),
+        cfg.repeats,
+        cfg.duration.as_secs_f64(),
+        cfg.warmup.as_secs_f64()
+    );
+
+    sandbox::install_signal_handlers()?;
+    let mut sb = Sandbox::create(daemon_bin)?;
+    eprintln!(
+        "accel-bench: starting accel-daemon on {} (baseline cgroup {})",
+        sb.accel_cg.display(),
+        sb.plain_cg.display()
+    );
+    sb.start_daemon()?;
+    eprintln!("accel-bench: daemon ready, accelerated");
+
+    let mut records = Vec::new();
+    let mut counters = sb.counters()?;
+    let mut seq = 0usize;
+    for &placement in &placements {
+        for case in &cases {
+            for repeat in 0..cfg.repeats {
+                for transport in Transport::ALL {
+                    check_interrupted()?;
+                    seq += 1;
+                    let mut rec =
+                        run_once(&sb, &exe, &cfg, placement, *case, transport, repeat, seq);
+                    check_interrupted()?;
+                    let after = sb.counters()?;
+                    verify(&mut rec, &counters, &after);
+                    counters = after;
+                    records.push(rec);
+                }
+            }
+            eprintln!("{}", report::progress_line(placement, *case, &records));
+        }
+    }
+    // The datapath counters were read after every run; the daemon must
+    // still be the one that was started.
+    let log = sb.log();
+    drop(sb);
+
+    let rep = report::Report::build(facts, &cfg, &placements, &cases, records);
+    let md = rep.markdown();
+    println!("{md}");
+    let out_dir = args
+        .out_dir
+        .clone()
+        .unwrap_or_else(|| report::default_results_root().join(rep.facts.date.clone()));
+    std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    std::fs::write(out_dir.join("loopback.md"), &md)?;
+    std::fs::write(
+        out_dir.join("loopback.json"),
+        serde_json::to_string_pretty(&rep.json())?,
+    )?;
+    eprintln!(
+        "accel-bench: wrote {}/loopback.md and loopback.json",
+        out_dir.display()
+    );
+    if rep.failures() > 0 {
+        eprintln!("accel-bench: daemon log:\n{log}");
+        bail!(
+            "{} runs failed or could not be verified (see the tables)",
+            rep.failures()
+        );
+    }
+    Ok(())
+}
+
+fn online_cpus() -> usize {
+    nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0))
+        .map(|set| {
+            (0..nix::sched::CpuSet::count())
+                .filter(|&i| set.is_set(i).unwrap_or(false))
+                .count()
+        })
+        .unwrap_or(1)
+}
+
+struct WorkerProc {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl WorkerProc {
+    fn spawn(exe: &PathBuf, procs_fd: i32, args: &[String]) -> Result<Self> {
+        let mut cmd = Command::new(exe);
+        cmd.arg("worker")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        // SAFETY: only async-signal-safe calls (write(2) on an fd opened
+        // before fork, prctl) between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::write(procs_fd, b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().context("spawning worker")?;
+        let stdout = child.stdout.take().context("worker stdout")?;
+        let mut stderr_pipe = child.stderr.take().context("worker stderr")?;
+        let (tx, lines) = mpsc::channel();
+        thread::spawn(move || {
+            for l in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(l);
+            }
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let e2 = stderr.clone();
+        thread::spawn(move || {
+            let mut s = String::new();
+            let _ = stderr_pipe.read_to_string(&mut s);
+            if let Ok(mut e) = e2.lock() {
+                *e = s;
+            }
+        });
+        Ok(WorkerProc {
+            child,
+            lines,
+            stderr,
+        })
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr
+            .lock()
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The JSON result line (after the process exited).
+    fn result(&self) -> Result<WorkerOut> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l.starts_with('{') => {
+                    return serde_json::from_str(&l).context("worker result JSON");
+                }
+                Ok(_) => {}
+                Err(_) => bail!("worker printed no result; stderr: {}", self.stderr()),
+            }
+        }
+    }
+}
+
+impl Drop for WorkerProc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.kill();
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_once(
+    sb: &Sandbox,
+    exe: &PathBuf,
+    cfg: &Config,
+    placement: PlacementKind,
+    case: Case,
+    transport: Transport,
+    repeat: usize,
+    seq: usize,
+) -> RunRecord {
+    let mut rec = RunRecord {
+        placement: placement.name(),
+        workload: case.workload,
+        size: case.size,
+        transport,
+        repeat,
+        ok: false,
+        error: None,
+        p50_us: None,
+        p99_us: None,
+        mean_us: None,
+        min_us: None,
+        max_us: None,
+        round_trips: None,
+        rts_per_s: None,
+        mb_per_s: None,
+        measured_bytes: None,
+        measured_secs: None,
+        bytes_moved: 0,
+        send_eagain: 0,
+        recv_eagain: 0,
+        counters_delta: BTreeMap::new(),
+        verified: false,
+        verify_note: String::new(),
+    };
+    match exchange(sb, exe, cfg, placement, case, transport, seq) {
+        Ok((client, server)) => {
+            if let Err(e) = fill(&mut rec, case, &client, &server) {
+                rec.error = Some(format!("{e:#}"));
+            } else {
+                rec.ok = true;
+            }
+        }
+        Err(e) => rec.error = Some(format!("{e:#}")),
+    }
+    if let Some(e) = &rec.error {
+        eprintln!(
+            "accel-bench: run failed ({} {:?} {} B {}): {e}",
+            placement.name(),
+            case.workload,
+            case.size,
+            transport.label()
+        );
+    }
+    rec
+}
+
+fn exchange(
+    sb: &Sandbox,
+    exe: &PathBuf,
+    cfg: &Config,
+    placement: PlacementKind,
+    case: Case,
+    transport: Transport,
+    seq: usize,
+) -> Result<(WorkerOut, WorkerOut)> {
+    let (client_cpu, server_cpu) = placement.cpus();
+    let family = transport.family();
+    let procs_fd = sb.procs_fd(transport == Transport::Accel);
+    let common = |role: &str, cpu: usize| -> Vec<String> {
+        vec![
+            "--role".into(),
+            role.into(),
+            "--family".into(),
+            format!("{family:?}").to_lowercase(),
+            "--workload".into(),
+            format!("{:?}", case.workload).to_lowercase(),
+            "--size".into(),
+            case.size.to_string(),
+            "--cpu".into(),
+            cpu.to_string(),
+            "--duration-ms".into(),
+            cfg.duration.as_millis().to_string(),
+            "--warmup-ms".into(),
+            cfg.warmup.as_millis().to_string(),
+        ]
+    };
+    let mut sargs = common("server", server_cpu);
+    if family == Family::Unix {
+        sargs.push("--unix-path".into());
+        sargs.push(
+            sb.sock_dir
+                .join(format!("s{seq}.sock"))
+                .display()
+                .to_string(),
+        );
+    }
+    let mut server = WorkerProc::spawn(exe, procs_fd, &sargs)?;
+    let addr = {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            check_interrupted()?;
+            match server.lines.recv_timeout(Duration::from_millis(50)) {
+                Ok(l) => {
+                    if let Some(a) = l.strip_prefix("LISTEN ") {
+                        break a.to_string();
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() < deadline => {}
+                Err(_) => {
+                    server.kill();
+                    bail!("server did not listen; stderr: {}", server.stderr());
+                }
+            }
+        }
+    };
+    let mut cargs = common("client", client_cpu);
+    cargs.push("--connect".into());
+    cargs.push(addr);
+    let mut client = WorkerProc::spawn(exe, procs_fd, &cargs)?;
+
+    let deadline = Instant::now() + cfg.warmup + cfg.duration + Duration::from_secs(60);
+    let (mut c_done, mut s_done) = (None, None);
+    while c_done.is_none() || s_done.is_none() {
+        if interrupted() {
+            client.kill();
+            server.kill();
+            bail!("interrupted");
+        }
+        if c_done.is_none() {
+            c_done = client.child.try_wait()?;
+        }
+        if s_done.is_none() {
+            s_done = server.child.try_wait()?;
+        }
+        let failed = c_done.is_some_and(|s| !s.success()) || s_done.is_some_and(|s| !s.success());
+        if failed || Instant::now() > deadline {
+            client.kill();
+            server.kill();
+            bail!(
+                "{} (client {:?}, server {:?}); client stderr: {}; server stderr: {}",
+                if failed { "worker failed" } else { "timed out" },
+                c_done,
+                s_done,
+                client.stderr(),
+                server.stderr()
+            );
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    Ok((client.result()?, server.result()?))
+}
+
+fn fill(rec: &mut RunRecord, case: Case, client: &WorkerOut, server: &WorkerOut) -> Result<()> {
+    let size = case.size as u64;
+    rec.send_eagain = client.send_eagain + server.send_eagain;
+    rec.recv_eagain = client.recv_eagain + server.recv_eagain;
+    match case.workload {
+        Workload::Rr => {
+            ensure!(client.echo_ok, "echoed bytes differ from what was sent");
+            ensure!(
+                server.rts_served == client.rts_total,
+                "server served {} round trips, client made {}",
+                server.rts_served,
+                client.rts_total
+            );
+            let secs = client.elapsed_ns as f64 / 1e9;
+            rec.p50_us = Some(client.p50_ns as f64 / 1e3);
+            rec.p99_us = Some(client.p99_ns as f64 / 1e3);
+            rec.mean_us = Some(client.mean_ns as f64 / 1e3);
+            rec.min_us = Some(client.min_ns as f64 / 1e3);
+            rec.max_us = Some(client.max_ns as f64 / 1e3);
+            rec.round_trips = Some(client.rts);
+            rec.rts_per_s = Some(client.rts as f64 / secs);
+            rec.measured_secs = Some(secs);
+            rec.bytes_moved = 2 * size * client.rts_total;
+        }
+        Workload::Stream => {
+            ensure!(client.echo_ok, "reader sent unexpected bytes back");
+            ensure!(
+                server.bytes_read == client.bytes_written,
+                "reader got {} bytes, writer wrote {}",
+                server.bytes_read,
+                client.bytes_written
+            );
+            let secs = server.elapsed_ns as f64 / 1e9;
+            ensure!(secs > 0.0, "empty measured window");
+            rec.mb_per_s = Some(server.measured_bytes as f64 / secs / 1e6);
+            rec.measured_bytes = Some(server.measured_bytes);
+            rec.measured_secs = Some(secs);
+            rec.bytes_moved = client.bytes_written;
+        }
+    }
+    Ok(())
+}
+
+const PROOF_COUNTERS: [&str; 4] = ["redirect_msgs", "redirect_bytes", "pass_msgs", "pass_bytes"];
+
+fn verify(rec: &mut RunRecord, before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) {
+    rec.counters_delta = after
+        .iter()
+        .map(|(k, v)| {
+            let b = before.get(k).copied().unwrap_or(0);
+            (k.clone(), *v as i64 - b as i64)
+        })
+        .collect();
+    let d = |k: &str| rec.counters_delta.get(k).copied().unwrap_or(0);
+    if !rec.ok {
+        rec.verify_note = "run failed".into();
+        return;
+    }
+    match rec.transport {
+        Transport::Accel => {
+            let rb = d("redirect_bytes");
+            rec.verified = rb >= rec.bytes_moved as i64;
+            rec.verify_note = format!(
+                "redirect_bytes +{rb} for {} bytes moved; pass_bytes +{}",
+                rec.bytes_moved,
+                d("pass_bytes")
+            );
+        }
+        Transport::Tcp | Transport::Unix => {
+            let moved: Vec<String> = PROOF_COUNTERS
+                .iter()
+                .filter(|k| d(k) != 0)
+                .map(|k| format!("{k} {:+}", d(k)))
+                .collect();
+            rec.verified = moved.is_empty();
+            rec.verify_note = if moved.is_empty() {
+                "datapath counters unchanged".into()
+            } else {
+                format!("datapath counters moved: {}", moved.join(", "))
+            };
+        }
+    }
+    if !rec.verified {
+        eprintln!(
+            "accel-bench: COUNTER CHECK FAILED ({} {:?} {} B {}): {}",
+            rec.placement,
+            rec.workload,
+            rec.size,
+            rec.transport.label(),
+            rec.verify_note
+        );
+    }
+}

@@ -1,0 +1,401 @@
+//! Everything the benchmark puts on the machine, and its removal: two
+//! private sibling cgroups (one with the datapath attached by a real
+//! `accel-daemon run`, one with nothing attached), a private pin dir and
+//! state dir, a directory for Unix sockets.
+//!
+//! [`Sandbox`] tears all of it down in Drop, so an error, a panic or a
+//! Ctrl-C (the signal handler only raises a flag the driver polls) still
+//! leaves no program attached, no pin, no cgroup and no process behind.
+//! Nothing here ever attaches to the machine's root cgroup.
+
+use std::{
+    collections::BTreeMap,
+    fs::{self, File},
+    io::{BufRead, BufReader},
+    os::{fd::AsRawFd, unix::process::CommandExt},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+        mpsc,
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail, ensure};
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// SIGINT/SIGTERM/SIGHUP only raise a flag: the driver stops at the next
+/// check and unwinds through the Drop guards.
+pub fn install_signal_handlers() -> Result<()> {
+    let act = SigAction::new(
+        SigHandler::Handler(on_signal),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        // SAFETY: the handler only stores to an atomic (async-signal-safe).
+        unsafe { sigaction(sig, &act) }.with_context(|| format!("installing {sig} handler"))?;
+    }
+    Ok(())
+}
+
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
+pub fn check_interrupted() -> Result<()> {
+    if interrupted() {
+        bail!("interrupted by signal; cleaning up");
+    }
+    Ok(())
+}
+
+pub fn cgroup2_mount() -> Result<PathBuf> {
+    let mi = fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
+    mi.lines()
+        .find_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            let mount_point = left.split_whitespace().nth(4)?;
+            (right.split_whitespace().next()? == "cgroup2").then(|| PathBuf::from(mount_point))
+        })
+        .context("no cgroup v2 mount on this machine (needed to place the traffic)")
+}
+
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+fn ensure_bpffs() -> Result<()> {
+    let path = c"/sys/fs/bpf";
+    // SAFETY: statfs into a zeroed struct we own.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statfs(path.as_ptr(), &mut st) };
+    if rc == 0 && st.f_type as i64 == BPF_FS_MAGIC {
+        return Ok(());
+    }
+    let status = Command::new("mount")
+        .args(["-t", "bpf", "bpf", "/sys/fs/bpf"])
+        .status()
+        .context("running mount -t bpf")?;
+    ensure!(status.success(), "cannot mount bpffs at /sys/fs/bpf");
+    Ok(())
+}
+
+pub struct Sandbox {
+    pub daemon_bin: PathBuf,
+    pub cgroup_root: PathBuf,
+    /// The daemon attaches here: traffic in it is accelerated.
+    pub accel_cg: PathBuf,
+    /// Nothing attached: the baseline (same depth, same controllers).
+    pub plain_cg: PathBuf,
+    pub pin_root: PathBuf,
+    pub pin_dir: PathBuf,
+    pub state_dir: PathBuf,
+    pub sock_dir: PathBuf,
+    accel_procs: Option<File>,
+    plain_procs: Option<File>,
+    daemon: Option<Child>,
+    daemon_log: Arc<Mutex<String>>,
+}
+
+impl Sandbox {
+    pub fn create(daemon_bin: PathBuf) -> Result<Self> {
+        // SAFETY: geteuid has no preconditions.
+        ensure!(
+            unsafe { libc::geteuid() } == 0,
+            "accel-bench loopback needs root: it loads and attaches BPF programs and creates cgroups"
+        );
+        ensure_bpffs()?;
+        let root = cgroup2_mount()?;
+        let pid = std::process::id();
+        let name = format!("accel-bench-{pid}");
+        let pin_root = Path::new("/sys/fs/bpf").join(&name);
+        let mut sb = Sandbox {
+            daemon_bin,
+            accel_cg: root.join(format!("{name}-accel")),
+            plain_cg: root.join(format!("{name}-plain")),
+            cgroup_root: root,
+            pin_dir: pin_root.join("v1"),
+            pin_root,
+            state_dir: std::env::temp_dir().join(&name),
+            sock_dir: std::env::temp_dir().join(format!("{name}-sock")),
+            accel_procs: None,
+            plain_procs: None,
+            daemon: None,
+            daemon_log: Arc::new(Mutex::new(String::new())),
+        };
+        // From here on Drop removes whatever exists.
+        for cg in [&sb.accel_cg, &sb.plain_cg] {
+            ensure!(
+                cg.parent() == Some(sb.cgroup_root.as_path()) && cg != &sb.cgroup_root,
+                "refusing cgroup {}",
+                cg.display()
+            );
+            fs::create_dir(cg).with_context(|| format!("creating cgroup {}", cg.display()))?;
+        }
+        fs::create_dir_all(&sb.sock_dir)?;
+        sb.accel_procs = Some(open_procs(&sb.accel_cg)?);
+        sb.plain_procs = Some(open_procs(&sb.plain_cg)?);
+        Ok(sb)
+    }
+
+    pub fn procs_fd(&self, accelerated: bool) -> i32 {
+        let f = if accelerated {
+            &self.accel_procs
+        } else {
+            &self.plain_procs
+        };
+        f.as_ref().map(|f| f.as_raw_fd()).unwrap_or(-1)
+    }
+
+    /// `accel-daemon run` on the private cgroup; returns once it logged
+    /// "ready" with acceleration on.
+    pub fn start_daemon(&mut self) -> Result<()> {
+        ensure!(
+            self.accel_cg != self.cgroup_root,
+            "refusing to attach to the root cgroup"
+        );
+        let mut cmd = Command::new(&self.daemon_bin);
+        cmd.arg("run")
+            .arg("--cgroup")
+            .arg(&self.accel_cg)
+            .arg("--pin-dir")
+            .arg(&self.pin_dir)
+            .arg("--state-dir")
+            .arg(&self.state_dir)
+            .args(["--metrics-addr", "127.0.0.1:0"])
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        // SAFETY: prctl is async-signal-safe. The daemon gets SIGTERM (its
+        // graceful exit) if the benchmark dies without running Drop.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("spawning {}", self.daemon_bin.display()))?;
+        let stderr = child.stderr.take().context("daemon stderr")?;
+        self.daemon = Some(child);
+        let (tx, rx) = mpsc::channel();
+        let log = self.daemon_log.clone();
+        // Keeps draining after "ready" so the daemon never blocks on its log.
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(mut l) = log.lock() {
+                    l.push_str(&line);
+                    l.push('\n');
+                }
+                if line.contains("ready") {
+                    let _ = tx.send(line);
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let ready = loop {
+            check_interrupted()?;
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) => break line,
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    bail!("accel-daemon exited before ready; log:\n{}", self.log())
+                }
+            }
+            if let Some(c) = self.daemon.as_mut()
+                && let Ok(Some(st)) = c.try_wait()
+            {
+                thread::sleep(Duration::from_millis(100));
+                bail!(
+                    "accel-daemon exited ({st}) before ready; log:\n{}",
+                    self.log()
+                );
+            }
+            if Instant::now() > deadline {
+                bail!("accel-daemon not ready after 90 s; log:\n{}", self.log());
+            }
+        };
+        ensure!(
+            ready.contains("accelerated=true"),
+            "accel-daemon came up WITHOUT acceleration, nothing to benchmark; log:\n{}",
+            self.log()
+        );
+        Ok(())
+    }
+
+    pub fn log(&self) -> String {
+        self.daemon_log
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_default()
+    }
+
+    /// `.datapath.counters` of `accel-daemon status --json`.
+    pub fn counters(&self) -> Result<BTreeMap<String, u64>> {
+        let out = Command::new(&self.daemon_bin)
+            .arg("status")
+            .arg("--json")
+            .arg("--pin-dir")
+            .arg(&self.pin_dir)
+            .arg("--state-dir")
+            .arg(&self.state_dir)
+            .stdin(Stdio::null())
+            .output()
+            .context("running accel-daemon status")?;
+        ensure!(
+            out.status.success(),
+            "accel-daemon status failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value =
+            serde_json::from_slice(&out.stdout).context("status --json output")?;
+        let pairs = v["datapath"]["counters"]
+            .as_array()
+            .context("status has no .datapath.counters")?;
+        Ok(pairs
+            .iter()
+            .filter_map(|p| Some((p[0].as_str()?.to_string(), p[1].as_u64()?)))
+            .collect())
+    }
+
+    fn stop_daemon(&mut self) {
+        let Some(mut c) = self.daemon.take() else {
+            return;
+        };
+        if let Ok(None) = c.try_wait() {
+            // SAFETY: plain kill(2) on our own child.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                match c.try_wait() {
+                    Ok(Some(_)) | Err(_) => break,
+                    Ok(None) if Instant::now() > deadline => {
+                        eprintln!("accel-bench: daemon ignored SIGTERM for 10 s; killing it");
+                        let _ = c.kill();
+                        let _ = c.wait();
+                        break;
+                    }
+                    Ok(None) => thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        }
+    }
+
+    fn unload(&self) {
+        if !self.pin_dir.exists() {
+            return;
+        }
+        let out = Command::new(&self.daemon_bin)
+            .arg("unload")
+            .arg("--pin-dir")
+            .arg(&self.pin_dir)
+            .arg("--cgroup")
+            .arg(&self.accel_cg)
+            .args(["--drain-secs", "1"])
+            .stdin(Stdio::null())
+            .output();
+        match out {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => eprintln!(
+                "accel-bench: accel-daemon unload failed: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            ),
+            Err(e) => eprintln!("accel-bench: running accel-daemon unload: {e}"),
+        }
+    }
+}
+
+fn open_procs(cg: &Path) -> Result<File> {
+    fs::OpenOptions::new()
+        .write(true)
+        .open(cg.join("cgroup.procs"))
+        .with_context(|| format!("opening {}/cgroup.procs", cg.display()))
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        // Workers first: nothing of ours keeps running.
+        kill_cgroup_tree(&self.accel_cg);
+        kill_cgroup_tree(&self.plain_cg);
+        self.stop_daemon();
+        self.unload();
+        remove_tree(&self.pin_root);
+        let _ = fs::remove_dir_all(&self.state_dir);
+        let _ = fs::remove_dir_all(&self.sock_dir);
+        self.accel_procs = None;
+        self.plain_procs = None;
+        for cg in [&self.accel_cg, &self.plain_cg] {
+            kill_cgroup_tree(cg);
+            if cg.exists()
+                && let Err(e) = fs::remove_dir(cg)
+            {
+                eprintln!("accel-bench: could not remove cgroup {}: {e}", cg.display());
+            }
+        }
+        if self.pin_root.exists() {
+            eprintln!(
+                "accel-bench: pin dir {} still exists after cleanup",
+                self.pin_root.display()
+            );
+        }
+    }
+}
+
+/// cgroup.kill (and SIGKILL per pid as a fallback) on a cgroup and its
+/// children, then removes the children.
+fn kill_cgroup_tree(cgroup: &Path) {
+    if !cgroup.exists() {
+        return;
+    }
+    if let Ok(entries) = fs::read_dir(cgroup) {
+        for e in entries.flatten() {
+            if e.path().is_dir() {
+                kill_cgroup_tree(&e.path());
+            }
+        }
+    }
+    let _ = fs::write(cgroup.join("cgroup.kill"), "1");
+    for _ in 0..100 {
+        let procs = fs::read_to_string(cgroup.join("cgroup.procs")).unwrap_or_default();
+        if procs.trim().is_empty() {
+            break;
+        }
+        for pid in procs.lines().filter_map(|p| p.trim().parse::<i32>().ok()) {
+            // SAFETY: plain kill(2) on a process in our private cgroup.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    if let Ok(entries) = fs::read_dir(cgroup) {
+        for e in entries.flatten() {
+            if e.path().is_dir() {
+                let _ = fs::remove_dir(e.path());
+            }
+        }
+    }
+}
+
+fn remove_tree(dir: &Path) {
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                remove_tree(&p);
+            } else {
+                let _ = fs::remove_file(&p);
+            }
+        }
+    }
+    let _ = fs::remove_dir(dir);
+}

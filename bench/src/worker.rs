@@ -1,0 +1,424 @@
+//! The traffic: one worker process per connection end, spawned by the
+//! driver (`accel-bench worker ...`, hidden) inside a cgroup and pinned to
+//! a CPU. The accelerated and the plain-TCP runs execute exactly this code;
+//! only the cgroup the processes live in differs.
+//!
+//! Protocol with the driver: the server prints `LISTEN <addr>` once it is
+//! listening, every worker prints one JSON line ([`WorkerOut`]) when done.
+
+use std::{
+    io::{self, Read, Write},
+    net::{Shutdown, TcpListener, TcpStream},
+    os::{
+        fd::AsRawFd,
+        unix::net::{UnixListener, UnixStream},
+    },
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail, ensure};
+use clap::{Args, ValueEnum};
+use nix::{
+    sched::{CpuSet, sched_setaffinity},
+    unistd::Pid,
+};
+use serde::{Deserialize, Serialize};
+
+/// Read buffer of the streaming reader, the same for every transport.
+pub const STREAM_READ_BUF: usize = 256 * 1024;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Server,
+    Client,
+}
+
+/// Socket family as seen by the worker (accelerated TCP is plain TCP in
+/// another cgroup).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Family {
+    Tcp,
+    Unix,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Workload {
+    /// Ping-pong: client writes N, server reads exactly N and writes N back.
+    Rr,
+    /// Client writes N-byte messages as fast as it can, server reads.
+    Stream,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct WorkerArgs {
+    #[arg(long, value_enum)]
+    pub role: Role,
+    #[arg(long, value_enum)]
+    pub family: Family,
+    #[arg(long, value_enum)]
+    pub workload: Workload,
+    #[arg(long)]
+    pub size: usize,
+    /// CPU this process pins itself to.
+    #[arg(long)]
+    pub cpu: usize,
+    #[arg(long)]
+    pub duration_ms: u64,
+    #[arg(long)]
+    pub warmup_ms: u64,
+    /// Server: Unix socket path to listen on (family unix).
+    #[arg(long)]
+    pub unix_path: Option<PathBuf>,
+    /// Client: address (tcp) or path (unix) to connect to.
+    #[arg(long)]
+    pub connect: Option<String>,
+}
+
+/// The one JSON line a worker prints when it is done.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WorkerOut {
+    pub role: String,
+    /// rr client: round trips including warm-up.
+    pub rts_total: u64,
+    /// rr client: measured round trips.
+    pub rts: u64,
+    /// rr client: measured window; stream server: measured window.
+    pub elapsed_ns: u64,
+    pub p50_ns: u64,
+    pub p99_ns: u64,
+    pub mean_ns: u64,
+    pub min_ns: u64,
+    pub max_ns: u64,
+    /// rr client: the echo matched what was sent (first and last round trip).
+    pub echo_ok: bool,
+    /// rr server: round trips served.
+    pub rts_served: u64,
+    /// stream client.
+    pub bytes_written: u64,
+    /// stream server: everything read, and what fell in the measured window.
+    pub bytes_read: u64,
+    pub measured_bytes: u64,
+    /// EAGAIN returned by send/recv on this blocking socket (must be 0).
+    pub send_eagain: u64,
+    pub recv_eagain: u64,
+}
+
+trait Conn: Read + Write + AsRawFd {
+    fn shutdown_write(&self) -> io::Result<()>;
+}
+
+impl Conn for TcpStream {
+    fn shutdown_write(&self) -> io::Result<()> {
+        self.shutdown(Shutdown::Write)
+    }
+}
+
+impl Conn for UnixStream {
+    fn shutdown_write(&self) -> io::Result<()> {
+        self.shutdown(Shutdown::Write)
+    }
+}
+
+pub fn run(args: WorkerArgs) -> Result<()> {
+    let mut set = CpuSet::new();
+    set.set(args.cpu)
+        .with_context(|| format!("cpu {} out of range", args.cpu))?;
+    sched_setaffinity(Pid::from_raw(0), &set)
+        .with_context(|| format!("pinning to cpu {}", args.cpu))?;
+    ensure!(args.size > 0, "size must be > 0");
+
+    let out = match (args.role, args.family) {
+        (Role::Server, Family::Tcp) => {
+            let l = TcpListener::bind("127.0.0.1:0").context("bind 127.0.0.1:0")?;
+            announce(&l.local_addr()?.to_string())?;
+            let (s, _) = l.accept().context("accept")?;
+            drop(l);
+            s.set_nodelay(true)?;
+            serve(&args, s)?
+        }
+        (Role::Server, Family::Unix) => {
+            let path = args.unix_path.clone().context("--unix-path needed")?;
+            let _ = std::fs::remove_file(&path);
+            let l =
+                UnixListener::bind(&path).with_context(|| format!("bind {}", path.display()))?;
+            announce(&path.display().to_string())?;
+            let (s, _) = l.accept().context("accept")?;
+            drop(l);
+            let _ = std::fs::remove_file(&path);
+            serve(&args, s)?
+        }
+        (Role::Client, Family::Tcp) => {
+            let addr = args.connect.clone().context("--connect needed")?;
+            let s = TcpStream::connect(&addr).with_context(|| format!("connect {addr}"))?;
+            s.set_nodelay(true)?;
+            drive(&args, s)?
+        }
+        (Role::Client, Family::Unix) => {
+            let addr = args.connect.clone().context("--connect needed")?;
+            let s = UnixStream::connect(&addr).with_context(|| format!("connect {addr}"))?;
+            drive(&args, s)?
+        }
+    };
+    println!("{}", serde_json::to_string(&out)?);
+    Ok(())
+}
+
+fn announce(addr: &str) -> Result<()> {
+    let mut o = io::stdout().lock();
+    writeln!(o, "LISTEN {addr}")?;
+    o.flush()?;
+    Ok(())
+}
+
+fn serve<C: Conn>(args: &WorkerArgs, s: C) -> Result<WorkerOut> {
+    match args.workload {
+        Workload::Rr => serve_rr(args.size, s),
+        Workload::Stream => read_stream(Duration::from_millis(args.warmup_ms), s),
+    }
+}
+
+fn drive<C: Conn>(args: &WorkerArgs, s: C) -> Result<WorkerOut> {
+    let warmup = Duration::from_millis(args.warmup_ms);
+    let duration = Duration::from_millis(args.duration_ms);
+    match args.workload {
+        Workload::Rr => client_rr(args.size, warmup, duration, s),
+        Workload::Stream => write_stream(args.size, warmup + duration, s),
+    }
+}
+
+/// EAGAIN seen on a *blocking* socket, which must never happen. A sockmap
+/// ingress redirect does return it (send: peer receive memory exhausted;
+/// recv: a wake-up without data). The workers count every one (the driver
+/// reports them as an anomaly), wait for readiness, and retry.
+#[derive(Default)]
+struct Eagain {
+    send: u64,
+    recv: u64,
+}
+
+fn wait_ready(fd: i32, events: libc::c_short) {
+    let mut pfd = libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    };
+    // SAFETY: poll on one valid pollfd; sched_yield has no preconditions.
+    unsafe {
+        libc::poll(&mut pfd, 1, 100);
+        libc::sched_yield();
+    }
+}
+
+fn send_all<C: Conn>(s: &mut C, mut buf: &[u8], ea: &mut Eagain) -> Result<()> {
+    while !buf.is_empty() {
+        match s.write(buf) {
+            Ok(0) => bail!("write returned 0"),
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                ea.send += 1;
+                wait_ready(s.as_raw_fd(), libc::POLLOUT);
+            }
+            Err(e) => return Err(e).context("send"),
+        }
+    }
+    Ok(())
+}
+
+/// One read(2); 0 means EOF.
+fn recv<C: Conn>(s: &mut C, buf: &mut [u8], ea: &mut Eagain) -> Result<usize> {
+    loop {
+        match s.read(buf) {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                ea.recv += 1;
+                wait_ready(s.as_raw_fd(), libc::POLLIN);
+            }
+            Err(e) => return Err(e).context("recv"),
+        }
+    }
+}
+
+/// Fills `buf` completely; false on a clean EOF before the first byte.
+fn read_full<C: Conn>(s: &mut C, buf: &mut [u8], ea: &mut Eagain) -> Result<bool> {
+    let mut got = 0;
+    while got < buf.len() {
+        match recv(s, &mut buf[got..], ea)? {
+            0 if got == 0 => return Ok(false),
+            0 => bail!("EOF after {got} of {} bytes", buf.len()),
+            n => got += n,
+        }
+    }
+    Ok(true)
+}
+
+/// Reads to EOF; returns how many bytes came.
+fn drain<C: Conn>(s: &mut C, ea: &mut Eagain) -> Result<u64> {
+    let mut buf = [0u8; 4096];
+    let mut n = 0u64;
+    loop {
+        match recv(s, &mut buf, ea)? {
+            0 => return Ok(n),
+            k => n += k as u64,
+        }
+    }
+}
+
+fn serve_rr<C: Conn>(size: usize, mut s: C) -> Result<WorkerOut> {
+    let mut buf = vec![0u8; size];
+    let mut n = 0u64;
+    let mut ea = Eagain::default();
+    while read_full(&mut s, &mut buf, &mut ea)? {
+        send_all(&mut s, &buf, &mut ea)?;
+        n += 1;
+    }
+    Ok(WorkerOut {
+        role: "server".into(),
+        rts_served: n,
+        send_eagain: ea.send,
+        recv_eagain: ea.recv,
+        ..Default::default()
+    })
+}
+
+fn pattern(size: usize, salt: u8) -> Vec<u8> {
+    (0..size)
+        .map(|i| (i % 251) as u8 ^ salt.wrapping_mul(37))
+        .collect()
+}
+
+fn client_rr<C: Conn>(
+    size: usize,
+    warmup: Duration,
+    duration: Duration,
+    mut s: C,
+) -> Result<WorkerOut> {
+    let first = pattern(size, 1);
+    let out = pattern(size, 2);
+    let mut back = vec![0u8; size];
+    let mut echo_ok = true;
+    let mut total = 0u64;
+    let mut ea = Eagain::default();
+
+    // Warm-up (also the first content check).
+    send_all(&mut s, &first, &mut ea)?;
+    ensure!(read_full(&mut s, &mut back, &mut ea)?, "server closed");
+    echo_ok &= back == first;
+    total += 1;
+    let start = Instant::now();
+    while start.elapsed() < warmup {
+        send_all(&mut s, &out, &mut ea)?;
+        ensure!(read_full(&mut s, &mut back, &mut ea)?, "server closed");
+        total += 1;
+    }
+
+    let mut lat: Vec<u64> = Vec::with_capacity(1 << 20);
+    let t0 = Instant::now();
+    let mut now = t0;
+    while now.duration_since(t0) < duration {
+        let t = now;
+        send_all(&mut s, &out, &mut ea)?;
+        ensure!(read_full(&mut s, &mut back, &mut ea)?, "server closed");
+        now = Instant::now();
+        lat.push(now.duration_since(t).as_nanos() as u64);
+    }
+    let elapsed = now.duration_since(t0);
+    total += lat.len() as u64;
+    echo_ok &= back == out;
+
+    s.shutdown_write()?;
+    let rest = drain(&mut s, &mut ea)?;
+    ensure!(rest == 0, "server sent {rest} unexpected bytes");
+
+    let rts = lat.len() as u64;
+    ensure!(rts > 0, "no round trip completed in the measured window");
+    let mean = lat.iter().sum::<u64>() / rts;
+    lat.sort_unstable();
+    Ok(WorkerOut {
+        role: "client".into(),
+        rts_total: total,
+        rts,
+        elapsed_ns: elapsed.as_nanos() as u64,
+        p50_ns: percentile(&lat, 50.0),
+        p99_ns: percentile(&lat, 99.0),
+        mean_ns: mean,
+        min_ns: lat[0],
+        max_ns: lat[lat.len() - 1],
+        echo_ok,
+        send_eagain: ea.send,
+        recv_eagain: ea.recv,
+        ..Default::default()
+    })
+}
+
+/// Nearest-rank percentile of sorted data.
+pub fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn write_stream<C: Conn>(size: usize, run_for: Duration, mut s: C) -> Result<WorkerOut> {
+    let msg = pattern(size, 3);
+    let mut written = 0u64;
+    let mut ea = Eagain::default();
+    let start = Instant::now();
+    while start.elapsed() < run_for {
+        send_all(&mut s, &msg, &mut ea)?;
+        written += size as u64;
+    }
+    s.shutdown_write()?;
+    // Wait for the reader to drain everything and close.
+    let rest = drain(&mut s, &mut ea)?;
+    Ok(WorkerOut {
+        role: "client".into(),
+        bytes_written: written,
+        echo_ok: rest == 0,
+        send_eagain: ea.send,
+        recv_eagain: ea.recv,
+        ..Default::default()
+    })
+}
+
+/// Reads to EOF. The measured window starts `warmup` after the first byte
+/// and ends at EOF, so bytes still queued when the writer stops count, with
+/// the time it takes to read them.
+fn read_stream<C: Conn>(warmup: Duration, mut s: C) -> Result<WorkerOut> {
+    let mut buf = vec![0u8; STREAM_READ_BUF];
+    let mut total = 0u64;
+    let mut first: Option<Instant> = None;
+    let mut mark: Option<(Instant, u64)> = None;
+    let mut ea = Eagain::default();
+    loop {
+        let n = recv(&mut s, &mut buf, &mut ea)?;
+        if n == 0 {
+            break;
+        }
+        let now = Instant::now();
+        total += n as u64;
+        let f = *first.get_or_insert(now);
+        if mark.is_none() && now.duration_since(f) >= warmup {
+            // Bytes returned by this read arrived before `now`: not in the window.
+            mark = Some((now, total));
+        }
+    }
+    let end = Instant::now();
+    let (t0, before) = mark.unwrap_or((first.unwrap_or(end), 0));
+    Ok(WorkerOut {
+        role: "server".into(),
+        bytes_read: total,
+        measured_bytes: total - before,
+        elapsed_ns: end.duration_since(t0).as_nanos() as u64,
+        send_eagain: ea.send,
+        recv_eagain: ea.recv,
+        ..Default::default()
+    })
+}
