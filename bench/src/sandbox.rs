@@ -302,7 +302,7 @@ impl Sandbox {
             .arg(&self.pin_dir)
             .arg("--cgroup")
             .arg(&self.accel_cg)
-            .args(["--drain-secs", "1"])
+            .args(["--drain-timeout", "10", "--force"])
             .stdin(Stdio::null())
             .output();
         match out {
