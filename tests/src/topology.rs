@@ -1532,6 +1532,22 @@ pub mod sock {
         Ok(s)
     }
 
+    /// connect(2) to `dst` from exactly `src` (address AND port), with
+    /// SO_REUSEADDR so several sockets can share that source at once.
+    pub fn connect_reusing(src: SocketAddr, dst: SocketAddr) -> io::Result<TcpStream> {
+        let fd = socket(&dst)?;
+        // SAFETY: fd is ours; TcpStream closes it on drop.
+        let s = unsafe { TcpStream::from_raw_fd(fd) };
+        setopt(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+        let (ss, len) = to_raw(src);
+        // SAFETY: valid sockaddr.
+        cvt(unsafe { libc::bind(fd, (&ss as *const libc::sockaddr_storage).cast(), len) })?;
+        let (ss, len) = to_raw(dst);
+        // SAFETY: valid sockaddr; blocking connect.
+        cvt(unsafe { libc::connect(fd, (&ss as *const libc::sockaddr_storage).cast(), len) })?;
+        Ok(s)
+    }
+
     /// Drops to `uid`/`gid` with no supplementary groups.
     pub fn drop_privileges(uid: u32, gid: u32) -> io::Result<()> {
         // SAFETY: plain credential syscalls.

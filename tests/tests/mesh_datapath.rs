@@ -48,3 +48,172 @@ fn meshed_echo_is_accelerated_on_all_three_legs() {
         "leg 3 (sidecar B -> app) crossed TCP: {b_lo:?}"
     );
 }
+
+/// Runs `accel-pod reuse` in `pod` and returns its per-connection reports;
+/// `inspect` runs while every connection is still open.
+fn reuse(
+    pod: &accel_tests::topology::Pod,
+    source: std::net::SocketAddr,
+    targets: &[std::net::SocketAddr],
+    seed: u64,
+    inspect: impl FnOnce(),
+) -> Vec<accel_tests::Value> {
+    use std::io::{BufRead, BufReader};
+    let mut cmd = pod.command(accel_tests::topology::pod_bin());
+    cmd.arg("reuse")
+        .arg("--source")
+        .arg(source.to_string())
+        .args(["--bytes", "262144", "--seed", &seed.to_string()]);
+    for t in targets {
+        cmd.arg("--connect").arg(t.to_string());
+    }
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn accel-pod reuse");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let reports: Vec<accel_tests::Value> = (0..targets.len())
+        .map(|_| {
+            let line = lines.next().and_then(Result::ok).unwrap_or_default();
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad report {line:?}: {e}"))
+        })
+        .collect();
+    inspect();
+    drop(child.stdin.take());
+    let out = child.wait_with_output().expect("wait");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    reports
+}
+
+fn assert_own_pattern(reports: &[accel_tests::Value]) {
+    use accel_tests::topology::{pattern, sha256_hex};
+    for r in reports {
+        let seed = r["seed"].as_u64().expect("seed");
+        let bytes = r["bytes"].as_u64().expect("bytes") as usize;
+        assert_eq!(r["equal"], true, "cross-delivery or corruption: {r}");
+        assert_eq!(
+            r["received_sha256"],
+            sha256_hex(&pattern(seed, bytes)),
+            "{r}"
+        );
+    }
+}
+
+#[test]
+fn port_reuse_and_nat_remap_never_cross_deliver() {
+    let env = TestEnv::new("mesh-reuse");
+    let node = Node::new(&env, "ru");
+    let a = node.meshed_pod("a", Mesh::default());
+    let b = node.meshed_pod("b", Mesh::default());
+    let c = node.meshed_pod("c", Mesh::default());
+    b.start_echo();
+    c.start_echo();
+    let ips: Vec<String> = [&a, &b, &c].iter().map(|p| p.ipv4.to_string()).collect();
+    let _daemon = env.start_daemon(&[
+        "--local-endpoint",
+        &ips[0],
+        "--local-endpoint",
+        &ips[1],
+        "--local-endpoint",
+        &ips[2],
+    ]);
+    let cap_a_lo = a.capture("lo", &format!("tcp port {OUTBOUND_PORT}"));
+    const ROUNDS: u16 = 20;
+    for round in 0..ROUNDS {
+        // Two connections from the same pod IP and port to different pods:
+        // after REDIRECT both would be podA:port -> 127.0.0.1:15001, so
+        // conntrack remaps the second one's source port.
+        let port = 40000 + round;
+        let source = a.addr_v4(port);
+        let targets = [b.addr_v4(ECHO_PORT), c.addr_v4(ECHO_PORT)];
+        let reports = reuse(&a, source, &targets, 1000 + 10 * u64::from(round), || {
+            let at_sidecar: Vec<u16> = a
+                .sockets()
+                .iter()
+                .filter(|s| s.local.port() == OUTBOUND_PORT && s.peer.ip() == a.ipv4)
+                .map(|s| s.peer.port())
+                .collect();
+            assert_eq!(
+                at_sidecar.len(),
+                2,
+                "two connections at A's sidecar: {at_sidecar:?}"
+            );
+            assert!(at_sidecar.contains(&port), "{at_sidecar:?}");
+            assert!(
+                at_sidecar.iter().any(|p| *p != port),
+                "netfilter must have remapped one source port: {at_sidecar:?}"
+            );
+        });
+        assert_eq!(reports.len(), 2);
+        for r in &reports {
+            assert_eq!(r["local"], source.to_string(), "both share one source: {r}");
+        }
+        assert_own_pattern(&reports);
+    }
+    let a_lo = cap_a_lo.stop();
+    let status = env.status_json();
+    eprintln!(
+        "A lo: {a_lo:?}; counters: {}",
+        status["datapath"]["counters"]
+    );
+    let paired = counter_of(&status, "passive_paired");
+    assert!(
+        paired >= 6 * u64::from(ROUNDS),
+        "every leg of every connection paired exactly, got {paired}"
+    );
+    assert_eq!(
+        a_lo.psh_data, 0,
+        "the app -> sidecar legs were not accelerated: {a_lo:?}"
+    );
+    for reason in [
+        "refused_unknown_token",
+        "refused_netns_mismatch",
+        "redirect_failed",
+    ] {
+        assert_eq!(counter_of(&status, reason), 0, "{reason}");
+    }
+}
+
+#[test]
+fn identical_loopback_four_tuples_in_two_pods_never_cross_deliver() {
+    let env = TestEnv::new("mesh-loop");
+    let node = Node::new(&env, "lp");
+    let x = node.meshed_pod("x", Mesh::default());
+    let y = node.meshed_pod("y", Mesh::default());
+    x.start_echo();
+    y.start_echo();
+    let _daemon = env.start_daemon(&[]);
+    let loopback_server: std::net::SocketAddr = ([127, 0, 0, 1], ECHO_PORT).into();
+    for round in 0..20u16 {
+        // The same 127.0.0.1:port -> 127.0.0.1:8080 in both pods at once.
+        let source: std::net::SocketAddr = ([127, 0, 0, 1], 41000 + round).into();
+        let mut y_reports = Vec::new();
+        let x_reports = reuse(
+            &x,
+            source,
+            &[loopback_server],
+            5000 + u64::from(round),
+            || {
+                y_reports = reuse(
+                    &y,
+                    source,
+                    &[loopback_server],
+                    9000 + u64::from(round),
+                    || {},
+                );
+            },
+        );
+        assert_own_pattern(&x_reports);
+        assert_own_pattern(&y_reports);
+        assert_eq!(x_reports[0]["local"], y_reports[0]["local"]);
+    }
+    let status = env.status_json();
+    assert!(counter_of(&status, "passive_paired") >= 40);
+    assert_eq!(counter_of(&status, "redirect_failed"), 0);
+}

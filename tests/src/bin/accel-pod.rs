@@ -47,6 +47,21 @@ enum Cmd {
         #[arg(long)]
         hold: bool,
     },
+    /// Several connections from ONE source address and port (SO_REUSEADDR)
+    /// to different destinations, all open at once, each with its own
+    /// pattern (seed `--seed` + index): a misdelivered byte cannot match.
+    /// Prints one JSON report per connection, then holds them open until
+    /// stdin closes.
+    Reuse {
+        #[arg(long)]
+        source: SocketAddr,
+        #[arg(long, required = true)]
+        connect: Vec<SocketAddr>,
+        #[arg(long, default_value_t = 65536)]
+        bytes: usize,
+        #[arg(long, default_value_t = 100)]
+        seed: u64,
+    },
     /// Istio-style sidecar listeners forwarding to the original destination.
     Proxy {
         #[arg(long)]
@@ -70,6 +85,12 @@ fn main() -> Result<()> {
             seed,
             hold,
         } => client(connect, bytes, seed, hold),
+        Cmd::Reuse {
+            source,
+            connect,
+            bytes,
+            seed,
+        } => reuse(source, connect, bytes, seed),
         Cmd::Proxy {
             outbound,
             inbound,
@@ -140,6 +161,52 @@ fn client(connect: SocketAddr, bytes: usize, seed: u64, hold: bool) -> Result<()
         let _ = std::io::stdin().read_to_end(&mut sink);
     }
     let _ = s.shutdown(std::net::Shutdown::Write);
+    Ok(())
+}
+
+fn reuse(source: SocketAddr, targets: Vec<SocketAddr>, bytes: usize, seed: u64) -> Result<()> {
+    let streams: Vec<TcpStream> = targets
+        .iter()
+        .map(|dst| {
+            sock::connect_reusing(source, *dst)
+                .with_context(|| format!("connect {dst} from {source}"))
+        })
+        .collect::<Result<_>>()?;
+    let workers: Vec<_> = streams
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| {
+            thread::spawn(move || -> Result<(TcpStream, serde_json::Value)> {
+                s.set_read_timeout(Some(Duration::from_secs(30)))?;
+                let data = pattern(seed + i as u64, bytes);
+                let mut w = s.try_clone()?;
+                let writer = thread::spawn(move || w.write_all(&data).map(|_| data));
+                let mut got = vec![0u8; bytes];
+                (&s).read_exact(&mut got).context("read the echo")?;
+                let data = writer
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("writer panicked"))??;
+                let report = serde_json::json!({
+                    "local": s.local_addr()?,
+                    "peer": s.peer_addr()?,
+                    "seed": seed + i as u64,
+                    "bytes": bytes,
+                    "equal": got == data,
+                    "received_sha256": sha256_hex(&got),
+                });
+                Ok((s, report))
+            })
+        })
+        .collect();
+    let mut held = Vec::new();
+    for w in workers {
+        let (s, report) = w.join().map_err(|_| anyhow::anyhow!("worker panicked"))??;
+        println!("{report}");
+        held.push(s);
+    }
+    std::io::stdout().flush()?;
+    let mut sink = Vec::new();
+    let _ = std::io::stdin().read_to_end(&mut sink);
     Ok(())
 }
 
