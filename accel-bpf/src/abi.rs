@@ -32,6 +32,11 @@ pub const MODE_PASSTHROUGH: u32 = 1;
 
 pub const EP_MESHED: u32 = 1;
 
+pub const CFG_LOOPBACK_MESHED_ONLY: u32 = 1;
+
+pub const DIR_INBOUND: u8 = 1;
+pub const DIR_OUTBOUND: u8 = 2;
+
 pub const STATS_SLOTS: u32 = 32;
 
 /// Per-CPU counters of the datapath, in slot order.
@@ -57,10 +62,11 @@ pub enum Stat {
     PassthroughSwitch,
     HdrOptFailed,
     Closed,
+    Excluded,
 }
 
 impl Stat {
-    pub const ALL: [Stat; 19] = [
+    pub const ALL: [Stat; 20] = [
         Stat::ActiveOffered,
         Stat::PassivePaired,
         Stat::ActivePaired,
@@ -80,6 +86,7 @@ impl Stat {
         Stat::PassthroughSwitch,
         Stat::HdrOptFailed,
         Stat::Closed,
+        Stat::Excluded,
     ];
 
     /// Stable snake_case name, used in status output and metric labels.
@@ -104,6 +111,7 @@ impl Stat {
             Stat::PassthroughSwitch => "passthrough_switch",
             Stat::HdrOptFailed => "hdr_opt_failed",
             Stat::Closed => "closed",
+            Stat::Excluded => "excluded_by_pod_opt_out",
         }
     }
 }
@@ -112,7 +120,7 @@ impl Stat {
 #[repr(C)]
 pub struct Config {
     pub mode: u32,
-    pub _pad0: u32,
+    pub flags: u32,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -173,6 +181,54 @@ impl EndpointKey {
     }
 }
 
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(C)]
+pub struct ExcludedPortKey {
+    pub addr: [u8; 16],
+    /// Host byte order.
+    pub port: u16,
+    pub direction: u8,
+    pub _pad0: u8,
+}
+
+/// LPM key: the pod address in full (128 bits) followed by a destination
+/// prefix; `prefixlen` counts both.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(C)]
+pub struct ExcludedCidrKey {
+    pub prefixlen: u32,
+    pub pod: [u8; 16],
+    pub dst: [u8; 16],
+}
+
+impl ExcludedCidrKey {
+    /// `dst` masked to `dst_prefix` bits (an IPv4 prefix counts from the
+    /// `::ffff:` mapping, i.e. +96).
+    pub fn new(pod: EndpointKey, dst: IpAddr, dst_prefix: u8) -> Self {
+        let (bits, prefix) = match dst {
+            IpAddr::V4(v4) => (
+                v4.to_ipv6_mapped().octets(),
+                u32::from(dst_prefix.min(32)) + 96,
+            ),
+            IpAddr::V6(v6) => (v6.octets(), u32::from(dst_prefix.min(128))),
+        };
+        let mut masked = [0u8; 16];
+        for (i, b) in bits.iter().enumerate() {
+            let keep = prefix.saturating_sub(8 * i as u32).min(8);
+            masked[i] = if keep == 0 {
+                0
+            } else {
+                b & (0xffu8 << (8 - keep))
+            };
+        }
+        ExcludedCidrKey {
+            prefixlen: 128 + prefix,
+            pod: pod.addr,
+            dst: masked,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[repr(C)]
 pub struct Endpoint {
@@ -188,6 +244,8 @@ unsafe impl aya::Pod for PairKey {}
 unsafe impl aya::Pod for PairValue {}
 unsafe impl aya::Pod for EndpointKey {}
 unsafe impl aya::Pod for Endpoint {}
+unsafe impl aya::Pod for ExcludedPortKey {}
+unsafe impl aya::Pod for ExcludedCidrKey {}
 
 #[cfg(test)]
 mod layout_tests {
@@ -260,6 +318,39 @@ mod layout_tests {
             c::OFFSETOF_accel_pair_value_netns_cookie
         );
 
+        assert_eq!(offset_of!(Config, flags), c::OFFSETOF_accel_config_flags);
+        assert_eq!(
+            size_of::<ExcludedPortKey>(),
+            c::SIZEOF_accel_excluded_port_key
+        );
+        assert_eq!(
+            offset_of!(ExcludedPortKey, addr),
+            c::OFFSETOF_accel_excluded_port_key_addr
+        );
+        assert_eq!(
+            offset_of!(ExcludedPortKey, port),
+            c::OFFSETOF_accel_excluded_port_key_port
+        );
+        assert_eq!(
+            offset_of!(ExcludedPortKey, direction),
+            c::OFFSETOF_accel_excluded_port_key_direction
+        );
+        assert_eq!(
+            size_of::<ExcludedCidrKey>(),
+            c::SIZEOF_accel_excluded_cidr_key
+        );
+        assert_eq!(
+            offset_of!(ExcludedCidrKey, prefixlen),
+            c::OFFSETOF_accel_excluded_cidr_key_prefixlen
+        );
+        assert_eq!(
+            offset_of!(ExcludedCidrKey, pod),
+            c::OFFSETOF_accel_excluded_cidr_key_pod
+        );
+        assert_eq!(
+            offset_of!(ExcludedCidrKey, dst),
+            c::OFFSETOF_accel_excluded_cidr_key_dst
+        );
         assert_eq!(size_of::<EndpointKey>(), c::SIZEOF_accel_endpoint_key);
         assert_eq!(size_of::<Endpoint>(), c::SIZEOF_accel_endpoint);
         assert_eq!(
@@ -275,6 +366,8 @@ mod layout_tests {
         assert_eq!(size_of::<PairKey>(), 8 + 4 + 4);
         assert_eq!(size_of::<Config>(), 4 + 4);
         assert_eq!(size_of::<Endpoint>(), 4 + 4);
+        assert_eq!(size_of::<ExcludedPortKey>(), 16 + 2 + 1 + 1);
+        assert_eq!(size_of::<ExcludedCidrKey>(), 4 + 16 + 16);
     }
 
     #[test]
@@ -298,6 +391,12 @@ mod layout_tests {
         assert_eq!(u64::from(MODE_ACCELERATE), c::ACCEL_MODE_ACCELERATE);
         assert_eq!(u64::from(MODE_PASSTHROUGH), c::ACCEL_MODE_PASSTHROUGH);
         assert_eq!(u64::from(EP_MESHED), c::ACCEL_EP_MESHED);
+        assert_eq!(
+            u64::from(CFG_LOOPBACK_MESHED_ONLY),
+            c::ACCEL_CFG_LOOPBACK_MESHED_ONLY
+        );
+        assert_eq!(u64::from(DIR_INBOUND), c::ACCEL_DIR_INBOUND);
+        assert_eq!(u64::from(DIR_OUTBOUND), c::ACCEL_DIR_OUTBOUND);
         assert_eq!(u64::from(STATS_SLOTS), c::ACCEL_STATS_SLOTS);
     }
 
@@ -314,6 +413,19 @@ mod layout_tests {
             let rust_name = format!("{stat:?}").to_lowercase();
             assert_eq!(c_name.replace('_', ""), rust_name, "slot {i}");
         }
+    }
+
+    #[test]
+    fn cidr_keys_are_masked_and_count_the_pod_bits() {
+        let pod = EndpointKey::from("10.244.0.2".parse::<IpAddr>().unwrap());
+        let k = ExcludedCidrKey::new(pod, "10.96.7.9".parse().unwrap(), 12);
+        assert_eq!(k.prefixlen, 128 + 96 + 12);
+        assert_eq!(&k.dst[12..], &[10, 96, 0, 0]);
+        let k6 = ExcludedCidrKey::new(pod, "fd00:1234::ff".parse().unwrap(), 32);
+        assert_eq!(k6.prefixlen, 128 + 32);
+        assert_eq!(&k6.dst[..6], &[0xfd, 0, 0x12, 0x34, 0, 0]);
+        let all = ExcludedCidrKey::new(pod, "0.0.0.0".parse().unwrap(), 0);
+        assert_eq!(all.prefixlen, 128 + 96);
     }
 
     #[test]

@@ -33,8 +33,21 @@ pub mod map {
     pub const ENDPOINTS: &str = "accel_endpoints";
     pub const CONFIG: &str = "accel_config";
     pub const STATS: &str = "accel_stats";
+    pub const MESHED_NETNS: &str = "accel_meshed_netns";
+    pub const EXCLUDED_PORTS: &str = "accel_excluded_ports";
+    pub const EXCLUDED_CIDRS: &str = "accel_excluded_cidrs";
     /// Every pinned map, in the order status reports them.
-    pub const ALL: [&str; 6] = [SOCKHASH, SOCK_STATE, PAIRING, ENDPOINTS, CONFIG, STATS];
+    pub const ALL: [&str; 9] = [
+        SOCKHASH,
+        SOCK_STATE,
+        PAIRING,
+        ENDPOINTS,
+        CONFIG,
+        STATS,
+        MESHED_NETNS,
+        EXCLUDED_PORTS,
+        EXCLUDED_CIDRS,
+    ];
 }
 
 /// Read-only globals the loader sets from its probes.

@@ -14,12 +14,18 @@ use std::{
 
 use accel_bpf::{
     DATAPATH_OBJ,
-    abi::{self, Config, Endpoint, EndpointKey, PairKey, PairValue, Stat},
+    abi::{
+        self, Config, Endpoint, EndpointKey, ExcludedCidrKey, ExcludedPortKey, PairKey, PairValue,
+        Stat,
+    },
     global, map, prog,
 };
 use aya::{
     EbpfLoader,
-    maps::{Array, HashMap, Map, MapData, MapError, MapInfo, MapType, PerCpuArray, SockHash},
+    maps::{
+        Array, HashMap, LpmTrie, Map, MapData, MapError, MapInfo, MapType, PerCpuArray, SockHash,
+        lpm_trie::Key as LpmKey,
+    },
     programs::{
         CgroupAttachMode, SkMsg, SockOps,
         links::{FdLink, Link, LinkType, PinnedLink},
@@ -77,7 +83,7 @@ impl Default for MapSizes {
 
 /// (name, type, key size, value size) of every pinned map: checked on
 /// adoption because the kernel happily hands back any map at a pin path.
-fn expected_maps() -> [(&'static str, MapType, u32, u32); 6] {
+fn expected_maps() -> [(&'static str, MapType, u32, u32); 9] {
     use std::mem::size_of;
     [
         (map::SOCKHASH, MapType::SockHash, 8, 4),
@@ -101,6 +107,19 @@ fn expected_maps() -> [(&'static str, MapType, u32, u32); 6] {
         ),
         (map::CONFIG, MapType::Array, 4, size_of::<Config>() as u32),
         (map::STATS, MapType::PerCpuArray, 4, 8),
+        (map::MESHED_NETNS, MapType::Hash, 8, 4),
+        (
+            map::EXCLUDED_PORTS,
+            MapType::Hash,
+            size_of::<ExcludedPortKey>() as u32,
+            1,
+        ),
+        (
+            map::EXCLUDED_CIDRS,
+            MapType::LpmTrie,
+            size_of::<ExcludedCidrKey>() as u32,
+            1,
+        ),
     ]
 }
 
@@ -291,6 +310,9 @@ pub struct Datapath {
     endpoints: HashMap<MapData, EndpointKey, Endpoint>,
     config: Array<MapData, Config>,
     stats: PerCpuArray<MapData, u64>,
+    meshed_netns: HashMap<MapData, u64, u32>,
+    excluded_ports: HashMap<MapData, ExcludedPortKey, u8>,
+    excluded_cidrs: LpmTrie<MapData, [u8; 32], u8>,
     infos: Vec<(&'static str, MapInfo)>,
     link: Option<PinnedLink>,
     link_program_id: u32,
@@ -368,6 +390,9 @@ impl Datapath {
         let endpoints = HashMap::try_from(Map::HashMap(next()?)).map_err(map_err)?;
         let config = Array::try_from(Map::Array(next()?)).map_err(map_err)?;
         let stats = PerCpuArray::try_from(Map::PerCpuArray(next()?)).map_err(map_err)?;
+        let meshed_netns = HashMap::try_from(Map::HashMap(next()?)).map_err(map_err)?;
+        let excluded_ports = HashMap::try_from(Map::HashMap(next()?)).map_err(map_err)?;
+        let excluded_cidrs = LpmTrie::try_from(Map::LpmTrie(next()?)).map_err(map_err)?;
         Ok(Datapath {
             pin_dir: pin_dir.into(),
             sockhash,
@@ -375,6 +400,9 @@ impl Datapath {
             endpoints,
             config,
             stats,
+            meshed_netns,
+            excluded_ports,
+            excluded_cidrs,
             infos,
             link: Some(link),
             link_program_id: info.program_id(),
@@ -390,9 +418,69 @@ impl Datapath {
     }
 
     pub fn set_mode(&mut self, mode: u32) -> Result<(), DatapathError> {
-        self.config
-            .set(0, Config { mode, _pad0: 0 }, 0)
+        let mut cfg = self.config.get(&0, 0).map_err(map_err)?;
+        cfg.mode = mode;
+        self.config.set(0, cfg, 0).map_err(map_err)
+    }
+
+    /// Loopback takes part only in the namespaces of meshed pods (a node)
+    /// or in every namespace (a standalone host).
+    pub fn set_loopback_meshed_only(&mut self, on: bool) -> Result<(), DatapathError> {
+        let mut cfg = self.config.get(&0, 0).map_err(map_err)?;
+        if on {
+            cfg.flags |= abi::CFG_LOOPBACK_MESHED_ONLY;
+        } else {
+            cfg.flags &= !abi::CFG_LOOPBACK_MESHED_ONLY;
+        }
+        self.config.set(0, cfg, 0).map_err(map_err)
+    }
+
+    pub fn meshed_netns(&self) -> Result<Vec<u64>, DatapathError> {
+        self.meshed_netns
+            .keys()
+            .collect::<Result<Vec<_>, MapError>>()
             .map_err(map_err)
+    }
+
+    pub fn insert_meshed_netns(&mut self, cookie: u64) -> Result<(), DatapathError> {
+        self.meshed_netns.insert(cookie, 1, 0).map_err(map_err)
+    }
+
+    pub fn remove_meshed_netns(&mut self, cookie: u64) -> Result<(), DatapathError> {
+        ignore_missing(self.meshed_netns.remove(&cookie))
+    }
+
+    pub fn excluded_ports(&self) -> Result<Vec<ExcludedPortKey>, DatapathError> {
+        self.excluded_ports
+            .keys()
+            .collect::<Result<Vec<_>, MapError>>()
+            .map_err(map_err)
+    }
+
+    pub fn insert_excluded_port(&mut self, key: ExcludedPortKey) -> Result<(), DatapathError> {
+        self.excluded_ports.insert(key, 1, 0).map_err(map_err)
+    }
+
+    pub fn remove_excluded_port(&mut self, key: &ExcludedPortKey) -> Result<(), DatapathError> {
+        ignore_missing(self.excluded_ports.remove(key))
+    }
+
+    pub fn excluded_cidrs(&self) -> Result<Vec<ExcludedCidrKey>, DatapathError> {
+        self.excluded_cidrs
+            .keys()
+            .map(|k| k.map(|k| cidr_from_lpm(&k)))
+            .collect::<Result<Vec<_>, MapError>>()
+            .map_err(map_err)
+    }
+
+    pub fn insert_excluded_cidr(&mut self, key: ExcludedCidrKey) -> Result<(), DatapathError> {
+        self.excluded_cidrs
+            .insert(&cidr_to_lpm(&key), 1, 0)
+            .map_err(map_err)
+    }
+
+    pub fn remove_excluded_cidr(&mut self, key: &ExcludedCidrKey) -> Result<(), DatapathError> {
+        ignore_missing(self.excluded_cidrs.remove(&cidr_to_lpm(key)))
     }
 
     /// Counters summed over CPUs, in [`Stat::ALL`] order.
@@ -434,10 +522,7 @@ impl Datapath {
     }
 
     pub fn remove_endpoint(&mut self, key: &EndpointKey) -> Result<(), DatapathError> {
-        match self.endpoints.remove(key) {
-            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
-            Err(e) => Err(map_err(e)),
-        }
+        ignore_missing(self.endpoints.remove(key))
     }
 
     /// The sockhash, for the drain check.
@@ -560,6 +645,34 @@ pub struct UnloadReport {
     pub drain_proven: bool,
 }
 
+fn ignore_missing(r: Result<(), MapError>) -> Result<(), DatapathError> {
+    match r {
+        Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+        Err(e) => Err(map_err(e)),
+    }
+}
+
+/// aya's LPM key is (prefix length, data); ours keeps both in one struct.
+fn cidr_to_lpm(k: &ExcludedCidrKey) -> LpmKey<[u8; 32]> {
+    let mut data = [0u8; 32];
+    data[..16].copy_from_slice(&k.pod);
+    data[16..].copy_from_slice(&k.dst);
+    LpmKey::new(k.prefixlen, data)
+}
+
+fn cidr_from_lpm(k: &LpmKey<[u8; 32]>) -> ExcludedCidrKey {
+    let data = k.data();
+    let mut pod = [0u8; 16];
+    let mut dst = [0u8; 16];
+    pod.copy_from_slice(&data[..16]);
+    dst.copy_from_slice(&data[16..]);
+    ExcludedCidrKey {
+        prefixlen: k.prefix_len(),
+        pod,
+        dst,
+    }
+}
+
 /// Datapaths of other ABI versions next to ours (e.g. `../v0` when we are
 /// `v1`), found so an upgrade can retire them cleanly.
 pub fn other_versions(pin_dir: &Path) -> Vec<PathBuf> {
@@ -596,7 +709,7 @@ pub fn retire_foreign(dir: &Path, timeout: Duration, force: bool) -> bool {
             0,
             Config {
                 mode: abi::MODE_PASSTHROUGH,
-                _pad0: 0,
+                flags: 0,
             },
             0,
         );

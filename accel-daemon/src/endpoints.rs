@@ -1,27 +1,29 @@
-//! Where the daemon learns which non-loopback addresses take part.
+//! Where the daemon learns which pods (and addresses) take part.
 //!
-//! A trait so the source can be static (flags, a file) on standalone hosts
-//! and the Kubernetes API in a cluster; the datapath only sees the result.
+//! A trait so the source can be static (flags and files) on standalone hosts
+//! and the Kubernetes API in a cluster; the datapath only sees snapshots,
+//! and [`sync`] brings the BPF maps to exactly the latest one.
 
 use std::{
-    collections::BTreeSet,
-    fs,
+    collections::{BTreeMap, BTreeSet, HashMap},
+    fs, io,
     net::IpAddr,
+    os::{fd::AsRawFd, unix::fs::MetadataExt},
     path::{Path, PathBuf},
 };
 
-use accel_bpf::abi::{EP_MESHED, Endpoint, EndpointKey};
+use accel_bpf::abi::{
+    DIR_INBOUND, DIR_OUTBOUND, EP_MESHED, Endpoint, EndpointKey, ExcludedCidrKey, ExcludedPortKey,
+};
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::datapath::{Datapath, DatapathError};
 
 #[derive(Debug, Error)]
 pub enum EndpointError {
-    #[error("reading endpoints file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("reading {path}: {source}")]
+    Read { path: PathBuf, source: io::Error },
     #[error(
         "{path}:{line}: {text:?} is not an IP address (one address per line, # starts a comment)"
     )]
@@ -30,10 +32,126 @@ pub enum EndpointError {
         line: usize,
         text: String,
     },
+    #[error("pods file {path}: {detail} (see README.md, \"Pods file\")")]
+    PodsFile { path: PathBuf, detail: String },
     #[error(
         "--local-endpoint {0:?}: loopback addresses always take part; list pod or host addresses"
     )]
     Loopback(IpAddr),
+}
+
+/// Where a pod's network namespace is: a namespace file, or any process in it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NetnsRef {
+    Pid { pid: u32 },
+    Path { netns: PathBuf },
+}
+
+impl NetnsRef {
+    fn path(&self) -> PathBuf {
+        match self {
+            NetnsRef::Pid { pid } => PathBuf::from(format!("/proc/{pid}/ns/net")),
+            NetnsRef::Path { netns } => netns.clone(),
+        }
+    }
+}
+
+/// A destination prefix, `10.96.0.0/12` or `fd00::/8`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Cidr {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (ip, len) = s.split_once('/').unwrap_or((s, ""));
+        let addr: IpAddr = ip
+            .trim()
+            .parse()
+            .map_err(|_| format!("{s:?} is not a CIDR"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = if len.is_empty() {
+            max
+        } else {
+            len.trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("{s:?}: prefix length must be 0..={max}"))?
+        };
+        Ok(Cidr { addr, prefix })
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl Serialize for Cidr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Cidr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// One meshed pod (or one plain local address), as the datapath needs it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalEndpoint {
+    #[serde(default)]
+    pub name: String,
+    pub ips: Vec<IpAddr>,
+    /// The pod's network namespace file (e.g. /var/run/netns/cni-...): its
+    /// loopback traffic (app <-> sidecar) takes part only when it is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<PathBuf>,
+    /// Or any process in the pod, whose namespace is used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude_inbound_ports: Vec<u16>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude_outbound_ports: Vec<u16>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude_outbound_ip_ranges: Vec<Cidr>,
+}
+
+impl LocalEndpoint {
+    pub fn netns_ref(&self) -> Option<NetnsRef> {
+        match (&self.netns, self.pid) {
+            (Some(p), _) => Some(NetnsRef::Path { netns: p.clone() }),
+            (None, Some(pid)) => Some(NetnsRef::Pid { pid }),
+            (None, None) => None,
+        }
+    }
+}
+
+/// Everything a source knows at one point in time.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub endpoints: Vec<LocalEndpoint>,
+    /// A node (pods file, Kubernetes): loopback takes part only inside the
+    /// listed pods' namespaces. A standalone host: everywhere.
+    pub loopback_meshed_only: bool,
+}
+
+impl Snapshot {
+    pub fn ips(&self) -> BTreeSet<IpAddr> {
+        self.endpoints
+            .iter()
+            .flat_map(|e| e.ips.iter().copied())
+            .collect()
+    }
 }
 
 /// A source of the local endpoints that take part in acceleration.
@@ -41,43 +159,67 @@ pub trait EndpointSource: Send {
     /// Human-readable name for logs and status.
     fn describe(&self) -> String;
     /// The full current set; the daemon applies the difference.
-    fn endpoints(&mut self) -> Result<BTreeSet<IpAddr>, EndpointError>;
+    fn snapshot(&mut self) -> Result<Snapshot, EndpointError>;
 }
 
-/// Addresses from `--local-endpoint` flags and an optional file, re-read on
-/// every sync so an operator can edit the file without a restart.
+/// Addresses from `--local-endpoint` flags and `--local-endpoints-file`, and
+/// pods from `--pods-file`; the files are re-read on every sync so an
+/// operator can edit them without a restart.
 pub struct StaticEndpoints {
-    flags: BTreeSet<IpAddr>,
+    flags: Vec<IpAddr>,
     file: Option<PathBuf>,
+    pods_file: Option<PathBuf>,
 }
 
 impl StaticEndpoints {
-    pub fn new(flags: &[IpAddr], file: Option<PathBuf>) -> Result<Self, EndpointError> {
+    pub fn new(
+        flags: &[IpAddr],
+        file: Option<PathBuf>,
+        pods_file: Option<PathBuf>,
+    ) -> Result<Self, EndpointError> {
         if let Some(ip) = flags.iter().find(|ip| ip.is_loopback()) {
             return Err(EndpointError::Loopback(*ip));
         }
-        let source = StaticEndpoints {
-            flags: flags.iter().copied().collect(),
+        Ok(StaticEndpoints {
+            flags: flags.to_vec(),
             file,
-        };
-        Ok(source)
+            pods_file,
+        })
     }
 }
 
 impl EndpointSource for StaticEndpoints {
     fn describe(&self) -> String {
-        match &self.file {
-            Some(f) => format!("static ({} flags, file {})", self.flags.len(), f.display()),
-            None => format!("static ({} flags)", self.flags.len()),
+        let mut parts = vec![format!("{} flags", self.flags.len())];
+        if let Some(f) = &self.file {
+            parts.push(format!("file {}", f.display()));
         }
+        if let Some(f) = &self.pods_file {
+            parts.push(format!("pods file {}", f.display()));
+        }
+        format!("static ({})", parts.join(", "))
     }
 
-    fn endpoints(&mut self) -> Result<BTreeSet<IpAddr>, EndpointError> {
-        let mut all = self.flags.clone();
+    fn snapshot(&mut self) -> Result<Snapshot, EndpointError> {
+        let mut plain: BTreeSet<IpAddr> = self.flags.iter().copied().collect();
         if let Some(path) = &self.file {
-            all.extend(parse_file(path)?);
+            plain.extend(parse_file(path)?);
         }
-        Ok(all)
+        let mut endpoints: Vec<LocalEndpoint> = plain
+            .into_iter()
+            .map(|ip| LocalEndpoint {
+                name: ip.to_string(),
+                ips: vec![ip],
+                ..Default::default()
+            })
+            .collect();
+        if let Some(path) = &self.pods_file {
+            endpoints.extend(parse_pods_file(path)?);
+        }
+        Ok(Snapshot {
+            endpoints,
+            loopback_meshed_only: self.pods_file.is_some(),
+        })
     }
 }
 
@@ -109,21 +251,175 @@ fn parse_lines(path: &Path, text: &str) -> Result<BTreeSet<IpAddr>, EndpointErro
     Ok(out)
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PodsFile {
+    #[serde(default)]
+    pod: Vec<LocalEndpoint>,
+}
+
+pub fn parse_pods_file(path: &Path) -> Result<Vec<LocalEndpoint>, EndpointError> {
+    let text = fs::read_to_string(path).map_err(|source| EndpointError::Read {
+        path: path.into(),
+        source,
+    })?;
+    parse_pods(path, &text)
+}
+
+fn parse_pods(path: &Path, text: &str) -> Result<Vec<LocalEndpoint>, EndpointError> {
+    let err = |detail: String| EndpointError::PodsFile {
+        path: path.into(),
+        detail,
+    };
+    let file: PodsFile = toml::from_str(text).map_err(|e| err(e.to_string()))?;
+    for (i, p) in file.pod.iter().enumerate() {
+        let who = if p.name.is_empty() {
+            format!("pod #{}", i + 1)
+        } else {
+            p.name.clone()
+        };
+        if p.ips.is_empty() {
+            return Err(err(format!("{who}: `ips` must list at least one address")));
+        }
+        if let Some(ip) = p
+            .ips
+            .iter()
+            .find(|ip| ip.is_loopback() || ip.is_unspecified())
+        {
+            return Err(err(format!("{who}: {ip} is not a pod address")));
+        }
+        if p.netns.is_some() && p.pid.is_some() {
+            return Err(err(format!("{who}: give `netns` or `pid`, not both")));
+        }
+    }
+    Ok(file.pod)
+}
+
+/// Cookies of network namespaces, cached by the namespace's inode so a sync
+/// does not enter every pod's namespace every time.
+#[derive(Default)]
+pub struct NetnsCookies {
+    by_inode: HashMap<(u64, u64), u64>,
+}
+
+impl NetnsCookies {
+    pub fn cookie(&mut self, r: &NetnsRef) -> io::Result<u64> {
+        let path = r.path();
+        let file = fs::File::open(&path)?;
+        let meta = file.metadata()?;
+        let key = (meta.dev(), meta.ino());
+        if let Some(c) = self.by_inode.get(&key) {
+            return Ok(*c);
+        }
+        let cookie = netns_cookie_of(&file)?;
+        self.by_inode.insert(key, cookie);
+        Ok(cookie)
+    }
+}
+
+/// SO_NETNS_COOKIE (5.14+) of a socket opened inside the namespace, on a
+/// short-lived thread so the daemon's own threads never change namespace.
+fn netns_cookie_of(ns: &fs::File) -> io::Result<u64> {
+    const SO_NETNS_COOKIE: libc::c_int = 71;
+    let fd = ns.as_raw_fd();
+    std::thread::scope(|s| {
+        s.spawn(move || -> io::Result<u64> {
+            // SAFETY: setns on a namespace fd we hold; this thread ends next.
+            if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // SAFETY: plain socket(2); closed below.
+            let sock =
+                unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+            if sock < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let mut cookie: u64 = 0;
+            let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+            // SAFETY: valid socket and output buffer of the stated length.
+            let rc = unsafe {
+                libc::getsockopt(
+                    sock,
+                    libc::SOL_SOCKET,
+                    SO_NETNS_COOKIE,
+                    (&mut cookie as *mut u64).cast(),
+                    &mut len,
+                )
+            };
+            let err = io::Error::last_os_error();
+            // SAFETY: closing the socket we opened.
+            unsafe { libc::close(sock) };
+            if rc != 0 {
+                return Err(err);
+            }
+            Ok(cookie)
+        })
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("netns cookie thread panicked")))
+    })
+}
+
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct SyncResult {
     pub added: usize,
     pub removed: usize,
+    /// Pods whose namespace could not be resolved (their loopback traffic
+    /// stays on TCP), with the reason.
+    pub unresolved: Vec<(String, String)>,
 }
 
-/// Brings the endpoint map to exactly `wanted`: adds new, removes stale.
-pub fn sync(dp: &mut Datapath, wanted: &BTreeSet<IpAddr>) -> Result<SyncResult, DatapathError> {
-    let current: BTreeSet<EndpointKey> = dp.endpoint_keys()?.into_iter().collect();
-    let wanted_keys: BTreeSet<EndpointKey> =
-        wanted.iter().map(|ip| EndpointKey::from(*ip)).collect();
+/// Brings every endpoint map to exactly `snap`: adds new entries, removes
+/// stale ones, sets the loopback scope.
+pub fn sync(
+    dp: &mut Datapath,
+    snap: &Snapshot,
+    cookies: &mut NetnsCookies,
+) -> Result<SyncResult, DatapathError> {
     let mut result = SyncResult::default();
-    for key in wanted_keys.difference(&current) {
+    dp.set_loopback_meshed_only(snap.loopback_meshed_only)?;
+
+    let mut want_eps = BTreeSet::new();
+    let mut want_netns = BTreeSet::new();
+    let mut want_ports = BTreeSet::new();
+    let mut want_cidrs = BTreeMap::new();
+    for ep in &snap.endpoints {
+        if let Some(ns) = ep.netns_ref() {
+            match cookies.cookie(&ns) {
+                Ok(c) => {
+                    want_netns.insert(c);
+                }
+                Err(e) => result
+                    .unresolved
+                    .push((ep.name.clone(), format!("{}: {e}", ns.path().display()))),
+            }
+        }
+        for ip in &ep.ips {
+            let key = EndpointKey::from(*ip);
+            want_eps.insert(key);
+            for (ports, direction) in [
+                (&ep.exclude_inbound_ports, DIR_INBOUND),
+                (&ep.exclude_outbound_ports, DIR_OUTBOUND),
+            ] {
+                for port in ports {
+                    want_ports.insert(ExcludedPortKey {
+                        addr: key.addr,
+                        port: *port,
+                        direction,
+                        _pad0: 0,
+                    });
+                }
+            }
+            for cidr in &ep.exclude_outbound_ip_ranges {
+                let k = ExcludedCidrKey::new(key, cidr.addr, cidr.prefix);
+                want_cidrs.insert((k.prefixlen, k.pod, k.dst), k);
+            }
+        }
+    }
+
+    let have: BTreeSet<EndpointKey> = dp.endpoint_keys()?.into_iter().collect();
+    for k in want_eps.difference(&have) {
         dp.insert_endpoint(
-            *key,
+            *k,
             Endpoint {
                 flags: EP_MESHED,
                 _pad0: 0,
@@ -131,9 +427,38 @@ pub fn sync(dp: &mut Datapath, wanted: &BTreeSet<IpAddr>) -> Result<SyncResult, 
         )?;
         result.added += 1;
     }
-    for key in current.difference(&wanted_keys) {
-        dp.remove_endpoint(key)?;
+    for k in have.difference(&want_eps) {
+        dp.remove_endpoint(k)?;
         result.removed += 1;
+    }
+    let have: BTreeSet<u64> = dp.meshed_netns()?.into_iter().collect();
+    for c in want_netns.difference(&have) {
+        dp.insert_meshed_netns(*c)?;
+    }
+    for c in have.difference(&want_netns) {
+        dp.remove_meshed_netns(*c)?;
+    }
+    let have: BTreeSet<ExcludedPortKey> = dp.excluded_ports()?.into_iter().collect();
+    for k in want_ports.difference(&have) {
+        dp.insert_excluded_port(*k)?;
+    }
+    for k in have.difference(&want_ports) {
+        dp.remove_excluded_port(k)?;
+    }
+    let have: BTreeMap<_, ExcludedCidrKey> = dp
+        .excluded_cidrs()?
+        .into_iter()
+        .map(|k| ((k.prefixlen, k.pod, k.dst), k))
+        .collect();
+    for (id, k) in &want_cidrs {
+        if !have.contains_key(id) {
+            dp.insert_excluded_cidr(*k)?;
+        }
+    }
+    for (id, k) in &have {
+        if !want_cidrs.contains_key(id) {
+            dp.remove_excluded_cidr(k)?;
+        }
     }
     Ok(result)
 }
@@ -157,5 +482,61 @@ mod tests {
         let err = parse_lines(Path::new("f"), "10.0.0.1\nnot-an-ip\n").unwrap_err();
         assert!(err.to_string().contains("f:2"), "{err}");
         assert!(parse_lines(Path::new("f"), "127.0.0.1\n").is_err());
+    }
+
+    #[test]
+    fn parses_a_hand_written_pods_file() {
+        let pods = parse_pods(
+            Path::new("pods.toml"),
+            r#"
+# reviews-v1 on this node
+[[pod]]
+name = "default/reviews-v1"
+ips = ["10.244.0.7", "fd00:244::7"]
+netns = "/var/run/netns/cni-1234"
+exclude_inbound_ports = [15090]
+exclude_outbound_ports = [3306]
+exclude_outbound_ip_ranges = ["10.96.0.0/12", "fd00:96::/64"]
+
+[[pod]]
+name = "default/ratings"
+ips = ["10.244.0.8"]
+pid = 4242
+"#,
+        )
+        .unwrap();
+        assert_eq!(pods.len(), 2);
+        assert_eq!(
+            pods[0].netns_ref(),
+            Some(NetnsRef::Path {
+                netns: "/var/run/netns/cni-1234".into()
+            })
+        );
+        assert_eq!(
+            pods[0].exclude_outbound_ip_ranges[0].to_string(),
+            "10.96.0.0/12"
+        );
+        assert_eq!(pods[1].netns_ref(), Some(NetnsRef::Pid { pid: 4242 }));
+        assert!(pods[1].exclude_inbound_ports.is_empty());
+    }
+
+    #[test]
+    fn pods_file_errors_name_the_problem() {
+        let bad = |text: &str| {
+            parse_pods(Path::new("p.toml"), text)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(bad("[[pod]]\nips = []\n").contains("at least one address"));
+        assert!(bad("[[pod]]\nips = [\"127.0.0.1\"]\n").contains("not a pod address"));
+        assert!(
+            bad("[[pod]]\nips = [\"10.0.0.1\"]\nexclude_outbound_ip_ranges = [\"10.0.0.0/40\"]\n")
+                .contains("prefix length")
+        );
+        assert!(bad("[[pod]]\nips = [\"10.0.0.1\"]\ncolour = 1\n").contains("colour"));
+        assert!(bad("[[pod]]\nips = [\"10.0.0.300\"]\n").contains("p.toml"));
+        assert!(
+            bad("[[pod]]\nips = [\"10.0.0.1\"]\nnetns = \"/x\"\npid = 1\n").contains("not both")
+        );
     }
 }

@@ -94,6 +94,11 @@ struct RunArgs {
     /// File with one local endpoint address per line (# comments); re-read periodically.
     #[arg(long)]
     local_endpoints_file: Option<PathBuf>,
+    /// TOML file listing the meshed pods on this node (addresses, network
+    /// namespace, Istio opt-outs); re-read periodically. With it, loopback
+    /// traffic takes part only inside the listed pods. See README.md.
+    #[arg(long)]
+    pods_file: Option<PathBuf>,
     /// How often to re-read the endpoint source.
     #[arg(long, default_value = "5", value_name = "SECONDS")]
     endpoint_sync_secs: u64,
@@ -207,9 +212,13 @@ fn run(args: RunArgs) -> Result<()> {
     };
     host::check_cgroup2_dir(&cgroup)?;
     host::ensure_bpffs(&args.pin_dir)?;
-    let mut source =
-        StaticEndpoints::new(&args.local_endpoints, args.local_endpoints_file.clone())?;
-    let initial_endpoints = source.endpoints()?;
+    let mut source = StaticEndpoints::new(
+        &args.local_endpoints,
+        args.local_endpoints_file.clone(),
+        args.pods_file.clone(),
+    )?;
+    let initial = source.snapshot()?;
+    let mut cookies = endpoints::NetnsCookies::default();
     let listener = std::net::TcpListener::bind(args.metrics_addr).with_context(|| {
         format!(
             "binding the metrics endpoint {}: choose a free address with --metrics-addr",
@@ -243,7 +252,8 @@ fn run(args: RunArgs) -> Result<()> {
     let shared = Shared::new();
     match gate {
         Gate::On { mut dp, adopted } => {
-            let synced = endpoints::sync(&mut dp, &initial_endpoints)?;
+            let synced = endpoints::sync(&mut dp, &initial, &mut cookies)?;
+            log_unresolved(&synced);
             info!(
                 added = synced.added,
                 removed = synced.removed,
@@ -268,9 +278,9 @@ fn run(args: RunArgs) -> Result<()> {
             }
         }
     }
-    state.endpoints = initial_endpoints.iter().map(|ip| ip.to_string()).collect();
+    state.set_endpoints(&initial);
     if let Ok(mut n) = shared.endpoints.lock() {
-        *n = initial_endpoints.len();
+        *n = initial.ips().len();
     }
     state.write(&args.state_dir)?;
 
@@ -278,7 +288,13 @@ fn run(args: RunArgs) -> Result<()> {
         .worker_threads(1)
         .enable_all()
         .build()?;
-    runtime.block_on(serve(args, state, shared, listener, source))
+    runtime.block_on(serve(args, state, shared, listener, source, cookies))
+}
+
+fn log_unresolved(r: &endpoints::SyncResult) {
+    for (pod, why) in &r.unresolved {
+        warn!(%pod, %why, "pod network namespace not resolved: its loopback traffic stays on TCP");
+    }
 }
 
 fn decide_gate(
@@ -381,6 +397,7 @@ async fn serve(
     shared: Arc<Shared>,
     listener: std::net::TcpListener,
     mut source: StaticEndpoints,
+    mut cookies: endpoints::NetnsCookies,
 ) -> Result<()> {
     let listener = tokio::net::TcpListener::from_std(listener)?;
     let addr = listener.local_addr()?;
@@ -397,7 +414,7 @@ async fn serve(
         tokio::select! {
             _ = sigterm.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
-            _ = tick.tick() => sync_endpoints(&shared, &mut source, &mut state, &args.state_dir),
+            _ = tick.tick() => sync_endpoints(&shared, &mut source, &mut cookies, &mut state, &args.state_dir),
         }
     }
     // The datapath stays pinned and attached: connections keep their
@@ -410,13 +427,14 @@ async fn serve(
 fn sync_endpoints(
     shared: &Shared,
     source: &mut StaticEndpoints,
+    cookies: &mut endpoints::NetnsCookies,
     state: &mut DaemonState,
     state_dir: &Path,
 ) {
-    let wanted = match source.endpoints() {
-        Ok(w) => w,
+    let snap = match source.snapshot() {
+        Ok(s) => s,
         Err(e) => {
-            // Keep the last good set: a typo in the file must not change traffic.
+            // Keep the last good set: a typo in a file must not change traffic.
             warn!(error = %e, "endpoint source failed; keeping the last good set");
             return;
         }
@@ -425,25 +443,29 @@ fn sync_endpoints(
         return;
     };
     if let Some(dp) = guard.as_mut() {
-        match endpoints::sync(dp, &wanted) {
-            Ok(r) if r.added + r.removed > 0 => info!(
-                added = r.added,
-                removed = r.removed,
-                "local endpoints updated"
-            ),
-            Ok(_) => {}
+        match endpoints::sync(dp, &snap, cookies) {
+            Ok(r) => {
+                log_unresolved(&r);
+                if r.added + r.removed > 0 {
+                    info!(
+                        added = r.added,
+                        removed = r.removed,
+                        "local endpoints updated"
+                    );
+                }
+            }
             Err(e) => warn!(error = %e, "applying local endpoints"),
         }
     }
     if let Ok(mut n) = shared.endpoints.lock() {
-        *n = wanted.len();
+        *n = snap.ips().len();
     }
-    let list: Vec<String> = wanted.iter().map(|ip| ip.to_string()).collect();
-    if list != state.endpoints {
-        state.endpoints = list;
-        if let Err(e) = state.write(state_dir) {
-            warn!(error = %e, "writing state file");
-        }
+    let before = (state.endpoints.clone(), state.pods.clone());
+    state.set_endpoints(&snap);
+    if before != (state.endpoints.clone(), state.pods.clone())
+        && let Err(e) = state.write(state_dir)
+    {
+        warn!(error = %e, "writing state file");
     }
 }
 

@@ -35,7 +35,14 @@ pub struct DaemonState {
     pub adopted: bool,
     pub metrics_addr: String,
     pub endpoint_source: String,
+    /// Every local address that takes part.
     pub endpoints: Vec<String>,
+    /// The pods (or plain addresses) they belong to, with their opt-outs.
+    #[serde(default)]
+    pub pods: Vec<crate::endpoints::LocalEndpoint>,
+    /// Loopback takes part only inside the listed pods' namespaces.
+    #[serde(default)]
+    pub loopback_meshed_only: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -56,6 +63,12 @@ impl Check {
 }
 
 impl DaemonState {
+    pub fn set_endpoints(&mut self, snap: &crate::endpoints::Snapshot) {
+        self.endpoints = snap.ips().iter().map(|ip| ip.to_string()).collect();
+        self.pods = snap.endpoints.clone();
+        self.loopback_meshed_only = snap.loopback_meshed_only;
+    }
+
     pub fn add_probes(&mut self, probes: &ProbeReport) {
         for f in &probes.features {
             let kind = if f.essential {
@@ -159,10 +172,43 @@ impl Status {
                 println!("cgroup:        {}", d.cgroup.display());
                 println!("metrics:       {}", d.metrics_addr);
                 println!(
-                    "endpoints:     {} from {}",
+                    "endpoints:     {} addresses from {}; loopback takes part {}",
                     d.endpoints.len(),
-                    d.endpoint_source
+                    d.endpoint_source,
+                    if d.loopback_meshed_only {
+                        "only in meshed pods"
+                    } else {
+                        "everywhere"
+                    }
                 );
+                for p in &d.pods {
+                    let ips: Vec<String> = p.ips.iter().map(|ip| ip.to_string()).collect();
+                    let mut line = format!("  {} [{}]", p.name, ips.join(", "));
+                    match p.netns_ref() {
+                        Some(crate::endpoints::NetnsRef::Path { netns }) => {
+                            line += &format!(" netns {}", netns.display())
+                        }
+                        Some(crate::endpoints::NetnsRef::Pid { pid }) => {
+                            line += &format!(" netns of pid {pid}")
+                        }
+                        None => {}
+                    }
+                    if !p.exclude_inbound_ports.is_empty() {
+                        line += &format!(" excl-in {:?}", p.exclude_inbound_ports);
+                    }
+                    if !p.exclude_outbound_ports.is_empty() {
+                        line += &format!(" excl-out {:?}", p.exclude_outbound_ports);
+                    }
+                    if !p.exclude_outbound_ip_ranges.is_empty() {
+                        let r: Vec<String> = p
+                            .exclude_outbound_ip_ranges
+                            .iter()
+                            .map(|c| c.to_string())
+                            .collect();
+                        line += &format!(" excl-ranges [{}]", r.join(", "));
+                    }
+                    println!("{line}");
+                }
                 println!("checks:");
                 for c in &d.checks {
                     let mark = if c.ok { "ok  " } else { "FAIL" };

@@ -13,9 +13,11 @@ fn meshed_echo_is_accelerated_on_all_three_legs() {
     let a = node.meshed_pod("a", Mesh::default());
     let b = node.meshed_pod("b", Mesh::default());
     b.start_echo();
-    let a_ip = a.ipv4.to_string();
-    let b_ip = b.ipv4.to_string();
-    let _daemon = env.start_daemon(&["--local-endpoint", &a_ip, "--local-endpoint", &b_ip]);
+    // Node mode: a pods file, so loopback (leg 1 is 127.0.0.1:15001) takes
+    // part only because A's namespace is listed.
+    let pods = pods_file(&env, &[(&a, ""), (&b, "")]);
+    let pods_arg = pods.display().to_string();
+    let _daemon = env.start_daemon(&["--pods-file", &pods_arg]);
 
     let target = b.addr_v4(ECHO_PORT);
     let cap_a_lo = a.capture("lo", &format!("tcp port {OUTBOUND_PORT}"));
@@ -216,4 +218,114 @@ fn identical_loopback_four_tuples_in_two_pods_never_cross_deliver() {
     let status = env.status_json();
     assert!(counter_of(&status, "passive_paired") >= 40);
     assert_eq!(counter_of(&status, "redirect_failed"), 0);
+}
+
+/// The pods file an operator would write for these pods (README, "Pods file").
+fn pods_file(env: &TestEnv, pods: &[(&accel_tests::topology::Pod, &str)]) -> std::path::PathBuf {
+    let mut text = String::from("# meshed pods on this node\n");
+    for (pod, extra) in pods {
+        text += &format!(
+            "[[pod]]\nname = \"default/{}\"\nips = [\"{}\", \"{}\"]\nnetns = \"{}\"\n{extra}\n",
+            pod.name,
+            pod.ipv4,
+            pod.ipv6,
+            pod.netns_path.display()
+        );
+    }
+    let path = env.state_dir.with_extension("pods.toml");
+    std::fs::write(&path, text).expect("write pods file");
+    path
+}
+
+#[test]
+fn pods_file_scopes_loopback_to_meshed_pods_and_applies_opt_outs() {
+    use accel_tests::topology::HTTP_PORT;
+    let env = TestEnv::new("mesh-scope");
+    let node = Node::new(&env, "sc");
+    let a = node.meshed_pod("a", Mesh::default().exclude_outbound_port(HTTP_PORT));
+    let b = node.meshed_pod("b", Mesh::default());
+    let u = node.unmeshed_pod("u");
+    for p in [&a, &b, &u] {
+        p.start_echo();
+    }
+    let file = vec![0x5au8; 256 * 1024];
+    b.start_nginx(&file);
+    let pods = pods_file(
+        &env,
+        &[
+            (&a, &format!("exclude_outbound_ports = [{HTTP_PORT}]")),
+            (&b, ""),
+        ],
+    );
+    let pods_arg = pods.display().to_string();
+    let _daemon = env.start_daemon(&["--pods-file", &pods_arg]);
+    let status = env.status_json();
+    assert_eq!(status["daemon"]["loopback_meshed_only"], true, "{status}");
+    assert_eq!(status["daemon"]["pods"].as_array().map(Vec::len), Some(2));
+
+    // Loopback inside the unmeshed pod: never recorded.
+    let loopback: std::net::SocketAddr = ([127, 0, 0, 1], ECHO_PORT).into();
+    let offered = env.counter("active_offered");
+    let cap_u = u.capture("lo", &format!("tcp port {ECHO_PORT}"));
+    assert_own_pattern(&reuse(
+        &u,
+        ([127, 0, 0, 1], 42000).into(),
+        &[loopback],
+        77,
+        || {},
+    ));
+    let u_lo = cap_u.stop();
+    assert_eq!(
+        env.counter("active_offered"),
+        offered,
+        "unmeshed loopback was recorded"
+    );
+    assert!(
+        u_lo.psh_data > 0,
+        "unmeshed loopback must stay on TCP: {u_lo:?}"
+    );
+
+    // Loopback inside a meshed pod: accelerated.
+    let cap_a = a.capture("lo", &format!("tcp port {ECHO_PORT}"));
+    assert_own_pattern(&reuse(
+        &a,
+        ([127, 0, 0, 1], 42001).into(),
+        &[loopback],
+        78,
+        || {},
+    ));
+    let a_lo = cap_a.stop();
+    assert_eq!(
+        a_lo.psh_data, 0,
+        "meshed loopback must be accelerated: {a_lo:?}"
+    );
+
+    // A's excluded outbound port: its connection to B:80 bypasses A's
+    // sidecar (iptables) and must not be paired with B's sidecar either.
+    let excluded = env.counter("excluded_by_pod_opt_out");
+    let cap_bridge = node.capture(&a.host_veth, &format!("tcp port {HTTP_PORT}"));
+    let body = a.curl(&format!(
+        "http://{}{}",
+        b.ipv4,
+        accel_tests::topology::HTTP_FILE
+    ));
+    assert_eq!(sha256_hex(&body), sha256_hex(&file));
+    let bridge = cap_bridge.stop();
+    assert!(
+        bridge.psh_data > 0,
+        "excluded port must stay on TCP: {bridge:?}"
+    );
+    assert!(env.counter("excluded_by_pod_opt_out") > excluded);
+
+    // ...while A's other traffic to B is still accelerated on every leg.
+    let cap_bridge = node.capture(&a.host_veth, &format!("tcp port {ECHO_PORT}"));
+    assert_own_pattern(&reuse(
+        &a,
+        a.addr_v4(42002),
+        &[b.addr_v4(ECHO_PORT)],
+        79,
+        || {},
+    ));
+    assert_eq!(cap_bridge.stop().psh_data, 0);
+    let _ = std::fs::remove_file(&pods);
 }

@@ -51,6 +51,16 @@
 #define ACCEL_MODE_ACCELERATE 0
 #define ACCEL_MODE_PASSTHROUGH 1 /* record nothing new, redirect nothing */
 
+/* struct accel_config.flags */
+/* Loopback takes part only in network namespaces listed in
+ * accel_meshed_netns (a cluster node: meshed pods only). Unset, loopback
+ * takes part in every namespace (a standalone host). */
+#define ACCEL_CFG_LOOPBACK_MESHED_ONLY (1U << 0)
+
+/* struct accel_excluded_port_key.direction (Istio's per-pod opt-outs) */
+#define ACCEL_DIR_INBOUND 1  /* local port of a socket accepted by the pod */
+#define ACCEL_DIR_OUTBOUND 2 /* original destination port of a pod's connect() */
+
 /* Endpoint flags (struct accel_endpoint.flags). */
 #define ACCEL_EP_MESHED (1U << 0)
 
@@ -76,13 +86,14 @@ enum accel_stat {
 	ACCEL_STAT_PASSTHROUGH_SWITCH,  /* sockets switched to TCP by passthrough */
 	ACCEL_STAT_HDR_OPT_FAILED,      /* could not reserve/store the option */
 	ACCEL_STAT_CLOSED,              /* recorded sockets closed (cleanup ran) */
+	ACCEL_STAT_EXCLUDED,            /* a pod's excluded port or CIDR: left on TCP */
 	ACCEL_STAT_COUNT,
 };
 #define ACCEL_STATS_SLOTS 32
 
 struct accel_config {
 	__u32 mode;
-	__u32 _pad0;
+	__u32 flags; /* ACCEL_CFG_* */
 };
 
 /* Per-socket state, in BPF socket storage: freed by the kernel with the
@@ -121,6 +132,21 @@ struct accel_endpoint_key {
 struct accel_endpoint {
 	__u32 flags; /* ACCEL_EP_* */
 	__u32 _pad0;
+};
+
+struct accel_excluded_port_key {
+	__u8 addr[16];     /* the pod's address, as accel_endpoint_key */
+	__u16 port;        /* host byte order */
+	__u8 direction;    /* ACCEL_DIR_* */
+	__u8 _pad0;
+};
+
+/* LPM key: the pod's address matched in full (128 bits), then a prefix of
+ * the destination, so one trie holds every pod's excluded CIDRs. */
+struct accel_excluded_cidr_key {
+	__u32 prefixlen;   /* 128 + destination prefix length */
+	__u8 pod[16];
+	__u8 dst[16];
 };
 
 #endif /* ACCEL_ABI_H */

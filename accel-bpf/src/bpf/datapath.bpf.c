@@ -95,15 +95,28 @@ static __always_inline void on_active_established(struct bpf_sock_ops *skops)
 	__u64 cookie;
 	long err;
 
-	if (accel_passthrough() || !ep_keys_of(skops, &local, &remote) || !ep_eligible(&local))
+	__u64 netns;
+
+	if (accel_passthrough() || !ep_keys_of(skops, &local, &remote))
 		return;
+	netns = netns_cookie_of(skops);
+	if (!ep_eligible(&local, netns, accel_loopback_meshed_only()))
+		return;
+	/* Istio's opt-outs apply to the pod's own connect(): the socket still
+	 * sees the original destination, whatever NAT did to the packets. */
+	if (!ep_is_loopback(&local) &&
+	    (ep_port_excluded(&local, bpf_ntohl(skops->remote_port), ACCEL_DIR_OUTBOUND) ||
+	     ep_cidr_excluded(&local, &remote))) {
+		stat_inc(ACCEL_STAT_EXCLUDED);
+		return;
+	}
 	st = record_socket(skops, &cookie);
 	if (!st)
 		return;
 
 	pkey.token = pairing_new_token();
 	offer.cookie = cookie;
-	offer.netns_cookie = netns_cookie_of(skops);
+	offer.netns_cookie = netns;
 	if (bpf_map_update_elem(&accel_pairing, &pkey, &offer, BPF_NOEXIST)) {
 		stat_inc(ACCEL_STAT_PAIRING_FULL);
 		st->decision = ACCEL_DECISION_TCP;
@@ -140,9 +153,20 @@ static __always_inline void on_passive_established(struct bpf_sock_ops *skops)
 	struct accel_sock_state *st;
 	__u64 token, cookie;
 
-	if (accel_passthrough() || !ep_keys_of(skops, &local, &remote) ||
-	    !ep_eligible(&local) || !ep_eligible(&remote))
+	__u64 netns;
+	int meshed_only;
+
+	if (accel_passthrough() || !ep_keys_of(skops, &local, &remote))
 		return;
+	netns = netns_cookie_of(skops);
+	meshed_only = accel_loopback_meshed_only();
+	if (!ep_eligible(&local, netns, meshed_only) || !ep_eligible(&remote, netns, meshed_only))
+		return;
+	if (!ep_is_loopback(&local) &&
+	    ep_port_excluded(&local, skops->local_port, ACCEL_DIR_INBOUND)) {
+		stat_inc(ACCEL_STAT_EXCLUDED);
+		return;
+	}
 	if (pairing_read_token(skops, &token)) {
 		stat_inc(ACCEL_STAT_REFUSED_NO_TOKEN);
 		return;
@@ -159,7 +183,7 @@ static __always_inline void on_passive_established(struct bpf_sock_ops *skops)
 		stat_inc(ACCEL_STAT_REFUSED_UNKNOWN);
 		return;
 	}
-	answer.netns_cookie = netns_cookie_of(skops);
+	answer.netns_cookie = netns;
 	/* A connection with a loopback end (127.0.0.1, or Istio's 127.0.0.6
 	 * passthrough to the pod IP) never leaves its namespace; a mismatch
 	 * means something is wrong, and wrong is never accelerated. */

@@ -90,9 +90,41 @@ static __always_inline int ep_keys_of(const struct bpf_sock_ops *skops,
 	return 0;
 }
 
-static __always_inline int ep_eligible(const struct accel_endpoint_key *k)
+/* Does a loopback end in namespace `netns` take part? Everywhere on a
+ * standalone host; on a node, only inside meshed pods, which needs the
+ * namespace of the socket (0: the kernel cannot tell, so it does not). */
+static __always_inline int ep_loopback_allowed(__u64 netns, int meshed_only)
 {
-	return ep_is_loopback(k) || ep_is_local_endpoint(k);
+	if (!meshed_only)
+		return 1;
+	return netns && bpf_map_lookup_elem(&accel_meshed_netns, &netns);
+}
+
+static __always_inline int ep_eligible(const struct accel_endpoint_key *k, __u64 netns,
+				       int meshed_only)
+{
+	if (ep_is_loopback(k))
+		return ep_loopback_allowed(netns, meshed_only);
+	return ep_is_local_endpoint(k);
+}
+
+static __always_inline int ep_port_excluded(const struct accel_endpoint_key *pod, __u32 port,
+					    __u8 direction)
+{
+	struct accel_excluded_port_key key = { .port = port, .direction = direction };
+
+	__builtin_memcpy(key.addr, pod->addr, sizeof(key.addr));
+	return bpf_map_lookup_elem(&accel_excluded_ports, &key) != 0;
+}
+
+static __always_inline int ep_cidr_excluded(const struct accel_endpoint_key *pod,
+					    const struct accel_endpoint_key *dst)
+{
+	struct accel_excluded_cidr_key key = { .prefixlen = 256 };
+
+	__builtin_memcpy(key.pod, pod->addr, sizeof(key.pod));
+	__builtin_memcpy(key.dst, dst->addr, sizeof(key.dst));
+	return bpf_map_lookup_elem(&accel_excluded_cidrs, &key) != 0;
 }
 
 #endif /* ACCEL_ENDPOINTS_H */

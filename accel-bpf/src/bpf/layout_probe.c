@@ -30,6 +30,18 @@ int main(void)
 	SIZE(accel_pair_value);
 	OFF(accel_pair_value, cookie);
 	OFF(accel_pair_value, netns_cookie);
+	OFF(accel_config, flags);
+	SIZE(accel_excluded_port_key);
+	OFF(accel_excluded_port_key, addr);
+	OFF(accel_excluded_port_key, port);
+	OFF(accel_excluded_port_key, direction);
+	SIZE(accel_excluded_cidr_key);
+	OFF(accel_excluded_cidr_key, prefixlen);
+	OFF(accel_excluded_cidr_key, pod);
+	OFF(accel_excluded_cidr_key, dst);
+	CONST(ACCEL_CFG_LOOPBACK_MESHED_ONLY);
+	CONST(ACCEL_DIR_INBOUND);
+	CONST(ACCEL_DIR_OUTBOUND);
 	SIZE(accel_endpoint_key);
 	SIZE(accel_endpoint);
 	OFF(accel_endpoint, flags);
@@ -76,14 +88,16 @@ int main(void)
 	STAT(ACCEL_STAT_PASSTHROUGH_SWITCH);
 	STAT(ACCEL_STAT_HDR_OPT_FAILED);
 	STAT(ACCEL_STAT_CLOSED);
+	STAT(ACCEL_STAT_EXCLUDED);
 	printf("];\n");
-	printf("pub const STAT_VALUES_C: [u32; %d] = [%d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d];\n",
+	printf("pub const STAT_VALUES_C: [u32; %d] = [%d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d];\n",
 	       ACCEL_STAT_COUNT, ACCEL_STAT_ACTIVE_OFFERED, ACCEL_STAT_PASSIVE_PAIRED,
 	       ACCEL_STAT_ACTIVE_PAIRED, ACCEL_STAT_RECORD_FAILED, ACCEL_STAT_PAIRING_FULL,
 	       ACCEL_STAT_STATE_FAILED, ACCEL_STAT_REFUSED_NO_TOKEN, ACCEL_STAT_REFUSED_UNKNOWN,
 	       ACCEL_STAT_REFUSED_NETNS, ACCEL_STAT_REFUSED_EARLY_DATA,
 	       ACCEL_STAT_ACTIVE_UNANSWERED, ACCEL_STAT_REDIRECT_MSGS, ACCEL_STAT_REDIRECT_BYTES,
 	       ACCEL_STAT_REDIRECT_FAILED, ACCEL_STAT_PASS_MSGS, ACCEL_STAT_PASS_BYTES,
-	       ACCEL_STAT_PASSTHROUGH_SWITCH, ACCEL_STAT_HDR_OPT_FAILED, ACCEL_STAT_CLOSED);
+	       ACCEL_STAT_PASSTHROUGH_SWITCH, ACCEL_STAT_HDR_OPT_FAILED, ACCEL_STAT_CLOSED,
+	       ACCEL_STAT_EXCLUDED);
 	return 0;
 }

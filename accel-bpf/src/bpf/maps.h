@@ -50,6 +50,35 @@ struct {
 	__type(value, struct accel_endpoint);
 } accel_endpoints SEC(".maps");
 
+/* Network namespaces of meshed pods (netns cookie -> flags), for loopback
+ * scoping. Written only by the daemon's endpoint source, which removes
+ * namespaces of pods that went away. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, __u32);
+} accel_meshed_netns SEC(".maps");
+
+/* Istio's excludeInboundPorts / excludeOutboundPorts per pod address.
+ * Written only by the daemon's endpoint source. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct accel_excluded_port_key);
+	__type(value, __u8);
+} accel_excluded_ports SEC(".maps");
+
+/* Istio's excludeOutboundIPRanges per pod address. Written only by the
+ * daemon's endpoint source. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 16384);
+	__type(key, struct accel_excluded_cidr_key);
+	__type(value, __u8);
+} accel_excluded_cidrs SEC(".maps");
+
 /* One slot: the daemon flips mode to PASSTHROUGH to drain before unload. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
