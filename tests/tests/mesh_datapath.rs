@@ -329,3 +329,147 @@ fn pods_file_scopes_loopback_to_meshed_pods_and_applies_opt_outs() {
     assert_eq!(cap_bridge.stop().psh_data, 0);
     let _ = std::fs::remove_file(&pods);
 }
+
+fn map_entries(status: &accel_tests::Value, name: &str) -> u64 {
+    status["datapath"]["maps"]
+        .as_array()
+        .and_then(|maps| maps.iter().find(|m| m["name"] == name))
+        .and_then(|m| m["entries"].as_u64())
+        .unwrap_or_else(|| panic!("map {name} missing from status: {status}"))
+}
+
+#[test]
+fn http_through_both_sidecars_is_accelerated_with_and_without_sendfile() {
+    use accel_tests::topology::{HTTP_FILE, HTTP_PORT};
+    let env = TestEnv::new("mesh-http");
+    let node = Node::new(&env, "ht");
+    let a = node.meshed_pod("a", Mesh::default());
+    let b = node.meshed_pod("b", Mesh::default());
+    let c = node.meshed_pod("c", Mesh::default());
+    let file = pattern(11, 4 * 1024 * 1024 + 3);
+    b.start_nginx_with(&file, true);
+    c.start_nginx_with(&file, false);
+    let pods = pods_file(&env, &[(&a, ""), (&b, ""), (&c, "")]);
+    let pods_arg = pods.display().to_string();
+    let _daemon = env.start_daemon(&["--pods-file", &pods_arg]);
+    for (server, sendfile) in [(&b, "on"), (&c, "off")] {
+        let cap_a_lo = a.capture("lo", &format!("tcp port {OUTBOUND_PORT}"));
+        let cap_bridge = node.capture(&a.host_veth, &format!("tcp port {HTTP_PORT}"));
+        let cap_srv_lo = server.capture("lo", &format!("tcp port {HTTP_PORT}"));
+        for _ in 0..3 {
+            let body = a.curl(&format!("http://{}{HTTP_FILE}", server.ipv4));
+            assert_eq!(sha256_hex(&body), sha256_hex(&file), "sendfile {sendfile}");
+        }
+        let (a_lo, bridge, srv_lo) = (cap_a_lo.stop(), cap_bridge.stop(), cap_srv_lo.stop());
+        eprintln!("sendfile {sendfile}: A lo {a_lo:?}, bridge {bridge:?}, server lo {srv_lo:?}");
+        assert_eq!(a_lo.psh_data, 0, "sendfile {sendfile}: leg 1 crossed TCP");
+        assert_eq!(bridge.psh_data, 0, "sendfile {sendfile}: leg 2 crossed TCP");
+        assert_eq!(srv_lo.psh_data, 0, "sendfile {sendfile}: leg 3 crossed TCP");
+    }
+}
+
+#[test]
+fn ipv6_meshed_pods_are_accelerated_on_all_three_legs() {
+    let env = TestEnv::new("mesh-v6");
+    let node = Node::new(&env, "v6");
+    let a = node.meshed_pod("a", Mesh::default());
+    let b = node.meshed_pod("b", Mesh::default());
+    b.start_echo();
+    let pods = pods_file(&env, &[(&a, ""), (&b, "")]);
+    let pods_arg = pods.display().to_string();
+    let _daemon = env.start_daemon(&["--pods-file", &pods_arg]);
+    let target = b.addr_v6(ECHO_PORT);
+    let cap_a_lo = a.capture("lo", &format!("tcp port {OUTBOUND_PORT}"));
+    let cap_bridge = node.capture(&a.host_veth, &format!("tcp port {ECHO_PORT}"));
+    let cap_b_lo = b.capture("lo", &format!("tcp port {ECHO_PORT}"));
+    let paired = env.counter("passive_paired");
+    assert_own_pattern(&reuse(&a, a.addr_v6(43000), &[target], 300, || {}));
+    let (a_lo, bridge, b_lo) = (cap_a_lo.stop(), cap_bridge.stop(), cap_b_lo.stop());
+    eprintln!("IPv6: A lo {a_lo:?}, bridge {bridge:?}, B lo {b_lo:?}");
+    assert!(
+        env.counter("passive_paired") >= paired + 3,
+        "three IPv6 legs paired"
+    );
+    assert_eq!(a_lo.psh_data, 0, "IPv6 leg 1 crossed TCP: {a_lo:?}");
+    assert_eq!(bridge.psh_data, 0, "IPv6 leg 2 crossed TCP: {bridge:?}");
+    assert_eq!(b_lo.psh_data, 0, "IPv6 leg 3 crossed TCP: {b_lo:?}");
+}
+
+#[test]
+fn unmeshed_traffic_is_untouched() {
+    let env = TestEnv::new("mesh-unmeshed");
+    let node = Node::new(&env, "un");
+    let b = node.meshed_pod("b", Mesh::default());
+    let u = node.unmeshed_pod("u");
+    let u2 = node.unmeshed_pod("u2");
+    b.start_echo();
+    u2.start_echo();
+    let pods = pods_file(&env, &[(&b, "")]);
+    let pods_arg = pods.display().to_string();
+    let _daemon = env.start_daemon(&["--pods-file", &pods_arg]);
+    for (target, what) in [
+        (u2.addr_v4(ECHO_PORT), "unmeshed"),
+        (b.addr_v4(ECHO_PORT), "meshed"),
+    ] {
+        let entries_before = map_entries(&env.status_json(), "accel_sockhash");
+        let cap = node.capture(&u.host_veth, &format!("tcp port {ECHO_PORT}"));
+        let refused = env.counter("refused_no_token");
+        let reports = reuse(&u, u.addr_v4(44000), &[target], 400, || {
+            // While the connection is open: none of u's sockets is recorded.
+            assert_eq!(
+                map_entries(&env.status_json(), "accel_sockhash"),
+                entries_before + if what == "meshed" { 2 } else { 0 },
+                "only B's own sidecar->app leg may be recorded"
+            );
+        });
+        assert_own_pattern(&reports);
+        let bridge = cap.stop();
+        assert!(
+            bridge.psh_data > 0,
+            "unmeshed -> {what}: must cross TCP: {bridge:?}"
+        );
+        // An unmeshed peer is not even a candidate: nothing to refuse.
+        assert_eq!(env.counter("refused_no_token"), refused);
+    }
+}
+
+#[test]
+fn ten_thousand_short_connections_leave_every_map_empty() {
+    let env = TestEnv::new("mesh-churn");
+    let node = Node::new(&env, "ch");
+    let a = node.meshed_pod("a", Mesh::default());
+    let b = node.meshed_pod("b", Mesh::default());
+    b.start_echo();
+    let pods = pods_file(&env, &[(&a, ""), (&b, "")]);
+    let pods_arg = pods.display().to_string();
+    let _daemon = env.start_daemon(&["--pods-file", &pods_arg]);
+    let before = env.status_json();
+    let out = a
+        .command(accel_tests::topology::pod_bin())
+        .args([
+            "churn",
+            "--connect",
+            &b.addr_v4(ECHO_PORT).to_string(),
+            "--count",
+            "10000",
+        ])
+        .output()
+        .expect("churn");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Sockets in TIME_WAIT and the sidecars' closes settle within a moment.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let after = env.status_json();
+    let paired = counter_of(&after, "passive_paired") - counter_of(&before, "passive_paired");
+    assert!(paired >= 3 * 10_000, "every leg paired: {paired}");
+    for map in ["accel_sockhash", "accel_pairing"] {
+        assert_eq!(map_entries(&after, map), 0, "{map} leaked entries: {after}");
+    }
+    assert_eq!(
+        map_entries(&after, "accel_endpoints"),
+        map_entries(&before, "accel_endpoints")
+    );
+}

@@ -44,15 +44,18 @@ static __always_inline int ep_is_v4mapped(const struct accel_endpoint_key *k)
 	return hi == 0 && mid == bpf_htonl(0x0000ffff);
 }
 
+/* Addresses that never leave a pod's network namespace: 127.0.0.0/8 (which
+ * includes Istio's IPv4 inbound passthrough source 127.0.0.6), ::1, and ::6,
+ * the IPv6 passthrough source Istio assigns to every meshed pod's lo. */
 static __always_inline int ep_is_loopback(const struct accel_endpoint_key *k)
 {
 	__u64 hi, lo;
 
 	if (ep_is_v4mapped(k))
-		return k->addr[12] == 127; /* 127.0.0.0/8 */
+		return k->addr[12] == 127;
 	__builtin_memcpy(&hi, &k->addr[0], 8);
 	__builtin_memcpy(&lo, &k->addr[8], 8);
-	return hi == 0 && lo == bpf_cpu_to_be64(1); /* ::1 */
+	return hi == 0 && (lo == bpf_cpu_to_be64(1) || lo == bpf_cpu_to_be64(6));
 }
 
 static __always_inline int ep_is_local_endpoint(const struct accel_endpoint_key *k)

@@ -62,6 +62,16 @@ enum Cmd {
         #[arg(long, default_value_t = 100)]
         seed: u64,
     },
+    /// `--count` short connections one after another, each echoing a small
+    /// distinct pattern; prints how many succeeded.
+    Churn {
+        #[arg(long)]
+        connect: SocketAddr,
+        #[arg(long, default_value_t = 1000)]
+        count: u64,
+        #[arg(long, default_value_t = 64)]
+        bytes: usize,
+    },
     /// Istio-style sidecar listeners forwarding to the original destination.
     Proxy {
         #[arg(long)]
@@ -91,6 +101,11 @@ fn main() -> Result<()> {
             bytes,
             seed,
         } => reuse(source, connect, bytes, seed),
+        Cmd::Churn {
+            connect,
+            count,
+            bytes,
+        } => churn(connect, count, bytes),
         Cmd::Proxy {
             outbound,
             inbound,
@@ -207,6 +222,26 @@ fn reuse(source: SocketAddr, targets: Vec<SocketAddr>, bytes: usize, seed: u64) 
     std::io::stdout().flush()?;
     let mut sink = Vec::new();
     let _ = std::io::stdin().read_to_end(&mut sink);
+    Ok(())
+}
+
+fn churn(connect: SocketAddr, count: u64, bytes: usize) -> Result<()> {
+    for i in 0..count {
+        let mut s = TcpStream::connect_timeout(&connect, Duration::from_secs(10))
+            .with_context(|| format!("connection {i}: connect {connect}"))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let data = pattern(i, bytes);
+        s.write_all(&data)
+            .with_context(|| format!("connection {i}: send"))?;
+        let mut got = vec![0u8; bytes];
+        s.read_exact(&mut got)
+            .with_context(|| format!("connection {i}: read the echo"))?;
+        ensure!(got == data, "connection {i}: echo differs");
+    }
+    println!(
+        "{}",
+        serde_json::json!({ "connections": count, "ok": true })
+    );
     Ok(())
 }
 
