@@ -7,7 +7,14 @@ use std::{
     process::Command,
 };
 
-const BPF_SOURCES: &[&str] = &["datapath", "probes", "drain"];
+/// (object name, source, extra clang flags)
+const BPF_OBJECTS: &[(&str, &str, &[&str])] = &[
+    ("datapath", "datapath", &[]),
+    // The same datapath with flow control (CO-RE: needs kernel BTF).
+    ("datapath_flow", "datapath", &["-DACCEL_FLOW_CONTROL"]),
+    ("probes", "probes", &[]),
+    ("drain", "drain", &[]),
+];
 const HEADERS: &[&str] = &[
     "accel_abi.h",
     "maps.h",
@@ -15,6 +22,7 @@ const HEADERS: &[&str] = &[
     "config.h",
     "endpoints.h",
     "pairing.h",
+    "flow.h",
 ];
 
 fn main() {
@@ -28,14 +36,15 @@ fn main() {
 
     let clang = env::var("CLANG").unwrap_or_else(|_| "clang".into());
     let multiarch = multiarch_include();
-    for name in BPF_SOURCES {
-        let input = src.join(format!("{name}.bpf.c"));
+    for (name, source, flags) in BPF_OBJECTS {
+        let input = src.join(format!("{source}.bpf.c"));
         println!("cargo:rerun-if-changed={}", input.display());
         let output = out.join(format!("{name}.bpf.o"));
         // -g: the objects carry their own BTF (map key/value types, needed
         // for socket storage maps); -O2: the verifier needs optimised code.
         let status = Command::new(&clang)
             .args(["-O2", "-g", "-target", "bpf", "-Wall", "-Werror"])
+            .args(*flags)
             .arg(format!("-I{multiarch}"))
             .arg("-c")
             .arg(&input)

@@ -16,11 +16,13 @@ pub const ROLE_PASSIVE: u8 = 2;
 pub const DECISION_UNDECIDED: u8 = 0;
 pub const DECISION_REDIRECT: u8 = 1;
 pub const DECISION_TCP: u8 = 2;
+pub const DECISION_TCP_FLOW: u8 = 3;
 
 pub const REASON_NONE: u8 = 0;
 pub const REASON_UNPAIRED: u8 = 1;
 pub const REASON_PASSTHROUGH: u8 = 2;
 pub const REASON_PEER_GONE: u8 = 3;
+pub const REASON_FLOW: u8 = 4;
 
 pub const SF_OPT_PENDING: u8 = 1;
 
@@ -63,10 +65,12 @@ pub enum Stat {
     HdrOptFailed,
     Closed,
     Excluded,
+    FlowToTcp,
+    FlowResumed,
 }
 
 impl Stat {
-    pub const ALL: [Stat; 20] = [
+    pub const ALL: [Stat; 22] = [
         Stat::ActiveOffered,
         Stat::PassivePaired,
         Stat::ActivePaired,
@@ -87,6 +91,8 @@ impl Stat {
         Stat::HdrOptFailed,
         Stat::Closed,
         Stat::Excluded,
+        Stat::FlowToTcp,
+        Stat::FlowResumed,
     ];
 
     /// Stable snake_case name, used in status output and metric labels.
@@ -112,6 +118,8 @@ impl Stat {
             Stat::HdrOptFailed => "hdr_opt_failed",
             Stat::Closed => "closed",
             Stat::Excluded => "excluded_by_pod_opt_out",
+            Stat::FlowToTcp => "flow_reader_behind_to_tcp",
+            Stat::FlowResumed => "flow_resumed_redirect",
         }
     }
 }
@@ -121,6 +129,9 @@ impl Stat {
 pub struct Config {
     pub mode: u32,
     pub flags: u32,
+    /// Flow control budget in bytes (0: off).
+    pub flow_budget: u32,
+    pub _pad0: u32,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -137,6 +148,8 @@ pub struct SockState {
     pub redirected_bytes: u64,
     pub passed_msgs: u64,
     pub passed_bytes: u64,
+    pub peer_sk: u64,
+    pub flow_switches: u64,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -152,6 +165,7 @@ pub struct PairKey {
 pub struct PairValue {
     pub cookie: u64,
     pub netns_cookie: u64,
+    pub sk_addr: u64,
 }
 
 /// An address as the datapath keys it: IPv4 as `::ffff:a.b.c.d`.
@@ -317,8 +331,16 @@ mod layout_tests {
             offset_of!(PairValue, netns_cookie),
             c::OFFSETOF_accel_pair_value_netns_cookie
         );
+        assert_eq!(
+            offset_of!(PairValue, sk_addr),
+            c::OFFSETOF_accel_pair_value_sk_addr
+        );
 
         assert_eq!(offset_of!(Config, flags), c::OFFSETOF_accel_config_flags);
+        assert_eq!(
+            offset_of!(Config, flow_budget),
+            c::OFFSETOF_accel_config_flow_budget
+        );
         assert_eq!(
             size_of::<ExcludedPortKey>(),
             c::SIZEOF_accel_excluded_port_key
@@ -362,9 +384,9 @@ mod layout_tests {
     #[test]
     fn no_implicit_padding() {
         // Sum of field sizes equals the struct size: every hole is a named _pad.
-        assert_eq!(size_of::<SockState>(), 8 + 8 + 4 + 4 + 4 * 8);
+        assert_eq!(size_of::<SockState>(), 8 + 8 + 4 + 4 + 6 * 8);
         assert_eq!(size_of::<PairKey>(), 8 + 4 + 4);
-        assert_eq!(size_of::<Config>(), 4 + 4);
+        assert_eq!(size_of::<Config>(), 4 * 4);
         assert_eq!(size_of::<Endpoint>(), 4 + 4);
         assert_eq!(size_of::<ExcludedPortKey>(), 16 + 2 + 1 + 1);
         assert_eq!(size_of::<ExcludedCidrKey>(), 4 + 16 + 16);
@@ -381,6 +403,8 @@ mod layout_tests {
         assert_eq!(u64::from(DECISION_UNDECIDED), c::ACCEL_DECISION_UNDECIDED);
         assert_eq!(u64::from(DECISION_REDIRECT), c::ACCEL_DECISION_REDIRECT);
         assert_eq!(u64::from(DECISION_TCP), c::ACCEL_DECISION_TCP);
+        assert_eq!(u64::from(DECISION_TCP_FLOW), c::ACCEL_DECISION_TCP_FLOW);
+        assert_eq!(u64::from(REASON_FLOW), c::ACCEL_REASON_FLOW);
         assert_eq!(u64::from(REASON_NONE), c::ACCEL_REASON_NONE);
         assert_eq!(u64::from(REASON_UNPAIRED), c::ACCEL_REASON_UNPAIRED);
         assert_eq!(u64::from(REASON_PASSTHROUGH), c::ACCEL_REASON_PASSTHROUGH);

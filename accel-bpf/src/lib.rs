@@ -10,6 +10,11 @@ pub mod abi;
 pub static DATAPATH_OBJ: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/datapath.bpf.o"));
 
+/// The datapath with flow control for slow readers (CO-RE: the loader must
+/// give it the kernel's BTF). Same programs, maps and ABI as [`DATAPATH_OBJ`].
+pub static DATAPATH_FLOW_OBJ: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/datapath_flow.bpf.o"));
+
 /// One tiny program per kernel capability the datapath relies on.
 pub static PROBES_OBJ: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/probes.bpf.o"));

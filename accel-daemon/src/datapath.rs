@@ -13,7 +13,7 @@ use std::{
 };
 
 use accel_bpf::{
-    DATAPATH_OBJ,
+    DATAPATH_FLOW_OBJ, DATAPATH_OBJ,
     abi::{
         self, Config, Endpoint, EndpointKey, ExcludedCidrKey, ExcludedPortKey, PairKey, PairValue,
         Stat,
@@ -21,7 +21,7 @@ use accel_bpf::{
     global, map, prog,
 };
 use aya::{
-    EbpfLoader,
+    Btf, EbpfLoader,
     maps::{
         Array, HashMap, LpmTrie, Map, MapData, MapError, MapInfo, MapType, PerCpuArray, SockHash,
         lpm_trie::Key as LpmKey,
@@ -141,27 +141,60 @@ pub struct InstallOptions<'a> {
     pub have_netns_cookie: bool,
 }
 
-/// Loads, attaches and pins a fresh datapath. `self_test` runs against the
-/// staged pins with sock_ops already attached; if it fails nothing stays
-/// attached or pinned.
-pub fn install(
-    opts: &InstallOptions<'_>,
-    self_test: impl FnOnce(&Path) -> Result<(), String>,
-) -> Result<Datapath, DatapathError> {
-    let staging = staging_dir(opts.pin_dir);
-    remove_pin_dir(&staging);
-    if let Some(parent) = staging.parent() {
+/// Which build of the datapath runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Variant {
+    /// With flow control for slow readers (needs kernel BTF).
+    FlowControl,
+    /// Without: redirected bytes are not bounded by the reader's buffer.
+    Plain { why: String },
+}
+
+fn fresh_dir(dir: &Path) -> Result<(), DatapathError> {
+    remove_pin_dir(dir);
+    if let Some(parent) = dir.parent() {
         fs::create_dir_all(parent).map_err(|e| DatapathError::Pin {
             dir: parent.into(),
             detail: e.to_string(),
         })?;
     }
-    fs::create_dir(&staging).map_err(|e| DatapathError::Pin {
-        dir: staging.clone(),
+    fs::create_dir(dir).map_err(|e| DatapathError::Pin {
+        dir: dir.into(),
         detail: e.to_string(),
-    })?;
+    })
+}
 
-    let result = stage(opts, &staging).and_then(|link| {
+/// Loads, attaches and pins a fresh datapath, the flow-control build when
+/// the kernel allows it. `self_test` runs against the staged pins with
+/// sock_ops already attached; if it fails nothing stays attached or pinned.
+pub fn install(
+    opts: &InstallOptions<'_>,
+    self_test: impl FnOnce(&Path) -> Result<(), String>,
+) -> Result<(Datapath, Variant), DatapathError> {
+    let staging = staging_dir(opts.pin_dir);
+    fresh_dir(&staging)?;
+    let staged = match Btf::from_sys_fs() {
+        Ok(btf) => match stage(opts, &staging, DATAPATH_FLOW_OBJ, Some(&btf)) {
+            Ok(link) => Ok((link, Variant::FlowControl)),
+            Err(DatapathError::Load(why)) => {
+                tracing::warn!(%why, "flow-control datapath refused by this kernel; loading the plain one");
+                fresh_dir(&staging)?;
+                stage(opts, &staging, DATAPATH_OBJ, None).map(|l| (l, Variant::Plain { why }))
+            }
+            Err(e) => Err(e),
+        },
+        Err(e) => stage(opts, &staging, DATAPATH_OBJ, None).map(|l| {
+            (
+                l,
+                Variant::Plain {
+                    why: format!("no kernel BTF ({e})"),
+                },
+            )
+        }),
+    };
+    let mut variant = None;
+    let result = staged.and_then(|(link, v)| {
+        variant = Some(v);
         if let Err(e) = self_test(&staging) {
             detach_quietly(link);
             return Err(DatapathError::SelfTest(e));
@@ -176,7 +209,8 @@ pub fn install(
         remove_pin_dir(&staging);
         return Err(e);
     }
-    Datapath::open(opts.pin_dir)
+    let variant = variant.ok_or_else(|| map_err("no datapath variant staged"))?;
+    Ok((Datapath::open(opts.pin_dir)?, variant))
 }
 
 fn detach_quietly(link: PinnedLink) {
@@ -191,14 +225,20 @@ fn detach_quietly(link: PinnedLink) {
 }
 
 /// Load, attach sk_msg, pin maps, attach and pin sock_ops, all into `dir`.
-fn stage(opts: &InstallOptions<'_>, dir: &Path) -> Result<PinnedLink, DatapathError> {
+fn stage(
+    opts: &InstallOptions<'_>,
+    dir: &Path,
+    object: &[u8],
+    btf: Option<&Btf>,
+) -> Result<PinnedLink, DatapathError> {
     let have_netns = u32::from(opts.have_netns_cookie);
     let mut ebpf = EbpfLoader::new()
+        .btf(btf)
         .map_max_entries(map::SOCKHASH, opts.sizes.sockhash)
         .map_max_entries(map::PAIRING, opts.sizes.pairing)
         .map_max_entries(map::ENDPOINTS, opts.sizes.endpoints)
         .override_global(global::HAVE_NETNS_COOKIE, &have_netns, true)
-        .load(DATAPATH_OBJ)
+        .load(object)
         .map_err(|e| DatapathError::Load(error_chain(&e)))?;
 
     let sockhash_fd = {
@@ -420,6 +460,13 @@ impl Datapath {
     pub fn set_mode(&mut self, mode: u32) -> Result<(), DatapathError> {
         let mut cfg = self.config.get(&0, 0).map_err(map_err)?;
         cfg.mode = mode;
+        self.config.set(0, cfg, 0).map_err(map_err)
+    }
+
+    /// Flow control budget in bytes (0 turns flow control off).
+    pub fn set_flow_budget(&mut self, bytes: u32) -> Result<(), DatapathError> {
+        let mut cfg = self.config.get(&0, 0).map_err(map_err)?;
+        cfg.flow_budget = bytes;
         self.config.set(0, cfg, 0).map_err(map_err)
     }
 
@@ -709,7 +756,7 @@ pub fn retire_foreign(dir: &Path, timeout: Duration, force: bool) -> bool {
             0,
             Config {
                 mode: abi::MODE_PASSTHROUGH,
-                flags: 0,
+                ..Config::default()
             },
             0,
         );

@@ -102,6 +102,10 @@ struct RunArgs {
     /// How often to re-read the endpoint source.
     #[arg(long, default_value = "5", value_name = "SECONDS")]
     endpoint_sync_secs: u64,
+    /// Flow control: redirected bytes a reader may leave unread (at least its
+    /// receive buffer) before its sender falls back to TCP; 0 turns it off.
+    #[arg(long, default_value_t = 4 * 1024 * 1024)]
+    flow_budget_bytes: u32,
     /// Capacity of the sockhash (recorded sockets).
     #[arg(long, default_value_t = MapSizes::default().sockhash)]
     sockhash_size: u32,
@@ -252,6 +256,7 @@ fn run(args: RunArgs) -> Result<()> {
     let shared = Shared::new();
     match gate {
         Gate::On { mut dp, adopted } => {
+            dp.set_flow_budget(args.flow_budget_bytes)?;
             let synced = endpoints::sync(&mut dp, &initial, &mut cookies)?;
             log_unresolved(&synced);
             info!(
@@ -371,10 +376,22 @@ fn decide_gate(
         Ok(())
     });
     match installed {
-        Ok(dp) => {
+        Ok((dp, variant)) => {
             state
                 .checks
                 .push(Check::new("self-test", true, "loopback redirect verified"));
+            match variant {
+                datapath::Variant::FlowControl => state.checks.push(Check::new(
+                    "flow control",
+                    true,
+                    "slow readers bounded by their receive buffer",
+                )),
+                datapath::Variant::Plain { why } => state.checks.push(Check::new(
+                    "flow control",
+                    false,
+                    format!("unavailable, redirected bytes are not bounded: {why}"),
+                )),
+            }
             info!(pin_dir = %args.pin_dir.display(), cgroup = %cgroup.display(), "datapath attached and pinned");
             Ok(Gate::On {
                 dp: Box::new(dp),

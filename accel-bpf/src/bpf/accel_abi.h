@@ -33,12 +33,17 @@
 #define ACCEL_DECISION_UNDECIDED 0
 #define ACCEL_DECISION_REDIRECT 1
 #define ACCEL_DECISION_TCP 2
+/* TCP while the peer's reader is behind (flow control): TCP's window bounds
+ * what is queued. Back to REDIRECT only once nothing sent by TCP is in
+ * flight or unread, so the peer can never read new bytes before old ones. */
+#define ACCEL_DECISION_TCP_FLOW 3
 
 /* struct accel_sock_state.reason: why a socket sends over TCP. */
 #define ACCEL_REASON_NONE 0
 #define ACCEL_REASON_UNPAIRED 1     /* no exact peer was proven */
 #define ACCEL_REASON_PASSTHROUGH 2  /* datapath draining or disabled */
 #define ACCEL_REASON_PEER_GONE 3    /* peer left the sockhash */
+#define ACCEL_REASON_FLOW 4         /* peer's reader behind (ACCEL_DECISION_TCP_FLOW) */
 
 /* struct accel_sock_state.flags */
 #define ACCEL_SF_OPT_PENDING (1U << 0) /* token not yet written to the wire */
@@ -87,13 +92,19 @@ enum accel_stat {
 	ACCEL_STAT_HDR_OPT_FAILED,      /* could not reserve/store the option */
 	ACCEL_STAT_CLOSED,              /* recorded sockets closed (cleanup ran) */
 	ACCEL_STAT_EXCLUDED,            /* a pod's excluded port or CIDR: left on TCP */
+	ACCEL_STAT_FLOW_TO_TCP,         /* reader behind: sender switched to TCP */
+	ACCEL_STAT_FLOW_RESUMED,        /* TCP path drained: sender redirects again */
 	ACCEL_STAT_COUNT,
 };
 #define ACCEL_STATS_SLOTS 32
 
 struct accel_config {
 	__u32 mode;
-	__u32 flags; /* ACCEL_CFG_* */
+	__u32 flags;       /* ACCEL_CFG_* */
+	/* Flow control: redirected bytes a reader may leave unread before its
+	 * sender falls back to TCP (at least the reader's receive buffer). */
+	__u32 flow_budget;
+	__u32 _pad0;
 };
 
 /* Per-socket state, in BPF socket storage: freed by the kernel with the
@@ -110,6 +121,12 @@ struct accel_sock_state {
 	__u64 redirected_bytes;
 	__u64 passed_msgs;
 	__u64 passed_bytes;
+	/* Kernel address of the peer's struct sock, learnt at pairing, read
+	 * only through bpf_probe_read_kernel for flow-control hints. It never
+	 * selects where bytes go (the cookie does), so a stale value can only
+	 * make a hint wrong, never misdeliver. */
+	__u64 peer_sk;
+	__u64 flow_switches; /* redirect <-> TCP_FLOW transitions */
 };
 
 struct accel_pair_key {
@@ -121,6 +138,7 @@ struct accel_pair_key {
 struct accel_pair_value {
 	__u64 cookie;       /* OFFER: the active socket; ANSWER: the passive socket */
 	__u64 netns_cookie; /* 0 where the kernel cannot tell */
+	__u64 sk_addr;      /* kernel address of that socket (flow-control hints) */
 };
 
 /* A local endpoint address: IPv4 is stored as ::ffff:a.b.c.d so one key

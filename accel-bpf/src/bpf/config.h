@@ -8,6 +8,14 @@
  * the verifier prunes calls to helpers this kernel does not have. */
 const volatile __u32 accel_have_netns_cookie = 0;
 
+static __always_inline __u32 accel_flow_budget(void)
+{
+	__u32 key = 0;
+	struct accel_config *cfg = bpf_map_lookup_elem(&accel_config, &key);
+
+	return cfg ? cfg->flow_budget : 0;
+}
+
 static __always_inline int accel_loopback_meshed_only(void)
 {
 	__u32 key = 0;

@@ -15,6 +15,10 @@
  *                             carry the token in the handshake's final ACK
  *   bpf_get_netns_cookie      (5.15+, optional) loopback pairs in one namespace
  *   bpf_msg_redirect_hash     the redirect itself, BPF_F_INGRESS to the peer
+ * and in the flow-control variant (flow.h):
+ *   bpf_probe_read_kernel     the peer's unread redirected bytes, receive
+ *                             buffer and read position (CO-RE offsets)
+ *   bpf_skc_to_tcp_sock       the sender's own TCP sequence state
  */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -25,6 +29,9 @@
 #include "config.h"
 #include "endpoints.h"
 #include "pairing.h"
+#ifdef ACCEL_FLOW_CONTROL
+#include "flow.h"
+#endif
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -47,6 +54,16 @@ static __always_inline struct accel_sock_state *state_create(struct bpf_sock_ops
 	if (!st)
 		stat_inc(ACCEL_STAT_STATE_FAILED);
 	return st;
+}
+
+/* Kernel address of this socket, for the peer's flow-control hints. */
+static __always_inline __u64 sk_addr_of(struct bpf_sock_ops *skops)
+{
+#ifdef ACCEL_FLOW_CONTROL
+	return (__u64)(unsigned long)skops->sk;
+#else
+	return 0;
+#endif
 }
 
 static __always_inline struct accel_sock_state *state_of(struct bpf_sock_ops *skops)
@@ -117,6 +134,7 @@ static __always_inline void on_active_established(struct bpf_sock_ops *skops)
 	pkey.token = pairing_new_token();
 	offer.cookie = cookie;
 	offer.netns_cookie = netns;
+	offer.sk_addr = sk_addr_of(skops);
 	if (bpf_map_update_elem(&accel_pairing, &pkey, &offer, BPF_NOEXIST)) {
 		stat_inc(ACCEL_STAT_PAIRING_FULL);
 		st->decision = ACCEL_DECISION_TCP;
@@ -197,11 +215,13 @@ static __always_inline void on_passive_established(struct bpf_sock_ops *skops)
 		return;
 	st->role = ACCEL_ROLE_PASSIVE;
 	st->peer_cookie = offer.cookie;
+	st->peer_sk = offer.sk_addr;
 
 	/* Tell the active side who its peer is. If this fails the active side
 	 * sends over TCP and only this direction is redirected: still in order. */
 	pkey.stage = ACCEL_PAIR_ANSWER;
 	answer.cookie = cookie;
+	answer.sk_addr = sk_addr_of(skops);
 	if (bpf_map_update_elem(&accel_pairing, &pkey, &answer, BPF_NOEXIST))
 		stat_inc(ACCEL_STAT_PAIRING_FULL);
 	stat_inc(ACCEL_STAT_PASSIVE_PAIRED);
@@ -293,6 +313,7 @@ static __always_inline void decide(struct accel_sock_state *st)
 	answer = bpf_map_lookup_elem(&accel_pairing, &pkey);
 	if (answer) {
 		st->peer_cookie = answer->cookie;
+		st->peer_sk = answer->sk_addr;
 		st->decision = ACCEL_DECISION_REDIRECT;
 		bpf_map_delete_elem(&accel_pairing, &pkey);
 		stat_inc(ACCEL_STAT_ACTIVE_PAIRED);
@@ -319,13 +340,29 @@ int accel_sk_msg(struct sk_msg_md *msg)
 
 	if (st->decision == ACCEL_DECISION_UNDECIDED) {
 		decide(st);
-	} else if (st->decision == ACCEL_DECISION_REDIRECT && accel_passthrough()) {
+	} else if ((st->decision == ACCEL_DECISION_REDIRECT ||
+		    st->decision == ACCEL_DECISION_TCP_FLOW) && accel_passthrough()) {
 		/* redirect -> TCP is order-safe: the peer reads its ingress queue
 		 * (our earlier bytes) before its TCP receive queue. */
 		st->decision = ACCEL_DECISION_TCP;
 		st->reason = ACCEL_REASON_PASSTHROUGH;
 		stat_inc(ACCEL_STAT_PASSTHROUGH_SWITCH);
 	}
+#ifdef ACCEL_FLOW_CONTROL
+	if (st->decision == ACCEL_DECISION_REDIRECT &&
+	    flow_peer_behind(st->peer_sk, accel_flow_budget())) {
+		st->decision = ACCEL_DECISION_TCP_FLOW;
+		st->reason = ACCEL_REASON_FLOW;
+		st->flow_switches++;
+		stat_inc(ACCEL_STAT_FLOW_TO_TCP);
+	} else if (st->decision == ACCEL_DECISION_TCP_FLOW &&
+		   flow_can_resume(msg, st->peer_sk, accel_flow_budget())) {
+		st->decision = ACCEL_DECISION_REDIRECT;
+		st->reason = ACCEL_REASON_NONE;
+		st->flow_switches++;
+		stat_inc(ACCEL_STAT_FLOW_RESUMED);
+	}
+#endif
 
 	if (st->decision == ACCEL_DECISION_REDIRECT) {
 		peer = st->peer_cookie;

@@ -24,13 +24,17 @@ int main(void)
 	OFF(accel_sock_state, redirected_bytes);
 	OFF(accel_sock_state, passed_msgs);
 	OFF(accel_sock_state, passed_bytes);
+	OFF(accel_sock_state, peer_sk);
+	OFF(accel_sock_state, flow_switches);
 	SIZE(accel_pair_key);
 	OFF(accel_pair_key, token);
 	OFF(accel_pair_key, stage);
 	SIZE(accel_pair_value);
 	OFF(accel_pair_value, cookie);
 	OFF(accel_pair_value, netns_cookie);
+	OFF(accel_pair_value, sk_addr);
 	OFF(accel_config, flags);
+	OFF(accel_config, flow_budget);
 	SIZE(accel_excluded_port_key);
 	OFF(accel_excluded_port_key, addr);
 	OFF(accel_excluded_port_key, port);
@@ -54,6 +58,8 @@ int main(void)
 	CONST(ACCEL_DECISION_UNDECIDED);
 	CONST(ACCEL_DECISION_REDIRECT);
 	CONST(ACCEL_DECISION_TCP);
+	CONST(ACCEL_DECISION_TCP_FLOW);
+	CONST(ACCEL_REASON_FLOW);
 	CONST(ACCEL_REASON_NONE);
 	CONST(ACCEL_REASON_UNPAIRED);
 	CONST(ACCEL_REASON_PASSTHROUGH);
@@ -89,8 +95,10 @@ int main(void)
 	STAT(ACCEL_STAT_HDR_OPT_FAILED);
 	STAT(ACCEL_STAT_CLOSED);
 	STAT(ACCEL_STAT_EXCLUDED);
+	STAT(ACCEL_STAT_FLOW_TO_TCP);
+	STAT(ACCEL_STAT_FLOW_RESUMED);
 	printf("];\n");
-	printf("pub const STAT_VALUES_C: [u32; %d] = [%d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d];\n",
+	printf("pub const STAT_VALUES_C: [u32; %d] = [%d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d];\n",
 	       ACCEL_STAT_COUNT, ACCEL_STAT_ACTIVE_OFFERED, ACCEL_STAT_PASSIVE_PAIRED,
 	       ACCEL_STAT_ACTIVE_PAIRED, ACCEL_STAT_RECORD_FAILED, ACCEL_STAT_PAIRING_FULL,
 	       ACCEL_STAT_STATE_FAILED, ACCEL_STAT_REFUSED_NO_TOKEN, ACCEL_STAT_REFUSED_UNKNOWN,
@@ -98,6 +106,6 @@ int main(void)
 	       ACCEL_STAT_ACTIVE_UNANSWERED, ACCEL_STAT_REDIRECT_MSGS, ACCEL_STAT_REDIRECT_BYTES,
 	       ACCEL_STAT_REDIRECT_FAILED, ACCEL_STAT_PASS_MSGS, ACCEL_STAT_PASS_BYTES,
 	       ACCEL_STAT_PASSTHROUGH_SWITCH, ACCEL_STAT_HDR_OPT_FAILED, ACCEL_STAT_CLOSED,
-	       ACCEL_STAT_EXCLUDED);
+	       ACCEL_STAT_EXCLUDED, ACCEL_STAT_FLOW_TO_TCP, ACCEL_STAT_FLOW_RESUMED);
 	return 0;
 }

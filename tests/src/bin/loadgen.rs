@@ -48,6 +48,16 @@ struct Args {
     /// send meanwhile sits unread in its receive queue.
     #[arg(long, default_value_t = 0)]
     server_delay_ms: u64,
+    /// Streaming instead of echo: each client writes this many bytes as fast
+    /// as it can; the server only reads (and checks every byte).
+    #[arg(long)]
+    stream_bytes: Option<u64>,
+    /// Streaming: the server sleeps this long after each read (a slow reader).
+    #[arg(long, default_value_t = 0)]
+    reader_delay_us: u64,
+    /// Streaming: bytes per read on the server side.
+    #[arg(long, default_value_t = 65536)]
+    read_size: usize,
 }
 
 #[derive(Serialize)]
@@ -70,6 +80,9 @@ fn pattern_byte(conn: usize, offset: u64) -> u8 {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    if let Some(total) = args.stream_bytes {
+        return stream(&args, total);
+    }
     ensure!(
         !args.sizes.is_empty() && args.conns > 0,
         "need sizes and connections"
@@ -222,6 +235,100 @@ fn serve(listener: TcpListener, conns: usize, delay: Duration) -> Result<()> {
     for w in workers {
         w.join()
             .map_err(|_| anyhow::anyhow!("server worker panicked"))??;
+    }
+    Ok(())
+}
+
+/// One-way streams with a (possibly slow) reader, every byte checked.
+fn stream(args: &Args, total: u64) -> Result<()> {
+    let listener =
+        TcpListener::bind(args.listen).with_context(|| format!("bind {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let (conns, delay, read_size) = (
+        args.conns,
+        Duration::from_micros(args.reader_delay_us),
+        args.read_size,
+    );
+    let start = Instant::now();
+    let server = thread::spawn(move || -> Result<Vec<u64>> {
+        let mut readers = Vec::new();
+        for _ in 0..conns {
+            let (mut s, _) = listener.accept()?;
+            readers.push(thread::spawn(move || -> Result<u64> {
+                let mut id = [0u8; 8];
+                s.read_exact(&mut id)?;
+                let id = u64::from_le_bytes(id) as usize;
+                let mut buf = vec![0u8; read_size];
+                let mut offset = 0u64;
+                loop {
+                    let n = s.read(&mut buf).context("slow reader: read")?;
+                    if n == 0 {
+                        return Ok(offset);
+                    }
+                    for (i, b) in buf[..n].iter().enumerate() {
+                        if *b != pattern_byte(id, offset + i as u64) {
+                            bail!("stream {id}: byte {} differs", offset + i as u64);
+                        }
+                    }
+                    offset += n as u64;
+                    if !delay.is_zero() {
+                        thread::sleep(delay);
+                    }
+                }
+            }));
+        }
+        readers
+            .into_iter()
+            .map(|r| r.join().map_err(|_| anyhow::anyhow!("reader panicked"))?)
+            .collect()
+    });
+    let writers: Vec<_> = (0..conns)
+        .map(|id| {
+            thread::spawn(move || -> Result<()> {
+                let mut s = TcpStream::connect(addr)?;
+                s.write_all(&(id as u64).to_le_bytes())?;
+                let mut offset = 0u64;
+                let chunk = 64 * 1024u64;
+                while offset < total {
+                    let n = chunk.min(total - offset);
+                    let msg: Vec<u8> = (0..n).map(|i| pattern_byte(id, offset + i)).collect();
+                    s.write_all(&msg).context("writer: write")?;
+                    offset += n;
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    let mut errors = Vec::new();
+    for (id, w) in writers.into_iter().enumerate() {
+        match w.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => errors.push(format!("writer {id}: {e:#}")),
+            Err(_) => errors.push(format!("writer {id}: panicked")),
+        }
+    }
+    match server.join() {
+        Ok(Ok(received)) => {
+            for (i, r) in received.iter().enumerate() {
+                if *r != total {
+                    errors.push(format!("reader {i}: got {r} of {total} bytes"));
+                }
+            }
+        }
+        Ok(Err(e)) => errors.push(format!("server: {e:#}")),
+        Err(_) => errors.push("server panicked".into()),
+    }
+    let report = Report {
+        port: addr.port(),
+        connections: conns,
+        messages: 0,
+        bytes_each_way: total * conns as u64,
+        errors,
+        elapsed_ms: start.elapsed().as_millis(),
+    };
+    println!("{}", serde_json::to_string(&report)?);
+    if !report.errors.is_empty() {
+        bail!("{} stream errors", report.errors.len());
     }
     Ok(())
 }

@@ -1,0 +1,110 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
+/*
+ * Flow control for redirected streams (compiled in the datapath_flow
+ * variant, which needs kernel BTF for CO-RE).
+ *
+ * sk_msg charges redirected bytes to the receiver with no receive-buffer
+ * bound. So before each redirect the sender looks at its peer: once the
+ * peer's unread redirected bytes exceed the budget (the larger of the
+ * peer's receive buffer and accel_config.flow_budget, which mirrors what
+ * plain TCP buffers for a slow reader at both ends), the sender uses TCP,
+ * whose window bounds the queue and blocks the writer as plain TCP would.
+ * It returns to redirecting only when its own TCP bytes are all
+ * acknowledged, the peer has read every TCP byte, and the redirected
+ * backlog is under half the budget: then nothing sent by TCP can still be
+ * behind, and order is kept.
+ *
+ * The kernel structs are not UAPI: fields are found by CO-RE relocation
+ * against the running kernel's BTF; psock->msg_tot_len (6.x) is checked for
+ * existence, and without it there is no flow control.
+ */
+#ifndef ACCEL_FLOW_H
+#define ACCEL_FLOW_H
+
+#include <bpf/bpf_core_read.h>
+
+struct sk_psock___accel {
+	__u32 msg_tot_len;
+} __attribute__((preserve_access_index));
+
+struct sock___accel {
+	void *sk_user_data;
+	int sk_rcvbuf;
+} __attribute__((preserve_access_index));
+
+struct tcp_sock___accel {
+	__u32 rcv_nxt;
+	__u32 copied_seq;
+	__u32 snd_una;
+	__u32 write_seq;
+} __attribute__((preserve_access_index));
+
+#define SK_USER_DATA_PTRMASK (~7UL)
+
+struct flow_peer {
+	__u32 unread;   /* redirected bytes queued, not yet read */
+	__u32 rcvbuf;
+	__u32 rcv_nxt;
+	__u32 copied_seq;
+};
+
+/* Returns 0 and fills *p, or -1 when anything could not be read. */
+static __always_inline int flow_read_peer(__u64 peer_sk, struct flow_peer *p)
+{
+	unsigned long psock = 0;
+	int rcvbuf = 0;
+
+	if (!peer_sk || !bpf_core_field_exists(struct sk_psock___accel, msg_tot_len))
+		return -1;
+	if (bpf_probe_read_kernel(&psock, sizeof(psock),
+				  (void *)(peer_sk + bpf_core_field_offset(struct sock___accel,
+									   sk_user_data))))
+		return -1;
+	psock &= SK_USER_DATA_PTRMASK;
+	if (!psock)
+		return -1;
+	if (bpf_probe_read_kernel(&p->unread, sizeof(p->unread),
+				  (void *)(psock + bpf_core_field_offset(struct sk_psock___accel,
+									 msg_tot_len))) ||
+	    bpf_probe_read_kernel(&rcvbuf, sizeof(rcvbuf),
+				  (void *)(peer_sk + bpf_core_field_offset(struct sock___accel,
+									   sk_rcvbuf))) ||
+	    bpf_probe_read_kernel(&p->rcv_nxt, sizeof(p->rcv_nxt),
+				  (void *)(peer_sk + bpf_core_field_offset(struct tcp_sock___accel,
+									   rcv_nxt))) ||
+	    bpf_probe_read_kernel(&p->copied_seq, sizeof(p->copied_seq),
+				  (void *)(peer_sk + bpf_core_field_offset(struct tcp_sock___accel,
+									   copied_seq))))
+		return -1;
+	p->rcvbuf = rcvbuf > 0 ? rcvbuf : 0;
+	return 0;
+}
+
+static __always_inline __u32 flow_limit(const struct flow_peer *p, __u32 budget)
+{
+	return p->rcvbuf > budget ? p->rcvbuf : budget;
+}
+
+/* The peer's reader is behind: its unread backlog is over budget. */
+static __always_inline int flow_peer_behind(__u64 peer_sk, __u32 budget)
+{
+	struct flow_peer p;
+
+	if (!budget || flow_read_peer(peer_sk, &p))
+		return 0; /* flow control off, or no information: as before */
+	return p.unread > flow_limit(&p, budget);
+}
+
+/* Safe and worthwhile to redirect again (see the header comment). */
+static __always_inline int flow_can_resume(struct sk_msg_md *msg, __u64 peer_sk, __u32 budget)
+{
+	struct tcp_sock___accel *own = (void *)bpf_skc_to_tcp_sock(msg->sk);
+	struct flow_peer p;
+
+	if (!own || flow_read_peer(peer_sk, &p))
+		return 0;
+	return own->write_seq == own->snd_una && p.rcv_nxt == p.copied_seq &&
+	       p.unread <= flow_limit(&p, budget) / 2;
+}
+
+#endif /* ACCEL_FLOW_H */
