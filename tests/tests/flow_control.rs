@@ -1,8 +1,13 @@
 //! Flow control: a fast writer and a slow reader must not make the kernel
-//! queue much more than plain TCP would. The only test in its binary, since
-//! the kernel's TCP memory counter (/proc/net/sockstat) is node-wide.
+//! queue much more than plain TCP would, on loopback (pinned to one core and
+//! unpinned) and through both sidecars of the pod topology; every stream
+//! completes byte-exact. One test function in its own binary, since the
+//! kernel's TCP memory counter (/proc/net/sockstat) is node-wide.
+//!
+//! Default: 1 run of 2 connections per case. `ACCEL_SOAK=1`: 10 runs of 10.
 
 use std::{
+    io::{BufRead, BufReader},
     process::{Command, Stdio},
     sync::{
         Arc,
@@ -12,10 +17,22 @@ use std::{
     time::Duration,
 };
 
-use accel_tests::{TestEnv, counter_of, free_port, parse_load_report};
+use accel_tests::{
+    TestEnv, counter_of, free_port, parse_load_report,
+    topology::{Mesh, Node, pod_bin},
+};
 
 const LOADGEN: &str = env!("CARGO_BIN_EXE_accel-loadgen");
 const PAGE: u64 = 4096;
+const STREAM: u64 = 32 << 20;
+
+fn soak() -> (usize, usize) {
+    if std::env::var_os("ACCEL_SOAK").is_some() {
+        (10, 10)
+    } else {
+        (1, 2)
+    }
+}
 
 fn tcp_mem_pages() -> u64 {
     std::fs::read_to_string("/proc/net/sockstat")
@@ -32,9 +49,8 @@ fn tcp_mem_pages() -> u64 {
         .unwrap_or(0)
 }
 
-/// Runs a slow-reader stream (in `env`'s cgroup when `accelerated`) and
-/// returns the peak TCP memory above the starting level, in bytes.
-fn slow_reader_stream(env: &TestEnv, accelerated: bool) -> u64 {
+/// Runs `f` while sampling TCP memory; returns the peak above the start, in bytes.
+fn peak_while(f: impl FnOnce()) -> u64 {
     let base = tcp_mem_pages();
     let peak = Arc::new(AtomicU64::new(base));
     let stop = Arc::new(AtomicBool::new(false));
@@ -47,31 +63,149 @@ fn slow_reader_stream(env: &TestEnv, accelerated: bool) -> u64 {
             }
         })
     };
-    let mut cmd = Command::new(LOADGEN);
-    cmd.arg("--listen")
-        .arg(format!("127.0.0.1:{}", free_port()))
-        .args(["--conns", "1", "--stream-bytes", "67108864"])
-        .args(["--read-size", "16384", "--reader-delay-us", "500"])
-        .stdin(Stdio::null());
-    let _procs = accelerated.then(|| env.in_cgroup(&mut cmd));
-    let out = cmd.output().expect("loadgen");
+    f();
     stop.store(true, Ordering::Relaxed);
     let _ = sampler.join();
-    let r = parse_load_report(&out);
-    assert!(
-        r.errors.is_empty() && out.status.success(),
-        "stream broke (accelerated {accelerated}): {:?} {}",
-        r.errors,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(r.bytes_each_way, 64 << 20);
     peak.load(Ordering::Relaxed).saturating_sub(base) * PAGE
 }
 
+/// Loopback stream into a slow reader inside meshed pod `pod`: in the
+/// daemon's cgroup (accelerated) or outside it (plain TCP, same namespace).
+fn loopback_stream(
+    pod: &accel_tests::topology::Pod,
+    accelerated: bool,
+    pinned: bool,
+    conns: usize,
+) -> u64 {
+    peak_while(|| {
+        let program = if pinned { "taskset" } else { LOADGEN };
+        let mut cmd = if accelerated {
+            pod.command(program)
+        } else {
+            pod.admin(program)
+        };
+        if pinned {
+            cmd.args(["-c", "0", LOADGEN]);
+        }
+        cmd.arg("--listen")
+            .arg(format!("127.0.0.1:{}", free_port()))
+            .args([
+                "--conns",
+                &conns.to_string(),
+                "--stream-bytes",
+                &STREAM.to_string(),
+            ])
+            .args(["--read-size", "16384", "--reader-delay-us", "500"])
+            .stdin(Stdio::null());
+        let out = cmd.output().expect("loadgen");
+        let r = parse_load_report(&out);
+        assert!(
+            r.errors.is_empty() && out.status.success(),
+            "stream broke (accelerated {accelerated}, pinned {pinned}): {:?} {}",
+            r.errors,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(r.bytes_each_way, STREAM * conns as u64, "byte count");
+    })
+}
+
+/// Pod A's fast writer -> both sidecars -> pod B's slow reader.
+fn mesh_stream(
+    a: &accel_tests::topology::Pod,
+    b: &accel_tests::topology::Pod,
+    conns: usize,
+) -> u64 {
+    let port = 9100;
+    let mut sink = b
+        .command(pod_bin())
+        .args([
+            "sink",
+            "--listen",
+            &format!("0.0.0.0:{port}"),
+            "--conns",
+            &conns.to_string(),
+        ])
+        .args(["--read-size", "16384", "--delay-us", "500"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sink");
+    let mut lines = BufReader::new(sink.stdout.take().expect("stdout")).lines();
+    assert_eq!(
+        lines.next().and_then(Result::ok).as_deref(),
+        Some("listening")
+    );
+    let peak = peak_while(|| {
+        let out = a
+            .command(pod_bin())
+            .args(["source", "--connect", &b.addr_v4(port).to_string()])
+            .args([
+                "--conns",
+                &conns.to_string(),
+                "--bytes",
+                &STREAM.to_string(),
+            ])
+            .output()
+            .expect("source");
+        assert!(
+            out.status.success(),
+            "writer broke: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+    let report = lines.next().and_then(Result::ok).unwrap_or_default();
+    let status = sink.wait().expect("sink");
+    assert!(status.success(), "reader broke: {report}");
+    let v: accel_tests::Value = serde_json::from_str(&report).expect("sink report");
+    let received: Vec<u64> = v["received"]
+        .as_array()
+        .expect("received")
+        .iter()
+        .filter_map(|x| x.as_u64())
+        .collect();
+    assert_eq!(received, vec![STREAM; conns], "every stream complete");
+    peak
+}
+
+fn assert_bounded(what: &str, accel: u64, plain: u64, conns: usize) {
+    let limit = (4 * plain).max(16 * conns as u64 * (1 << 20));
+    eprintln!(
+        "{what}: peak TCP memory plain {} KiB, accelerated {} KiB (limit {} KiB)",
+        plain >> 10,
+        accel >> 10,
+        limit >> 10
+    );
+    assert!(
+        accel <= limit,
+        "{what}: accelerated queued {accel} B, plain {plain} B"
+    );
+}
+
 #[test]
-fn a_slow_reader_never_makes_the_kernel_queue_much_more_than_plain_tcp() {
+fn slow_readers_never_make_the_kernel_queue_much_more_than_plain_tcp() {
+    let (runs, conns) = soak();
     let env = TestEnv::new("flow");
-    let _daemon = env.start_daemon(&[]);
+    let node = Node::new(&env, "fl");
+    let a = node.meshed_pod("a", Mesh::default());
+    let b = node.meshed_pod("b", Mesh::default());
+
+    // Baselines first, with nothing attached.
+    let mesh_plain = mesh_stream(&a, &b, conns);
+    let pods = env.state_dir.with_extension("pods.toml");
+    std::fs::write(
+        &pods,
+        format!(
+            "[[pod]]\nips = [\"{}\"]\nnetns = \"{}\"\n[[pod]]\nips = [\"{}\"]\nnetns = \"{}\"\n",
+            a.ipv4,
+            a.netns_path.display(),
+            b.ipv4,
+            b.netns_path.display()
+        ),
+    )
+    .expect("pods file");
+    let pods_arg = pods.display().to_string();
+    let _daemon = env.start_daemon(&["--pods-file", &pods_arg]);
     let status = env.status_json();
     let flow = status["daemon"]["checks"]
         .as_array()
@@ -83,25 +217,35 @@ fn a_slow_reader_never_makes_the_kernel_queue_much_more_than_plain_tcp() {
         "flow control must be available on this kernel: {flow}"
     );
 
-    let plain = slow_reader_stream(&env, false);
-    let before = env.status_json();
-    let accel = slow_reader_stream(&env, true);
-    let after = env.status_json();
-    let redirected = counter_of(&after, "redirect_bytes") - counter_of(&before, "redirect_bytes");
-    let to_tcp = counter_of(&after, "flow_reader_behind_to_tcp")
-        - counter_of(&before, "flow_reader_behind_to_tcp");
-    eprintln!(
-        "peak TCP memory above baseline: plain {} KiB, accelerated {} KiB; \
-         redirected {redirected} B, switched to TCP {to_tcp} times",
-        plain / 1024,
-        accel / 1024
-    );
-    assert!(redirected > 0, "the stream was not accelerated at all");
-    assert!(to_tcp > 0, "the slow reader never triggered flow control");
-    // Naive redirect queued the whole 64 MiB; plain TCP holds a few MiB.
-    let limit = (4 * plain).max(16 << 20);
-    assert!(
-        accel <= limit,
-        "accelerated stream queued {accel} B, plain TCP {plain} B (limit {limit} B)"
-    );
+    for run in 0..runs {
+        for pinned in [true, false] {
+            let plain = loopback_stream(&a, false, pinned, conns);
+            let before = env.status_json();
+            let accel = loopback_stream(&a, true, pinned, conns);
+            let after = env.status_json();
+            let delta = |c: &str| counter_of(&after, c) - counter_of(&before, c);
+            assert!(delta("redirect_bytes") > 0, "not accelerated at all");
+            assert!(
+                delta("flow_reader_behind_to_tcp") > 0,
+                "flow control never engaged"
+            );
+            assert_bounded(
+                &format!("loopback run {run} pinned {pinned}"),
+                accel,
+                plain,
+                conns,
+            );
+        }
+        let before = env.status_json();
+        let accel = mesh_stream(&a, &b, conns);
+        let after = env.status_json();
+        assert!(counter_of(&after, "redirect_bytes") > counter_of(&before, "redirect_bytes"));
+        assert_bounded(
+            &format!("through both sidecars, run {run}"),
+            accel,
+            mesh_plain,
+            conns,
+        );
+    }
+    let _ = std::fs::remove_file(&pods);
 }

@@ -72,6 +72,31 @@ enum Cmd {
         #[arg(long, default_value_t = 64)]
         bytes: usize,
     },
+    /// A (slow) reader: accepts `--conns` connections, reads each to EOF,
+    /// sleeping `--delay-us` after every read, checking every byte against
+    /// the pattern its writer announced (8-byte seed first). Prints bytes.
+    Sink {
+        #[arg(long)]
+        listen: SocketAddr,
+        #[arg(long, default_value_t = 1)]
+        conns: usize,
+        #[arg(long, default_value_t = 16384)]
+        read_size: usize,
+        #[arg(long, default_value_t = 0)]
+        delay_us: u64,
+    },
+    /// A fast writer: `--conns` connections each writing `--bytes` of its
+    /// own pattern as fast as it can.
+    Source {
+        #[arg(long)]
+        connect: SocketAddr,
+        #[arg(long, default_value_t = 1)]
+        conns: usize,
+        #[arg(long)]
+        bytes: u64,
+        #[arg(long, default_value_t = 500)]
+        seed: u64,
+    },
     /// Istio-style sidecar listeners forwarding to the original destination.
     Proxy {
         #[arg(long)]
@@ -106,6 +131,18 @@ fn main() -> Result<()> {
             count,
             bytes,
         } => churn(connect, count, bytes),
+        Cmd::Sink {
+            listen,
+            conns,
+            read_size,
+            delay_us,
+        } => sink(listen, conns, read_size, Duration::from_micros(delay_us)),
+        Cmd::Source {
+            connect,
+            conns,
+            bytes,
+            seed,
+        } => source(connect, conns, bytes, seed),
         Cmd::Proxy {
             outbound,
             inbound,
@@ -241,6 +278,81 @@ fn churn(connect: SocketAddr, count: u64, bytes: usize) -> Result<()> {
     println!(
         "{}",
         serde_json::json!({ "connections": count, "ok": true })
+    );
+    Ok(())
+}
+
+/// Byte `i` of the stream with `seed`: cheap to generate and to check.
+fn stream_byte(seed: u64, i: u64) -> u8 {
+    (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ seed.wrapping_mul(0xBF58_476D_1CE4_E5B9)).to_le_bytes()
+        [3]
+}
+
+fn sink(listen: SocketAddr, conns: usize, read_size: usize, delay: Duration) -> Result<()> {
+    let l = sock::listen(listen).with_context(|| format!("listen {listen}"))?;
+    println!("listening");
+    std::io::stdout().flush()?;
+    let readers: Vec<_> = (0..conns)
+        .map(|_| {
+            let (mut s, _) = l.accept()?;
+            Ok(thread::spawn(move || -> Result<u64> {
+                let mut seed = [0u8; 8];
+                s.read_exact(&mut seed).context("read the seed")?;
+                let seed = u64::from_le_bytes(seed);
+                let mut buf = vec![0u8; read_size];
+                let mut at = 0u64;
+                loop {
+                    let n = s.read(&mut buf).context("slow reader: read")?;
+                    if n == 0 {
+                        return Ok(at);
+                    }
+                    for (i, b) in buf[..n].iter().enumerate() {
+                        ensure!(
+                            *b == stream_byte(seed, at + i as u64),
+                            "stream {seed}: byte {} differs",
+                            at + i as u64
+                        );
+                    }
+                    at += n as u64;
+                    if !delay.is_zero() {
+                        thread::sleep(delay);
+                    }
+                }
+            }))
+        })
+        .collect::<Result<_>>()?;
+    let mut total = Vec::new();
+    for r in readers {
+        total.push(r.join().map_err(|_| anyhow::anyhow!("reader panicked"))??);
+    }
+    println!("{}", serde_json::json!({ "received": total }));
+    Ok(())
+}
+
+fn source(connect: SocketAddr, conns: usize, bytes: u64, seed: u64) -> Result<()> {
+    let writers: Vec<_> = (0..conns as u64)
+        .map(|c| {
+            thread::spawn(move || -> Result<()> {
+                let mut s = TcpStream::connect_timeout(&connect, Duration::from_secs(10))?;
+                let seed = seed + c;
+                s.write_all(&seed.to_le_bytes())?;
+                let mut at = 0u64;
+                while at < bytes {
+                    let n = (64 * 1024).min(bytes - at);
+                    let chunk: Vec<u8> = (at..at + n).map(|i| stream_byte(seed, i)).collect();
+                    s.write_all(&chunk).context("fast writer: write")?;
+                    at += n;
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().map_err(|_| anyhow::anyhow!("writer panicked"))??;
+    }
+    println!(
+        "{}",
+        serde_json::json!({ "sent_each": bytes, "conns": conns })
     );
     Ok(())
 }
