@@ -2,13 +2,15 @@
 //! queue much more than plain TCP would, on loopback (pinned to one core and
 //! unpinned) and through both sidecars of the pod topology; every stream
 //! completes byte-exact. One test function in its own binary, since the
-//! kernel's TCP memory counter (/proc/net/sockstat) is node-wide.
+//! kernel's TCP memory counter (/proc/net/sockstat) is node-wide: other TCP
+//! traffic on the machine during the run (another test binary, a benchmark)
+//! inflates the peaks. Cargo runs test binaries one at a time.
 //!
 //! Default: 1 run of 2 connections per case. `ACCEL_SOAK=1`: 10 runs of 10.
 
 use std::{
     io::{BufRead, BufReader},
-    process::{Command, Stdio},
+    process::Stdio,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
