@@ -475,3 +475,73 @@ fn ten_thousand_short_connections_leave_every_map_empty() {
         map_entries(&before, "accel_endpoints")
     );
 }
+
+#[test]
+fn connections_from_before_the_daemon_are_never_switched_mid_stream() {
+    use std::io::{BufRead, BufReader, Write};
+    let env = TestEnv::new("mesh-pre");
+    let node = Node::new(&env, "pr");
+    let a = node.meshed_pod("a", Mesh::default());
+    let b = node.meshed_pod("b", Mesh::default());
+    b.start_echo();
+    let mut client = a
+        .command(accel_tests::topology::pod_bin())
+        .args([
+            "interactive",
+            "--connect",
+            &b.addr_v4(ECHO_PORT).to_string(),
+        ])
+        .args(["--bytes", "262144"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("interactive client");
+    let mut stdin = client.stdin.take().expect("stdin");
+    let mut lines = BufReader::new(client.stdout.take().expect("stdout")).lines();
+    assert!(
+        lines
+            .next()
+            .and_then(Result::ok)
+            .unwrap_or_default()
+            .starts_with("connected")
+    );
+    let mut round = |n: usize| {
+        writeln!(stdin, "go").expect("drive the client");
+        let line = lines.next().and_then(Result::ok).unwrap_or_default();
+        assert_eq!(line, format!("ok {n}"), "round {n}");
+    };
+    round(0);
+
+    // The daemon arrives while the connection (all three legs) is live.
+    let pods = pods_file(&env, &[(&a, ""), (&b, "")]);
+    let pods_arg = pods.display().to_string();
+    let _daemon = env.start_daemon(&["--pods-file", &pods_arg]);
+    let offered = env.counter("active_offered");
+    let redirected = env.counter("redirect_msgs");
+    let cap_a_lo = a.capture("lo", &format!("tcp port {OUTBOUND_PORT}"));
+    let cap_bridge = node.capture(&a.host_veth, &format!("tcp port {ECHO_PORT}"));
+    let cap_b_lo = b.capture("lo", &format!("tcp port {ECHO_PORT}"));
+    for n in 1..=5 {
+        round(n);
+    }
+    let (a_lo, bridge, b_lo) = (cap_a_lo.stop(), cap_bridge.stop(), cap_b_lo.stop());
+    drop(stdin);
+    assert!(client.wait().expect("client").success());
+    assert_eq!(
+        env.counter("active_offered"),
+        offered,
+        "an old socket was recorded"
+    );
+    assert_eq!(
+        env.counter("redirect_msgs"),
+        redirected,
+        "an old socket was redirected"
+    );
+    for (leg, c) in [("1", a_lo), ("2", bridge), ("3", b_lo)] {
+        assert!(
+            c.psh_data >= 5,
+            "leg {leg} must stay on TCP for its whole life: {c:?}"
+        );
+    }
+}

@@ -72,6 +72,15 @@ enum Cmd {
         #[arg(long, default_value_t = 64)]
         bytes: usize,
     },
+    /// One connection driven by stdin: prints "connected", then for every
+    /// line read does one echo exchange of `--bytes` (pattern seed + round)
+    /// and prints "ok <round>"; exits at EOF.
+    Interactive {
+        #[arg(long)]
+        connect: SocketAddr,
+        #[arg(long, default_value_t = 65536)]
+        bytes: usize,
+    },
     /// A (slow) reader: accepts `--conns` connections, reads each to EOF,
     /// sleeping `--delay-us` after every read, checking every byte against
     /// the pattern its writer announced (8-byte seed first). Prints bytes.
@@ -131,6 +140,7 @@ fn main() -> Result<()> {
             count,
             bytes,
         } => churn(connect, count, bytes),
+        Cmd::Interactive { connect, bytes } => interactive(connect, bytes),
         Cmd::Sink {
             listen,
             conns,
@@ -279,6 +289,30 @@ fn churn(connect: SocketAddr, count: u64, bytes: usize) -> Result<()> {
         "{}",
         serde_json::json!({ "connections": count, "ok": true })
     );
+    Ok(())
+}
+
+fn interactive(connect: SocketAddr, bytes: usize) -> Result<()> {
+    use std::io::BufRead;
+    let s = TcpStream::connect_timeout(&connect, Duration::from_secs(10))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    println!("connected {}", s.local_addr()?);
+    std::io::stdout().flush()?;
+    for (round, line) in std::io::stdin().lock().lines().enumerate() {
+        line?;
+        let data = pattern(9000 + round as u64, bytes);
+        let mut w = s.try_clone()?;
+        let writer = thread::spawn(move || w.write_all(&data).map(|_| data));
+        let mut got = vec![0u8; bytes];
+        (&s).read_exact(&mut got)
+            .with_context(|| format!("round {round}: read the echo"))?;
+        let data = writer
+            .join()
+            .map_err(|_| anyhow::anyhow!("writer panicked"))??;
+        ensure!(got == data, "round {round}: echo differs");
+        println!("ok {round}");
+        std::io::stdout().flush()?;
+    }
     Ok(())
 }
 
