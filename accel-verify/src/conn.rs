@@ -106,6 +106,11 @@ pub struct ConnStats {
     pub syn_seen: bool,
     /// SYN-ACK seen.
     pub synack_seen: bool,
+    /// The client acknowledged after its SYN (it does so only once it has
+    /// the SYN-ACK). Under NAT the SYN-ACK can carry a different tuple on
+    /// the captured interface (Istio's REDIRECT on `lo` shows it with the
+    /// original destination), so this also proves the handshake.
+    pub client_ack_seen: bool,
     /// FIN seen from either side.
     pub fin_seen: bool,
     /// RST seen from either side.
@@ -130,6 +135,7 @@ impl ConnStats {
             payload_bytes: 0,
             syn_seen: false,
             synack_seen: false,
+            client_ack_seen: false,
             fin_seen: false,
             rst_seen: false,
             client: None,
@@ -140,7 +146,7 @@ impl ConnStats {
 
     /// SYN and SYN-ACK both seen in the window.
     pub fn handshake_seen(&self) -> bool {
-        self.syn_seen && self.synack_seen
+        self.syn_seen && (self.synack_seen || self.client_ack_seen)
     }
 }
 
@@ -196,6 +202,9 @@ impl ConnTable {
         if f.syn() && f.ack() {
             c.synack_seen = true;
             c.client.get_or_insert(seg.dst);
+        }
+        if c.syn_seen && !f.syn() && !f.rst() && f.ack() && c.client == Some(seg.src) {
+            c.client_ack_seen = true;
         }
         c.fin_seen |= f.fin();
         c.rst_seen |= f.rst();
@@ -328,16 +337,30 @@ mod tests {
     }
 
     #[test]
-    fn data_before_synack_not_after_handshake() {
+    fn data_before_the_handshake_is_not_after_it() {
         let mut t = ConnTable::new("host", Filter::default());
         let now = SystemTime::now();
         t.observe(&seg(C, S, 0x18, 4), now); // mid-stream, no handshake yet
         t.observe(&seg(C, S, TcpFlags::SYN, 0), now);
-        t.observe(&seg(C, S, 0x18, 4), now); // still no SYN-ACK
+        t.observe(&seg(S, C, 0x18, 4), now); // the server's data proves nothing
         let c = t
             .get_by_endpoints(C.parse().unwrap(), S.parse().unwrap())
             .unwrap();
         assert_eq!((c.psh_data_segments, c.psh_data_after_handshake), (2, 0));
         assert!(!c.handshake_seen());
+    }
+
+    #[test]
+    fn the_clients_ack_proves_the_handshake_when_nat_hides_the_synack() {
+        let mut t = ConnTable::new("host", Filter::default());
+        let now = SystemTime::now();
+        t.observe(&seg(C, S, TcpFlags::SYN, 0), now);
+        t.observe(&seg(C, S, 0x10, 0), now); // the final ACK of the handshake
+        t.observe(&seg(C, S, 0x18, 4), now);
+        let c = t
+            .get_by_endpoints(C.parse().unwrap(), S.parse().unwrap())
+            .unwrap();
+        assert!(c.handshake_seen() && !c.synack_seen && c.client_ack_seen);
+        assert_eq!(c.psh_data_after_handshake, 1);
     }
 }
