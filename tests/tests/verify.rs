@@ -99,3 +99,36 @@ fn verify_proves_acceleration_and_explains_its_absence() {
     let (code, _) = verify_during_traffic(&env, "not-accelerated");
     assert_eq!(code, 0);
 }
+
+#[test]
+fn verify_bad_input_gives_one_clear_error_and_a_non_zero_exit() {
+    use std::os::unix::process::CommandExt;
+    accel_tests::require_root();
+    let run = |args: &[&str], nobody: bool| {
+        let mut cmd = Command::new(daemon_bin());
+        cmd.arg("verify").args(args).stdin(Stdio::null());
+        if nobody {
+            cmd.uid(65534).gid(65534);
+        }
+        let out = cmd.output().expect("verify");
+        assert!(!out.status.success(), "{args:?} must fail");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    for (args, nobody, expect) in [
+        (&["-i", "nosuch0", "--duration", "1s"][..], false, "ip link"),
+        (
+            &["--netns", "/run/netns/does-not-exist"][..],
+            false,
+            "ip netns list",
+        ),
+        (&["--pid", "999999999"][..], false, "999999999"),
+        (&["--port", "99999"][..], false, "--port"),
+        (&["--host", "not-an-ip"][..], false, "--host"),
+        (&["--duration", "xyz"][..], false, "--duration"),
+        (&["--duration", "1s"][..], true, "CAP_NET_RAW"),
+    ] {
+        let err = run(args, nobody);
+        assert!(err.contains(expect), "{args:?}: {err}");
+        assert_eq!(err.matches("error:").count(), 1, "{args:?}: {err}");
+    }
+}
