@@ -104,6 +104,25 @@ impl<'de> Deserialize<'de> for Cidr {
     }
 }
 
+/// Does `cidr` contain `ip`? (IPv4 in IPv4, IPv6 in IPv6.)
+pub fn cidr_contains(cidr: &Cidr, ip: IpAddr) -> bool {
+    match (cidr.addr, ip) {
+        (IpAddr::V4(net), IpAddr::V4(ip)) => {
+            let mask = u32::MAX
+                .checked_shl(32 - u32::from(cidr.prefix))
+                .unwrap_or(0);
+            u32::from(net) & mask == u32::from(ip) & mask
+        }
+        (IpAddr::V6(net), IpAddr::V6(ip)) => {
+            let mask = u128::MAX
+                .checked_shl(128 - u32::from(cidr.prefix))
+                .unwrap_or(0);
+            u128::from(net) & mask == u128::from(ip) & mask
+        }
+        _ => false,
+    }
+}
+
 /// One meshed pod (or one plain local address), as the datapath needs it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -482,6 +501,18 @@ mod tests {
         let err = parse_lines(Path::new("f"), "10.0.0.1\nnot-an-ip\n").unwrap_err();
         assert!(err.to_string().contains("f:2"), "{err}");
         assert!(parse_lines(Path::new("f"), "127.0.0.1\n").is_err());
+    }
+
+    #[test]
+    fn cidrs_contain_what_they_should() {
+        let c: Cidr = "10.96.0.0/12".parse().unwrap();
+        assert!(cidr_contains(&c, "10.100.1.1".parse().unwrap()));
+        assert!(!cidr_contains(&c, "10.112.0.1".parse().unwrap()));
+        assert!(!cidr_contains(&c, "::1".parse().unwrap()));
+        let all: Cidr = "0.0.0.0/0".parse().unwrap();
+        assert!(cidr_contains(&all, "192.0.2.1".parse().unwrap()));
+        let v6: Cidr = "fd00::/8".parse().unwrap();
+        assert!(cidr_contains(&v6, "fd12::1".parse().unwrap()));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use std::{
     io::IsTerminal,
+    net::{IpAddr, SocketAddr},
     path::Path,
     process::ExitCode,
     sync::{
@@ -15,53 +16,141 @@ use accel_verify::{ConnKey, Explainer, VerifyArgs};
 
 use crate::{datapath::Datapath, report::DaemonState};
 
-/// Explains from the daemon's state file and the pinned maps. Socket-level
-/// detail (which exact socket was refused) needs the Kubernetes endpoint
-/// source and the pairing counters; the node-level reason is the one an
-/// operator acts on first.
+/// Explains, per connection, from the daemon's state file (gate, pods and
+/// their opt-outs) and the pinned maps (mode, counters).
 struct DaemonExplainer {
-    reason: String,
+    /// A node-level reason that explains every connection, if any.
+    node: Option<String>,
+    state: Option<DaemonState>,
+    counters: Vec<(String, u64)>,
 }
 
 impl DaemonExplainer {
     fn load(pin_dir: &Path, state_dir: &Path) -> Self {
         let state = DaemonState::read(state_dir);
-        let reason = match (&state, pin_dir.exists()) {
-            (Some(s), _) if !s.accelerated => format!("node not accelerated: {}", s.reason),
-            (_, false) => format!(
+        let mut counters = Vec::new();
+        let node = match (&state, pin_dir.exists()) {
+            (Some(s), _) if !s.accelerated => Some(format!("node not accelerated: {}", s.reason)),
+            (_, false) => Some(format!(
                 "no datapath pinned at {} (daemon not installed or unloaded)",
                 pin_dir.display()
-            ),
+            )),
             (_, true) => match Datapath::open(pin_dir) {
                 Ok(dp) if dp.mode().ok() == Some(accel_bpf::abi::MODE_PASSTHROUGH) => {
-                    "datapath is draining (passthrough)".to_string()
+                    Some("datapath is draining (passthrough)".to_string())
                 }
                 Ok(dp) => {
-                    let refused: u64 = dp
+                    counters = dp
                         .stats()
                         .map(|s| {
-                            s.iter()
-                                .filter(|(stat, _)| stat.name().starts_with("refused"))
-                                .map(|(_, v)| v)
-                                .sum()
+                            s.into_iter()
+                                .map(|(k, v)| (k.name().to_string(), v))
+                                .collect()
                         })
-                        .unwrap_or(0);
-                    format!(
-                        "not recorded by sock_ops: established before the daemon, an endpoint \
-                         that does not take part, or a refused pairing ({refused} refused so far, \
-                         see `accel-daemon status`)"
-                    )
+                        .unwrap_or_default();
+                    None
                 }
-                Err(e) => format!("datapath pins unreadable: {e}"),
+                Err(e) => Some(format!("datapath pins unreadable: {e}")),
             },
         };
-        DaemonExplainer { reason }
+        DaemonExplainer {
+            node,
+            state,
+            counters,
+        }
+    }
+
+    fn counter(&self, name: &str) -> u64 {
+        self.counters
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| *v)
+            .unwrap_or(0)
+    }
+
+    fn takes_part(&self, ip: IpAddr) -> bool {
+        let Some(state) = &self.state else {
+            return false;
+        };
+        if ip.is_loopback() || ip == IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 6]) {
+            return true;
+        }
+        state
+            .endpoints
+            .iter()
+            .any(|e| e.parse::<IpAddr>().ok() == Some(ip))
+    }
+
+    fn opt_out(&self, a: SocketAddr, b: SocketAddr) -> Option<String> {
+        let state = self.state.as_ref()?;
+        for pod in &state.pods {
+            for (mine, other) in [(a, b), (b, a)] {
+                if !pod.ips.contains(&mine.ip()) {
+                    continue;
+                }
+                if pod.exclude_inbound_ports.contains(&mine.port()) {
+                    return Some(format!(
+                        "{} excludes inbound port {}",
+                        pod.name,
+                        mine.port()
+                    ));
+                }
+                if pod.exclude_outbound_ports.contains(&other.port()) {
+                    return Some(format!(
+                        "{} excludes outbound port {}",
+                        pod.name,
+                        other.port()
+                    ));
+                }
+                if let Some(c) = pod
+                    .exclude_outbound_ip_ranges
+                    .iter()
+                    .find(|c| crate::endpoints::cidr_contains(c, other.ip()))
+                {
+                    return Some(format!("{} excludes outbound range {c}", pod.name));
+                }
+            }
+        }
+        None
     }
 }
 
 impl Explainer for DaemonExplainer {
-    fn explain(&self, _conn: &ConnKey) -> Option<String> {
-        Some(self.reason.clone())
+    fn explain(&self, conn: &ConnKey) -> Option<String> {
+        if let Some(node) = &self.node {
+            return Some(node.clone());
+        }
+        let (a, b) = (conn.a, conn.b);
+        if !self.takes_part(a.ip()) && !self.takes_part(b.ip()) {
+            return Some(format!(
+                "unmeshed: neither {} nor {} is a meshed endpoint on this node",
+                a.ip(),
+                b.ip()
+            ));
+        }
+        if let Some(why) = self.opt_out(a, b) {
+            return Some(format!("pod opt-out: {why}"));
+        }
+        let loopback_only = a.ip().is_loopback() && b.ip().is_loopback();
+        if loopback_only && self.state.as_ref().is_some_and(|s| s.loopback_meshed_only) {
+            return Some(
+                "loopback outside a listed pod, or the kernel cannot tell the namespace \
+                 (needs bpf_get_netns_cookie in sock_ops, 5.15+)"
+                    .to_string(),
+            );
+        }
+        let refused: u64 = self
+            .counters
+            .iter()
+            .filter(|(n, _)| n.starts_with("refused"))
+            .map(|(_, v)| v)
+            .sum();
+        Some(format!(
+            "an end that takes part was not paired or fell back to TCP: {refused} pairings \
+             refused, {} flow-control fallbacks, {} peers gone so far (see `accel-daemon status`)",
+            self.counter("flow_reader_behind_to_tcp"),
+            self.counter("redirect_failed")
+        ))
     }
 }
 

@@ -132,3 +132,73 @@ fn verify_judges_every_leg_of_the_sidecar_topology() {
     }
     let _ = std::fs::remove_file(&pods);
 }
+
+fn reason_of(json: &Value) -> String {
+    json["connections"]
+        .as_array()
+        .and_then(|rows| rows.first())
+        .map(|r| r["verdict"].to_string())
+        .unwrap_or_else(|| panic!("no connection captured: {json}"))
+}
+
+#[test]
+fn verify_explains_why_a_connection_was_not_accelerated() {
+    use accel_tests::topology::{HTTP_FILE, HTTP_PORT};
+    let env = TestEnv::new("mesh-why");
+    let node = Node::new(&env, "wy");
+    let a = node.meshed_pod("a", Mesh::default().exclude_outbound_port(HTTP_PORT));
+    let b = node.meshed_pod("b", Mesh::default());
+    let u = node.unmeshed_pod("u");
+    let u2 = node.unmeshed_pod("u2");
+    b.start_nginx(&pattern(3, 64 * 1024));
+    u.start_echo();
+    u2.start_echo();
+    let pods = env.state_dir.with_extension("pods.toml");
+    std::fs::write(
+        &pods,
+        format!(
+            "[[pod]]\nname = \"default/a\"\nips = [\"{}\"]\nnetns = \"{}\"\nexclude_outbound_ports = [{HTTP_PORT}]\n\
+             [[pod]]\nname = \"default/b\"\nips = [\"{}\"]\nnetns = \"{}\"\n",
+            a.ipv4,
+            a.netns_path.display(),
+            b.ipv4,
+            b.netns_path.display()
+        ),
+    )
+    .expect("pods file");
+    let pods_arg = pods.display().to_string();
+    let _daemon = env.start_daemon(&["--pods-file", &pods_arg]);
+    let node_ns = PathBuf::from(format!("/run/netns/{}", node.netns));
+
+    // Unmeshed pod to unmeshed pod, across the bridge.
+    let v = start_verify(&env, &node_ns, &u.host_veth, ECHO_PORT, "not-accelerated");
+    thread::sleep(Duration::from_millis(800));
+    u.echo_client(u2.addr_v4(ECHO_PORT), 64 * 1024).finish();
+    let (code, json) = finish(v);
+    assert_eq!(code, 0, "{json}");
+    assert!(reason_of(&json).contains("unmeshed"), "{json}");
+
+    // A's excluded outbound port.
+    let v = start_verify(&env, &node_ns, &a.host_veth, HTTP_PORT, "not-accelerated");
+    thread::sleep(Duration::from_millis(800));
+    let _ = a.curl(&format!("http://{}{HTTP_FILE}", b.ipv4));
+    let (code, json) = finish(v);
+    assert_eq!(code, 0, "{json}");
+    assert!(
+        reason_of(&json).contains("excludes outbound port 80"),
+        "{json}"
+    );
+
+    // Loopback inside the unmeshed pod.
+    let v = start_verify(&env, &u.netns_path, "lo", ECHO_PORT, "not-accelerated");
+    thread::sleep(Duration::from_millis(800));
+    u.echo_client(([127, 0, 0, 1], ECHO_PORT).into(), 64 * 1024)
+        .finish();
+    let (code, json) = finish(v);
+    assert_eq!(code, 0, "{json}");
+    assert!(
+        reason_of(&json).contains("loopback outside a listed pod"),
+        "{json}"
+    );
+    let _ = std::fs::remove_file(&pods);
+}
