@@ -149,6 +149,17 @@ pub fn check_privileges() -> Result<(), HostError> {
     }
 }
 
+/// Kernels before 5.11 charge BPF maps and programs to RLIMIT_MEMLOCK, whose
+/// default (64 KiB or 8 MiB) is far below what the sockhash needs. Newer
+/// kernels ignore it, so raising it is harmless there.
+pub fn raise_memlock_limit() {
+    use nix::sys::resource::{Resource, setrlimit};
+    const INFINITY: u64 = libc::RLIM_INFINITY;
+    if let Err(e) = setrlimit(Resource::RLIMIT_MEMLOCK, INFINITY, INFINITY) {
+        tracing::warn!(error = %e, "cannot raise RLIMIT_MEMLOCK (needs CAP_SYS_RESOURCE); kernels before 5.11 may refuse the maps");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
