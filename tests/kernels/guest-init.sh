@@ -1,0 +1,42 @@
+#!/bin/sh
+# /init of the kernel-matrix guest (busybox). Runs the real accel-daemon on
+# this kernel, byte-checked loopback traffic in a child cgroup, the refusal
+# path of the kernel gate, and prints machine-readable sections for the host.
+export PATH=/bin:/sbin:/usr/bin
+mount -t devtmpfs dev /dev 2>/dev/null
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t tmpfs tmp /tmp
+mount -t tmpfs run /run
+mkdir -p /sys/fs/cgroup /sys/fs/bpf
+mount -t cgroup2 none /sys/fs/cgroup
+mount -t bpf bpf /sys/fs/bpf
+ip link set lo up
+ulimit -l unlimited
+START=$(cut -d' ' -f1 /proc/uptime)
+echo "@@KERNEL $(uname -r)"
+echo "@@BTF $( [ -e /sys/kernel/btf/vmlinux ] && echo yes || echo no )"
+mkdir /sys/fs/cgroup/accel
+ARGS="--cgroup /sys/fs/cgroup/accel --pin-dir /sys/fs/bpf/accel/v1 --state-dir /run/accel --metrics-addr 127.0.0.1:0"
+NO_COLOR=1 accel-daemon run $ARGS >/tmp/daemon.log 2>&1 &
+i=0
+while ! grep -q "ready" /tmp/daemon.log && [ $i -lt 600 ]; do sleep 0.2; i=$((i+1)); done
+echo "@@BEGIN daemon-log"; cat /tmp/daemon.log; echo "@@END daemon-log"
+echo "@@BEGIN status"; accel-daemon status --json --pin-dir /sys/fs/bpf/accel/v1 --state-dir /run/accel; echo "@@END status"
+echo "@@BEGIN loadgen"
+sh -c 'echo $$ > /sys/fs/cgroup/accel/cgroup.procs; exec accel-loadgen --conns 10 --sizes 1,100,1500,65536,1048576 --rounds 1'
+echo "@@END loadgen"
+echo "@@BEGIN status-after"; accel-daemon status --json --pin-dir /sys/fs/bpf/accel/v1 --state-dir /run/accel; echo "@@END status-after"
+echo "@@BEGIN unload"; accel-daemon unload --pin-dir /sys/fs/bpf/accel/v1 --drain-timeout 10; echo "@@UNLOAD_RC $?"; echo "@@END unload"
+kill %1 2>/dev/null
+# The gate's refusal path: no kernel older than 5.10 can be fetched, so
+# pretend one and check the daemon stays up, unaccelerated, and says why.
+mkdir /sys/fs/cgroup/gate
+NO_COLOR=1 accel-daemon run --kernel-release 5.4.0 --cgroup /sys/fs/cgroup/gate --pin-dir /sys/fs/bpf/gate/v1 --state-dir /run/gate --metrics-addr 127.0.0.1:0 >/tmp/gate.log 2>&1 &
+i=0
+while ! grep -q "ready" /tmp/gate.log && [ $i -lt 300 ]; do sleep 0.2; i=$((i+1)); done
+echo "@@BEGIN gate"; accel-daemon status --json --pin-dir /sys/fs/bpf/gate/v1 --state-dir /run/gate; echo "@@END gate"
+END=$(cut -d' ' -f1 /proc/uptime)
+echo "@@ELAPSED $START $END"
+echo "@@DONE"
+poweroff -f

@@ -1,0 +1,231 @@
+//! Kernel matrix: the real daemon on Debian's own kernels under qemu (TCG).
+//!
+//! Default (CI): the 5.10 guest, the floor. `ACCEL_KERNEL_MATRIX=1`: 5.10,
+//! 6.1 and this machine's kernel, and the table in tests/kernels/README.md
+//! is regenerated. Each guest runs tests/kernels/guest-init.sh: the daemon's
+//! probes and self-test, byte-checked loopback traffic in a child cgroup, an
+//! unload, and the gate's refusal path (`--kernel-release 5.4.0`).
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::Instant,
+};
+
+use accel_tests::{TestEnv, Value, counter_of, daemon_bin, parse_load_report, require_root};
+
+const LOADGEN: &str = env!("CARGO_BIN_EXE_accel-loadgen");
+const GUEST_BYTES: u64 = 10 * (1 + 100 + 1500 + 65536 + 1048576);
+
+struct Row {
+    kernel: String,
+    btf: bool,
+    checks: Vec<(String, bool)>,
+    accelerated: bool,
+    redirected: u64,
+    integrity: String,
+    loopback_paired: u64,
+    refused_netns: u64,
+    gate_refusal: bool,
+    unload_ok: bool,
+    seconds: f64,
+}
+
+fn section<'a>(out: &'a str, name: &str) -> &'a str {
+    let begin = format!("@@BEGIN {name}\n");
+    let end = format!("@@END {name}");
+    out.split_once(&begin)
+        .and_then(|(_, rest)| rest.split_once(&end))
+        .map(|(s, _)| s)
+        .unwrap_or_else(|| panic!("guest output lacks section {name}:\n{out}"))
+}
+
+fn json_in(s: &str) -> Value {
+    let start = s.find('{').unwrap_or_else(|| panic!("no JSON in {s}"));
+    serde_json::from_str(&s[start..]).unwrap_or_else(|e| panic!("bad JSON ({e}) in {s}"))
+}
+
+fn checks_of(status: &Value) -> Vec<(String, bool)> {
+    status["daemon"]["checks"]
+        .as_array()
+        .map(|c| {
+            c.iter()
+                .map(|c| (c["name"].as_str().unwrap_or("").to_string(), c["ok"] == true))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn boot(package: &str, work: &Path) -> Row {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR")).join("kernels");
+    let out = Command::new(here.join("build-guest.sh"))
+        .arg(package)
+        .arg(work)
+        .arg(daemon_bin())
+        .arg(LOADGEN)
+        .output()
+        .expect("FAILING LOUDLY: cannot run tests/kernels/build-guest.sh");
+    assert!(
+        out.status.success(),
+        "building the {package} guest failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = String::from_utf8_lossy(&out.stdout).into_owned();
+    let field = |k: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{k}=")).map(PathBuf::from))
+            .unwrap_or_else(|| panic!("build-guest.sh printed no {k}: {line}"))
+    };
+    let (kernel, initrd) = (field("KERNEL"), field("INITRD"));
+    let started = Instant::now();
+    let qemu = Command::new("timeout")
+        .args(["900", "qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-m", "1024"])
+        .args(["-smp", "1", "-nographic", "-no-reboot", "-kernel"])
+        .arg(&kernel)
+        .arg("-initrd")
+        .arg(&initrd)
+        .args(["-append", "console=ttyS0 panic=-1 quiet"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("FAILING LOUDLY: qemu-system-x86_64 is needed (apt-get install qemu-system-x86)");
+    let console = String::from_utf8_lossy(&qemu.stdout).replace('\r', "");
+    assert!(console.contains("@@DONE"), "{package}: the guest did not finish:\n{console}");
+    let kernel_release = console
+        .lines()
+        .find_map(|l| l.strip_prefix("@@KERNEL "))
+        .unwrap_or("?")
+        .to_string();
+    let status = json_in(section(&console, "status"));
+    let after = json_in(section(&console, "status-after"));
+    let gate = json_in(section(&console, "gate"));
+    let load: accel_tests::LoadReport =
+        serde_json::from_str(section(&console, "loadgen").lines().rev().find(|l| l.starts_with('{')).unwrap_or("{}"))
+            .unwrap_or_else(|e| panic!("{package}: loadgen report ({e}):\n{console}"));
+    let accelerated = status["daemon"]["accelerated"] == true;
+    let redirected = if accelerated {
+        counter_of(&after, "redirect_bytes") - counter_of(&status, "redirect_bytes")
+    } else {
+        0
+    };
+    Row {
+        kernel: kernel_release,
+        btf: console.contains("@@BTF yes"),
+        checks: checks_of(&status),
+        accelerated,
+        redirected,
+        integrity: if load.errors.is_empty() && load.bytes_each_way == GUEST_BYTES {
+            format!("{} B each way, byte-exact", load.bytes_each_way)
+        } else {
+            format!("FAILED: {:?}", load.errors)
+        },
+        loopback_paired: if accelerated { counter_of(&after, "passive_paired") } else { 0 },
+        refused_netns: if accelerated { counter_of(&after, "refused_netns_mismatch") } else { 0 },
+        gate_refusal: gate["daemon"]["accelerated"] == false
+            && gate["daemon"]["reason"].as_str().unwrap_or("").contains("5.10"),
+        unload_ok: console.contains("@@UNLOAD_RC 0"),
+        seconds: started.elapsed().as_secs_f64(),
+    }
+}
+
+/// The host row, measured natively (this machine has no kernel image to boot).
+fn host_row() -> Row {
+    let env = TestEnv::new("kmatrix-host");
+    let started = Instant::now();
+    let _daemon = env.start_daemon(&[]);
+    let status = env.status_json();
+    let mut cmd = Command::new(LOADGEN);
+    cmd.arg("--listen")
+        .arg(format!("127.0.0.1:{}", accel_tests::free_port()))
+        .args(["--conns", "10", "--sizes", "1,100,1500,65536,1048576"])
+        .stdin(Stdio::null());
+    let _procs = env.in_cgroup(&mut cmd);
+    let out = cmd.output().expect("loadgen");
+    let load = parse_load_report(&out);
+    let after = env.status_json();
+    let unload = env.unload();
+    Row {
+        kernel: status["daemon"]["kernel_release"].as_str().unwrap_or("?").to_string(),
+        btf: Path::new("/sys/kernel/btf/vmlinux").exists(),
+        checks: checks_of(&status),
+        accelerated: status["daemon"]["accelerated"] == true,
+        redirected: counter_of(&after, "redirect_bytes") - counter_of(&status, "redirect_bytes"),
+        integrity: if load.errors.is_empty() && load.bytes_each_way == GUEST_BYTES {
+            format!("{} B each way, byte-exact", load.bytes_each_way)
+        } else {
+            format!("FAILED: {:?}", load.errors)
+        },
+        loopback_paired: counter_of(&after, "passive_paired"),
+        refused_netns: counter_of(&after, "refused_netns_mismatch"),
+        gate_refusal: true, // covered natively by tests/daemon.rs
+        unload_ok: unload.status.success(),
+        seconds: started.elapsed().as_secs_f64(),
+    }
+}
+
+fn has(row: &Row, needle: &str) -> &'static str {
+    match row.checks.iter().find(|(n, _)| n.contains(needle)) {
+        Some((_, true)) => "yes",
+        Some((_, false)) => "no",
+        None => "-",
+    }
+}
+
+fn table(rows: &[Row]) -> String {
+    let mut t = String::from(
+        "| kernel | BTF | hdr options | sk_storage in sk_msg | netns cookie (sock_ops) | netns cookie (sk_msg) | flow control | accelerated | redirected | integrity | loopback pairs | netns refusals | gate refusal (`--kernel-release 5.4.0`) | unload | time |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in rows {
+        t += &format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} B | {} | {} | {} | {} | {} | {:.0} s |\n",
+            r.kernel,
+            if r.btf { "yes" } else { "no" },
+            has(r, "header options"),
+            has(r, "sk_msg: socket storage"),
+            has(r, "sock_ops: bpf_get_netns_cookie"),
+            has(r, "sk_msg: bpf_get_netns_cookie"),
+            has(r, "flow control"),
+            if r.accelerated { "yes" } else { "no" },
+            r.redirected,
+            r.integrity,
+            r.loopback_paired,
+            r.refused_netns,
+            if r.gate_refusal { "unaccelerated, ready, says why" } else { "FAILED" },
+            if r.unload_ok { "clean" } else { "FAILED" },
+            r.seconds
+        );
+    }
+    t
+}
+
+#[test]
+fn the_daemon_runs_on_debians_kernels() {
+    require_root();
+    let matrix = std::env::var_os("ACCEL_KERNEL_MATRIX").is_some();
+    let mut kernels = vec!["linux-image-5.10.0-32-cloud-amd64-unsigned"];
+    if matrix {
+        kernels.push("linux-image-6.1.0-56-cloud-amd64-unsigned");
+    }
+    let work = std::env::temp_dir().join(format!("accel-kernels-{}", std::process::id()));
+    let mut rows: Vec<Row> = kernels.iter().map(|k| boot(k, &work)).collect();
+    if matrix {
+        rows.push(host_row());
+    }
+    let _ = std::fs::remove_dir_all(&work);
+    let t = table(&rows);
+    eprintln!("{t}");
+    for r in &rows {
+        assert!(r.accelerated, "{}: the datapath must run on this kernel\n{t}", r.kernel);
+        assert!(r.redirected >= 2 * GUEST_BYTES, "{}: traffic not redirected\n{t}", r.kernel);
+        assert!(r.integrity.ends_with("byte-exact"), "{}: {}", r.kernel, r.integrity);
+        assert_eq!(r.refused_netns, 0, "{}: loopback pairs refused", r.kernel);
+        assert!(r.loopback_paired >= 10, "{}: loopback pairs not paired", r.kernel);
+        assert!(r.gate_refusal && r.unload_ok, "{}\n{t}", r.kernel);
+    }
+    if matrix {
+        let readme = Path::new(env!("CARGO_MANIFEST_DIR")).join("kernels/README.md");
+        let text = std::fs::read_to_string(&readme).unwrap_or_default();
+        let head = text.split("<!-- matrix -->").next().unwrap_or("").to_string();
+        std::fs::write(&readme, format!("{head}<!-- matrix -->\n{t}"))
+            .expect("write tests/kernels/README.md");
+    }
+}
