@@ -51,7 +51,8 @@ mkdir -p "$root"/{bin,sbin,usr/bin,proc,sys,tmp,run,dev,lib,lib64,etc}
 cp /bin/busybox "$root/bin/busybox"
 for app in $(/bin/busybox --list); do ln -sf busybox "$root/bin/$app"; done
 for bin in "$@"; do
-  cp "$bin" "$root/bin/"
+  # Debug info is useless in the guest and slow to unpack under TCG.
+  strip --strip-debug -o "$root/bin/$(basename "$bin")" "$bin"
   for lib in $(ldd "$bin" | grep -o '/[^ ]*' | sort -u); do
     mkdir -p "$root$(dirname "$lib")"
     cp -L "$lib" "$root$lib"
