@@ -151,12 +151,21 @@ pub fn check_privileges() -> Result<(), HostError> {
 
 /// Kernels before 5.11 charge BPF maps and programs to RLIMIT_MEMLOCK, whose
 /// default (64 KiB or 8 MiB) is far below what the sockhash needs. Newer
-/// kernels ignore it, so raising it is harmless there.
-pub fn raise_memlock_limit() {
-    use nix::sys::resource::{Resource, setrlimit};
+/// kernels ignore it, so a failure only matters (and is only reported) there.
+pub fn raise_memlock_limit(kernel: &crate::kernel::KernelRelease) {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
     const INFINITY: u64 = libc::RLIM_INFINITY;
-    if let Err(e) = setrlimit(Resource::RLIMIT_MEMLOCK, INFINITY, INFINITY) {
-        tracing::warn!(error = %e, "cannot raise RLIMIT_MEMLOCK (needs CAP_SYS_RESOURCE); kernels before 5.11 may refuse the maps");
+    if setrlimit(Resource::RLIMIT_MEMLOCK, INFINITY, INFINITY).is_ok() {
+        return;
+    }
+    // Without CAP_SYS_RESOURCE the soft limit can still rise to the hard one.
+    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_MEMLOCK) {
+        let _ = setrlimit(Resource::RLIMIT_MEMLOCK, hard, hard);
+    }
+    if (kernel.major, kernel.minor) < (5, 11) {
+        tracing::warn!(
+            "cannot lift RLIMIT_MEMLOCK (needs CAP_SYS_RESOURCE); kernel {kernel} charges BPF maps to it and may refuse them"
+        );
     }
 }
 

@@ -206,11 +206,11 @@ fn run(args: RunArgs) -> Result<()> {
     // Everything that can be wrong with the input fails here, before
     // anything is attached, with one line that names the fix.
     host::check_privileges()?;
-    host::raise_memlock_limit();
     let (kernel, overridden) = match &args.kernel_release {
         Some(r) => (r.parse::<KernelRelease>()?, true),
         None => (KernelRelease::running()?, false),
     };
+    host::raise_memlock_limit(&KernelRelease::running()?);
     let cgroup = match &args.cgroup {
         Some(c) => c.clone(),
         None => host::cgroup2_mount()?,
@@ -519,7 +519,7 @@ fn status(args: StatusArgs) -> Result<()> {
 
 fn unload(args: UnloadArgs) -> Result<()> {
     host::check_privileges()?;
-    host::raise_memlock_limit();
+    host::raise_memlock_limit(&KernelRelease::running()?);
     if let Some(cg) = &args.cgroup {
         host::check_cgroup2_dir(cg)?;
     }

@@ -95,10 +95,75 @@ pub struct TestEnv {
     pub state_dir: PathBuf,
 }
 
+/// Removes what test processes that were killed (so their Drop never ran)
+/// left behind: cgroups, pins, state dirs and namespaces whose name carries
+/// the pid of a process that no longer exists.
+fn sweep_leftovers_of_dead_runs() {
+    fn dead_owner(name: &str) -> bool {
+        let rest = name
+            .strip_prefix("accel-test-")
+            .or_else(|| name.strip_prefix("atopo-"))
+            .unwrap_or("");
+        match rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) {
+            Some(pid) => pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists(),
+            None => false,
+        }
+    }
+    let cg_root = cgroup2_mount();
+    for dir in [
+        cg_root.clone(),
+        PathBuf::from("/sys/fs/bpf"),
+        std::env::temp_dir(),
+    ] {
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !dead_owner(&name) {
+                continue;
+            }
+            let path = e.path();
+            if dir == cg_root {
+                kill_cgroup_tree(&path);
+                let _ = fs::remove_dir(&path);
+            } else if dir.starts_with("/sys/fs/bpf") {
+                remove_tree(&path);
+            } else if path.is_dir() {
+                let _ = fs::remove_dir_all(&path);
+            } else {
+                let _ = fs::remove_file(&path);
+            }
+        }
+    }
+    let out = Command::new("ip").args(["netns", "list"]).output();
+    if let Ok(out) = out {
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let name = line.split_whitespace().next().unwrap_or("");
+            if dead_owner(name) {
+                let _ = Command::new("ip")
+                    .args(["netns", "pids", name])
+                    .output()
+                    .map(|o| {
+                        for pid in String::from_utf8_lossy(&o.stdout).lines() {
+                            if let Ok(pid) = pid.trim().parse::<i32>() {
+                                // SAFETY: plain kill(2).
+                                unsafe { libc::kill(pid, libc::SIGKILL) };
+                            }
+                        }
+                    });
+                let _ = Command::new("ip").args(["netns", "delete", name]).status();
+            }
+        }
+    }
+}
+
 impl TestEnv {
     pub fn new(tag: &str) -> Self {
         require_root();
         ensure_bpffs();
+        static SWEEP: std::sync::Once = std::sync::Once::new();
+        SWEEP.call_once(sweep_leftovers_of_dead_runs);
         let name = format!(
             "accel-test-{}-{}-{tag}",
             std::process::id(),

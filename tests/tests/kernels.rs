@@ -50,7 +50,12 @@ fn checks_of(status: &Value) -> Vec<(String, bool)> {
         .as_array()
         .map(|c| {
             c.iter()
-                .map(|c| (c["name"].as_str().unwrap_or("").to_string(), c["ok"] == true))
+                .map(|c| {
+                    (
+                        c["name"].as_str().unwrap_or("").to_string(),
+                        c["ok"] == true,
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default()
@@ -79,7 +84,16 @@ fn boot(package: &str, work: &Path) -> Row {
     let (kernel, initrd) = (field("KERNEL"), field("INITRD"));
     let started = Instant::now();
     let qemu = Command::new("timeout")
-        .args(["900", "qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-m", "1024"])
+        .args([
+            "900",
+            "qemu-system-x86_64",
+            "-accel",
+            "tcg",
+            "-cpu",
+            "max",
+            "-m",
+            "1024",
+        ])
         .args(["-smp", "1", "-nographic", "-no-reboot", "-kernel"])
         .arg(&kernel)
         .arg("-initrd")
@@ -89,7 +103,10 @@ fn boot(package: &str, work: &Path) -> Row {
         .output()
         .expect("FAILING LOUDLY: qemu-system-x86_64 is needed (apt-get install qemu-system-x86)");
     let console = String::from_utf8_lossy(&qemu.stdout).replace('\r', "");
-    assert!(console.contains("@@DONE"), "{package}: the guest did not finish:\n{console}");
+    assert!(
+        console.contains("@@DONE"),
+        "{package}: the guest did not finish:\n{console}"
+    );
     let kernel_release = console
         .lines()
         .find_map(|l| l.strip_prefix("@@KERNEL "))
@@ -98,9 +115,14 @@ fn boot(package: &str, work: &Path) -> Row {
     let status = json_in(section(&console, "status"));
     let after = json_in(section(&console, "status-after"));
     let gate = json_in(section(&console, "gate"));
-    let load: accel_tests::LoadReport =
-        serde_json::from_str(section(&console, "loadgen").lines().rev().find(|l| l.starts_with('{')).unwrap_or("{}"))
-            .unwrap_or_else(|e| panic!("{package}: loadgen report ({e}):\n{console}"));
+    let load: accel_tests::LoadReport = serde_json::from_str(
+        section(&console, "loadgen")
+            .lines()
+            .rev()
+            .find(|l| l.starts_with('{'))
+            .unwrap_or("{}"),
+    )
+    .unwrap_or_else(|e| panic!("{package}: loadgen report ({e}):\n{console}"));
     let accelerated = status["daemon"]["accelerated"] == true;
     let redirected = if accelerated {
         counter_of(&after, "redirect_bytes") - counter_of(&status, "redirect_bytes")
@@ -118,10 +140,21 @@ fn boot(package: &str, work: &Path) -> Row {
         } else {
             format!("FAILED: {:?}", load.errors)
         },
-        loopback_paired: if accelerated { counter_of(&after, "passive_paired") } else { 0 },
-        refused_netns: if accelerated { counter_of(&after, "refused_netns_mismatch") } else { 0 },
+        loopback_paired: if accelerated {
+            counter_of(&after, "passive_paired")
+        } else {
+            0
+        },
+        refused_netns: if accelerated {
+            counter_of(&after, "refused_netns_mismatch")
+        } else {
+            0
+        },
         gate_refusal: gate["daemon"]["accelerated"] == false
-            && gate["daemon"]["reason"].as_str().unwrap_or("").contains("5.10"),
+            && gate["daemon"]["reason"]
+                .as_str()
+                .unwrap_or("")
+                .contains("5.10"),
         unload_ok: console.contains("@@UNLOAD_RC 0"),
         seconds: started.elapsed().as_secs_f64(),
     }
@@ -144,7 +177,10 @@ fn host_row() -> Row {
     let after = env.status_json();
     let unload = env.unload();
     Row {
-        kernel: status["daemon"]["kernel_release"].as_str().unwrap_or("?").to_string(),
+        kernel: status["daemon"]["kernel_release"]
+            .as_str()
+            .unwrap_or("?")
+            .to_string(),
         btf: Path::new("/sys/kernel/btf/vmlinux").exists(),
         checks: checks_of(&status),
         accelerated: status["daemon"]["accelerated"] == true,
@@ -189,7 +225,11 @@ fn table(rows: &[Row]) -> String {
             r.integrity,
             r.loopback_paired,
             r.refused_netns,
-            if r.gate_refusal { "unaccelerated, ready, says why" } else { "FAILED" },
+            if r.gate_refusal {
+                "unaccelerated, ready, says why"
+            } else {
+                "FAILED"
+            },
             if r.unload_ok { "clean" } else { "FAILED" },
             r.seconds
         );
@@ -214,17 +254,38 @@ fn the_daemon_runs_on_debians_kernels() {
     let t = table(&rows);
     eprintln!("{t}");
     for r in &rows {
-        assert!(r.accelerated, "{}: the datapath must run on this kernel\n{t}", r.kernel);
-        assert!(r.redirected >= 2 * GUEST_BYTES, "{}: traffic not redirected\n{t}", r.kernel);
-        assert!(r.integrity.ends_with("byte-exact"), "{}: {}", r.kernel, r.integrity);
+        assert!(
+            r.accelerated,
+            "{}: the datapath must run on this kernel\n{t}",
+            r.kernel
+        );
+        assert!(
+            r.redirected >= 2 * GUEST_BYTES,
+            "{}: traffic not redirected\n{t}",
+            r.kernel
+        );
+        assert!(
+            r.integrity.ends_with("byte-exact"),
+            "{}: {}",
+            r.kernel,
+            r.integrity
+        );
         assert_eq!(r.refused_netns, 0, "{}: loopback pairs refused", r.kernel);
-        assert!(r.loopback_paired >= 10, "{}: loopback pairs not paired", r.kernel);
+        assert!(
+            r.loopback_paired >= 10,
+            "{}: loopback pairs not paired",
+            r.kernel
+        );
         assert!(r.gate_refusal && r.unload_ok, "{}\n{t}", r.kernel);
     }
     if matrix {
         let readme = Path::new(env!("CARGO_MANIFEST_DIR")).join("kernels/README.md");
         let text = std::fs::read_to_string(&readme).unwrap_or_default();
-        let head = text.split("<!-- matrix -->").next().unwrap_or("").to_string();
+        let head = text
+            .split("<!-- matrix -->")
+            .next()
+            .unwrap_or("")
+            .to_string();
         std::fs::write(&readme, format!("{head}<!-- matrix -->\n{t}"))
             .expect("write tests/kernels/README.md");
     }
