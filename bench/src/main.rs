@@ -3,8 +3,15 @@
 //! `accel-bench loopback` compares, in one run, plain TCP, accelerated TCP
 //! and a Unix stream socket over loopback, for request/response and
 //! streaming workloads across message sizes, with both ends on one core and
-//! on two cores. See bench/README.md.
+//! on two cores.
+//!
+//! `accel-bench mesh` runs real sidecar traffic (pods with Istio's
+//! interception and haproxy sidecars, from the end-to-end tests' topology)
+//! with and without the daemon: wrk against nginx, request/response and
+//! streaming through both sidecars. See bench/README.md.
 
+mod mesh;
+mod mesh_report;
 mod report;
 mod sandbox;
 mod worker;
@@ -45,6 +52,10 @@ enum Cmd {
     /// Plain TCP vs accelerated TCP vs Unix socket over loopback
     /// (request/response latency and streaming throughput). Needs root.
     Loopback(LoopbackArgs),
+    /// Same-node sidecar mesh: pod A -> sidecar A -> sidecar B -> pod B,
+    /// daemon stopped vs running (wrk/nginx, request/response, streaming).
+    /// Needs root, wrk, nginx, haproxy.
+    Mesh(mesh::MeshArgs),
     /// One end of one benchmark connection (spawned by `loopback`).
     #[command(hide = true)]
     Worker(WorkerArgs),
@@ -207,6 +218,7 @@ fn main() -> ExitCode {
     let res = match cli.command {
         Cmd::Worker(a) => worker::run(a),
         Cmd::Loopback(a) => loopback(a),
+        Cmd::Mesh(a) => mesh::run(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
@@ -217,7 +229,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn locate_daemon(arg: &Option<PathBuf>) -> Result<PathBuf> {
+pub(crate) fn locate_daemon(arg: &Option<PathBuf>) -> Result<PathBuf> {
     let path = match arg {
         Some(p) => p.clone(),
         None => std::env::current_exe()
@@ -350,7 +362,7 @@ fn loopback(mut args: LoopbackArgs) -> Result<()> {
     Ok(())
 }
 
-fn online_cpus() -> usize {
+pub(crate) fn online_cpus() -> usize {
     nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0))
         .map(|set| {
             (0..nix::sched::CpuSet::count())
@@ -360,27 +372,37 @@ fn online_cpus() -> usize {
         .unwrap_or(1)
 }
 
-struct WorkerProc {
-    child: Child,
-    lines: mpsc::Receiver<String>,
+pub(crate) struct WorkerProc {
+    pub(crate) child: Child,
+    pub(crate) lines: mpsc::Receiver<String>,
     stderr: Arc<Mutex<String>>,
 }
 
 impl WorkerProc {
     fn spawn(exe: &PathBuf, procs_fd: i32, args: &[String]) -> Result<Self> {
         let mut cmd = Command::new(exe);
-        cmd.arg("worker")
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.arg("worker").args(args);
         // SAFETY: only async-signal-safe calls (write(2) on an fd opened
-        // before fork, prctl) between fork and exec.
+        // before fork) between fork and exec.
         unsafe {
             cmd.pre_exec(move || {
                 if libc::write(procs_fd, b"0".as_ptr().cast(), 1) != 1 {
                     return Err(std::io::Error::last_os_error());
                 }
+                Ok(())
+            });
+        }
+        Self::from_command(cmd)
+    }
+
+    /// Spawns `cmd` (stdout and stderr captured, killed with the benchmark).
+    pub(crate) fn from_command(mut cmd: Command) -> Result<Self> {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        // SAFETY: prctl is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
                 Ok(())
             });
@@ -410,20 +432,20 @@ impl WorkerProc {
         })
     }
 
-    fn stderr(&self) -> String {
+    pub(crate) fn stderr(&self) -> String {
         self.stderr
             .lock()
             .map(|s| s.trim().to_string())
             .unwrap_or_default()
     }
 
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 
     /// The JSON result line (after the process exited).
-    fn result(&self) -> Result<WorkerOut> {
+    pub(crate) fn result(&self) -> Result<WorkerOut> {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());

@@ -42,13 +42,13 @@ pub struct Facts {
     pub stream_read_buf: usize,
 }
 
-fn read_trim(p: &str) -> String {
+pub(crate) fn read_trim(p: &str) -> String {
     std::fs::read_to_string(p)
         .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|_| "unknown".into())
 }
 
-fn shell_quote(s: &str) -> String {
+pub(crate) fn shell_quote(s: &str) -> String {
     if !s.is_empty()
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@".contains(c))
@@ -59,7 +59,7 @@ fn shell_quote(s: &str) -> String {
     }
 }
 
-fn git_commit() -> String {
+pub(crate) fn git_commit() -> String {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .unwrap_or(Path::new("."));
@@ -89,7 +89,7 @@ fn git_commit() -> String {
 }
 
 /// UTC calendar date and time (no time-zone database needed).
-fn utc(t: SystemTime) -> (String, String) {
+pub(crate) fn utc(t: SystemTime) -> (String, String) {
     let secs = t
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -161,7 +161,7 @@ pub struct Agg {
 }
 
 impl Agg {
-    fn of(mut v: Vec<f64>) -> Option<Agg> {
+    pub(crate) fn of(mut v: Vec<f64>) -> Option<Agg> {
         if v.is_empty() {
             return None;
         }
@@ -179,14 +179,14 @@ impl Agg {
             n,
         })
     }
-    fn spread_pct(&self) -> f64 {
+    pub(crate) fn spread_pct(&self) -> f64 {
         if self.median > 0.0 {
             (self.max - self.min) / self.median * 100.0
         } else {
             0.0
         }
     }
-    fn overlaps(&self, o: &Agg) -> bool {
+    pub(crate) fn overlaps(&self, o: &Agg) -> bool {
         self.min <= o.max && o.min <= self.max
     }
 }
@@ -304,12 +304,12 @@ pub fn size_label(n: usize) -> String {
     }
 }
 
-fn f(v: Option<Agg>, digits: usize) -> String {
+pub(crate) fn f(v: Option<Agg>, digits: usize) -> String {
     v.map(|a| format!("{:.*}", digits, a.median))
         .unwrap_or_else(|| "ERR".into())
 }
 
-fn lat(v: Option<Agg>) -> String {
+pub(crate) fn lat(v: Option<Agg>) -> String {
     match v {
         Some(a) if a.median >= 100.0 => format!("{:.0}", a.median),
         Some(a) if a.median >= 10.0 => format!("{:.1}", a.median),
@@ -318,7 +318,7 @@ fn lat(v: Option<Agg>) -> String {
     }
 }
 
-fn rate(v: Option<Agg>) -> String {
+pub(crate) fn rate(v: Option<Agg>) -> String {
     match v {
         Some(a) if a.median >= 10_000.0 => format!("{:.1}k", a.median / 1e3),
         Some(a) => format!("{:.0}", a.median),
@@ -326,12 +326,12 @@ fn rate(v: Option<Agg>) -> String {
     }
 }
 
-fn x(r: Option<f64>) -> String {
+pub(crate) fn x(r: Option<f64>) -> String {
     r.map(|r| format!("{r:.2}x"))
         .unwrap_or_else(|| "n/a".into())
 }
 
-fn spread(v: Option<Agg>) -> String {
+pub(crate) fn spread(v: Option<Agg>) -> String {
     v.map(|a| format!("{:.0}%", a.spread_pct()))
         .unwrap_or_else(|| "-".into())
 }

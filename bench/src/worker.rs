@@ -63,9 +63,9 @@ pub struct WorkerArgs {
     pub workload: Workload,
     #[arg(long)]
     pub size: usize,
-    /// CPU this process pins itself to.
+    /// CPU this process pins itself to (none: no affinity set).
     #[arg(long)]
-    pub cpu: usize,
+    pub cpu: Option<usize>,
     #[arg(long)]
     pub duration_ms: u64,
     #[arg(long)]
@@ -73,6 +73,9 @@ pub struct WorkerArgs {
     /// Server: Unix socket path to listen on (family unix).
     #[arg(long)]
     pub unix_path: Option<PathBuf>,
+    /// Server: TCP address to listen on (family tcp).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: String,
     /// Client: address (tcp) or path (unix) to connect to.
     #[arg(long)]
     pub connect: Option<String>,
@@ -125,16 +128,19 @@ impl Conn for UnixStream {
 }
 
 pub fn run(args: WorkerArgs) -> Result<()> {
-    let mut set = CpuSet::new();
-    set.set(args.cpu)
-        .with_context(|| format!("cpu {} out of range", args.cpu))?;
-    sched_setaffinity(Pid::from_raw(0), &set)
-        .with_context(|| format!("pinning to cpu {}", args.cpu))?;
+    if let Some(cpu) = args.cpu {
+        let mut set = CpuSet::new();
+        set.set(cpu)
+            .with_context(|| format!("cpu {cpu} out of range"))?;
+        sched_setaffinity(Pid::from_raw(0), &set)
+            .with_context(|| format!("pinning to cpu {cpu}"))?;
+    }
     ensure!(args.size > 0, "size must be > 0");
 
     let out = match (args.role, args.family) {
         (Role::Server, Family::Tcp) => {
-            let l = TcpListener::bind("127.0.0.1:0").context("bind 127.0.0.1:0")?;
+            let l =
+                TcpListener::bind(&args.listen).with_context(|| format!("bind {}", args.listen))?;
             announce(&l.local_addr()?.to_string())?;
             let (s, _) = l.accept().context("accept")?;
             drop(l);

@@ -1,0 +1,1168 @@
+//! `accel-bench mesh`: same-node sidecar traffic, with and without the
+//! datapath, in one run on one topology.
+//!
+//! The topology is the end-to-end tests' (`accel_tests::topology`): a
+//! private node namespace with a bridge, meshed pods A and B with Istio's
+//! REDIRECT rules and haproxy sidecars. Every request goes app A ->
+//! sidecar A (127.0.0.1:15001) -> sidecar B (B:15006) -> app B (from
+//! 127.0.0.6): three TCP connections, the three legs the datapath pairs.
+//! All pod processes run in the [`TestEnv`] cgroup; the daemon is started on
+//! that cgroup with a pods file listing A and B (node mode, as
+//! tests/tests/mesh_datapath.rs does).
+//!
+//! Baseline = no daemon and the datapath unloaded (nothing attached to the
+//! cgroup, no pins); accelerated = `accel-daemon run` up and accelerating.
+//! The two modes alternate per case in ABBA order (base, accel, accel, base,
+//! base, ...), the daemon being started and stopped (SIGKILL, then
+//! `accel-daemon unload`) between them. Every run is proven: accelerated
+//! runs by the growth of `redirect_bytes`, baseline runs by the absence of
+//! any program attached to the cgroup and of the pin dir before and after.
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    net::SocketAddr,
+    panic::AssertUnwindSafe,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::mpsc,
+    thread,
+    time::{Duration, Instant, SystemTime},
+};
+
+use accel_tests::{
+    Daemon, TestEnv, Value,
+    topology::{HTTP_PORT, Mesh, Node, Pod, pattern, sha256_hex},
+};
+use anyhow::{Context, Result, bail, ensure};
+use clap::Args;
+use serde::Serialize;
+
+use crate::{
+    WorkerProc, locate_daemon, mesh_report, online_cpus,
+    sandbox::{check_interrupted, install_signal_handlers, interrupted},
+    worker::WorkerOut,
+};
+
+#[derive(Args, Debug, Clone)]
+pub struct MeshArgs {
+    /// Measured seconds per request/response and streaming run (after a
+    /// warm-up of a tenth of it).
+    #[arg(long, default_value_t = 2.0)]
+    duration: f64,
+    /// Seconds per wrk run (`wrk -d`).
+    #[arg(long, default_value_t = 3)]
+    wrk_duration: u32,
+    /// wrk connections (`-c`).
+    #[arg(long, default_value_t = 8)]
+    wrk_connections: u32,
+    /// wrk threads (`-t`).
+    #[arg(long, default_value_t = 1)]
+    wrk_threads: u32,
+    /// Runs per mode and case; modes alternate ABBA (base, accel, accel, base, ...).
+    #[arg(long, default_value_t = 5)]
+    repeats: usize,
+    /// Shorter: 0.5 s runs, 1 s wrk runs, 3 repeats.
+    #[arg(long)]
+    quick: bool,
+    /// Payload sizes (bytes; K/M suffixes mean KiB/MiB): HTTP body,
+    /// request/response message, streaming write.
+    #[arg(long, value_delimiter = ',', value_parser = crate::parse_size,
+          default_value = "100,1K,16K,256K")]
+    sizes: Vec<usize>,
+    /// Workloads to run.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_enum,
+        default_value = "wrk,rr,stream"
+    )]
+    workloads: Vec<MeshWorkload>,
+    /// Placements to run.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_enum,
+        default_value = "pinned,unpinned"
+    )]
+    placements: Vec<Placement>,
+    /// The accel-daemon binary [default: next to this executable].
+    #[arg(long)]
+    daemon_bin: Option<PathBuf>,
+    /// The accel-pod binary (IPv6 sidecar of the topology) [default: next to
+    /// this executable].
+    #[arg(long)]
+    pod_bin: Option<PathBuf>,
+    /// Where mesh.md and mesh.json go [default: bench/results/<YYYY-MM-DD>].
+    #[arg(long)]
+    out_dir: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MeshWorkload {
+    /// wrk (HTTP/1.1 keep-alive) against nginx.
+    Wrk,
+    /// One connection, ping-pong of N bytes.
+    Rr,
+    /// One connection, A writes N-byte messages, B reads.
+    Stream,
+}
+
+impl MeshWorkload {
+    pub fn name(self) -> &'static str {
+        match self {
+            MeshWorkload::Wrk => "wrk",
+            MeshWorkload::Rr => "rr",
+            MeshWorkload::Stream => "stream",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Placement {
+    /// Every pod process (clients, servers, nginx, both sidecars) on CPU 0.
+    Pinned,
+    /// No affinity: the scheduler places everything.
+    Unpinned,
+}
+
+impl Placement {
+    pub fn name(self) -> &'static str {
+        match self {
+            Placement::Pinned => "pinned",
+            Placement::Unpinned => "unpinned",
+        }
+    }
+    pub fn title(self) -> &'static str {
+        match self {
+            Placement::Pinned => {
+                "pinned (every pod process on CPU 0: client, server/nginx, both haproxy sidecars)"
+            }
+            Placement::Unpinned => "unpinned (no affinity; the scheduler uses both CPUs)",
+        }
+    }
+    fn worker_cpu(self) -> Option<usize> {
+        match self {
+            Placement::Pinned => Some(0),
+            Placement::Unpinned => None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    Baseline,
+    Accel,
+}
+
+impl Mode {
+    pub const ALL: [Mode; 2] = [Mode::Baseline, Mode::Accel];
+    pub fn label(self) -> &'static str {
+        match self {
+            Mode::Baseline => "baseline",
+            Mode::Accel => "accelerated",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct MeshCase {
+    pub workload: MeshWorkload,
+    pub size: usize,
+}
+
+/// One run: raw numbers and its proof.
+#[derive(Debug, Clone, Serialize)]
+pub struct MeshRecord {
+    pub seq: usize,
+    pub placement: Placement,
+    pub workload: MeshWorkload,
+    pub size: usize,
+    pub mode: Mode,
+    pub repeat: usize,
+    /// Seconds since the benchmark started.
+    pub started_s: f64,
+    pub ok: bool,
+    pub error: Option<String>,
+    pub p50_us: Option<f64>,
+    pub p99_us: Option<f64>,
+    pub mean_us: Option<f64>,
+    pub max_us: Option<f64>,
+    /// wrk: requests/s; rr: round trips/s.
+    pub per_s: Option<f64>,
+    pub mb_per_s: Option<f64>,
+    /// wrk: completed requests; rr: measured round trips.
+    pub count: Option<u64>,
+    pub measured_secs: Option<f64>,
+    /// Application bytes written by the two apps in the run (both
+    /// directions, warm-up included; wrk: bytes read plus requests sent).
+    pub bytes_moved: u64,
+    /// wrk: socket errors (connect+read+write+timeout) and non-2xx responses.
+    pub wrk_socket_errors: u64,
+    pub wrk_non2xx: u64,
+    /// EAGAIN from send(2)/recv(2) on the blocking worker sockets.
+    pub send_eagain: u64,
+    pub recv_eagain: u64,
+    /// Datapath counters after minus before (accelerated runs only).
+    pub counters_delta: BTreeMap<String, i64>,
+    /// redirect_bytes / bytes_moved: ~3 when all three legs are redirected.
+    pub redirected_legs: Option<f64>,
+    pub verified: bool,
+    pub verify_note: String,
+    /// wrk's full output.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wrk_output: Option<String>,
+}
+
+pub struct MeshConfig {
+    pub duration: Duration,
+    pub warmup: Duration,
+    pub wrk_duration: u32,
+    pub wrk_connections: u32,
+    pub wrk_threads: u32,
+    pub repeats: usize,
+}
+
+pub fn run(args: MeshArgs) -> Result<()> {
+    // The topology library reports failures by panicking; unwinding runs
+    // every Drop guard (daemon, node, cgroup), then we turn it into an error.
+    match std::panic::catch_unwind(AssertUnwindSafe(|| mesh(args))) {
+        Ok(r) => r,
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "panic".into());
+            bail!("mesh benchmark aborted (everything was cleaned up): {msg}")
+        }
+    }
+}
+
+fn which(prog: &str) -> Result<PathBuf> {
+    std::env::var_os("PATH")
+        .and_then(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join(prog))
+                .find(|c| c.is_file())
+        })
+        .with_context(|| format!("{prog} not found in PATH (apt-get install {prog})"))
+}
+
+fn mesh(mut args: MeshArgs) -> Result<()> {
+    if args.quick {
+        args.duration = 0.5;
+        args.wrk_duration = 1;
+        args.repeats = 3;
+    }
+    ensure!(
+        args.duration > 0.0 && args.repeats > 0 && args.wrk_duration > 0,
+        "need a positive duration and repeats"
+    );
+    // SAFETY: geteuid has no preconditions.
+    ensure!(
+        unsafe { libc::geteuid() } == 0,
+        "accel-bench mesh needs root: it creates namespaces, cgroups and loads BPF programs"
+    );
+    let duration = Duration::from_secs_f64(args.duration);
+    let cfg = MeshConfig {
+        duration,
+        warmup: (duration / 10).max(Duration::from_millis(50)),
+        wrk_duration: args.wrk_duration,
+        wrk_connections: args.wrk_connections,
+        wrk_threads: args.wrk_threads,
+        repeats: args.repeats,
+    };
+    let daemon_bin = locate_daemon(&args.daemon_bin)?;
+    let exe = std::env::current_exe().context("locating own executable")?;
+    let pod_bin = args.pod_bin.clone().unwrap_or_else(|| {
+        exe.parent()
+            .map(|p| p.join("accel-pod"))
+            .unwrap_or_default()
+    });
+    ensure!(
+        pod_bin.is_file(),
+        "accel-pod not found at {} (cargo build --release -p accel-tests --bins, or --pod-bin)",
+        pod_bin.display()
+    );
+    for t in [
+        "wrk",
+        "nginx",
+        "haproxy",
+        "taskset",
+        "iptables-restore",
+        "bpftool",
+    ] {
+        which(t)?;
+    }
+    // SAFETY: still single-threaded (no thread spawned yet); the topology
+    // library finds its binaries through these variables.
+    unsafe {
+        std::env::set_var("ACCEL_DAEMON_BIN", &daemon_bin);
+        std::env::set_var("ACCEL_POD_BIN", &pod_bin);
+    }
+
+    let mut placements = args.placements.clone();
+    placements.dedup();
+    let mut sizes = args.sizes.clone();
+    sizes.sort_unstable();
+    sizes.dedup();
+    let mut cases = Vec::new();
+    for w in [MeshWorkload::Wrk, MeshWorkload::Rr, MeshWorkload::Stream] {
+        if args.workloads.contains(&w) {
+            cases.extend(sizes.iter().map(|&size| MeshCase { workload: w, size }));
+        }
+    }
+    ensure!(!cases.is_empty(), "nothing to run");
+
+    let started = SystemTime::now();
+    let t_start = Instant::now();
+    let ncpu = online_cpus();
+    let facts = mesh_report::MeshFacts::collect(&cfg, started, ncpu);
+    let total = placements.len() * cases.len() * cfg.repeats * 2;
+    eprintln!(
+        "accel-bench mesh: {} placements x {} cases x {} repeats x 2 modes = {total} runs \
+         (rr/stream {:.2} s + {:.2} s warm-up, wrk {} s)",
+        placements.len(),
+        cases.len(),
+        cfg.repeats,
+        cfg.duration.as_secs_f64(),
+        cfg.warmup.as_secs_f64(),
+        cfg.wrk_duration
+    );
+    install_signal_handlers()?;
+
+    // Drop order (reverse of declaration): daemon control, pods file, node
+    // (pods, sidecars, nginx), cgroup and pins.
+    let env = TestEnv::new("mesh-bench");
+    let node = Node::new(&env, "mb");
+    let a = node.meshed_pod("a", Mesh::default());
+    let b = node.meshed_pod("b", Mesh::default());
+    let nginx_pid = start_nginx(&b, &sizes)?;
+    let pods_file = PodsFile::write(&env, &[&a, &b])?;
+    let mut ctl = DaemonCtl {
+        env: &env,
+        pods_arg: pods_file.0.display().to_string(),
+        daemon: None,
+        mode: None,
+        toggles: 0,
+        log: String::new(),
+    };
+    let mut pids: Vec<u32> = a.sidecar_pids();
+    pids.extend(b.sidecar_pids());
+    pids.push(nginx_pid);
+    eprintln!(
+        "accel-bench mesh: pods A {} and B {} up (haproxy sidecars, nginx pid {nginx_pid}); cgroup {}",
+        a.ipv4,
+        b.ipv4,
+        env.cgroup.display()
+    );
+
+    // Smoke test: every file through both sidecars, both modes.
+    for mode in [Mode::Baseline, Mode::Accel] {
+        ctl.set(mode)?;
+        let before = match mode {
+            Mode::Accel => ctl.counters()?,
+            Mode::Baseline => BTreeMap::new(),
+        };
+        for &size in &sizes {
+            let body = a.curl(&format!("http://{}/f{size}", b.ipv4));
+            ensure!(
+                sha256_hex(&body) == sha256_hex(&file_content(size)),
+                "nginx returned a different f{size} through the mesh ({})",
+                mode.label()
+            );
+        }
+        if mode == Mode::Accel {
+            let after = ctl.counters()?;
+            let d = after.get("redirect_bytes").copied().unwrap_or(0)
+                - before.get("redirect_bytes").copied().unwrap_or(0);
+            let want: usize = sizes.iter().sum();
+            ensure!(
+                d >= want as u64,
+                "smoke test: redirect_bytes grew by {d}, less than the {want} body bytes: \
+                 the mesh is not accelerated; daemon log:\n{}",
+                ctl.log()
+            );
+        }
+    }
+    eprintln!("accel-bench mesh: smoke test passed (curl through both sidecars, both modes)");
+
+    let mut records = Vec::new();
+    let mut seq = 0;
+    for &placement in &placements {
+        set_affinity(&pids, placement, ncpu)?;
+        for &case in &cases {
+            for repeat in 0..cfg.repeats {
+                let order = if repeat % 2 == 0 {
+                    [Mode::Baseline, Mode::Accel]
+                } else {
+                    [Mode::Accel, Mode::Baseline]
+                };
+                for mode in order {
+                    check_interrupted()?;
+                    ctl.set(mode)?;
+                    seq += 1;
+                    let mut rec = MeshRecord::new(seq, placement, case, mode, repeat);
+                    rec.started_s = t_start.elapsed().as_secs_f64();
+                    let before = ctl.proof_state()?;
+                    let res = match case.workload {
+                        MeshWorkload::Wrk => run_wrk(&a, &b, &cfg, placement, case.size)
+                            .map(|w| w.fill(&mut rec, &b, case.size)),
+                        MeshWorkload::Rr | MeshWorkload::Stream => {
+                            exchange(&a, &b, &exe, &cfg, placement, case)
+                                .and_then(|(c, s)| fill_worker(&mut rec, case, &c, &s))
+                        }
+                    };
+                    match res {
+                        Ok(()) => rec.ok = true,
+                        Err(e) => {
+                            rec.error = Some(format!("{e:#}"));
+                            eprintln!(
+                                "accel-bench mesh: run failed ({} {} {} B {}): {e:#}",
+                                placement.name(),
+                                case.workload.name(),
+                                case.size,
+                                mode.label()
+                            );
+                        }
+                    }
+                    check_interrupted()?;
+                    let after = ctl.proof_state()?;
+                    verify(&mut rec, &before, &after);
+                    records.push(rec);
+                }
+            }
+            eprintln!(
+                "{}  [{:.0} s]",
+                mesh_report::progress_line(placement, case, &records),
+                t_start.elapsed().as_secs_f64()
+            );
+        }
+    }
+    ctl.set(Mode::Baseline)?;
+    let toggles = ctl.toggles;
+    let log = ctl.log();
+    drop(ctl);
+    drop(pods_file);
+    drop(node);
+    drop(env);
+
+    let mut facts = facts;
+    facts.finish(t_start.elapsed(), toggles);
+    let rep = mesh_report::MeshReport::build(facts, &placements, &cases, records);
+    let md = rep.markdown();
+    println!("{md}");
+    let out_dir = args
+        .out_dir
+        .clone()
+        .unwrap_or_else(|| crate::report::default_results_root().join(rep.facts.date.clone()));
+    fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    fs::write(out_dir.join("mesh.md"), &md)?;
+    fs::write(
+        out_dir.join("mesh.json"),
+        serde_json::to_string_pretty(&rep.json())?,
+    )?;
+    eprintln!(
+        "accel-bench mesh: wrote {}/mesh.md and mesh.json",
+        out_dir.display()
+    );
+    if rep.failures() > 0 {
+        eprintln!("accel-bench mesh: daemon logs:\n{log}");
+        bail!(
+            "{} runs failed or could not be verified (see the tables)",
+            rep.failures()
+        );
+    }
+    Ok(())
+}
+
+impl MeshRecord {
+    fn new(seq: usize, placement: Placement, case: MeshCase, mode: Mode, repeat: usize) -> Self {
+        MeshRecord {
+            seq,
+            placement,
+            workload: case.workload,
+            size: case.size,
+            mode,
+            repeat,
+            started_s: 0.0,
+            ok: false,
+            error: None,
+            p50_us: None,
+            p99_us: None,
+            mean_us: None,
+            max_us: None,
+            per_s: None,
+            mb_per_s: None,
+            count: None,
+            measured_secs: None,
+            bytes_moved: 0,
+            wrk_socket_errors: 0,
+            wrk_non2xx: 0,
+            send_eagain: 0,
+            recv_eagain: 0,
+            counters_delta: BTreeMap::new(),
+            redirected_legs: None,
+            verified: false,
+            verify_note: String::new(),
+            wrk_output: None,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Daemon on/off
+// ---------------------------------------------------------------------------
+
+/// The pods file (node mode), removed on drop.
+struct PodsFile(PathBuf);
+
+impl PodsFile {
+    /// The same TOML as `pods_file()` in tests/tests/mesh_datapath.rs.
+    fn write(env: &TestEnv, pods: &[&Pod]) -> Result<Self> {
+        let mut text = String::from("# meshed pods on this node (accel-bench mesh)\n");
+        for pod in pods {
+            text += &format!(
+                "[[pod]]\nname = \"default/{}\"\nips = [\"{}\", \"{}\"]\nnetns = \"{}\"\n\n",
+                pod.name,
+                pod.ipv4,
+                pod.ipv6,
+                pod.netns_path.display()
+            );
+        }
+        let path = env.state_dir.with_extension("pods.toml");
+        fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        Ok(PodsFile(path))
+    }
+}
+
+impl Drop for PodsFile {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
+}
+
+/// Before/after state of one run, for its proof.
+struct ProofState {
+    counters: Option<BTreeMap<String, u64>>,
+    attachments: Vec<String>,
+    pins: bool,
+}
+
+struct DaemonCtl<'a> {
+    env: &'a TestEnv,
+    pods_arg: String,
+    daemon: Option<Daemon>,
+    mode: Option<Mode>,
+    toggles: usize,
+    log: String,
+}
+
+impl DaemonCtl<'_> {
+    /// Accelerated: `accel-daemon run --pods-file` (ready and
+    /// accelerated=true). Baseline: daemon killed, `accel-daemon unload`
+    /// (drain proven), nothing attached, no pins.
+    fn set(&mut self, mode: Mode) -> Result<()> {
+        if self.mode == Some(mode) {
+            return Ok(());
+        }
+        match mode {
+            Mode::Accel => {
+                ensure!(self.daemon.is_none(), "daemon already running");
+                let d = self.env.start_daemon(&["--pods-file", &self.pods_arg]);
+                let log = d.log();
+                self.daemon = Some(d);
+                ensure!(
+                    log.contains("accelerated=true"),
+                    "accel-daemon came up WITHOUT acceleration; log:\n{log}"
+                );
+                let st = self.env.status_json();
+                ensure!(
+                    st["daemon"]["loopback_meshed_only"] == Value::Bool(true)
+                        && st["daemon"]["pods"].as_array().map(Vec::len) == Some(2),
+                    "daemon did not take the pods file: {}",
+                    st["daemon"]
+                );
+            }
+            Mode::Baseline => {
+                if let Some(mut d) = self.daemon.take() {
+                    d.kill9();
+                    self.log.push_str(&d.log());
+                }
+                if self.env.pin_dir.exists() {
+                    let out = self.env.unload();
+                    ensure!(
+                        out.status.success(),
+                        "accel-daemon unload failed: {}{}",
+                        String::from_utf8_lossy(&out.stdout),
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                }
+                let att = self.env.attachments();
+                ensure!(
+                    att.is_empty() && !self.env.pin_dir.exists(),
+                    "datapath still present after unload: attached {att:?}, pins {}",
+                    self.env.pin_dir.exists()
+                );
+            }
+        }
+        if self.mode.is_some() {
+            self.toggles += 1;
+        }
+        self.mode = Some(mode);
+        // Let the start-up (self-test) or teardown settle before measuring.
+        thread::sleep(Duration::from_millis(300));
+        Ok(())
+    }
+
+    fn counters(&self) -> Result<BTreeMap<String, u64>> {
+        let st = self.env.status_json();
+        let pairs = st["datapath"]["counters"]
+            .as_array()
+            .context("status has no .datapath.counters")?;
+        Ok(pairs
+            .iter()
+            .filter_map(|p| Some((p[0].as_str()?.to_string(), p[1].as_u64()?)))
+            .collect())
+    }
+
+    fn proof_state(&self) -> Result<ProofState> {
+        Ok(ProofState {
+            counters: match self.mode {
+                Some(Mode::Accel) => Some(self.counters()?),
+                _ => None,
+            },
+            attachments: self.env.attachments(),
+            pins: self.env.pin_dir.exists(),
+        })
+    }
+
+    fn log(&self) -> String {
+        let mut l = self.log.clone();
+        if let Some(d) = &self.daemon {
+            l.push_str(&d.log());
+        }
+        l
+    }
+}
+
+impl Drop for DaemonCtl<'_> {
+    fn drop(&mut self) {
+        if let Some(mut d) = self.daemon.take() {
+            d.kill9();
+        }
+        // TestEnv's drop removes the pins (which detaches sock_ops); an
+        // explicit unload first drains properly.
+        if self.env.pin_dir.exists() {
+            let _ = self.env.unload();
+        }
+    }
+}
+
+fn verify(rec: &mut MeshRecord, before: &ProofState, after: &ProofState) {
+    if let (Some(b), Some(a)) = (&before.counters, &after.counters) {
+        rec.counters_delta = a
+            .iter()
+            .map(|(k, v)| (k.clone(), *v as i64 - b.get(k).copied().unwrap_or(0) as i64))
+            .collect();
+    }
+    let d = |k: &str| rec.counters_delta.get(k).copied().unwrap_or(0);
+    if !rec.ok {
+        rec.verify_note = "run failed".into();
+        return;
+    }
+    match rec.mode {
+        Mode::Accel => {
+            let rb = d("redirect_bytes");
+            // wrk: the response bodies alone are a strict lower bound of
+            // what one leg carried; workers: exact application bytes.
+            let floor = match rec.workload {
+                MeshWorkload::Wrk => rec.count.unwrap_or(0) * rec.size as u64,
+                _ => rec.bytes_moved,
+            };
+            rec.verified = !rec.counters_delta.is_empty() && rb > 0 && rb >= floor as i64;
+            if rec.bytes_moved > 0 {
+                rec.redirected_legs = Some(rb as f64 / rec.bytes_moved as f64);
+            }
+            rec.verify_note = format!(
+                "redirect_bytes +{rb} for {} bytes moved by the apps ({:.2} legs); pass_bytes +{}; \
+                 passive_paired +{}",
+                rec.bytes_moved,
+                rec.redirected_legs.unwrap_or(0.0),
+                d("pass_bytes"),
+                d("passive_paired")
+            );
+        }
+        Mode::Baseline => {
+            let clean = |s: &ProofState| s.attachments.is_empty() && !s.pins;
+            rec.verified = clean(before) && clean(after);
+            rec.verify_note = if rec.verified {
+                "no program attached to the cgroup and no pins, before and after".into()
+            } else {
+                format!(
+                    "DATAPATH PRESENT: attached {:?}/{:?}, pins {}/{}",
+                    before.attachments, after.attachments, before.pins, after.pins
+                )
+            };
+        }
+    }
+    if !rec.verified {
+        eprintln!(
+            "accel-bench mesh: PROOF FAILED ({} {} {} B {}): {}",
+            rec.placement.name(),
+            rec.workload.name(),
+            rec.size,
+            rec.mode.label(),
+            rec.verify_note
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Placement
+// ---------------------------------------------------------------------------
+
+/// `taskset -a -p -c LIST PID` on the long-running pod processes (sidecars,
+/// nginx): all threads, applied before the placement's first run.
+fn set_affinity(pids: &[u32], placement: Placement, ncpu: usize) -> Result<()> {
+    let list = match placement {
+        Placement::Pinned => "0".to_string(),
+        Placement::Unpinned => format!("0-{}", ncpu.max(1) - 1),
+    };
+    for pid in pids {
+        let out = Command::new("taskset")
+            .args(["-a", "-p", "-c", &list, &pid.to_string()])
+            .stdin(Stdio::null())
+            .output()
+            .context("running taskset")?;
+        ensure!(
+            out.status.success(),
+            "taskset -a -p -c {list} {pid} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let allowed = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .map(str::trim)
+            .unwrap_or("");
+        ensure!(
+            allowed == list || (list != "0" && allowed.contains('-')),
+            "pid {pid}: Cpus_allowed_list {allowed:?}, wanted {list}"
+        );
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// nginx in pod B
+// ---------------------------------------------------------------------------
+
+fn file_content(size: usize) -> Vec<u8> {
+    pattern(size as u64, size)
+}
+
+/// nginx in B serving `/f<size>` for every size: the topology's nginx
+/// configuration (one process, sendfile on) plus `keepalive_requests` high
+/// enough that wrk's keep-alive connections last the whole run.
+fn start_nginx(b: &Pod, sizes: &[usize]) -> Result<u32> {
+    let d = b.dir.join("nginx-bench");
+    let www = d.join("www");
+    fs::create_dir_all(&www)?;
+    fs::create_dir_all(d.join("tmp"))?;
+    for &s in sizes {
+        fs::write(www.join(format!("f{s}")), file_content(s))?;
+    }
+    let dd = d.display();
+    let conf = format!(
+        "daemon off;
+master_process off;
+worker_processes 1;
+pid {dd}/nginx.pid;
+error_log {dd}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    sendfile on;
+    keepalive_timeout 60s;
+    keepalive_requests 100000000;
+    default_type application/octet-stream;
+    client_body_temp_path {dd}/tmp/body;
+    proxy_temp_path {dd}/tmp/proxy;
+    fastcgi_temp_path {dd}/tmp/fastcgi;
+    uwsgi_temp_path {dd}/tmp/uwsgi;
+    scgi_temp_path {dd}/tmp/scgi;
+    server {{
+        listen 0.0.0.0:{HTTP_PORT};
+        root {dd}/www;
+    }}
+}}
+"
+    );
+    let conf_path = d.join("nginx.conf");
+    fs::write(&conf_path, conf)?;
+    let stderr = fs::File::create(d.join("stderr.log"))?;
+    let mut cmd = b.command("nginx");
+    cmd.arg("-p")
+        .arg(&d)
+        .arg("-c")
+        .arg(&conf_path)
+        .arg("-e")
+        .arg(d.join("error.log"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr);
+    let pid = b.spawn("nginx-bench", &mut cmd);
+    b.wait_listening(HTTP_PORT, 1);
+    Ok(pid)
+}
+
+// ---------------------------------------------------------------------------
+// wrk
+// ---------------------------------------------------------------------------
+
+#[derive(Debug, Default)]
+struct WrkOut {
+    requests: u64,
+    secs: f64,
+    read_bytes: f64,
+    per_s: f64,
+    p50_us: f64,
+    p99_us: f64,
+    mean_us: f64,
+    max_us: f64,
+    socket_errors: u64,
+    non2xx: u64,
+    output: String,
+}
+
+fn run_wrk(
+    a: &Pod,
+    b: &Pod,
+    cfg: &MeshConfig,
+    placement: Placement,
+    size: usize,
+) -> Result<WrkOut> {
+    let url = format!("http://{}/f{size}", b.ipv4);
+    let mut cmd = match placement {
+        Placement::Pinned => {
+            let mut c = a.command("taskset");
+            c.args(["-c", "0", "wrk"]);
+            c
+        }
+        Placement::Unpinned => a.command("wrk"),
+    };
+    cmd.args([
+        format!("-t{}", cfg.wrk_threads),
+        format!("-c{}", cfg.wrk_connections),
+        format!("-d{}s", cfg.wrk_duration),
+        "--timeout".into(),
+        "10s".into(),
+        "--latency".into(),
+        url,
+    ]);
+    let mut w = WorkerProc::from_command(cmd)?;
+    let deadline = Instant::now() + Duration::from_secs(u64::from(cfg.wrk_duration) + 30);
+    let status = loop {
+        if interrupted() {
+            w.kill();
+            bail!("interrupted");
+        }
+        if let Some(st) = w.child.try_wait()? {
+            break st;
+        }
+        if Instant::now() > deadline {
+            w.kill();
+            bail!("wrk did not finish; stderr: {}", w.stderr());
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    let mut output = String::new();
+    while let Ok(l) = w.lines.recv_timeout(Duration::from_secs(2)) {
+        output.push_str(&l);
+        output.push('\n');
+    }
+    ensure!(
+        status.success(),
+        "wrk exited with {status}: {output}{}",
+        w.stderr()
+    );
+    parse_wrk(&output).with_context(|| format!("parsing wrk output:\n{output}"))
+}
+
+/// wrk's time format (us, ms, s, m, h) in µs.
+fn wrk_time_us(s: &str) -> Option<f64> {
+    let (num, mul) = if let Some(n) = s.strip_suffix("us") {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix("ms") {
+        (n, 1e3)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1e6)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60e6)
+    } else if let Some(n) = s.strip_suffix('h') {
+        (n, 3600e6)
+    } else {
+        (s, 1.0)
+    };
+    num.parse::<f64>().ok().map(|v| v * mul)
+}
+
+/// wrk's byte format (binary units, "12.34MB").
+fn wrk_bytes(s: &str) -> Option<f64> {
+    let s = s.strip_suffix('B').unwrap_or(s);
+    let (num, mul) = match s.chars().last()? {
+        'K' => (&s[..s.len() - 1], 1024f64),
+        'M' => (&s[..s.len() - 1], 1024f64.powi(2)),
+        'G' => (&s[..s.len() - 1], 1024f64.powi(3)),
+        'T' => (&s[..s.len() - 1], 1024f64.powi(4)),
+        _ => (s, 1.0),
+    };
+    num.parse::<f64>().ok().map(|v| v * mul)
+}
+
+fn parse_wrk(out: &str) -> Result<WrkOut> {
+    let mut w = WrkOut {
+        output: out.to_string(),
+        ..Default::default()
+    };
+    let (mut p50, mut p99, mut rps, mut total) = (None, None, None, None);
+    for line in out.lines() {
+        let t: Vec<&str> = line.split_whitespace().collect();
+        match t.as_slice() {
+            ["50%", v] => p50 = wrk_time_us(v),
+            ["99%", v] => p99 = wrk_time_us(v),
+            ["Latency", avg, _stdev, max, _] => {
+                w.mean_us = wrk_time_us(avg).unwrap_or(0.0);
+                w.max_us = wrk_time_us(max).unwrap_or(0.0);
+            }
+            ["Requests/sec:", v] => rps = v.parse::<f64>().ok(),
+            [n, "requests", "in", secs, bytes, "read"] => {
+                total = n.parse::<u64>().ok();
+                w.secs = wrk_time_us(secs.trim_end_matches(','))
+                    .map(|us| us / 1e6)
+                    .unwrap_or(0.0);
+                w.read_bytes = wrk_bytes(bytes).unwrap_or(0.0);
+            }
+            ["Socket", "errors:", rest @ ..] => {
+                w.socket_errors = rest
+                    .iter()
+                    .filter_map(|x| x.trim_end_matches(',').parse::<u64>().ok())
+                    .sum();
+            }
+            ["Non-2xx", "or", "3xx", "responses:", n] => w.non2xx = n.parse().unwrap_or(0),
+            _ => {}
+        }
+    }
+    w.p50_us = p50.context("no 50% line")?;
+    w.p99_us = p99.context("no 99% line")?;
+    w.per_s = rps.context("no Requests/sec line")?;
+    w.requests = total.context("no 'requests in' line")?;
+    ensure!(w.requests > 0, "wrk completed no request");
+    Ok(w)
+}
+
+impl WrkOut {
+    fn fill(self, rec: &mut MeshRecord, b: &Pod, size: usize) {
+        // wrk's request: "GET /f<size> HTTP/1.1\r\nHost: <ip>\r\n\r\n".
+        let req_len = format!("GET /f{size} HTTP/1.1\r\nHost: {}\r\n\r\n", b.ipv4).len() as u64;
+        rec.p50_us = Some(self.p50_us);
+        rec.p99_us = Some(self.p99_us);
+        rec.mean_us = Some(self.mean_us);
+        rec.max_us = Some(self.max_us);
+        rec.per_s = Some(self.per_s);
+        rec.count = Some(self.requests);
+        rec.measured_secs = Some(self.secs);
+        rec.mb_per_s = Some(self.read_bytes / self.secs.max(1e-9) / 1e6);
+        rec.bytes_moved = self.read_bytes as u64 + self.requests * req_len;
+        rec.wrk_socket_errors = self.socket_errors;
+        rec.wrk_non2xx = self.non2xx;
+        rec.wrk_output = Some(self.output);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Request/response and streaming workers
+// ---------------------------------------------------------------------------
+
+fn worker_cmd(
+    pod: &Pod,
+    exe: &Path,
+    role: &str,
+    case: MeshCase,
+    cfg: &MeshConfig,
+    cpu: Option<usize>,
+) -> Command {
+    let mut cmd = pod.command(exe);
+    cmd.args([
+        "worker",
+        "--role",
+        role,
+        "--family",
+        "tcp",
+        "--workload",
+        case.workload.name(),
+    ])
+    .args(["--size", &case.size.to_string()])
+    .args(["--duration-ms", &cfg.duration.as_millis().to_string()])
+    .args(["--warmup-ms", &cfg.warmup.as_millis().to_string()]);
+    if let Some(c) = cpu {
+        cmd.args(["--cpu", &c.to_string()]);
+    }
+    cmd
+}
+
+/// Server (B, listening on 0.0.0.0:ephemeral) and client (A, connecting to
+/// B's pod IP: REDIRECTed to A's sidecar, then B's sidecar, then B's app).
+fn exchange(
+    a: &Pod,
+    b: &Pod,
+    exe: &Path,
+    cfg: &MeshConfig,
+    placement: Placement,
+    case: MeshCase,
+) -> Result<(WorkerOut, WorkerOut)> {
+    let cpu = placement.worker_cpu();
+    let mut scmd = worker_cmd(b, exe, "server", case, cfg, cpu);
+    scmd.args(["--listen", "0.0.0.0:0"]);
+    let mut server = WorkerProc::from_command(scmd)?;
+    let port: u16 = {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            check_interrupted()?;
+            match server.lines.recv_timeout(Duration::from_millis(50)) {
+                Ok(l) => {
+                    if let Some(addr) = l.strip_prefix("LISTEN ") {
+                        let sa: SocketAddr = addr.parse().context("server address")?;
+                        break sa.port();
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() < deadline => {}
+                Err(_) => {
+                    server.kill();
+                    bail!("server did not listen; stderr: {}", server.stderr());
+                }
+            }
+        }
+    };
+    let mut ccmd = worker_cmd(a, exe, "client", case, cfg, cpu);
+    ccmd.args(["--connect", &b.addr_v4(port).to_string()]);
+    let mut client = WorkerProc::from_command(ccmd)?;
+
+    let deadline = Instant::now() + cfg.warmup + cfg.duration + Duration::from_secs(60);
+    let (mut c_done, mut s_done) = (None, None);
+    while c_done.is_none() || s_done.is_none() {
+        if interrupted() {
+            client.kill();
+            server.kill();
+            bail!("interrupted");
+        }
+        if c_done.is_none() {
+            c_done = client.child.try_wait()?;
+        }
+        if s_done.is_none() {
+            s_done = server.child.try_wait()?;
+        }
+        let failed = c_done.is_some_and(|s| !s.success()) || s_done.is_some_and(|s| !s.success());
+        if failed || Instant::now() > deadline {
+            client.kill();
+            server.kill();
+            bail!(
+                "{} (client {:?}, server {:?}); client stderr: {}; server stderr: {}",
+                if failed { "worker failed" } else { "timed out" },
+                c_done,
+                s_done,
+                client.stderr(),
+                server.stderr()
+            );
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    Ok((client.result()?, server.result()?))
+}
+
+fn fill_worker(
+    rec: &mut MeshRecord,
+    case: MeshCase,
+    client: &WorkerOut,
+    server: &WorkerOut,
+) -> Result<()> {
+    let size = case.size as u64;
+    rec.send_eagain = client.send_eagain + server.send_eagain;
+    rec.recv_eagain = client.recv_eagain + server.recv_eagain;
+    match case.workload {
+        MeshWorkload::Rr => {
+            ensure!(client.echo_ok, "echoed bytes differ from what was sent");
+            ensure!(
+                server.rts_served == client.rts_total,
+                "server served {} round trips, client made {}",
+                server.rts_served,
+                client.rts_total
+            );
+            let secs = client.elapsed_ns as f64 / 1e9;
+            rec.p50_us = Some(client.p50_ns as f64 / 1e3);
+            rec.p99_us = Some(client.p99_ns as f64 / 1e3);
+            rec.mean_us = Some(client.mean_ns as f64 / 1e3);
+            rec.max_us = Some(client.max_ns as f64 / 1e3);
+            rec.count = Some(client.rts);
+            rec.per_s = Some(client.rts as f64 / secs);
+            rec.measured_secs = Some(secs);
+            rec.bytes_moved = 2 * size * client.rts_total;
+        }
+        MeshWorkload::Stream => {
+            ensure!(client.echo_ok, "reader sent unexpected bytes back");
+            ensure!(
+                server.bytes_read == client.bytes_written,
+                "reader got {} bytes, writer wrote {}",
+                server.bytes_read,
+                client.bytes_written
+            );
+            let secs = server.elapsed_ns as f64 / 1e9;
+            ensure!(secs > 0.0, "empty measured window");
+            rec.mb_per_s = Some(server.measured_bytes as f64 / secs / 1e6);
+            rec.measured_secs = Some(secs);
+            rec.bytes_moved = client.bytes_written;
+        }
+        MeshWorkload::Wrk => bail!("not a worker workload"),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_wrk_output() {
+        let out = "Running 3s test @ http://10.244.0.3/f100
+  1 threads and 8 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency   245.12us  100.00us   5.10ms   90.00%
+    Req/Sec    32.10k     1.00k   34.00k    70.00%
+  Latency Distribution
+     50%  230.00us
+     75%  260.00us
+     90%  300.00us
+     99%    1.20ms
+  96300 requests in 3.00s, 45.67MB read
+  Socket errors: connect 0, read 2, write 0, timeout 1
+Requests/sec:  32100.00
+Transfer/sec:     15.22MB
+";
+        let w = parse_wrk(out).unwrap();
+        assert_eq!(w.requests, 96300);
+        assert!((w.p50_us - 230.0).abs() < 1e-9);
+        assert!((w.p99_us - 1200.0).abs() < 1e-9);
+        assert!((w.per_s - 32100.0).abs() < 1e-9);
+        assert!((w.secs - 3.0).abs() < 1e-9);
+        assert!((w.read_bytes - 45.67 * 1024.0 * 1024.0).abs() < 1.0);
+        assert_eq!(w.socket_errors, 3);
+        assert!((w.max_us - 5100.0).abs() < 1e-9);
+        assert_eq!(wrk_bytes("512.00B"), Some(512.0));
+        assert_eq!(wrk_time_us("1.50s"), Some(1.5e6));
+    }
+}
