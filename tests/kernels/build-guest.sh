@@ -49,7 +49,9 @@ root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
 mkdir -p "$root"/{bin,sbin,usr/bin,proc,sys,tmp,run,dev,lib,lib64,etc}
 cp /bin/busybox "$root/bin/busybox"
-for app in $(/bin/busybox --list); do ln -sf busybox "$root/bin/$app"; done
+for app in $(/bin/busybox --list); do
+  [ "$app" = busybox ] || ln -sf busybox "$root/bin/$app"
+done
 for bin in "$@"; do
   # Debug info is useless in the guest and slow to unpack under TCG.
   strip --strip-debug -o "$root/bin/$(basename "$bin")" "$bin"

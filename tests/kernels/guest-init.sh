@@ -27,6 +27,24 @@ echo "@@BEGIN loadgen"
 sh -c 'echo $$ > /sys/fs/cgroup/accel/cgroup.procs; exec accel-loadgen --conns 10 --sizes 1,100,1500,65536,1048576 --rounds 1'
 echo "@@END loadgen"
 echo "@@BEGIN status-after"; accel-daemon status --json --pin-dir /sys/fs/bpf/accel/v1 --state-dir /run/accel; echo "@@END status-after"
+# Flow control: an 8 MiB stream into a slow reader, plain TCP (outside the
+# cgroup) and accelerated (inside), peak TCP memory in pages sampled alongside.
+peak_of() {
+  peak=0
+  "$@" >/tmp/stream.out 2>&1 &
+  pid=$!
+  while kill -0 $pid 2>/dev/null; do
+    m=$(awk '/^TCP:/ {for (i=1;i<=NF;i++) if ($i=="mem") print $(i+1)}' /proc/net/sockstat)
+    [ "$m" -gt "$peak" ] && peak=$m
+    sleep 0.01
+  done
+  wait $pid
+  echo "$? $peak"
+}
+STREAM="accel-loadgen --listen 127.0.0.1:7070 --conns 1 --stream-bytes 8388608 --read-size 4096 --reader-delay-us 5000"
+echo "@@FLOW_PLAIN $(peak_of $STREAM)"
+echo "@@FLOW_ACCEL $(peak_of sh -c "echo \$\$ > /sys/fs/cgroup/accel/cgroup.procs; exec $STREAM")"
+echo "@@BEGIN status-flow"; accel-daemon status --json --pin-dir /sys/fs/bpf/accel/v1 --state-dir /run/accel; echo "@@END status-flow"
 echo "@@BEGIN unload"; accel-daemon unload --pin-dir /sys/fs/bpf/accel/v1 --drain-timeout 10; echo "@@UNLOAD_RC $?"; echo "@@END unload"
 kill %1 2>/dev/null
 # The gate's refusal path: no kernel older than 5.10 can be fetched, so

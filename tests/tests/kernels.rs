@@ -28,6 +28,10 @@ struct Row {
     refused_netns: u64,
     gate_refusal: bool,
     unload_ok: bool,
+    /// Peak TCP memory (KiB) of a slow-reader stream: plain, accelerated,
+    /// and how often the sender fell back to TCP.
+    flow: Option<(u64, u64, u64)>,
+    gate_note: &'static str,
     seconds: f64,
 }
 
@@ -109,12 +113,29 @@ fn boot(package: &str, work: &Path) -> Row {
     );
     let kernel_release = console
         .lines()
-        .find_map(|l| l.strip_prefix("@@KERNEL "))
+        .find_map(|l| l.split_once("@@KERNEL ").map(|(_, k)| k.trim()))
         .unwrap_or("?")
         .to_string();
     let status = json_in(section(&console, "status"));
     let after = json_in(section(&console, "status-after"));
     let gate = json_in(section(&console, "gate"));
+    let flow_peak = |marker: &str| -> u64 {
+        let line = console
+            .lines()
+            .find_map(|l| l.split_once(marker).map(|(_, v)| v.trim()));
+        let v: Vec<u64> = line
+            .unwrap_or("")
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        assert_eq!(
+            v.first(),
+            Some(&0),
+            "{package}: {marker} stream failed:\n{console}"
+        );
+        v.get(1).copied().unwrap_or(0) * 4
+    };
+    let flow_status = json_in(section(&console, "status-flow"));
     let load: accel_tests::LoadReport = serde_json::from_str(
         section(&console, "loadgen")
             .lines()
@@ -156,6 +177,12 @@ fn boot(package: &str, work: &Path) -> Row {
                 .unwrap_or("")
                 .contains("5.10"),
         unload_ok: console.contains("@@UNLOAD_RC 0"),
+        flow: Some((
+            flow_peak("@@FLOW_PLAIN"),
+            flow_peak("@@FLOW_ACCEL"),
+            counter_of(&flow_status, "flow_reader_behind_to_tcp"),
+        )),
+        gate_note: "unaccelerated, ready, says why",
         seconds: started.elapsed().as_secs_f64(),
     }
 }
@@ -192,8 +219,10 @@ fn host_row() -> Row {
         },
         loopback_paired: counter_of(&after, "passive_paired"),
         refused_netns: counter_of(&after, "refused_netns_mismatch"),
-        gate_refusal: true, // covered natively by tests/daemon.rs
+        gate_refusal: true,
         unload_ok: unload.status.success(),
+        flow: None,
+        gate_note: "see tests/daemon.rs",
         seconds: started.elapsed().as_secs_f64(),
     }
 }
@@ -208,11 +237,11 @@ fn has(row: &Row, needle: &str) -> &'static str {
 
 fn table(rows: &[Row]) -> String {
     let mut t = String::from(
-        "| kernel | BTF | hdr options | sk_storage in sk_msg | netns cookie (sock_ops) | netns cookie (sk_msg) | flow control | accelerated | redirected | integrity | loopback pairs | netns refusals | gate refusal (`--kernel-release 5.4.0`) | unload | time |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| kernel | BTF | hdr options | sk_storage in sk_msg | netns cookie (sock_ops) | netns cookie (sk_msg) | flow control | accelerated | redirected | integrity | loopback pairs | netns refusals | slow reader: peak TCP memory plain / accelerated (fallbacks) | gate refusal (`--kernel-release 5.4.0`) | unload | time |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         t += &format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} B | {} | {} | {} | {} | {} | {:.0} s |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} B | {} | {} | {} | {} | {} | {} | {:.0} s |\n",
             r.kernel,
             if r.btf { "yes" } else { "no" },
             has(r, "header options"),
@@ -225,8 +254,12 @@ fn table(rows: &[Row]) -> String {
             r.integrity,
             r.loopback_paired,
             r.refused_netns,
+            match r.flow {
+                Some((plain, accel, n)) => format!("{plain} / {accel} KiB ({n})"),
+                None => "see tests/flow_control.rs".to_string(),
+            },
             if r.gate_refusal {
-                "unaccelerated, ready, says why"
+                r.gate_note
             } else {
                 "FAILED"
             },
@@ -277,6 +310,18 @@ fn the_daemon_runs_on_debians_kernels() {
             r.kernel
         );
         assert!(r.gate_refusal && r.unload_ok, "{}\n{t}", r.kernel);
+        if let Some((plain, accel, fallbacks)) = r.flow {
+            assert!(
+                fallbacks > 0,
+                "{}: flow control never engaged\n{t}",
+                r.kernel
+            );
+            assert!(
+                accel <= (4 * plain).max(16 * 1024),
+                "{}: slow reader queued {accel} KiB (plain {plain} KiB)\n{t}",
+                r.kernel
+            );
+        }
     }
     if matrix {
         let readme = Path::new(env!("CARGO_MANIFEST_DIR")).join("kernels/README.md");

@@ -15,17 +15,37 @@
  * behind, and order is kept.
  *
  * The kernel structs are not UAPI: fields are found by CO-RE relocation
- * against the running kernel's BTF; psock->msg_tot_len (6.x) is checked for
- * existence, and without it there is no flow control.
+ * against the running kernel's BTF. Newer kernels keep the unread total in
+ * psock->msg_tot_len; older ones (5.10, 6.1) are measured by walking the
+ * psock's ingress list, bounded: a list longer than the walk counts as far
+ * behind. Reads race with the reader, so a result is a hint; order safety
+ * never depends on it (see flow_can_resume).
  */
 #ifndef ACCEL_FLOW_H
 #define ACCEL_FLOW_H
 
 #include <bpf/bpf_core_read.h>
 
+struct list_head___accel {
+	struct list_head___accel *next;
+} __attribute__((preserve_access_index));
+
+struct sk_msg_sg___accel {
+	__u32 size;
+} __attribute__((preserve_access_index));
+
+struct sk_msg___accel {
+	struct sk_msg_sg___accel sg;
+	struct list_head___accel list;
+} __attribute__((preserve_access_index));
+
 struct sk_psock___accel {
 	__u32 msg_tot_len;
+	struct list_head___accel ingress_msg;
 } __attribute__((preserve_access_index));
+
+/* Queued messages walked at most, on kernels without msg_tot_len. */
+#define FLOW_WALK_MAX 64
 
 struct sock___accel {
 	void *sk_user_data;
@@ -48,13 +68,46 @@ struct flow_peer {
 	__u32 copied_seq;
 };
 
+/* Unread redirected bytes queued on `psock`. */
+static __always_inline int flow_unread(unsigned long psock, __u32 *unread)
+{
+	unsigned long head, node = 0, msg;
+	__u64 total = 0;
+	__u32 size;
+	int i;
+
+	if (bpf_core_field_exists(struct sk_psock___accel, msg_tot_len))
+		return bpf_probe_read_kernel(unread, sizeof(*unread),
+					     (void *)(psock + bpf_core_field_offset(struct sk_psock___accel,
+										    msg_tot_len)));
+	head = psock + bpf_core_field_offset(struct sk_psock___accel, ingress_msg);
+	if (bpf_probe_read_kernel(&node, sizeof(node), (void *)head))
+		return -1;
+	for (i = 0; i < FLOW_WALK_MAX; i++) {
+		if (!node || node == head) {
+			*unread = total > 0xffffffffULL ? 0xffffffffU : (__u32)total;
+			return 0;
+		}
+		msg = node - bpf_core_field_offset(struct sk_msg___accel, list);
+		size = 0;
+		if (bpf_probe_read_kernel(&size, sizeof(size),
+					  (void *)(msg + bpf_core_field_offset(struct sk_msg___accel, sg) +
+						   bpf_core_field_offset(struct sk_msg_sg___accel, size))) ||
+		    bpf_probe_read_kernel(&node, sizeof(node), (void *)node))
+			return -1;
+		total += size;
+	}
+	*unread = 0xffffffffU; /* longer than we walk: far behind */
+	return 0;
+}
+
 /* Returns 0 and fills *p, or -1 when anything could not be read. */
 static __always_inline int flow_read_peer(__u64 peer_sk, struct flow_peer *p)
 {
 	unsigned long psock = 0;
 	int rcvbuf = 0;
 
-	if (!peer_sk || !bpf_core_field_exists(struct sk_psock___accel, msg_tot_len))
+	if (!peer_sk)
 		return -1;
 	if (bpf_probe_read_kernel(&psock, sizeof(psock),
 				  (void *)(peer_sk + bpf_core_field_offset(struct sock___accel,
@@ -63,9 +116,7 @@ static __always_inline int flow_read_peer(__u64 peer_sk, struct flow_peer *p)
 	psock &= SK_USER_DATA_PTRMASK;
 	if (!psock)
 		return -1;
-	if (bpf_probe_read_kernel(&p->unread, sizeof(p->unread),
-				  (void *)(psock + bpf_core_field_offset(struct sk_psock___accel,
-									 msg_tot_len))) ||
+	if (flow_unread(psock, &p->unread) ||
 	    bpf_probe_read_kernel(&rcvbuf, sizeof(rcvbuf),
 				  (void *)(peer_sk + bpf_core_field_offset(struct sock___accel,
 									   sk_rcvbuf))) ||
