@@ -354,7 +354,12 @@ pub struct Datapath {
     excluded_ports: HashMap<MapData, ExcludedPortKey, u8>,
     excluded_cidrs: LpmTrie<MapData, [u8; 32], u8>,
     infos: Vec<(&'static str, MapInfo)>,
+    /// A second handle on every map, to pin it again if its pin disappears.
+    repin: Vec<(&'static str, MapData)>,
     link: Option<PinnedLink>,
+    /// A reference to the link if re-pinning it failed: it keeps sock_ops
+    /// attached while the daemon runs.
+    link_unpinned: Option<std::os::fd::OwnedFd>,
     link_program_id: u32,
 }
 
@@ -422,6 +427,14 @@ impl Datapath {
             )));
         }
 
+        let repin = map::ALL
+            .iter()
+            .map(|name| {
+                MapData::from_pin(pin_dir.join(name))
+                    .map(|d| (*name, d))
+                    .map_err(|e| foreign(format!("map pin {name}: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let mut it = maps.into_iter();
         let mut next = || it.next().ok_or_else(|| map_err("map list exhausted"));
         let sockhash = SockHash::try_from(Map::SockHash(next()?)).map_err(map_err)?;
@@ -444,7 +457,9 @@ impl Datapath {
             excluded_ports,
             excluded_cidrs,
             infos,
+            repin,
             link: Some(link),
+            link_unpinned: None,
             link_program_id: info.program_id(),
         })
     }
@@ -570,6 +585,72 @@ impl Datapath {
 
     pub fn remove_endpoint(&mut self, key: &EndpointKey) -> Result<(), DatapathError> {
         ignore_missing(self.endpoints.remove(key))
+    }
+
+    /// Pins again whatever someone removed (a pin file, the directory, or
+    /// the whole bpffs mount) from the handles this daemon holds: without
+    /// the pins, the datapath would go away when the daemon exits. Returns
+    /// the names re-pinned.
+    pub fn restore_pins(&mut self) -> Result<Vec<String>, DatapathError> {
+        let link_path = self.pin_dir.join(LINK_PIN);
+        let missing: Vec<&str> = self
+            .repin
+            .iter()
+            .map(|(n, _)| *n)
+            .filter(|n| !self.pin_dir.join(n).exists())
+            .collect();
+        let link_missing = !link_path.exists();
+        if missing.is_empty() && !link_missing {
+            return Ok(Vec::new());
+        }
+        crate::host::ensure_bpffs(&self.pin_dir).map_err(|e| map_err(e.to_string()))?;
+        fs::create_dir_all(&self.pin_dir).map_err(|e| DatapathError::Pin {
+            dir: self.pin_dir.clone(),
+            detail: e.to_string(),
+        })?;
+        let mut restored = Vec::new();
+        for (name, data) in &self.repin {
+            if missing.contains(name) {
+                data.pin(self.pin_dir.join(name))
+                    .map_err(|e| DatapathError::Pin {
+                        dir: self.pin_dir.clone(),
+                        detail: format!("{name}: {e}"),
+                    })?;
+                restored.push(name.to_string());
+            }
+        }
+        if link_missing {
+            // Not PinnedLink::unpin(): that closes the link when the file is
+            // already gone, which would detach sock_ops.
+            let Some(pinned) = self.link.take() else {
+                return Err(map_err(format!(
+                    "{LINK_PIN} could not be pinned earlier; the link stays attached while the daemon runs"
+                )));
+            };
+            let fd_link = FdLink::from(pinned);
+            // FdLink::pin consumes the link and closes it on failure, which
+            // would detach sock_ops: hold a second reference meanwhile.
+            let keep = fd_link
+                .info()
+                .ok()
+                .and_then(|i| crate::bpf_sys::link_fd_by_id(i.id()).ok());
+            match fd_link.pin(&link_path) {
+                Ok(pinned) => {
+                    self.link = Some(pinned);
+                    restored.push(LINK_PIN.to_string());
+                }
+                Err(e) => {
+                    self.link_unpinned = keep;
+                    return Err(DatapathError::Pin {
+                        dir: self.pin_dir.clone(),
+                        detail: format!(
+                            "{LINK_PIN}: {e} (the link stays attached while the daemon runs)"
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(restored)
     }
 
     /// The sockhash, for the drain check.

@@ -3,6 +3,7 @@
 //! `run` puts the sockmap datapath on the node (or adopts the one already
 //! pinned), `status` reports it, `unload` removes it without losing data.
 
+mod bpf_sys;
 mod datapath;
 mod drain;
 mod endpoints;
@@ -461,6 +462,14 @@ fn sync_endpoints(
         return;
     };
     if let Some(dp) = guard.as_mut() {
+        match dp.restore_pins() {
+            Ok(restored) if !restored.is_empty() => warn!(
+                ?restored,
+                "datapath pins were removed by someone else; pinned them again from the daemon's handles"
+            ),
+            Ok(_) => {}
+            Err(e) => error!(error = %e, "datapath pins were removed and cannot be restored"),
+        }
         match endpoints::sync(dp, &snap, cookies) {
             Ok(r) => {
                 log_unresolved(&r);

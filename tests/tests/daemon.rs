@@ -352,6 +352,42 @@ fn a_failing_self_test_detaches_and_runs_unaccelerated_with_the_reason() {
 }
 
 #[test]
+fn pins_removed_by_someone_else_are_restored_and_the_datapath_survives() {
+    let env = TestEnv::new("repin");
+    let mut daemon = env.start_daemon(&["--endpoint-sync-secs", "1"]);
+    // Someone cleans /sys/fs/bpf by hand while the daemon runs.
+    std::fs::remove_dir_all(&env.pin_dir).expect("remove the pins");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !env.pin_dir.join("link_sockops").exists() && std::time::Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        env.pin_dir.join("link_sockops").exists(),
+        "pins not restored:\n{}",
+        daemon.log()
+    );
+    assert!(
+        daemon.log().contains("pinned them again"),
+        "{}",
+        daemon.log()
+    );
+    let status = env.status_json();
+    assert!(
+        status["datapath"].is_object(),
+        "restored pins must open: {status}"
+    );
+
+    // Still accelerating, and it survives the daemon: the pins hold it.
+    daemon.kill9();
+    assert_eq!(env.attachments(), vec!["accel_sockops".to_string()]);
+    let port = free_port();
+    let cap = Capture::start(port);
+    let out = loadgen(&env, port, &["--conns", "5", "--sizes", "100,65536"]);
+    assert_clean_run(&out, 5);
+    assert_eq!(cap.stop().psh_data, 0);
+}
+
+#[test]
 fn old_kernel_release_runs_unaccelerated_ready_and_says_why() {
     let env = TestEnv::new("gate");
     let daemon = env.start_daemon(&["--kernel-release", "5.4.0"]);

@@ -1,0 +1,51 @@
+//! The few bpf(2) commands aya 0.14 does not expose, as raw calls.
+
+use std::{
+    fs::File,
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+};
+
+// From <linux/bpf.h>: stable UAPI numbers.
+const BPF_LINK_CREATE: libc::c_long = 28;
+const BPF_LINK_GET_FD_BY_ID: libc::c_long = 30;
+const BPF_ITER_CREATE: libc::c_long = 33;
+const BPF_TRACE_ITER: u32 = 28;
+
+fn bpf(cmd: libc::c_long, attr: &mut [u8; 128]) -> std::io::Result<OwnedFd> {
+    // SAFETY: attr is a zero-initialised bpf_attr of sufficient size; the
+    // kernel reads only the fields of `cmd` and checks the rest are zero.
+    let ret = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), attr.len() as u32) };
+    if ret < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: on success these commands return a new file descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(ret as i32) })
+}
+
+/// An iterator link over one sockmap/sockhash (`iter/sockmap` programs).
+pub fn link_create_sockmap_iter(prog_fd: i32, map_fd: i32) -> std::io::Result<OwnedFd> {
+    // union bpf_iter_link_info { struct { __u32 map_fd; } map; ... }
+    let link_info: [u32; 2] = [map_fd as u32, 0];
+    let mut attr = [0u8; 128];
+    // link_create: prog_fd @0, target_fd @4, attach_type @8, flags @12,
+    // iter_info (u64 pointer) @16, iter_info_len @24.
+    attr[0..4].copy_from_slice(&(prog_fd as u32).to_ne_bytes());
+    attr[8..12].copy_from_slice(&BPF_TRACE_ITER.to_ne_bytes());
+    attr[16..24].copy_from_slice(&(link_info.as_ptr() as u64).to_ne_bytes());
+    attr[24..28].copy_from_slice(&(std::mem::size_of_val(&link_info) as u32).to_ne_bytes());
+    bpf(BPF_LINK_CREATE, &mut attr)
+}
+
+/// A readable instance of an iterator link.
+pub fn iter_create(link: &OwnedFd) -> std::io::Result<File> {
+    let mut attr = [0u8; 128];
+    attr[0..4].copy_from_slice(&(link.as_raw_fd() as u32).to_ne_bytes());
+    bpf(BPF_ITER_CREATE, &mut attr).map(File::from)
+}
+
+/// Another reference to a BPF link: while it is open the link stays.
+pub fn link_fd_by_id(id: u32) -> std::io::Result<OwnedFd> {
+    let mut attr = [0u8; 128];
+    attr[0..4].copy_from_slice(&id.to_ne_bytes());
+    bpf(BPF_LINK_GET_FD_BY_ID, &mut attr)
+}
