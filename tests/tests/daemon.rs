@@ -388,6 +388,39 @@ fn pins_removed_by_someone_else_are_restored_and_the_datapath_survives() {
 }
 
 #[test]
+fn a_full_sockhash_sends_new_connections_over_tcp_counted_and_intact() {
+    let env = TestEnv::new("full");
+    // Room for 8 sockets: 4 connections at most can be paired.
+    let _daemon = env.start_daemon(&["--sockhash-size", "8"]);
+    let port = free_port();
+    let cap = Capture::start(port);
+    let child = spawn_loadgen(
+        &env,
+        port,
+        &[
+            "--conns",
+            "40",
+            "--sizes",
+            "1,1500,65536",
+            "--duration-ms",
+            "1500",
+        ],
+    );
+    let out = child.wait_with_output().expect("loadgen");
+    assert_clean_run(&out, 40);
+    let status = env.status_json();
+    assert!(
+        counter_of(&status, "record_failed") > 0,
+        "a full map must be counted"
+    );
+    assert!(
+        counter_of(&status, "redirect_bytes") > 0,
+        "the ones that fit are accelerated"
+    );
+    assert!(cap.stop().psh_data > 0, "the ones that did not fit use TCP");
+}
+
+#[test]
 fn old_kernel_release_runs_unaccelerated_ready_and_says_why() {
     let env = TestEnv::new("gate");
     let daemon = env.start_daemon(&["--kernel-release", "5.4.0"]);
