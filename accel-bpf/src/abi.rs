@@ -150,6 +150,7 @@ pub struct SockState {
     pub passed_bytes: u64,
     pub peer_sk: u64,
     pub flow_switches: u64,
+    pub flow_unchecked: u64,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -384,7 +385,7 @@ mod layout_tests {
     #[test]
     fn no_implicit_padding() {
         // Sum of field sizes equals the struct size: every hole is a named _pad.
-        assert_eq!(size_of::<SockState>(), 8 + 8 + 4 + 4 + 6 * 8);
+        assert_eq!(size_of::<SockState>(), 8 + 8 + 4 + 4 + 7 * 8);
         assert_eq!(size_of::<PairKey>(), 8 + 4 + 4);
         assert_eq!(size_of::<Config>(), 4 * 4);
         assert_eq!(size_of::<Endpoint>(), 4 + 4);

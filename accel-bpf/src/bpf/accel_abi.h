@@ -127,6 +127,7 @@ struct accel_sock_state {
 	 * make a hint wrong, never misdeliver. */
 	__u64 peer_sk;
 	__u64 flow_switches; /* redirect <-> TCP_FLOW transitions */
+	__u64 flow_unchecked; /* bytes redirected since the peer was last looked at */
 };
 
 struct accel_pair_key {

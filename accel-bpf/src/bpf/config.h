@@ -8,6 +8,13 @@
  * the verifier prunes calls to helpers this kernel does not have. */
 const volatile __u32 accel_have_netns_cookie = 0;
 
+static __always_inline struct accel_config *accel_config_get(void)
+{
+	__u32 key = 0;
+
+	return bpf_map_lookup_elem(&accel_config, &key);
+}
+
 static __always_inline __u32 accel_flow_budget(void)
 {
 	__u32 key = 0;

@@ -330,6 +330,8 @@ static __always_inline void decide(struct accel_sock_state *st)
 SEC("sk_msg")
 int accel_sk_msg(struct sk_msg_md *msg)
 {
+	struct accel_config *cfg = accel_config_get(); /* once per message */
+	int passthrough = !cfg || cfg->mode != ACCEL_MODE_ACCELERATE;
 	struct accel_sock_state *st;
 	__u32 size = msg->size;
 	__u64 peer;
@@ -341,7 +343,7 @@ int accel_sk_msg(struct sk_msg_md *msg)
 	if (st->decision == ACCEL_DECISION_UNDECIDED) {
 		decide(st);
 	} else if ((st->decision == ACCEL_DECISION_REDIRECT ||
-		    st->decision == ACCEL_DECISION_TCP_FLOW) && accel_passthrough()) {
+		    st->decision == ACCEL_DECISION_TCP_FLOW) && passthrough) {
 		/* redirect -> TCP is order-safe: the peer reads its ingress queue
 		 * (our earlier bytes) before its TCP receive queue. */
 		st->decision = ACCEL_DECISION_TCP;
@@ -349,18 +351,25 @@ int accel_sk_msg(struct sk_msg_md *msg)
 		stat_inc(ACCEL_STAT_PASSTHROUGH_SWITCH);
 	}
 #ifdef ACCEL_FLOW_CONTROL
-	if (st->decision == ACCEL_DECISION_REDIRECT &&
-	    flow_peer_behind(st->peer_sk, accel_flow_budget())) {
-		st->decision = ACCEL_DECISION_TCP_FLOW;
-		st->reason = ACCEL_REASON_FLOW;
-		st->flow_switches++;
-		stat_inc(ACCEL_STAT_FLOW_TO_TCP);
-	} else if (st->decision == ACCEL_DECISION_TCP_FLOW &&
-		   flow_can_resume(msg, st->peer_sk, accel_flow_budget())) {
-		st->decision = ACCEL_DECISION_REDIRECT;
-		st->reason = ACCEL_REASON_NONE;
-		st->flow_switches++;
-		stat_inc(ACCEL_STAT_FLOW_RESUMED);
+	if (cfg && cfg->flow_budget) {
+		__u32 budget = cfg->flow_budget;
+
+		if (st->decision == ACCEL_DECISION_REDIRECT &&
+		    st->flow_unchecked >= budget / FLOW_CHECK_DIVISOR) {
+			st->flow_unchecked = 0;
+			if (flow_peer_behind(st->peer_sk, budget)) {
+				st->decision = ACCEL_DECISION_TCP_FLOW;
+				st->reason = ACCEL_REASON_FLOW;
+				st->flow_switches++;
+				stat_inc(ACCEL_STAT_FLOW_TO_TCP);
+			}
+		} else if (st->decision == ACCEL_DECISION_TCP_FLOW &&
+			   flow_can_resume(msg, st->peer_sk, budget)) {
+			st->decision = ACCEL_DECISION_REDIRECT;
+			st->reason = ACCEL_REASON_NONE;
+			st->flow_switches++;
+			stat_inc(ACCEL_STAT_FLOW_RESUMED);
+		}
 	}
 #endif
 
@@ -369,6 +378,7 @@ int accel_sk_msg(struct sk_msg_md *msg)
 		if (bpf_msg_redirect_hash(msg, &accel_sockhash, &peer, BPF_F_INGRESS) == SK_PASS) {
 			st->redirected_msgs++;
 			st->redirected_bytes += size;
+			st->flow_unchecked += size;
 			stat_inc(ACCEL_STAT_REDIRECT_MSGS);
 			stat_add(ACCEL_STAT_REDIRECT_BYTES, size);
 			return SK_PASS;

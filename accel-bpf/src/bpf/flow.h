@@ -61,6 +61,11 @@ struct tcp_sock___accel {
 
 #define SK_USER_DATA_PTRMASK (~7UL)
 
+/* The peer is looked at once per budget/FLOW_CHECK_DIVISOR redirected bytes,
+ * not on every message: the backlog can overshoot the budget by that much,
+ * and small request/response exchanges never pay for the reads. */
+#define FLOW_CHECK_DIVISOR 8
+
 struct flow_peer {
 	__u32 unread;   /* redirected bytes queued, not yet read */
 	__u32 rcvbuf;

@@ -26,6 +26,7 @@ int main(void)
 	OFF(accel_sock_state, passed_bytes);
 	OFF(accel_sock_state, peer_sk);
 	OFF(accel_sock_state, flow_switches);
+	OFF(accel_sock_state, flow_unchecked);
 	SIZE(accel_pair_key);
 	OFF(accel_pair_key, token);
 	OFF(accel_pair_key, stage);
