@@ -55,6 +55,14 @@ struct Args {
     /// Streaming: the server sleeps this long after each read (a slow reader).
     #[arg(long, default_value_t = 0)]
     reader_delay_us: u64,
+    /// Instead of traffic: check how the receive side behaves (FIONREAD,
+    /// MSG_PEEK, poll, and with `--splice` a receive-side splice) on one
+    /// connection and print the findings as JSON.
+    #[arg(long)]
+    receive_modes: bool,
+    /// With --receive-modes: also try splice(2) from the socket.
+    #[arg(long)]
+    splice: bool,
     /// Streaming: bytes per read on the server side.
     #[arg(long, default_value_t = 65536)]
     read_size: usize,
@@ -82,6 +90,9 @@ fn main() -> Result<()> {
     let args = Args::parse();
     if let Some(total) = args.stream_bytes {
         return stream(&args, total);
+    }
+    if args.receive_modes {
+        return receive_modes(&args);
     }
     ensure!(
         !args.sizes.is_empty() && args.conns > 0,
@@ -331,4 +342,62 @@ fn stream(args: &Args, total: u64) -> Result<()> {
         bail!("{} stream errors", report.errors.len());
     }
     Ok(())
+}
+
+/// What a receiver sees of 1000 sent bytes through each receive interface.
+fn receive_modes(args: &Args) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let listener = TcpListener::bind(args.listen)?;
+    let mut client = TcpStream::connect(listener.local_addr()?)?;
+    let (server, _) = listener.accept()?;
+    let fd = server.as_raw_fd();
+    client.write_all(&[7u8; 1000])?;
+    thread::sleep(Duration::from_millis(50));
+    let mut avail: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int.
+    unsafe { libc::ioctl(fd, libc::FIONREAD, &mut avail) };
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: buffer of the stated length.
+    let peeked = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), 100, libc::MSG_PEEK) };
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one pollfd.
+    let readable = unsafe { libc::poll(&mut pfd, 1, 100) } == 1;
+    let got = (&server).read(&mut buf)?;
+    let mut report = serde_json::json!({
+        "fionread": avail, "msg_peek": peeked, "poll_readable": readable, "read": got,
+    });
+    if args.splice {
+        client.write_all(&[9u8; 500])?;
+        thread::sleep(Duration::from_millis(50));
+        let mut pipe = [0i32; 2];
+        // SAFETY: two fds out.
+        unsafe { libc::pipe(pipe.as_mut_ptr()) };
+        let (tx, rx) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            // SAFETY: valid fds; a blocking splice from the socket.
+            let n = unsafe {
+                libc::splice(
+                    fd,
+                    std::ptr::null_mut(),
+                    pipe[1],
+                    std::ptr::null_mut(),
+                    500,
+                    0,
+                )
+            };
+            let _ = tx.send(n);
+        });
+        report["splice"] = match rx.recv_timeout(Duration::from_secs(2)) {
+            Ok(n) => serde_json::json!(n),
+            Err(_) => serde_json::json!("blocked for 2 s with data readable"),
+        };
+    }
+    println!("{report}");
+    std::io::stdout().flush()?;
+    // A splice thread may still be blocked: leave without waiting for it.
+    std::process::exit(0)
 }
