@@ -342,10 +342,11 @@ fn mesh(mut args: MeshArgs) -> Result<()> {
     let a = node.meshed_pod("a", Mesh::default());
     let b = node.meshed_pod("b", Mesh::default());
     let nginx_pid = start_nginx(&b, &sizes)?;
-    let pods_file = PodsFile::write(&env, &[&a, &b])?;
+    let pods_file = accel_tests::topology::PodsFile::write(&env, &[(&a, ""), (&b, "")])
+        .context("writing the pods file")?;
     let mut ctl = DaemonCtl {
         env: &env,
-        pods_arg: pods_file.0.display().to_string(),
+        pods_arg: pods_file.arg(),
         daemon: None,
         mode: None,
         toggles: 0,
@@ -517,34 +518,6 @@ impl MeshRecord {
 // ---------------------------------------------------------------------------
 // Daemon on/off
 // ---------------------------------------------------------------------------
-
-/// The pods file (node mode), removed on drop.
-struct PodsFile(PathBuf);
-
-impl PodsFile {
-    /// The same TOML as `pods_file()` in tests/tests/mesh_datapath.rs.
-    fn write(env: &TestEnv, pods: &[&Pod]) -> Result<Self> {
-        let mut text = String::from("# meshed pods on this node (accel-bench mesh)\n");
-        for pod in pods {
-            text += &format!(
-                "[[pod]]\nname = \"default/{}\"\nips = [\"{}\", \"{}\"]\nnetns = \"{}\"\n\n",
-                pod.name,
-                pod.ipv4,
-                pod.ipv6,
-                pod.netns_path.display()
-            );
-        }
-        let path = env.state_dir.with_extension("pods.toml");
-        fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
-        Ok(PodsFile(path))
-    }
-}
-
-impl Drop for PodsFile {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.0);
-    }
-}
 
 /// Before/after state of one run, for its proof.
 struct ProofState {

@@ -194,20 +194,9 @@ fn slow_readers_never_make_the_kernel_queue_much_more_than_plain_tcp() {
 
     // Baselines first, with nothing attached.
     let mesh_plain = mesh_stream(&a, &b, conns);
-    let pods = env.state_dir.with_extension("pods.toml");
-    std::fs::write(
-        &pods,
-        format!(
-            "[[pod]]\nips = [\"{}\"]\nnetns = \"{}\"\n[[pod]]\nips = [\"{}\"]\nnetns = \"{}\"\n",
-            a.ipv4,
-            a.netns_path.display(),
-            b.ipv4,
-            b.netns_path.display()
-        ),
-    )
-    .expect("pods file");
-    let pods_arg = pods.display().to_string();
-    let _daemon = env.start_daemon(&["--pods-file", &pods_arg]);
+    let pods =
+        accel_tests::topology::PodsFile::write(&env, &[(&a, ""), (&b, "")]).expect("pods file");
+    let _daemon = env.start_daemon(&["--pods-file", &pods.arg()]);
     let status = env.status_json();
     let flow = status["daemon"]["checks"]
         .as_array()
@@ -249,5 +238,4 @@ fn slow_readers_never_make_the_kernel_queue_much_more_than_plain_tcp() {
             conns,
         );
     }
-    let _ = std::fs::remove_file(&pods);
 }

@@ -3,7 +3,7 @@
 
 use accel_tests::{
     TestEnv, counter_of,
-    topology::{ECHO_PORT, Mesh, Node, OUTBOUND_PORT, pattern, sha256_hex},
+    topology::{ECHO_PORT, Mesh, Node, OUTBOUND_PORT, PodsFile, pattern, sha256_hex},
 };
 
 #[test]
@@ -15,9 +15,8 @@ fn meshed_echo_is_accelerated_on_all_three_legs() {
     b.start_echo();
     // Node mode: a pods file, so loopback (leg 1 is 127.0.0.1:15001) takes
     // part only because A's namespace is listed.
-    let pods = pods_file(&env, &[(&a, ""), (&b, "")]);
-    let pods_arg = pods.display().to_string();
-    let _daemon = env.start_daemon(&["--pods-file", &pods_arg]);
+    let pods = PodsFile::write(&env, &[(&a, ""), (&b, "")]).expect("pods file");
+    let _daemon = env.start_daemon(&["--pods-file", &pods.arg()]);
 
     let target = b.addr_v4(ECHO_PORT);
     let cap_a_lo = a.capture("lo", &format!("tcp port {OUTBOUND_PORT}"));
@@ -220,23 +219,6 @@ fn identical_loopback_four_tuples_in_two_pods_never_cross_deliver() {
     assert_eq!(counter_of(&status, "redirect_failed"), 0);
 }
 
-/// The pods file an operator would write for these pods (README, "Pods file").
-fn pods_file(env: &TestEnv, pods: &[(&accel_tests::topology::Pod, &str)]) -> std::path::PathBuf {
-    let mut text = String::from("# meshed pods on this node\n");
-    for (pod, extra) in pods {
-        text += &format!(
-            "[[pod]]\nname = \"default/{}\"\nips = [\"{}\", \"{}\"]\nnetns = \"{}\"\n{extra}\n",
-            pod.name,
-            pod.ipv4,
-            pod.ipv6,
-            pod.netns_path.display()
-        );
-    }
-    let path = env.state_dir.with_extension("pods.toml");
-    std::fs::write(&path, text).expect("write pods file");
-    path
-}
-
 #[test]
 fn pods_file_scopes_loopback_to_meshed_pods_and_applies_opt_outs() {
     use accel_tests::topology::HTTP_PORT;
@@ -250,15 +232,15 @@ fn pods_file_scopes_loopback_to_meshed_pods_and_applies_opt_outs() {
     }
     let file = vec![0x5au8; 256 * 1024];
     b.start_nginx(&file);
-    let pods = pods_file(
+    let pods = PodsFile::write(
         &env,
         &[
             (&a, &format!("exclude_outbound_ports = [{HTTP_PORT}]")),
             (&b, ""),
         ],
-    );
-    let pods_arg = pods.display().to_string();
-    let _daemon = env.start_daemon(&["--pods-file", &pods_arg]);
+    )
+    .expect("pods file");
+    let _daemon = env.start_daemon(&["--pods-file", &pods.arg()]);
     let status = env.status_json();
     assert_eq!(status["daemon"]["loopback_meshed_only"], true, "{status}");
     assert_eq!(status["daemon"]["pods"].as_array().map(Vec::len), Some(2));
@@ -327,7 +309,6 @@ fn pods_file_scopes_loopback_to_meshed_pods_and_applies_opt_outs() {
         || {},
     ));
     assert_eq!(cap_bridge.stop().psh_data, 0);
-    let _ = std::fs::remove_file(&pods);
 }
 
 fn map_entries(status: &accel_tests::Value, name: &str) -> u64 {
@@ -351,9 +332,8 @@ fn http_through_both_sidecars_is_accelerated_with_and_without_sendfile() {
     let file = pattern(11, 2 * 1024 * 1024 + 3);
     b.start_nginx_with(&file, true);
     c.start_nginx_with(&file, false);
-    let pods = pods_file(&env, &[(&a, ""), (&b, ""), (&c, "")]);
-    let pods_arg = pods.display().to_string();
-    let _daemon = env.start_daemon(&["--pods-file", &pods_arg]);
+    let pods = PodsFile::write(&env, &[(&a, ""), (&b, ""), (&c, "")]).expect("pods file");
+    let _daemon = env.start_daemon(&["--pods-file", &pods.arg()]);
     for (server, sendfile) in [(&b, "on"), (&c, "off")] {
         let cap_a_lo = a.capture("lo", &format!("tcp port {OUTBOUND_PORT}"));
         let cap_bridge = node.capture(&a.host_veth, &format!("tcp port {HTTP_PORT}"));
@@ -377,9 +357,8 @@ fn ipv6_meshed_pods_are_accelerated_on_all_three_legs() {
     let a = node.meshed_pod("a", Mesh::default());
     let b = node.meshed_pod("b", Mesh::default());
     b.start_echo();
-    let pods = pods_file(&env, &[(&a, ""), (&b, "")]);
-    let pods_arg = pods.display().to_string();
-    let _daemon = env.start_daemon(&["--pods-file", &pods_arg]);
+    let pods = PodsFile::write(&env, &[(&a, ""), (&b, "")]).expect("pods file");
+    let _daemon = env.start_daemon(&["--pods-file", &pods.arg()]);
     let target = b.addr_v6(ECHO_PORT);
     let cap_a_lo = a.capture("lo", &format!("tcp port {OUTBOUND_PORT}"));
     let cap_bridge = node.capture(&a.host_veth, &format!("tcp port {ECHO_PORT}"));
@@ -406,9 +385,8 @@ fn unmeshed_traffic_is_untouched() {
     let u2 = node.unmeshed_pod("u2");
     b.start_echo();
     u2.start_echo();
-    let pods = pods_file(&env, &[(&b, "")]);
-    let pods_arg = pods.display().to_string();
-    let _daemon = env.start_daemon(&["--pods-file", &pods_arg]);
+    let pods = PodsFile::write(&env, &[(&b, "")]).expect("pods file");
+    let _daemon = env.start_daemon(&["--pods-file", &pods.arg()]);
     for (target, what) in [
         (u2.addr_v4(ECHO_PORT), "unmeshed"),
         (b.addr_v4(ECHO_PORT), "meshed"),
@@ -442,9 +420,8 @@ fn ten_thousand_short_connections_leave_every_map_empty() {
     let a = node.meshed_pod("a", Mesh::default());
     let b = node.meshed_pod("b", Mesh::default());
     b.start_echo();
-    let pods = pods_file(&env, &[(&a, ""), (&b, "")]);
-    let pods_arg = pods.display().to_string();
-    let _daemon = env.start_daemon(&["--pods-file", &pods_arg]);
+    let pods = PodsFile::write(&env, &[(&a, ""), (&b, "")]).expect("pods file");
+    let _daemon = env.start_daemon(&["--pods-file", &pods.arg()]);
     let before = env.status_json();
     let out = a
         .command(accel_tests::topology::pod_bin())
@@ -514,9 +491,8 @@ fn connections_from_before_the_daemon_are_never_switched_mid_stream() {
     round(0);
 
     // The daemon arrives while the connection (all three legs) is live.
-    let pods = pods_file(&env, &[(&a, ""), (&b, "")]);
-    let pods_arg = pods.display().to_string();
-    let _daemon = env.start_daemon(&["--pods-file", &pods_arg]);
+    let pods = PodsFile::write(&env, &[(&a, ""), (&b, "")]).expect("pods file");
+    let _daemon = env.start_daemon(&["--pods-file", &pods.arg()]);
     let offered = env.counter("active_offered");
     let redirected = env.counter("redirect_msgs");
     let cap_a_lo = a.capture("lo", &format!("tcp port {OUTBOUND_PORT}"));

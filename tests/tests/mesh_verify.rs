@@ -76,20 +76,9 @@ fn verify_judges_every_leg_of_the_sidecar_topology() {
     let a = node.meshed_pod("a", Mesh::default());
     let b = node.meshed_pod("b", Mesh::default());
     b.start_echo();
-    let pods = env.state_dir.with_extension("pods.toml");
-    std::fs::write(
-        &pods,
-        format!(
-            "[[pod]]\nips = [\"{}\"]\nnetns = \"{}\"\n[[pod]]\nips = [\"{}\"]\nnetns = \"{}\"\n",
-            a.ipv4,
-            a.netns_path.display(),
-            b.ipv4,
-            b.netns_path.display()
-        ),
-    )
-    .expect("pods file");
-    let pods_arg = pods.display().to_string();
-    let mut daemon = env.start_daemon(&["--pods-file", &pods_arg]);
+    let pods =
+        accel_tests::topology::PodsFile::write(&env, &[(&a, ""), (&b, "")]).expect("pods file");
+    let mut daemon = env.start_daemon(&["--pods-file", &pods.arg()]);
 
     for (leg, (code, json)) in three_legs(&env, &node, &a, &b, "accelerated")
         .iter()
@@ -130,7 +119,6 @@ fn verify_judges_every_leg_of_the_sidecar_topology() {
         );
         assert_eq!(*code, 3, "leg {}: --expect accelerated must fail", leg + 1);
     }
-    let _ = std::fs::remove_file(&pods);
 }
 
 fn reason_of(json: &Value) -> String {
@@ -153,21 +141,15 @@ fn verify_explains_why_a_connection_was_not_accelerated() {
     b.start_nginx(&pattern(3, 64 * 1024));
     u.start_echo();
     u2.start_echo();
-    let pods = env.state_dir.with_extension("pods.toml");
-    std::fs::write(
-        &pods,
-        format!(
-            "[[pod]]\nname = \"default/a\"\nips = [\"{}\"]\nnetns = \"{}\"\nexclude_outbound_ports = [{HTTP_PORT}]\n\
-             [[pod]]\nname = \"default/b\"\nips = [\"{}\"]\nnetns = \"{}\"\n",
-            a.ipv4,
-            a.netns_path.display(),
-            b.ipv4,
-            b.netns_path.display()
-        ),
+    let pods = accel_tests::topology::PodsFile::write(
+        &env,
+        &[
+            (&a, &format!("exclude_outbound_ports = [{HTTP_PORT}]")),
+            (&b, ""),
+        ],
     )
     .expect("pods file");
-    let pods_arg = pods.display().to_string();
-    let _daemon = env.start_daemon(&["--pods-file", &pods_arg]);
+    let _daemon = env.start_daemon(&["--pods-file", &pods.arg()]);
     let node_ns = PathBuf::from(format!("/run/netns/{}", node.netns));
 
     // Unmeshed pod to unmeshed pod, across the bridge.
@@ -200,5 +182,4 @@ fn verify_explains_why_a_connection_was_not_accelerated() {
         reason_of(&json).contains("loopback outside a listed pod"),
         "{json}"
     );
-    let _ = std::fs::remove_file(&pods);
 }
