@@ -579,26 +579,7 @@ impl Capture {
     }
 
     pub fn stop(mut self) -> CaptureCounts {
-        if let Some(c) = self.child.take() {
-            thread::sleep(Duration::from_millis(300));
-            // SAFETY: plain kill(2) on our child.
-            unsafe { libc::kill(c.id() as i32, libc::SIGINT) };
-            let _ = c.wait_with_output();
-        }
-        let count = |filter: &str| -> usize {
-            let out = Command::new("tcpdump")
-                .args(["-nn", "-r"])
-                .arg(&self.file)
-                .arg(filter)
-                .stderr(Stdio::null())
-                .output()
-                .expect("tcpdump -r");
-            String::from_utf8_lossy(&out.stdout).lines().count()
-        };
-        CaptureCounts {
-            packets: count("tcp"),
-            psh_data: count("tcp[tcpflags] & tcp-push != 0"),
-        }
+        stop_tcpdump(self.child.take(), &self.file)
     }
 }
 
@@ -609,6 +590,33 @@ impl Drop for Capture {
             let _ = c.wait();
         }
         let _ = fs::remove_file(&self.file);
+    }
+}
+
+/// Stops a tcpdump writing `file` (after a moment for its last packets) and
+/// counts the TCP segments and the PSH-flagged ones, IPv4 and IPv6 (BPF's
+/// `tcp[...]` only reaches IPv4; `ip6[13+40]` is the flags byte of a TCP
+/// header right after the IPv6 header).
+pub fn stop_tcpdump(child: Option<Child>, file: &Path) -> CaptureCounts {
+    if let Some(c) = child {
+        thread::sleep(Duration::from_millis(300));
+        // SAFETY: plain kill(2) on our child.
+        unsafe { libc::kill(c.id() as i32, libc::SIGINT) };
+        let _ = c.wait_with_output();
+    }
+    let count = |filter: &str| -> usize {
+        let out = Command::new("tcpdump")
+            .args(["-nn", "-r"])
+            .arg(file)
+            .arg(filter)
+            .stderr(Stdio::null())
+            .output()
+            .expect("tcpdump -r");
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    };
+    CaptureCounts {
+        packets: count("tcp"),
+        psh_data: count("tcp[tcpflags] & tcp-push != 0 or ip6[13+40] & 8 != 0"),
     }
 }
 

@@ -1227,26 +1227,7 @@ impl NsCapture {
 
     /// Stops the capture; counts all TCP packets and PSH-flagged ones.
     pub fn stop(mut self) -> CaptureCounts {
-        if let Some(c) = self.child.take() {
-            thread::sleep(Duration::from_millis(300));
-            // SAFETY: plain kill(2) on our child.
-            unsafe { libc::kill(c.id() as i32, libc::SIGINT) };
-            let _ = c.wait_with_output();
-        }
-        let count = |filter: &str| -> usize {
-            let out = Command::new("tcpdump")
-                .args(["-nn", "-r"])
-                .arg(&self.file)
-                .arg(filter)
-                .stderr(Stdio::null())
-                .output()
-                .expect("tcpdump -r");
-            String::from_utf8_lossy(&out.stdout).lines().count()
-        };
-        CaptureCounts {
-            packets: count("tcp"),
-            psh_data: count("tcp[tcpflags] & tcp-push != 0 or ip6[13+40] & 8 != 0"),
-        }
+        crate::stop_tcpdump(self.child.take(), &self.file)
     }
 }
 
