@@ -358,7 +358,10 @@ fn pins_removed_by_someone_else_are_restored_and_the_datapath_survives() {
     // Someone cleans /sys/fs/bpf by hand while the daemon runs.
     std::fs::remove_dir_all(&env.pin_dir).expect("remove the pins");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !env.pin_dir.join("link_sockops").exists() && std::time::Instant::now() < deadline {
+    // The pins reappear a moment before the daemon logs it: wait for both.
+    while !(env.pin_dir.join("link_sockops").exists() && daemon.log().contains("pinned them again"))
+        && std::time::Instant::now() < deadline
+    {
         thread::sleep(Duration::from_millis(100));
     }
     assert!(
