@@ -32,7 +32,7 @@ use std::{
 
 use accel_tests::{
     Daemon, TestEnv, Value,
-    topology::{HTTP_PORT, Mesh, Node, Pod, pattern, sha256_hex},
+    topology::{Mesh, Node, Pod, pattern, sha256_hex},
 };
 use anyhow::{Context, Result, bail, ensure};
 use clap::Args;
@@ -341,7 +341,7 @@ fn mesh(mut args: MeshArgs) -> Result<()> {
     let node = Node::new(&env, "mb");
     let a = node.meshed_pod("a", Mesh::default());
     let b = node.meshed_pod("b", Mesh::default());
-    let nginx_pid = start_nginx(&b, &sizes)?;
+    let nginx_pid = start_nginx(&b, &sizes);
     let pods_file = accel_tests::topology::PodsFile::write(&env, &[(&a, ""), (&b, "")])
         .context("writing the pods file")?;
     let mut ctl = DaemonCtl {
@@ -739,59 +739,18 @@ fn file_content(size: usize) -> Vec<u8> {
     pattern(size as u64, size)
 }
 
-/// nginx in B serving `/f<size>` for every size: the topology's nginx
-/// configuration (one process, sendfile on) plus `keepalive_requests` high
-/// enough that wrk's keep-alive connections last the whole run.
-fn start_nginx(b: &Pod, sizes: &[usize]) -> Result<u32> {
-    let d = b.dir.join("nginx-bench");
-    let www = d.join("www");
-    fs::create_dir_all(&www)?;
-    fs::create_dir_all(d.join("tmp"))?;
-    for &s in sizes {
-        fs::write(www.join(format!("f{s}")), file_content(s))?;
-    }
-    let dd = d.display();
-    let conf = format!(
-        "daemon off;
-master_process off;
-worker_processes 1;
-pid {dd}/nginx.pid;
-error_log {dd}/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    sendfile on;
-    keepalive_timeout 60s;
-    keepalive_requests 100000000;
-    default_type application/octet-stream;
-    client_body_temp_path {dd}/tmp/body;
-    proxy_temp_path {dd}/tmp/proxy;
-    fastcgi_temp_path {dd}/tmp/fastcgi;
-    uwsgi_temp_path {dd}/tmp/uwsgi;
-    scgi_temp_path {dd}/tmp/scgi;
-    server {{
-        listen 0.0.0.0:{HTTP_PORT};
-        root {dd}/www;
-    }}
-}}
-"
-    );
-    let conf_path = d.join("nginx.conf");
-    fs::write(&conf_path, conf)?;
-    let stderr = fs::File::create(d.join("stderr.log"))?;
-    let mut cmd = b.command("nginx");
-    cmd.arg("-p")
-        .arg(&d)
-        .arg("-c")
-        .arg(&conf_path)
-        .arg("-e")
-        .arg(d.join("error.log"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(stderr);
-    let pid = b.spawn("nginx-bench", &mut cmd);
-    b.wait_listening(HTTP_PORT, 1);
-    Ok(pid)
+/// nginx in B serving `/f<size>` for every size (sendfile on): the
+/// topology's nginx, whose keep-alive lasts a whole wrk run.
+fn start_nginx(b: &Pod, sizes: &[usize]) -> u32 {
+    let contents: Vec<(String, Vec<u8>)> = sizes
+        .iter()
+        .map(|&s| (format!("/f{s}"), file_content(s)))
+        .collect();
+    let files: Vec<(&str, &[u8])> = contents
+        .iter()
+        .map(|(p, c)| (p.as_str(), c.as_slice()))
+        .collect();
+    b.start_nginx_files(&files, true)
 }
 
 // ---------------------------------------------------------------------------

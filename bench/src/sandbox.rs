@@ -60,32 +60,12 @@ pub fn check_interrupted() -> Result<()> {
 }
 
 pub fn cgroup2_mount() -> Result<PathBuf> {
-    let mi = fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
-    mi.lines()
-        .find_map(|l| {
-            let (left, right) = l.split_once(" - ")?;
-            let mount_point = left.split_whitespace().nth(4)?;
-            (right.split_whitespace().next()? == "cgroup2").then(|| PathBuf::from(mount_point))
-        })
+    accel_tests::find_cgroup2_mount()
         .context("no cgroup v2 mount on this machine (needed to place the traffic)")
 }
 
-const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
-
 fn ensure_bpffs() -> Result<()> {
-    let path = c"/sys/fs/bpf";
-    // SAFETY: statfs into a zeroed struct we own.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    let rc = unsafe { libc::statfs(path.as_ptr(), &mut st) };
-    if rc == 0 && st.f_type as i64 == BPF_FS_MAGIC {
-        return Ok(());
-    }
-    let status = Command::new("mount")
-        .args(["-t", "bpf", "bpf", "/sys/fs/bpf"])
-        .status()
-        .context("running mount -t bpf")?;
-    ensure!(status.success(), "cannot mount bpffs at /sys/fs/bpf");
-    Ok(())
+    accel_tests::mount_bpffs_if_needed().map_err(anyhow::Error::msg)
 }
 
 pub struct Sandbox {
@@ -326,17 +306,17 @@ fn open_procs(cg: &Path) -> Result<File> {
 impl Drop for Sandbox {
     fn drop(&mut self) {
         // Workers first: nothing of ours keeps running.
-        kill_cgroup_tree(&self.accel_cg);
-        kill_cgroup_tree(&self.plain_cg);
+        accel_tests::kill_cgroup_tree(&self.accel_cg);
+        accel_tests::kill_cgroup_tree(&self.plain_cg);
         self.stop_daemon();
         self.unload();
-        remove_tree(&self.pin_root);
+        accel_tests::remove_tree(&self.pin_root);
         let _ = fs::remove_dir_all(&self.state_dir);
         let _ = fs::remove_dir_all(&self.sock_dir);
         self.accel_procs = None;
         self.plain_procs = None;
         for cg in [&self.accel_cg, &self.plain_cg] {
-            kill_cgroup_tree(cg);
+            accel_tests::kill_cgroup_tree(cg);
             if cg.exists()
                 && let Err(e) = fs::remove_dir(cg)
             {
@@ -350,52 +330,4 @@ impl Drop for Sandbox {
             );
         }
     }
-}
-
-/// cgroup.kill (and SIGKILL per pid as a fallback) on a cgroup and its
-/// children, then removes the children.
-fn kill_cgroup_tree(cgroup: &Path) {
-    if !cgroup.exists() {
-        return;
-    }
-    if let Ok(entries) = fs::read_dir(cgroup) {
-        for e in entries.flatten() {
-            if e.path().is_dir() {
-                kill_cgroup_tree(&e.path());
-            }
-        }
-    }
-    let _ = fs::write(cgroup.join("cgroup.kill"), "1");
-    for _ in 0..100 {
-        let procs = fs::read_to_string(cgroup.join("cgroup.procs")).unwrap_or_default();
-        if procs.trim().is_empty() {
-            break;
-        }
-        for pid in procs.lines().filter_map(|p| p.trim().parse::<i32>().ok()) {
-            // SAFETY: plain kill(2) on a process in our private cgroup.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-    if let Ok(entries) = fs::read_dir(cgroup) {
-        for e in entries.flatten() {
-            if e.path().is_dir() {
-                let _ = fs::remove_dir(e.path());
-            }
-        }
-    }
-}
-
-fn remove_tree(dir: &Path) {
-    if let Ok(entries) = fs::read_dir(dir) {
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                remove_tree(&p);
-            } else {
-                let _ = fs::remove_file(&p);
-            }
-        }
-    }
-    let _ = fs::remove_dir(dir);
 }

@@ -61,29 +61,44 @@ pub fn daemon_bin() -> PathBuf {
     path
 }
 
+/// The cgroup v2 mount point, from /proc/self/mountinfo.
+pub fn find_cgroup2_mount() -> Option<PathBuf> {
+    let mi = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    mi.lines().find_map(|l| {
+        let (left, right) = l.split_once(" - ")?;
+        let mount_point = left.split_whitespace().nth(4)?;
+        (right.split_whitespace().next()? == "cgroup2").then(|| PathBuf::from(mount_point))
+    })
+}
+
 pub fn cgroup2_mount() -> PathBuf {
-    let mi = fs::read_to_string("/proc/self/mountinfo").expect("read mountinfo");
-    mi.lines()
-        .find_map(|l| {
-            let (left, right) = l.split_once(" - ")?;
-            let mount_point = left.split_whitespace().nth(4)?;
-            (right.split_whitespace().next()? == "cgroup2").then(|| PathBuf::from(mount_point))
-        })
-        .expect("FAILING LOUDLY: no cgroup v2 mount on this machine")
+    find_cgroup2_mount().expect("FAILING LOUDLY: no cgroup v2 mount on this machine")
+}
+
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// Mounts bpffs at /sys/fs/bpf unless it is already there.
+pub fn mount_bpffs_if_needed() -> Result<(), String> {
+    let path = c"/sys/fs/bpf";
+    // SAFETY: statfs into a zeroed struct we own.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid C string and output buffer.
+    if unsafe { libc::statfs(path.as_ptr(), &mut st) } == 0 && st.f_type as i64 == BPF_FS_MAGIC {
+        return Ok(());
+    }
+    let status = Command::new("mount")
+        .args(["-t", "bpf", "bpf", "/sys/fs/bpf"])
+        .status()
+        .map_err(|e| format!("running mount -t bpf: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err("cannot mount bpffs at /sys/fs/bpf".into())
+    }
 }
 
 fn ensure_bpffs() {
-    let out = Command::new("stat")
-        .args(["-f", "-c", "%T", "/sys/fs/bpf"])
-        .output()
-        .expect("stat");
-    if String::from_utf8_lossy(&out.stdout).trim() != "bpf_fs" {
-        let st = Command::new("mount")
-            .args(["-t", "bpf", "bpf", "/sys/fs/bpf"])
-            .status()
-            .expect("mount");
-        assert!(st.success(), "cannot mount bpffs at /sys/fs/bpf");
-    }
+    mount_bpffs_if_needed().expect("FAILING LOUDLY: bpffs is needed");
 }
 
 /// A private cgroup, pin dir and state dir for one test.
@@ -327,7 +342,9 @@ fn attachments_quiet(cgroup: &Path) -> Vec<String> {
     }
 }
 
-fn kill_cgroup_tree(cgroup: &Path) {
+/// Kills every process in `cgroup` and its children (cgroup.kill, then
+/// SIGKILL for kernels without it) and removes the child cgroups.
+pub fn kill_cgroup_tree(cgroup: &Path) {
     if !cgroup.exists() {
         return;
     }
@@ -359,7 +376,8 @@ fn kill_cgroup_tree(cgroup: &Path) {
     }
 }
 
-fn remove_tree(dir: &Path) {
+/// Removes a directory tree file by file (bpffs has no recursive rmdir).
+pub fn remove_tree(dir: &Path) {
     if let Ok(entries) = fs::read_dir(dir) {
         for e in entries.flatten() {
             let p = e.path();
@@ -540,38 +558,7 @@ impl Capture {
             std::process::id(),
             SEQ.fetch_add(1, Ordering::Relaxed)
         ));
-        let mut child = Command::new("tcpdump")
-            .args([
-                "-i",
-                "lo",
-                "-nn",
-                "--immediate-mode",
-                "-B",
-                "65536",
-                "-U",
-                "-w",
-            ])
-            .arg(&file)
-            .arg(format!("tcp port {port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("FAILING LOUDLY: tcpdump is needed (apt-get install tcpdump)");
-        // Wait until tcpdump says it is listening, or the first packets are lost.
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = std::sync::mpsc::channel();
-        thread::spawn(move || {
-            let mut r = BufReader::new(stderr);
-            let mut line = String::new();
-            while r.read_line(&mut line).unwrap_or(0) > 0 {
-                if line.contains("listening on") {
-                    let _ = tx.send(());
-                }
-                line.clear();
-            }
-        });
-        rx.recv_timeout(Duration::from_secs(10))
-            .expect("tcpdump did not start listening");
+        let child = start_tcpdump(None, "lo", &format!("tcp port {port}"), &file);
         Capture {
             child: Some(child),
             file,
@@ -590,6 +577,60 @@ impl Drop for Capture {
             let _ = c.wait();
         }
         let _ = fs::remove_file(&self.file);
+    }
+}
+
+/// Starts tcpdump writing `file` (in the namespace `netns`, if given) and
+/// returns once it says it is listening, so no early packet is missed.
+pub fn start_tcpdump(netns: Option<&str>, iface: &str, filter: &str, file: &Path) -> Child {
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, "tcpdump"]);
+            c
+        }
+        None => Command::new("tcpdump"),
+    };
+    let mut child = cmd
+        .args([
+            "-i",
+            iface,
+            "-nn",
+            "--immediate-mode",
+            "-B",
+            "65536",
+            "-U",
+            "-w",
+        ])
+        .arg(file)
+        .arg(filter)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("FAILING LOUDLY: tcpdump is needed (apt-get install tcpdump)");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let mut r = BufReader::new(stderr);
+        let mut line = String::new();
+        let mut all = String::new();
+        while r.read_line(&mut line).unwrap_or(0) > 0 {
+            all.push_str(&line);
+            if line.contains("listening on") {
+                let _ = tx.send(Ok(()));
+            }
+            line.clear();
+        }
+        let _ = tx.send(Err(all));
+    });
+    match rx.recv_timeout(Duration::from_secs(10)) {
+        Ok(Ok(())) => child,
+        other => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("tcpdump -i {iface} (netns {netns:?}) did not start: {other:?}");
+        }
     }
 }
 

@@ -879,12 +879,21 @@ impl Pod {
     /// [`Pod::start_nginx`] choosing `sendfile on|off` (sendfile sends
     /// through splice, not sendmsg: it matters to an sk_msg datapath).
     pub fn start_nginx_with(&self, content: &[u8], sendfile: bool) -> u32 {
+        self.start_nginx_files(&[(HTTP_FILE, content)], sendfile)
+    }
+
+    /// nginx on port 80 serving each `(path, content)`. Keep-alive
+    /// connections are never closed by a request count, so a load generator
+    /// keeps its connections for the whole run.
+    pub fn start_nginx_files(&self, files: &[(&str, &[u8])], sendfile: bool) -> u32 {
         let sendfile = if sendfile { "on" } else { "off" };
         let d = self.dir.join("nginx");
         let www = d.join("www");
         fs::create_dir_all(&www).expect("nginx dirs");
         fs::create_dir_all(d.join("tmp")).expect("nginx tmp");
-        fs::write(www.join(HTTP_FILE.trim_start_matches('/')), content).expect("write file");
+        for (path, content) in files {
+            fs::write(www.join(path.trim_start_matches('/')), content).expect("write file");
+        }
         let dd = d.display();
         let conf = format!(
             "daemon off;
@@ -897,6 +906,7 @@ http {{
     access_log off;
     sendfile {sendfile};
     keepalive_timeout 60s;
+    keepalive_requests 100000000;
     default_type application/octet-stream;
     client_body_temp_path {dd}/tmp/body;
     proxy_temp_path {dd}/tmp/proxy;
@@ -1186,39 +1196,7 @@ impl NsCapture {
             std::process::id(),
             SEQ.fetch_add(1, Ordering::Relaxed)
         ));
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", netns, "tcpdump", "-i", iface, "-nn"])
-            .args(["--immediate-mode", "-B", "65536", "-U", "-w"])
-            .arg(&file)
-            .arg(filter)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("FAILING LOUDLY: tcpdump is needed (apt-get install tcpdump)");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = std::sync::mpsc::channel();
-        thread::spawn(move || {
-            let mut r = BufReader::new(stderr);
-            let mut line = String::new();
-            let mut all = String::new();
-            while r.read_line(&mut line).unwrap_or(0) > 0 {
-                all.push_str(&line);
-                if line.contains("listening on") {
-                    let _ = tx.send(Ok(()));
-                }
-                line.clear();
-            }
-            let _ = tx.send(Err(all));
-        });
-        match rx.recv_timeout(Duration::from_secs(10)) {
-            Ok(Ok(())) => {}
-            other => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("tcpdump -i {iface} in {netns} did not start: {other:?}");
-            }
-        }
+        let child = crate::start_tcpdump(Some(netns), iface, filter, &file);
         NsCapture {
             child: Some(child),
             file,
