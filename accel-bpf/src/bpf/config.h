@@ -15,29 +15,16 @@ static __always_inline struct accel_config *accel_config_get(void)
 	return bpf_map_lookup_elem(&accel_config, &key);
 }
 
-static __always_inline __u32 accel_flow_budget(void)
+/* Read the slot once per program run and ask these of it. */
+static __always_inline int cfg_passthrough(const struct accel_config *cfg)
 {
-	__u32 key = 0;
-	struct accel_config *cfg = bpf_map_lookup_elem(&accel_config, &key);
-
-	return cfg ? cfg->flow_budget : 0;
-}
-
-static __always_inline int accel_loopback_meshed_only(void)
-{
-	__u32 key = 0;
-	struct accel_config *cfg = bpf_map_lookup_elem(&accel_config, &key);
-
-	return cfg && (cfg->flags & ACCEL_CFG_LOOPBACK_MESHED_ONLY);
-}
-
-static __always_inline int accel_passthrough(void)
-{
-	__u32 key = 0;
-	struct accel_config *cfg = bpf_map_lookup_elem(&accel_config, &key);
-
 	/* No config slot cannot happen for an array; fail safe to TCP anyway. */
 	return !cfg || cfg->mode != ACCEL_MODE_ACCELERATE;
+}
+
+static __always_inline int cfg_loopback_meshed_only(const struct accel_config *cfg)
+{
+	return cfg && (cfg->flags & ACCEL_CFG_LOOPBACK_MESHED_ONLY);
 }
 
 #endif /* ACCEL_CONFIG_H */

@@ -112,12 +112,14 @@ static __always_inline void on_active_established(struct bpf_sock_ops *skops)
 	__u64 cookie;
 	long err;
 
+	struct accel_config *cfg;
 	__u64 netns;
 
-	if (accel_passthrough() || !ep_keys_of(skops, &local, &remote))
+	cfg = accel_config_get();
+	if (cfg_passthrough(cfg) || !ep_keys_of(skops, &local, &remote))
 		return;
 	netns = netns_cookie_of(skops);
-	if (!ep_eligible(&local, netns, accel_loopback_meshed_only()))
+	if (!ep_eligible(&local, netns, cfg_loopback_meshed_only(cfg)))
 		return;
 	/* Istio's opt-outs apply to the pod's own connect(): the socket still
 	 * sees the original destination, whatever NAT did to the packets. */
@@ -171,13 +173,15 @@ static __always_inline void on_passive_established(struct bpf_sock_ops *skops)
 	struct accel_sock_state *st;
 	__u64 token, cookie;
 
+	struct accel_config *cfg;
 	__u64 netns;
 	int meshed_only;
 
-	if (accel_passthrough() || !ep_keys_of(skops, &local, &remote))
+	cfg = accel_config_get();
+	if (cfg_passthrough(cfg) || !ep_keys_of(skops, &local, &remote))
 		return;
 	netns = netns_cookie_of(skops);
-	meshed_only = accel_loopback_meshed_only();
+	meshed_only = cfg_loopback_meshed_only(cfg);
 	if (!ep_eligible(&local, netns, meshed_only) || !ep_eligible(&remote, netns, meshed_only))
 		return;
 	if (!ep_is_loopback(&local) &&
@@ -291,12 +295,12 @@ int accel_sockops(struct bpf_sock_ops *skops)
 }
 
 /* First send of a recorded socket: decide, once, how it sends. */
-static __always_inline void decide(struct accel_sock_state *st)
+static __always_inline void decide(struct accel_sock_state *st, int passthrough)
 {
 	struct accel_pair_key pkey = { .token = st->token, .stage = ACCEL_PAIR_ANSWER };
 	struct accel_pair_value *answer;
 
-	if (accel_passthrough()) {
+	if (passthrough) {
 		st->decision = ACCEL_DECISION_TCP;
 		st->reason = ACCEL_REASON_PASSTHROUGH;
 		return;
@@ -331,7 +335,7 @@ SEC("sk_msg")
 int accel_sk_msg(struct sk_msg_md *msg)
 {
 	struct accel_config *cfg = accel_config_get(); /* once per message */
-	int passthrough = !cfg || cfg->mode != ACCEL_MODE_ACCELERATE;
+	int passthrough = cfg_passthrough(cfg);
 	struct accel_sock_state *st;
 	__u32 size = msg->size;
 	__u64 peer;
@@ -341,7 +345,7 @@ int accel_sk_msg(struct sk_msg_md *msg)
 		return SK_PASS; /* not recorded by us: never touch it */
 
 	if (st->decision == ACCEL_DECISION_UNDECIDED) {
-		decide(st);
+		decide(st, passthrough);
 	} else if ((st->decision == ACCEL_DECISION_REDIRECT ||
 		    st->decision == ACCEL_DECISION_TCP_FLOW) && passthrough) {
 		/* redirect -> TCP is order-safe: the peer reads its ingress queue
