@@ -1,0 +1,1 @@
+//! Fake Kubernetes API server for tests (being written).
