@@ -1,5 +1,6 @@
 //! Facts about the host the datapath needs: cgroup v2, bpffs, privileges.
 
+use accel_k8s::kernel::KernelRelease;
 use std::{
     fs,
     path::{Path, PathBuf},
@@ -152,7 +153,13 @@ pub fn check_privileges() -> Result<(), HostError> {
 /// Kernels before 5.11 charge BPF maps and programs to RLIMIT_MEMLOCK, whose
 /// default (64 KiB or 8 MiB) is far below what the sockhash needs. Newer
 /// kernels ignore it, so a failure only matters (and is only reported) there.
-pub fn raise_memlock_limit(kernel: &crate::kernel::KernelRelease) {
+/// The running kernel's release (`uname -r`).
+pub fn running_kernel() -> anyhow::Result<KernelRelease> {
+    let uts = nix::sys::utsname::uname()?;
+    Ok(uts.release().to_string_lossy().parse()?)
+}
+
+pub fn raise_memlock_limit(kernel: &KernelRelease) {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     const INFINITY: u64 = libc::RLIM_INFINITY;
     if setrlimit(Resource::RLIMIT_MEMLOCK, INFINITY, INFINITY).is_ok() {

@@ -8,7 +8,6 @@ mod datapath;
 mod drain;
 mod endpoints;
 mod host;
-mod kernel;
 mod probes;
 mod report;
 mod selftest;
@@ -24,6 +23,7 @@ use std::{
 };
 
 use accel_bpf::abi;
+use accel_k8s::kernel::KernelRelease;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use tracing::{error, info, warn};
@@ -31,7 +31,6 @@ use tracing::{error, info, warn};
 use crate::{
     datapath::{Datapath, DatapathError, InstallOptions, MapSizes},
     endpoints::{EndpointSource, StaticEndpoints},
-    kernel::KernelRelease,
     report::{Check, DaemonState, DatapathReport, Status},
     server::Shared,
 };
@@ -209,9 +208,9 @@ fn run(args: RunArgs) -> Result<()> {
     host::check_privileges()?;
     let (kernel, overridden) = match &args.kernel_release {
         Some(r) => (r.parse::<KernelRelease>()?, true),
-        None => (KernelRelease::running()?, false),
+        None => (host::running_kernel()?, false),
     };
-    host::raise_memlock_limit(&KernelRelease::running()?);
+    host::raise_memlock_limit(&host::running_kernel()?);
     let cgroup = match &args.cgroup {
         Some(c) => c.clone(),
         None => host::cgroup2_mount()?,
@@ -330,7 +329,8 @@ fn decide_gate(
     ));
     if !kernel_ok {
         return Ok(Gate::Off(format!(
-            "kernel {kernel} is older than 5.10 (the datapath needs TCP header options in sock_ops)"
+            "{}",
+            accel_k8s::kernel::gate_reason(kernel).unwrap_or_default()
         )));
     }
     let probes = probes::run();
@@ -528,7 +528,7 @@ fn status(args: StatusArgs) -> Result<()> {
 
 fn unload(args: UnloadArgs) -> Result<()> {
     host::check_privileges()?;
-    host::raise_memlock_limit(&KernelRelease::running()?);
+    host::raise_memlock_limit(&host::running_kernel()?);
     if let Some(cg) = &args.cgroup {
         host::check_cgroup2_dir(cg)?;
     }

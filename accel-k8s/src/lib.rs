@@ -1,1 +1,10 @@
-//! Kubernetes side of sidecar acceleration (filled in by the Kubernetes add-on issue).
+//! The Kubernetes side of sidecar acceleration, shared by the node daemon and
+//! the installer: which pods are meshed ([`mesh`]), which nodes qualify
+//! ([`node`], [`kernel`]), the names both sides use ([`keys`]), and the
+//! daemon's pod watcher and node reporter ([`watch`], [`report`]).
+
+pub mod kernel;
+pub mod keys;
+pub mod mesh;
+pub mod net;
+pub mod node;

@@ -1,4 +1,6 @@
-//! Kernel release parsing and the version gate.
+//! Kernel release parsing and the version gate, shared by the daemon (its own
+//! `uname -r`) and the installer (each node's `status.nodeInfo.kernelVersion`),
+//! so both say the same thing about the same kernel.
 
 use std::{fmt, str::FromStr};
 
@@ -56,15 +58,19 @@ impl fmt::Display for KernelRelease {
 }
 
 impl KernelRelease {
-    pub fn running() -> anyhow::Result<Self> {
-        let uts = nix::sys::utsname::uname()?;
-        let release = uts.release().to_string_lossy().into_owned();
-        Ok(release.parse()?)
-    }
-
     pub fn meets_minimum(&self) -> bool {
         (self.major, self.minor) >= MIN_RELEASE
     }
+}
+
+/// Why a kernel cannot carry the datapath, in the words status and preflight print.
+pub fn gate_reason(release: &KernelRelease) -> Option<String> {
+    (!release.meets_minimum()).then(|| {
+        format!(
+            "kernel {} is older than {}.{} (the datapath needs TCP header options in sock_ops)",
+            release.raw, MIN_RELEASE.0, MIN_RELEASE.1
+        )
+    })
 }
 
 #[cfg(test)]
