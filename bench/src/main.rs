@@ -11,7 +11,6 @@
 //! streaming through both sidecars. See bench/README.md.
 
 mod mesh;
-mod mesh_report;
 mod report;
 mod sandbox;
 mod worker;
@@ -288,7 +287,7 @@ fn loopback(mut args: LoopbackArgs) -> Result<()> {
     ensure!(!cases.is_empty(), "nothing to run");
 
     let started = std::time::SystemTime::now();
-    let facts = report::Facts::collect(&args, &cfg, started);
+    let facts = report::loopback::Facts::collect(&args, &cfg, started);
     let total_runs = placements.len() * cases.len() * cfg.repeats * Transport::ALL.len();
     eprintln!(
         "accel-bench: {} placements x {} cases x {} repeats x 3 transports = {total_runs} runs of {:.2} s (+{:.2} s warm-up)",
@@ -327,7 +326,10 @@ fn loopback(mut args: LoopbackArgs) -> Result<()> {
                     records.push(rec);
                 }
             }
-            eprintln!("{}", report::progress_line(placement, *case, &records));
+            eprintln!(
+                "{}",
+                report::loopback::progress_line(placement, *case, &records)
+            );
         }
     }
     // The datapath counters were read after every run; the daemon must
@@ -335,13 +337,13 @@ fn loopback(mut args: LoopbackArgs) -> Result<()> {
     let log = sb.log();
     drop(sb);
 
-    let rep = report::Report::build(facts, &cfg, &placements, &cases, records);
+    let rep = report::loopback::Report::build(facts, &cfg, &placements, &cases, records);
     let md = rep.markdown();
     println!("{md}");
     let out_dir = args
         .out_dir
         .clone()
-        .unwrap_or_else(|| report::default_results_root().join(rep.facts.date.clone()));
+        .unwrap_or_else(|| report::default_results_root().join(rep.facts.machine.date.clone()));
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     std::fs::write(out_dir.join("loopback.md"), &md)?;
     std::fs::write(

@@ -39,7 +39,8 @@ use clap::Args;
 use serde::Serialize;
 
 use crate::{
-    WorkerProc, locate_daemon, mesh_report, online_cpus,
+    WorkerProc, locate_daemon, online_cpus,
+    report::mesh as mesh_report,
     sandbox::{check_interrupted, install_signal_handlers, interrupted},
     worker::WorkerOut,
 };
@@ -457,10 +458,9 @@ fn mesh(mut args: MeshArgs) -> Result<()> {
     let rep = mesh_report::MeshReport::build(facts, &placements, &cases, records);
     let md = rep.markdown();
     println!("{md}");
-    let out_dir = args
-        .out_dir
-        .clone()
-        .unwrap_or_else(|| crate::report::default_results_root().join(rep.facts.date.clone()));
+    let out_dir = args.out_dir.clone().unwrap_or_else(|| {
+        crate::report::default_results_root().join(rep.facts.machine.date.clone())
+    });
     fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     fs::write(out_dir.join("mesh.md"), &md)?;
     fs::write(

@@ -1,16 +1,13 @@
 //! Medians, ratios, the markdown tables, the target check and the raw JSON.
 
-use std::{
-    collections::BTreeMap,
-    fmt::Write as _,
-    path::{Path, PathBuf},
-    process::Command,
-    time::SystemTime,
-};
+use std::{collections::BTreeMap, fmt::Write as _, time::SystemTime};
 
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use super::{
+    Agg, Health, Machine, RunHealth, f, lat, rate, read_trim, size_label, spread, targets_table, x,
+};
 use crate::{
     Case, Config, LoopbackArgs, PlacementKind, RunRecord, Transport, worker::STREAM_READ_BUF,
     worker::Workload,
@@ -20,19 +17,10 @@ use crate::{
 const RR_LATENCY_TARGET: f64 = 0.65;
 const STREAM_64K_TARGET: f64 = 2.0;
 
-pub fn default_results_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("results")
-}
-
 #[derive(Debug, Clone, Serialize)]
 pub struct Facts {
-    pub date: String,
-    pub started_utc: String,
-    pub kernel: String,
-    pub cpu_model: String,
-    pub logical_cpus: usize,
-    pub command: String,
-    pub git_commit: String,
+    #[serde(flatten)]
+    pub machine: Machine,
     pub duration_s: f64,
     pub warmup_s: f64,
     pub repeats: usize,
@@ -42,105 +30,10 @@ pub struct Facts {
     pub stream_read_buf: usize,
 }
 
-pub(crate) fn read_trim(p: &str) -> String {
-    std::fs::read_to_string(p)
-        .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "unknown".into())
-}
-
-pub(crate) fn shell_quote(s: &str) -> String {
-    if !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@".contains(c))
-    {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', r"'\''"))
-    }
-}
-
-pub(crate) fn git_commit() -> String {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap_or(Path::new("."));
-    let git = |args: &[&str]| {
-        Command::new("git")
-            .arg("--no-optional-locks")
-            .arg("-C")
-            .arg(repo)
-            .args(args)
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-    };
-    match git(&["rev-parse", "--short", "HEAD"]) {
-        Some(c) => {
-            let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
-                .is_some_and(|s| !s.is_empty());
-            if dirty {
-                format!("{c} (working tree has uncommitted changes)")
-            } else {
-                c
-            }
-        }
-        None => "unknown".into(),
-    }
-}
-
-/// UTC calendar date and time (no time-zone database needed).
-pub(crate) fn utc(t: SystemTime) -> (String, String) {
-    let secs = t
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    let date = format!("{y:04}-{m:02}-{d:02}");
-    let time = format!(
-        "{date} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    );
-    (date, time)
-}
-
 impl Facts {
     pub fn collect(_args: &LoopbackArgs, cfg: &Config, started: SystemTime) -> Self {
-        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-        let cpu_model = cpuinfo
-            .lines()
-            .find_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                (k.trim() == "model name").then(|| v.trim().to_string())
-            })
-            .unwrap_or_else(|| "unknown".into());
-        let logical_cpus = cpuinfo
-            .lines()
-            .filter(|l| l.split(':').next().map(str::trim) == Some("processor"))
-            .count();
-        let (date, started_utc) = utc(started);
         Facts {
-            date,
-            started_utc,
-            kernel: read_trim("/proc/sys/kernel/osrelease"),
-            cpu_model,
-            logical_cpus,
-            command: std::env::args()
-                .map(|a| shell_quote(&a))
-                .collect::<Vec<_>>()
-                .join(" "),
-            git_commit: git_commit(),
+            machine: Machine::collect(started),
             duration_s: cfg.duration.as_secs_f64(),
             warmup_s: cfg.warmup.as_secs_f64(),
             repeats: cfg.repeats,
@@ -152,42 +45,15 @@ impl Facts {
     }
 }
 
-#[derive(Debug, Clone, Copy, Serialize)]
-pub struct Agg {
-    pub median: f64,
-    pub min: f64,
-    pub max: f64,
-    pub n: usize,
-}
-
-impl Agg {
-    pub(crate) fn of(mut v: Vec<f64>) -> Option<Agg> {
-        if v.is_empty() {
-            return None;
-        }
-        v.sort_by(f64::total_cmp);
-        let n = v.len();
-        let median = if n % 2 == 1 {
-            v[n / 2]
-        } else {
-            (v[n / 2 - 1] + v[n / 2]) / 2.0
-        };
-        Some(Agg {
-            median,
-            min: v[0],
-            max: v[n - 1],
-            n,
-        })
+impl RunHealth for RunRecord {
+    fn ok(&self) -> bool {
+        self.ok
     }
-    pub(crate) fn spread_pct(&self) -> f64 {
-        if self.median > 0.0 {
-            (self.max - self.min) / self.median * 100.0
-        } else {
-            0.0
-        }
+    fn verified(&self) -> bool {
+        self.verified
     }
-    pub(crate) fn overlaps(&self, o: &Agg) -> bool {
-        self.min <= o.max && o.min <= self.max
+    fn eagain(&self) -> (u64, u64) {
+        (self.send_eagain, self.recv_eagain)
     }
 }
 
@@ -197,13 +63,8 @@ pub struct TransportAgg {
     pub p99_us: Option<Agg>,
     pub rts_per_s: Option<Agg>,
     pub mb_per_s: Option<Agg>,
-    pub runs: usize,
-    pub failed: usize,
-    pub unverified: usize,
-    /// EAGAIN on blocking sends, summed over the runs, and runs with any.
-    pub send_eagain: u64,
-    pub recv_eagain: u64,
-    pub eagain_runs: usize,
+    #[serde(flatten)]
+    pub health: Health,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -238,15 +99,7 @@ impl Row {
                     p99_us: col(|r| r.p99_us),
                     rts_per_s: col(|r| r.rts_per_s),
                     mb_per_s: col(|r| r.mb_per_s),
-                    runs: rs.len(),
-                    failed: rs.iter().filter(|r| !r.ok).count(),
-                    unverified: rs.iter().filter(|r| r.ok && !r.verified).count(),
-                    send_eagain: rs.iter().map(|r| r.send_eagain).sum(),
-                    recv_eagain: rs.iter().map(|r| r.recv_eagain).sum(),
-                    eagain_runs: rs
-                        .iter()
-                        .filter(|r| r.send_eagain + r.recv_eagain > 0)
-                        .count(),
+                    health: Health::of(&rs),
                 },
             );
         }
@@ -272,68 +125,10 @@ impl Row {
     fn problems(&self) -> String {
         let mut p = Vec::new();
         for t in Transport::ALL {
-            let a = self.get(t);
-            if a.failed > 0 {
-                p.push(format!("{} {} failed", t.label(), a.failed));
-            }
-            if a.unverified > 0 {
-                p.push(format!("{} {} UNVERIFIED", t.label(), a.unverified));
-            }
-            if a.send_eagain + a.recv_eagain > 0 {
-                p.push(format!(
-                    "{}: EAGAIN on blocking socket (send {}, recv {}) in {}/{} runs",
-                    t.label(),
-                    a.send_eagain,
-                    a.recv_eagain,
-                    a.eagain_runs,
-                    a.runs
-                ));
-            }
+            self.get(t).health.problems(t.label(), &mut p);
         }
         p.join("; ")
     }
-}
-
-pub fn size_label(n: usize) -> String {
-    if n >= 1 << 20 && n.is_multiple_of(1 << 20) {
-        format!("{} MiB", n >> 20)
-    } else if n >= 1024 && n.is_multiple_of(1024) {
-        format!("{} KiB", n >> 10)
-    } else {
-        format!("{n} B")
-    }
-}
-
-pub(crate) fn f(v: Option<Agg>, digits: usize) -> String {
-    v.map(|a| format!("{:.*}", digits, a.median))
-        .unwrap_or_else(|| "ERR".into())
-}
-
-pub(crate) fn lat(v: Option<Agg>) -> String {
-    match v {
-        Some(a) if a.median >= 100.0 => format!("{:.0}", a.median),
-        Some(a) if a.median >= 10.0 => format!("{:.1}", a.median),
-        Some(a) => format!("{:.2}", a.median),
-        None => "ERR".into(),
-    }
-}
-
-pub(crate) fn rate(v: Option<Agg>) -> String {
-    match v {
-        Some(a) if a.median >= 10_000.0 => format!("{:.1}k", a.median / 1e3),
-        Some(a) => format!("{:.0}", a.median),
-        None => "ERR".into(),
-    }
-}
-
-pub(crate) fn x(r: Option<f64>) -> String {
-    r.map(|r| format!("{r:.2}x"))
-        .unwrap_or_else(|| "n/a".into())
-}
-
-pub(crate) fn spread(v: Option<Agg>) -> String {
-    v.map(|a| format!("{:.0}%", a.spread_pct()))
-        .unwrap_or_else(|| "-".into())
 }
 
 pub struct Report {
@@ -381,14 +176,11 @@ impl Report {
             s,
             "# Loopback micro-benchmark: plain TCP vs accelerated TCP (sockmap) vs Unix socket\n"
         );
-        let _ = writeln!(s, "- Date: {}", fa.started_utc);
-        let _ = writeln!(s, "- Command: `{}`", fa.command);
-        let _ = writeln!(s, "- Git commit: {}", fa.git_commit);
-        let _ = writeln!(s, "- Kernel: {}", fa.kernel);
+        fa.machine.markdown_lines(&mut s);
         let _ = writeln!(
             s,
             "- CPU: {}, {} logical CPUs",
-            fa.cpu_model, fa.logical_cpus
+            fa.machine.cpu_model, fa.machine.logical_cpus
         );
         let _ = writeln!(
             s,
@@ -599,15 +391,6 @@ impl Report {
 
     /// The issue's targets, evaluated on the medians (never tuned).
     fn targets(&self, s: &mut String) {
-        let _ = writeln!(s, "## Targets from the issue (evaluated on the medians)\n");
-        let mut header = "| target |".to_string();
-        let mut sep = "|---|".to_string();
-        for p in &self.placements {
-            let _ = write!(header, " {} |", p.name());
-            sep.push_str("---|");
-        }
-        let _ = writeln!(s, "{header}\n{sep}");
-
         type Eval = fn(&Report, PlacementKind) -> String;
         let targets: [(&str, Eval); 4] = [
             (
@@ -687,14 +470,15 @@ impl Report {
                 },
             ),
         ];
-        for (name, eval) in targets {
-            let mut line = format!("| {name} |");
-            for &p in &self.placements {
-                let _ = write!(line, " {} |", eval(self, p));
-            }
-            let _ = writeln!(s, "{line}");
-        }
-        let _ = writeln!(s);
+        let placements: Vec<(PlacementKind, &str)> =
+            self.placements.iter().map(|&p| (p, p.name())).collect();
+        targets_table(
+            s,
+            "Targets from the issue (evaluated on the medians)",
+            self,
+            &placements,
+            &targets,
+        );
     }
 
     /// Per-size check: MET if every size passes, else which sizes fail.

@@ -1,14 +1,15 @@
 //! `accel-bench mesh`: medians, ratios, tables, targets, JSON.
 
-use std::{collections::BTreeMap, fmt::Write as _, process::Command, time::Duration};
+use std::{collections::BTreeMap, fmt::Write as _, time::Duration};
 
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::{
-    mesh::{MeshCase, MeshConfig, MeshRecord, MeshWorkload, Mode, Placement},
-    report::{Agg, git_commit, lat, rate, read_trim, shell_quote, size_label, spread, utc, x},
+use super::{
+    Agg, Align, Health, Machine, RunHealth, lat, rate, read_trim, size_label, spread, table,
+    targets_table, version, x,
 };
+use crate::mesh::{MeshCase, MeshConfig, MeshRecord, MeshWorkload, Mode, Placement};
 
 /// Issue targets (100 B request/response, pinned; streaming; no regression).
 const RR100_P50_TARGET: f64 = 0.60;
@@ -17,14 +18,9 @@ const STREAM_TARGET: f64 = 2.0;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct MeshFacts {
-    pub date: String,
-    pub started_utc: String,
-    pub kernel: String,
-    pub cpu_model: String,
-    pub logical_cpus: usize,
+    #[serde(flatten)]
+    pub machine: Machine,
     pub online_cpus: usize,
-    pub command: String,
-    pub git_commit: String,
     pub rr_stream_duration_s: f64,
     pub warmup_s: f64,
     pub wrk_duration_s: u32,
@@ -44,37 +40,8 @@ pub struct MeshFacts {
     pub daemon_toggles: usize,
 }
 
-fn version(cmd: &str, args: &[&str]) -> String {
-    Command::new(cmd)
-        .args(args)
-        .output()
-        .map(|o| {
-            let mut s = String::from_utf8_lossy(&o.stdout).into_owned();
-            s.push_str(&String::from_utf8_lossy(&o.stderr));
-            s.lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("")
-                .trim()
-                .to_string()
-        })
-        .unwrap_or_else(|_| "unknown".into())
-}
-
 impl MeshFacts {
     pub fn collect(cfg: &MeshConfig, started: std::time::SystemTime, online: usize) -> Self {
-        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-        let cpu_model = cpuinfo
-            .lines()
-            .find_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                (k.trim() == "model name").then(|| v.trim().to_string())
-            })
-            .unwrap_or_else(|| "unknown".into());
-        let logical_cpus = cpuinfo
-            .lines()
-            .filter(|l| l.split(':').next().map(str::trim) == Some("processor"))
-            .count();
-        let (date, started_utc) = utc(started);
         let foreign = crate::sandbox::cgroup2_mount()
             .ok()
             .and_then(|root| std::fs::read_dir(root).ok())
@@ -86,17 +53,8 @@ impl MeshFacts {
             })
             .unwrap_or_default();
         MeshFacts {
-            date,
-            started_utc,
-            kernel: read_trim("/proc/sys/kernel/osrelease"),
-            cpu_model,
-            logical_cpus,
+            machine: Machine::collect(started),
             online_cpus: online,
-            command: std::env::args()
-                .map(|a| shell_quote(&a))
-                .collect::<Vec<_>>()
-                .join(" "),
-            git_commit: git_commit(),
             rr_stream_duration_s: cfg.duration.as_secs_f64(),
             warmup_s: cfg.warmup.as_secs_f64(),
             wrk_duration_s: cfg.wrk_duration,
@@ -132,12 +90,8 @@ pub struct ModeAgg {
     pub mb_per_s: Option<Agg>,
     pub redirected_legs: Option<Agg>,
     pub pass_bytes: i64,
-    pub runs: usize,
-    pub failed: usize,
-    pub unverified: usize,
-    pub send_eagain: u64,
-    pub recv_eagain: u64,
-    pub eagain_runs: usize,
+    #[serde(flatten)]
+    pub health: Health,
     pub wrk_socket_errors: u64,
     pub wrk_non2xx: u64,
 }
@@ -148,6 +102,18 @@ pub struct MeshRow {
     pub workload: MeshWorkload,
     pub size: usize,
     pub by: BTreeMap<Mode, ModeAgg>,
+}
+
+impl RunHealth for MeshRecord {
+    fn ok(&self) -> bool {
+        self.ok
+    }
+    fn verified(&self) -> bool {
+        self.verified
+    }
+    fn eagain(&self) -> (u64, u64) {
+        (self.send_eagain, self.recv_eagain)
+    }
 }
 
 impl MeshRow {
@@ -179,15 +145,7 @@ impl MeshRow {
                         .iter()
                         .map(|r| r.counters_delta.get("pass_bytes").copied().unwrap_or(0))
                         .sum(),
-                    runs: rs.len(),
-                    failed: rs.iter().filter(|r| !r.ok).count(),
-                    unverified: rs.iter().filter(|r| r.ok && !r.verified).count(),
-                    send_eagain: rs.iter().map(|r| r.send_eagain).sum(),
-                    recv_eagain: rs.iter().map(|r| r.recv_eagain).sum(),
-                    eagain_runs: rs
-                        .iter()
-                        .filter(|r| r.send_eagain + r.recv_eagain > 0)
-                        .count(),
+                    health: Health::of(&rs),
                     wrk_socket_errors: rs.iter().map(|r| r.wrk_socket_errors).sum(),
                     wrk_non2xx: rs.iter().map(|r| r.wrk_non2xx).sum(),
                 },
@@ -258,22 +216,7 @@ impl MeshRow {
         let mut p = Vec::new();
         for m in Mode::ALL {
             let a = self.get(m);
-            if a.failed > 0 {
-                p.push(format!("{} {} failed", m.label(), a.failed));
-            }
-            if a.unverified > 0 {
-                p.push(format!("{} {} UNVERIFIED", m.label(), a.unverified));
-            }
-            if a.send_eagain + a.recv_eagain > 0 {
-                p.push(format!(
-                    "{}: EAGAIN on blocking socket (send {}, recv {}) in {}/{} runs",
-                    m.label(),
-                    a.send_eagain,
-                    a.recv_eagain,
-                    a.eagain_runs,
-                    a.runs
-                ));
-            }
+            a.health.problems(m.label(), &mut p);
             if a.wrk_socket_errors + a.wrk_non2xx > 0 {
                 p.push(format!(
                     "{}: wrk socket errors {}, non-2xx {}",
@@ -366,14 +309,11 @@ impl MeshReport {
             s,
             "# Same-node sidecar mesh benchmark: baseline (no datapath) vs accelerated\n"
         );
-        let _ = writeln!(s, "- Date: {}", fa.started_utc);
-        let _ = writeln!(s, "- Command: `{}`", fa.command);
-        let _ = writeln!(s, "- Git commit: {}", fa.git_commit);
-        let _ = writeln!(s, "- Kernel: {}", fa.kernel);
+        fa.machine.markdown_lines(&mut s);
         let _ = writeln!(
             s,
             "- CPU: {}, {} logical CPUs ({} online for us)",
-            fa.cpu_model, fa.logical_cpus, fa.online_cpus
+            fa.machine.cpu_model, fa.machine.logical_cpus, fa.online_cpus
         );
         let _ = writeln!(
             s,
@@ -620,14 +560,6 @@ impl MeshReport {
     }
 
     fn targets(&self, s: &mut String) {
-        let _ = writeln!(s, "## Targets from the issue (evaluated on the medians)\n");
-        let mut header = "| target |".to_string();
-        let mut sep = "|---|".to_string();
-        for p in &self.placements {
-            let _ = write!(header, " {} |", p.name());
-            sep.push_str("---|");
-        }
-        let _ = writeln!(s, "{header}\n{sep}");
         type Eval = fn(&MeshReport, Placement) -> String;
         let targets: [(&str, Eval); 4] = [
             (
@@ -689,14 +621,15 @@ impl MeshReport {
                 },
             ),
         ];
-        for (name, eval) in targets {
-            let mut line = format!("| {name} |");
-            for &p in &self.placements {
-                let _ = write!(line, " {} |", eval(self, p));
-            }
-            let _ = writeln!(s, "{line}");
-        }
-        let _ = writeln!(s);
+        let placements: Vec<(Placement, &str)> =
+            self.placements.iter().map(|&p| (p, p.name())).collect();
+        targets_table(
+            s,
+            "Targets from the issue (evaluated on the medians)",
+            self,
+            &placements,
+            &targets,
+        );
     }
 
     /// Side by side with the competing datapath's numbers measured on this
@@ -706,13 +639,12 @@ impl MeshReport {
             s,
             "## Against the competing datapath's reference points (measured on this machine, from the issue)\n"
         );
-        let mut header = "| measure | competing datapath |".to_string();
-        let mut sep = "|---|---|".to_string();
-        for p in &self.placements {
-            let _ = write!(header, " this datapath, {} |", p.name());
-            sep.push_str("---|");
-        }
-        let _ = writeln!(s, "{header}\n{sep}");
+        let mut header = vec!["measure".to_string(), "competing datapath".to_string()];
+        header.extend(
+            self.placements
+                .iter()
+                .map(|p| format!("this datapath, {}", p.name())),
+        );
         type Eval = fn(&MeshReport, Placement) -> String;
         let lines: [(&str, &str, Eval); 5] = [
             ("rr 100 B p50", "34% lower (pinned)", |rep, p| {
@@ -740,14 +672,15 @@ impl MeshReport {
                 range_of(rep, p, MeshWorkload::Wrk)
             }),
         ];
-        for (name, theirs, eval) in lines {
-            let mut line = format!("| {name} | {theirs} |");
-            for &p in &self.placements {
-                let _ = write!(line, " {} |", eval(self, p));
-            }
-            let _ = writeln!(s, "{line}");
-        }
-        let _ = writeln!(s);
+        let rows: Vec<Vec<String>> = lines
+            .iter()
+            .map(|(name, theirs, eval)| {
+                let mut r = vec![name.to_string(), theirs.to_string()];
+                r.extend(self.placements.iter().map(|&p| eval(self, p)));
+                r
+            })
+            .collect();
+        table(s, &header, &rows, Align::Text);
     }
 
     pub fn json(&self) -> Value {

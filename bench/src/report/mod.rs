@@ -1,0 +1,353 @@
+//! Everything the benchmarks report: medians and spreads over repeats, the
+//! markdown tables, the facts about the machine, the raw JSON, and the
+//! fortio-format comparison with its plots.
+//!
+//! - [`loopback`]: `accel-bench loopback` (plain TCP / accelerated / unix).
+//! - [`mesh`]: `accel-bench mesh` (baseline / accelerated through sidecars).
+//! - [`fortio`]: fortio's JSON result format, read and written (the local
+//!   load generator writes it too, so cluster and local runs share one path).
+//! - [`compare`]: `accel-bench report FILE...`: baseline vs accelerated
+//!   pairs from fortio JSON files, with ratios.
+//! - [`plot`]: the SVG plots of `compare`.
+
+pub mod compare;
+pub mod fortio;
+pub mod loopback;
+pub mod mesh;
+pub mod plot;
+
+use std::{
+    fmt::Write as _,
+    path::{Path, PathBuf},
+    process::Command,
+    time::SystemTime,
+};
+
+use serde::Serialize;
+
+pub fn default_results_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("results")
+}
+
+pub(crate) fn read_trim(p: &str) -> String {
+    std::fs::read_to_string(p)
+        .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+pub(crate) fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+pub(crate) fn git_commit() -> String {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap_or(Path::new("."));
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .arg("--no-optional-locks")
+            .arg("-C")
+            .arg(repo)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    match git(&["rev-parse", "--short", "HEAD"]) {
+        Some(c) => {
+            let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
+                .is_some_and(|s| !s.is_empty());
+            if dirty {
+                format!("{c} (working tree has uncommitted changes)")
+            } else {
+                c
+            }
+        }
+        None => "unknown".into(),
+    }
+}
+
+/// UTC calendar date and time (no time-zone database needed).
+pub(crate) fn utc(t: SystemTime) -> (String, String) {
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    let date = format!("{y:04}-{m:02}-{d:02}");
+    let time = format!(
+        "{date} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    );
+    (date, time)
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Agg {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+    pub n: usize,
+}
+
+impl Agg {
+    pub(crate) fn of(mut v: Vec<f64>) -> Option<Agg> {
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        let median = if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        };
+        Some(Agg {
+            median,
+            min: v[0],
+            max: v[n - 1],
+            n,
+        })
+    }
+    pub(crate) fn spread_pct(&self) -> f64 {
+        if self.median > 0.0 {
+            (self.max - self.min) / self.median * 100.0
+        } else {
+            0.0
+        }
+    }
+    pub(crate) fn overlaps(&self, o: &Agg) -> bool {
+        self.min <= o.max && o.min <= self.max
+    }
+}
+
+pub fn size_label(n: usize) -> String {
+    if n >= 1 << 20 && n.is_multiple_of(1 << 20) {
+        format!("{} MiB", n >> 20)
+    } else if n >= 1024 && n.is_multiple_of(1024) {
+        format!("{} KiB", n >> 10)
+    } else {
+        format!("{n} B")
+    }
+}
+
+pub(crate) fn f(v: Option<Agg>, digits: usize) -> String {
+    v.map(|a| format!("{:.*}", digits, a.median))
+        .unwrap_or_else(|| "ERR".into())
+}
+
+pub(crate) fn lat(v: Option<Agg>) -> String {
+    match v {
+        Some(a) if a.median >= 100.0 => format!("{:.0}", a.median),
+        Some(a) if a.median >= 10.0 => format!("{:.1}", a.median),
+        Some(a) => format!("{:.2}", a.median),
+        None => "ERR".into(),
+    }
+}
+
+pub(crate) fn rate(v: Option<Agg>) -> String {
+    match v {
+        Some(a) if a.median >= 10_000.0 => format!("{:.1}k", a.median / 1e3),
+        Some(a) => format!("{:.0}", a.median),
+        None => "ERR".into(),
+    }
+}
+
+pub(crate) fn x(r: Option<f64>) -> String {
+    r.map(|r| format!("{r:.2}x"))
+        .unwrap_or_else(|| "n/a".into())
+}
+
+pub(crate) fn spread(v: Option<Agg>) -> String {
+    v.map(|a| format!("{:.0}%", a.spread_pct()))
+        .unwrap_or_else(|| "-".into())
+}
+/// What every result file says about where and how it was produced.
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    pub date: String,
+    pub started_utc: String,
+    pub kernel: String,
+    pub cpu_model: String,
+    pub logical_cpus: usize,
+    pub command: String,
+    pub git_commit: String,
+}
+
+impl Machine {
+    pub fn collect(started: SystemTime) -> Self {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu_model = cpuinfo
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                (k.trim() == "model name").then(|| v.trim().to_string())
+            })
+            .unwrap_or_else(|| "unknown".into());
+        let logical_cpus = cpuinfo
+            .lines()
+            .filter(|l| l.split(':').next().map(str::trim) == Some("processor"))
+            .count();
+        let (date, started_utc) = utc(started);
+        Machine {
+            date,
+            started_utc,
+            kernel: read_trim("/proc/sys/kernel/osrelease"),
+            cpu_model,
+            logical_cpus,
+            command: std::env::args()
+                .map(|a| shell_quote(&a))
+                .collect::<Vec<_>>()
+                .join(" "),
+            git_commit: git_commit(),
+        }
+    }
+
+    /// The header lines every markdown report starts with.
+    pub fn markdown_lines(&self, s: &mut String) {
+        let _ = writeln!(s, "- Date: {}", self.started_utc);
+        let _ = writeln!(s, "- Command: `{}`", self.command);
+        let _ = writeln!(s, "- Git commit: {}", self.git_commit);
+        let _ = writeln!(s, "- Kernel: {}", self.kernel);
+    }
+}
+
+/// First line of `cmd args` (stdout or stderr): tool versions for the facts.
+pub(crate) fn version(cmd: &str, args: &[&str]) -> String {
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .map(|o| {
+            let mut s = String::from_utf8_lossy(&o.stdout).into_owned();
+            s.push_str(&String::from_utf8_lossy(&o.stderr));
+            s.lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("")
+                .trim()
+                .to_string()
+        })
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// One benchmark run as far as its health goes (failed, unproven, EAGAIN).
+pub trait RunHealth {
+    fn ok(&self) -> bool;
+    fn verified(&self) -> bool;
+    /// EAGAIN counts (send, recv) on blocking sockets.
+    fn eagain(&self) -> (u64, u64);
+}
+
+/// The health of the runs of one mode/transport in one case.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Health {
+    pub runs: usize,
+    pub failed: usize,
+    pub unverified: usize,
+    /// EAGAIN on blocking sockets, summed over the runs, and runs with any.
+    pub send_eagain: u64,
+    pub recv_eagain: u64,
+    pub eagain_runs: usize,
+}
+
+impl Health {
+    pub fn of<R: RunHealth>(rs: &[&R]) -> Health {
+        Health {
+            runs: rs.len(),
+            failed: rs.iter().filter(|r| !r.ok()).count(),
+            unverified: rs.iter().filter(|r| r.ok() && !r.verified()).count(),
+            send_eagain: rs.iter().map(|r| r.eagain().0).sum(),
+            recv_eagain: rs.iter().map(|r| r.eagain().1).sum(),
+            eagain_runs: rs
+                .iter()
+                .filter(|r| r.eagain().0 + r.eagain().1 > 0)
+                .count(),
+        }
+    }
+
+    /// What went wrong, for the verdict column, prefixed with `label`.
+    pub fn problems(&self, label: &str, out: &mut Vec<String>) {
+        if self.failed > 0 {
+            out.push(format!("{label} {} failed", self.failed));
+        }
+        if self.unverified > 0 {
+            out.push(format!("{label} {} UNVERIFIED", self.unverified));
+        }
+        if self.send_eagain + self.recv_eagain > 0 {
+            out.push(format!(
+                "{label}: EAGAIN on blocking socket (send {}, recv {}) in {}/{} runs",
+                self.send_eagain, self.recv_eagain, self.eagain_runs, self.runs
+            ));
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Align {
+    /// Numbers: right aligned but for the first column (the case) and the
+    /// last (the verdict).
+    Numbers,
+    /// Everything left aligned.
+    Text,
+}
+
+/// A markdown table: `header` cells, then `rows`.
+pub fn table(s: &mut String, header: &[String], rows: &[Vec<String>], align: Align) {
+    let _ = writeln!(s, "| {} |", header.join(" | "));
+    let n = header.len();
+    let seps: Vec<&str> = (0..n)
+        .map(|i| {
+            if align == Align::Text || i == 0 || i == n - 1 {
+                "---"
+            } else {
+                "---:"
+            }
+        })
+        .collect();
+    let _ = writeln!(s, "|{}|", seps.join("|"));
+    for r in rows {
+        let _ = writeln!(s, "| {} |", r.join(" | "));
+    }
+    let _ = writeln!(s);
+}
+
+/// The issue's targets as a table: one row a target, one column a placement.
+pub fn targets_table<C, P: Copy>(
+    s: &mut String,
+    title: &str,
+    ctx: &C,
+    placements: &[(P, &str)],
+    targets: &[(&str, fn(&C, P) -> String)],
+) {
+    let _ = writeln!(s, "## {title}\n");
+    let mut header = vec!["target".to_string()];
+    header.extend(placements.iter().map(|(_, n)| n.to_string()));
+    let rows: Vec<Vec<String>> = targets
+        .iter()
+        .map(|(name, eval)| {
+            let mut r = vec![name.to_string()];
+            r.extend(placements.iter().map(|(p, _)| eval(ctx, *p)));
+            r
+        })
+        .collect();
+    table(s, &header, &rows, Align::Text);
+}
