@@ -328,10 +328,9 @@ fn decide_gate(
         args.pin_dir.display().to_string(),
     ));
     if !kernel_ok {
-        return Ok(Gate::Off(format!(
-            "{}",
-            accel_k8s::kernel::gate_reason(kernel).unwrap_or_default()
-        )));
+        return Ok(Gate::Off(
+            accel_k8s::kernel::gate_reason(kernel).unwrap_or_default(),
+        ));
     }
     let probes = probes::run();
     state.add_probes(&probes);
