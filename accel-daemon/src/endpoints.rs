@@ -10,6 +10,7 @@ use std::{
     net::IpAddr,
     os::{fd::AsRawFd, unix::fs::MetadataExt},
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
 use accel_bpf::abi::{
@@ -39,6 +40,10 @@ pub enum EndpointError {
         "--local-endpoint {0:?}: loopback addresses always take part; list pod or host addresses"
     )]
     Loopback(IpAddr),
+    /// The source has nothing complete yet (no first list from the API
+    /// server): the datapath keeps what it has.
+    #[error("{0}")]
+    NotReady(String),
 }
 
 /// Where a pod's network namespace is: a namespace file, or any process in it.
@@ -113,6 +118,20 @@ pub trait EndpointSource: Send {
     fn describe(&self) -> String;
     /// The full current set; the daemon applies the difference.
     fn snapshot(&mut self) -> Result<Snapshot, EndpointError>;
+    /// Notified when the source has news, so changes reach the maps without
+    /// waiting for the next periodic sync. Sources that can only be polled
+    /// have none.
+    fn notifier(&self) -> Option<Arc<tokio::sync::Notify>> {
+        None
+    }
+    /// Meshed pods kept on TCP because their configuration cannot be read, with why.
+    fn invalid_pods(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
+    /// Errors talking to the source so far, where it has such a notion.
+    fn errors(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// Addresses from `--local-endpoint` flags and `--local-endpoints-file`, and

@@ -8,6 +8,8 @@ mod datapath;
 mod drain;
 mod endpoints;
 mod host;
+mod kubernetes;
+mod node_agent;
 mod probes;
 mod report;
 mod selftest;
@@ -30,7 +32,7 @@ use tracing::{error, info, warn};
 
 use crate::{
     datapath::{Datapath, DatapathError, InstallOptions, MapSizes},
-    endpoints::{EndpointSource, StaticEndpoints},
+    endpoints::{EndpointError, EndpointSource, StaticEndpoints},
     report::{Check, DaemonState, DatapathReport, Status},
     server::Shared,
 };
@@ -115,6 +117,32 @@ struct RunArgs {
     /// Log as JSON lines.
     #[arg(long)]
     log_json: bool,
+    /// Where the meshed pods come from: `static` (the flags and files above)
+    /// or `kubernetes` (a watch of this node's pods; needs --node-name).
+    #[arg(long, value_enum, default_value_t = SourceKind::Static)]
+    endpoint_source: SourceKind,
+    /// This node's name, as the downward API gives it (spec.nodeName).
+    #[arg(long, env = "NODE_NAME")]
+    node_name: Option<String>,
+    /// kubeconfig for the Kubernetes source [default: the in-cluster
+    /// service account, else $KUBECONFIG or ~/.kube/config].
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// The host's /proc: pods' network namespaces are found through it.
+    #[arg(long, default_value = "/proc")]
+    proc_root: PathBuf,
+    /// How long an uninstall request waits for accelerated receive queues to drain.
+    #[arg(long, default_value = "30", value_name = "SECONDS")]
+    drain_timeout: u64,
+    /// How often the node object is read for an uninstall request and the status refreshed.
+    #[arg(long, default_value = "2", value_name = "SECONDS")]
+    node_poll_secs: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum SourceKind {
+    Static,
+    Kubernetes,
 }
 
 #[derive(Args)]
@@ -217,12 +245,61 @@ fn run(args: RunArgs) -> Result<()> {
     };
     host::check_cgroup2_dir(&cgroup)?;
     host::ensure_bpffs(&args.pin_dir)?;
-    let mut source = StaticEndpoints::new(
-        &args.local_endpoints,
-        args.local_endpoints_file.clone(),
-        args.pods_file.clone(),
-    )?;
-    let initial = source.snapshot()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let (mut source, mut agent): (Box<dyn EndpointSource>, Option<node_agent::NodeAgent>) =
+        match args.endpoint_source {
+            SourceKind::Static => (
+                Box::new(StaticEndpoints::new(
+                    &args.local_endpoints,
+                    args.local_endpoints_file.clone(),
+                    args.pods_file.clone(),
+                )?),
+                None,
+            ),
+            SourceKind::Kubernetes => {
+                if !(args.local_endpoints.is_empty()
+                    && args.local_endpoints_file.is_none()
+                    && args.pods_file.is_none())
+                {
+                    bail!(
+                        "--endpoint-source=kubernetes takes the pods from the API server: drop --local-endpoint, --local-endpoints-file and --pods-file"
+                    );
+                }
+                let node = args
+                    .node_name
+                    .clone()
+                    .filter(|n| !n.trim().is_empty())
+                    .context("--endpoint-source=kubernetes needs --node-name (or NODE_NAME from the downward API: fieldRef spec.nodeName)")?;
+                let client = runtime.block_on(kube_client(args.kubeconfig.as_deref()))?;
+                let _guard = runtime.enter();
+                let source = kubernetes::KubernetesEndpoints::new(
+                    client.clone(),
+                    &node,
+                    &args.proc_root,
+                    &cgroup,
+                );
+                let agent = node_agent::NodeAgent::new(
+                    accel_k8s::report::NodeReporter::new(client, &node),
+                    args.pin_dir.clone(),
+                    Duration::from_secs(args.drain_timeout),
+                );
+                (Box::new(source), Some(agent))
+            }
+        };
+    // A source with nothing complete yet (no first pod list) leaves the
+    // maps as they are: a restarted daemon keeps the last state even while
+    // the API server is unreachable.
+    let initial = match source.snapshot() {
+        Ok(s) => Some(s),
+        Err(EndpointError::NotReady(why)) => {
+            info!(%why, "endpoints not known yet; the datapath keeps its current state");
+            None
+        }
+        Err(e) => return Err(e.into()),
+    };
     let mut cookies = endpoints::NetnsCookies::default();
     let listener = std::net::TcpListener::bind(args.metrics_addr).with_context(|| {
         format!(
@@ -244,9 +321,20 @@ fn run(args: RunArgs) -> Result<()> {
         endpoint_source: source.describe(),
         ..Default::default()
     };
-    info!(kernel = %kernel, overridden, cgroup = %cgroup.display(), pin_dir = %args.pin_dir.display(), "starting");
+    info!(kernel = %kernel, overridden, cgroup = %cgroup.display(), pin_dir = %args.pin_dir.display(), source = %state.endpoint_source, "starting");
 
-    let gate = decide_gate(&args, &kernel, &cgroup, &mut state)?;
+    // An uninstall in progress for this node: load nothing.
+    let pending_unload = match agent.as_mut() {
+        Some(a) => runtime.block_on(a.pending_unload()),
+        None => None,
+    };
+    let gate = match (&pending_unload, agent.as_mut()) {
+        (Some(token), Some(a)) => {
+            runtime.block_on(a.unload_at_start(token.clone(), &mut state));
+            Gate::Off(state.reason.clone())
+        }
+        _ => decide_gate(&args, &kernel, &cgroup, &mut state)?,
+    };
     for c in &state.checks {
         if c.ok {
             info!(check = %c.name, detail = %c.detail, "check passed");
@@ -258,13 +346,15 @@ fn run(args: RunArgs) -> Result<()> {
     match gate {
         Gate::On { mut dp, adopted } => {
             dp.set_flow_budget(args.flow_budget_bytes)?;
-            let synced = endpoints::sync(&mut dp, &initial, &mut cookies)?;
-            log_unresolved(&synced);
-            info!(
-                added = synced.added,
-                removed = synced.removed,
-                "local endpoints applied"
-            );
+            if let Some(initial) = &initial {
+                let synced = endpoints::sync(&mut dp, initial, &mut cookies)?;
+                log_unresolved(&synced);
+                info!(
+                    added = synced.added,
+                    removed = synced.removed,
+                    "local endpoints applied"
+                );
+            }
             state.accelerated = true;
             state.adopted = adopted;
             shared.accelerated.store(true, Ordering::Relaxed);
@@ -284,17 +374,37 @@ fn run(args: RunArgs) -> Result<()> {
             }
         }
     }
-    state.set_endpoints(&initial);
-    if let Ok(mut n) = shared.endpoints.lock() {
-        *n = initial.ips().len();
+    if let Some(initial) = &initial {
+        state.set_endpoints(initial);
+        shared
+            .endpoints
+            .store(initial.ips().len() as u64, Ordering::Relaxed);
+        shared
+            .pods
+            .store(initial.endpoints.len() as u64, Ordering::Relaxed);
     }
     state.write(&args.state_dir)?;
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()?;
-    runtime.block_on(serve(args, state, shared, listener, source, cookies))
+    runtime.block_on(serve(args, state, shared, listener, source, cookies, agent))
+}
+
+/// A client from --kubeconfig, or inferred (in-cluster service account,
+/// $KUBECONFIG, ~/.kube/config). Nothing is contacted yet: an API server
+/// that is down does not stop the daemon.
+async fn kube_client(kubeconfig: Option<&Path>) -> Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .with_context(|| format!("using kubeconfig {}", path.display()))?
+        }
+        None => kube::Config::infer().await.context(
+            "no Kubernetes configuration: in a cluster the service account is used; elsewhere pass --kubeconfig",
+        )?,
+    };
+    kube::Client::try_from(config).context("building the Kubernetes client")
 }
 
 fn log_unresolved(r: &endpoints::SyncResult) {
@@ -414,8 +524,9 @@ async fn serve(
     mut state: DaemonState,
     shared: Arc<Shared>,
     listener: std::net::TcpListener,
-    mut source: StaticEndpoints,
+    mut source: Box<dyn EndpointSource>,
     mut cookies: endpoints::NetnsCookies,
+    mut agent: Option<node_agent::NodeAgent>,
 ) -> Result<()> {
     let listener = tokio::net::TcpListener::from_std(listener)?;
     let addr = listener.local_addr()?;
@@ -428,29 +539,64 @@ async fn serve(
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut tick = tokio::time::interval(Duration::from_secs(args.endpoint_sync_secs.max(1)));
     tick.tick().await;
+    let mut node_tick = tokio::time::interval(Duration::from_secs(args.node_poll_secs.max(1)));
+    let notify = source.notifier();
+    let mut restart = false;
     loop {
+        let news = async {
+            match &notify {
+                Some(n) => n.notified().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = sigterm.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
-            _ = tick.tick() => sync_endpoints(&shared, &mut source, &mut cookies, &mut state, &args.state_dir),
+            _ = tick.tick() => sync_endpoints(&shared, source.as_mut(), &mut cookies, &mut state, &args.state_dir),
+            _ = news => sync_endpoints(&shared, source.as_mut(), &mut cookies, &mut state, &args.state_dir),
+            _ = node_tick.tick(), if agent.is_some() => {
+                if let Some(a) = agent.as_mut()
+                    && matches!(a.tick(&shared, &mut state).await, node_agent::Next::Restart)
+                {
+                    restart = true;
+                    break;
+                }
+                if let Err(e) = state.write(&args.state_dir) {
+                    warn!(error = %e, "writing state file");
+                }
+            }
         }
     }
     // The datapath stays pinned and attached: connections keep their
     // acceleration while the daemon is away (restarts, upgrades).
-    info!("exiting; the datapath stays in place (use `accel-daemon unload` to remove it)");
+    if restart {
+        info!("exiting for a restart (the uninstall request was withdrawn)");
+    } else {
+        info!("exiting; the datapath stays in place (use `accel-daemon unload` to remove it)");
+    }
     http.abort();
     Ok(())
 }
 
 fn sync_endpoints(
     shared: &Shared,
-    source: &mut StaticEndpoints,
+    source: &mut dyn EndpointSource,
     cookies: &mut endpoints::NetnsCookies,
     state: &mut DaemonState,
     state_dir: &Path,
 ) {
+    if let Some(errors) = source.errors() {
+        shared.source_errors.store(errors, Ordering::Relaxed);
+    }
+    shared
+        .invalid_pods
+        .store(source.invalid_pods().len() as u64, Ordering::Relaxed);
     let snap = match source.snapshot() {
         Ok(s) => s,
+        Err(EndpointError::NotReady(why)) => {
+            tracing::debug!(%why, "endpoints not known yet");
+            return;
+        }
         Err(e) => {
             // Keep the last good set: a typo in a file must not change traffic.
             warn!(error = %e, "endpoint source failed; keeping the last good set");
@@ -476,6 +622,7 @@ fn sync_endpoints(
                     info!(
                         added = r.added,
                         removed = r.removed,
+                        pods = snap.endpoints.len(),
                         "local endpoints updated"
                     );
                 }
@@ -483,9 +630,13 @@ fn sync_endpoints(
             Err(e) => warn!(error = %e, "applying local endpoints"),
         }
     }
-    if let Ok(mut n) = shared.endpoints.lock() {
-        *n = snap.ips().len();
-    }
+    drop(guard);
+    shared
+        .endpoints
+        .store(snap.ips().len() as u64, Ordering::Relaxed);
+    shared
+        .pods
+        .store(snap.endpoints.len() as u64, Ordering::Relaxed);
     let before = (state.endpoints.clone(), state.pods.clone());
     state.set_endpoints(&snap);
     if before != (state.endpoints.clone(), state.pods.clone())

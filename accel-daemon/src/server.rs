@@ -4,7 +4,7 @@ use std::{
     fmt,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
 };
 
@@ -25,7 +25,14 @@ pub struct Shared {
     pub accelerated: AtomicBool,
     pub reason: Mutex<String>,
     pub datapath: Mutex<Option<Datapath>>,
-    pub endpoints: Mutex<usize>,
+    /// Local non-loopback addresses taking part.
+    pub endpoints: AtomicU64,
+    /// Meshed pods (or plain addresses) the endpoint source lists.
+    pub pods: AtomicU64,
+    /// Meshed pods kept on TCP because their annotations cannot be read.
+    pub invalid_pods: AtomicU64,
+    /// Errors of the endpoint source (Kubernetes list/watch failures).
+    pub source_errors: AtomicU64,
 }
 
 impl fmt::Debug for Shared {
@@ -44,7 +51,10 @@ impl Shared {
             accelerated: AtomicBool::new(false),
             reason: Mutex::new(String::new()),
             datapath: Mutex::new(None),
-            endpoints: Mutex::new(0),
+            endpoints: AtomicU64::new(0),
+            pods: AtomicU64::new(0),
+            invalid_pods: AtomicU64::new(0),
+            source_errors: AtomicU64::new(0),
         })
     }
 }
@@ -78,13 +88,33 @@ impl Collector for DatapathCollector {
             )?;
             ConstGauge::new(1).encode(m.encode_family(&[("reason", reason.as_str())])?)?;
         }
-        let endpoints = shared.endpoints.lock().map(|n| *n).unwrap_or(0);
-        ConstGauge::new(endpoints as i64).encode(enc.encode_descriptor(
+        let gauge = |v: &AtomicU64| i64::try_from(v.load(Ordering::Relaxed)).unwrap_or(i64::MAX);
+        ConstGauge::new(gauge(&shared.endpoints)).encode(enc.encode_descriptor(
             "sidecar_accel_local_endpoints",
             "Local non-loopback endpoints taking part",
             None,
             MetricType::Gauge,
         )?)?;
+        ConstGauge::new(gauge(&shared.pods)).encode(enc.encode_descriptor(
+            "sidecar_accel_meshed_pods",
+            "Meshed pods on this node applied to the datapath",
+            None,
+            MetricType::Gauge,
+        )?)?;
+        ConstGauge::new(gauge(&shared.invalid_pods)).encode(enc.encode_descriptor(
+            "sidecar_accel_meshed_pods_invalid",
+            "Meshed pods kept on TCP because an annotation cannot be read (see the daemon log)",
+            None,
+            MetricType::Gauge,
+        )?)?;
+        ConstCounter::new(shared.source_errors.load(Ordering::Relaxed)).encode(
+            enc.encode_descriptor(
+                "sidecar_accel_watch_errors",
+                "Errors listing or watching the endpoint source (Kubernetes API); each is retried with backoff",
+                None,
+                MetricType::Counter,
+            )?,
+        )?;
 
         let Ok(guard) = shared.datapath.lock() else {
             return Ok(());

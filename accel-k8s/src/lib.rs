@@ -8,3 +8,5 @@ pub mod keys;
 pub mod mesh;
 pub mod net;
 pub mod node;
+pub mod report;
+pub mod watch;

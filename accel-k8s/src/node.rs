@@ -166,6 +166,14 @@ impl NodeStatus {
     }
 }
 
+/// Now, as RFC 3339 UTC with second precision (the status's `updated`).
+pub fn now_rfc3339() -> String {
+    jiff::Timestamp::now()
+        .round(jiff::Unit::Second)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}
+
 /// The pending unload request on a node, if any.
 pub fn unload_request(node: &Node) -> Option<&str> {
     node.metadata

@@ -1,0 +1,142 @@
+//! The daemon's view of the meshed pods on its node, from a Kubernetes watch.
+//!
+//! The watch never blocks the datapath: it runs on its own task, re-lists
+//! with backoff after errors (410 Gone, API server down, RBAC), and publishes
+//! complete views. Until the first complete list arrives the view says so,
+//! and the daemon leaves its maps as they are (a restarted daemon keeps the
+//! last state while the API server is unreachable).
+
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::{
+    Api, Client,
+    runtime::{WatchStreamExt, watcher},
+};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use crate::mesh::{self, PodClass};
+
+/// Every pod of the node, classified.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PodView {
+    /// A complete list has been received at least once.
+    pub synced: bool,
+    /// By `namespace/name`.
+    pub pods: BTreeMap<String, PodClass>,
+}
+
+impl PodView {
+    pub fn meshed(&self) -> impl Iterator<Item = &mesh::MeshedPod> {
+        self.pods.values().filter_map(|c| match c {
+            PodClass::Meshed(m) => Some(m),
+            _ => None,
+        })
+    }
+
+    /// Meshed pods kept on TCP because an annotation cannot be read, with the reason.
+    pub fn invalid(&self) -> impl Iterator<Item = (&String, &String)> {
+        self.pods.iter().filter_map(|(k, c)| match c {
+            PodClass::Invalid(why) => Some((k, why)),
+            _ => None,
+        })
+    }
+}
+
+/// Health of the watch, for metrics and status.
+#[derive(Debug, Default)]
+pub struct WatchHealth {
+    /// Errors from list or watch calls (each is followed by a backed-off retry).
+    pub errors: AtomicU64,
+    pub last_error: Mutex<Option<String>>,
+}
+
+impl WatchHealth {
+    pub fn errors(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
+    }
+}
+
+fn key(pod: &Pod) -> String {
+    format!(
+        "{}/{}",
+        pod.metadata.namespace.as_deref().unwrap_or_default(),
+        pod.metadata.name.as_deref().unwrap_or_default()
+    )
+}
+
+/// Starts watching the pods scheduled to `node`. The returned receiver
+/// always holds the latest complete view.
+pub fn spawn_pod_watcher(
+    client: Client,
+    node: &str,
+) -> (watch::Receiver<Arc<PodView>>, Arc<WatchHealth>) {
+    let (tx, rx) = watch::channel(Arc::new(PodView::default()));
+    let health = Arc::new(WatchHealth::default());
+    let api: Api<Pod> = Api::all(client);
+    // Only this node's pods: the API server filters, so a big cluster costs
+    // the daemon nothing.
+    let config = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
+    let h = health.clone();
+    tokio::spawn(async move {
+        let mut stream = watcher(api, config).default_backoff().boxed();
+        let mut view = PodView::default();
+        let mut relist: Option<BTreeMap<String, PodClass>> = None;
+        while let Some(event) = stream.next().await {
+            let changed = match event {
+                Ok(watcher::Event::Init) => {
+                    relist = Some(BTreeMap::new());
+                    false
+                }
+                Ok(watcher::Event::InitApply(pod)) => {
+                    relist
+                        .get_or_insert_with(BTreeMap::new)
+                        .insert(key(&pod), mesh::classify(&pod));
+                    false
+                }
+                Ok(watcher::Event::InitDone) => {
+                    // Pods absent from the new list are gone, whatever events
+                    // were missed while the watch was down.
+                    let pods = relist.take().unwrap_or_default();
+                    let changed = !view.synced || view.pods != pods;
+                    if !view.synced {
+                        info!(pods = pods.len(), "pod list received from the API server");
+                    }
+                    view.pods = pods;
+                    view.synced = true;
+                    changed
+                }
+                Ok(watcher::Event::Apply(pod)) => {
+                    let class = mesh::classify(&pod);
+                    debug!(pod = %key(&pod), ?class, "pod changed");
+                    view.pods.insert(key(&pod), class.clone()) != Some(class)
+                }
+                Ok(watcher::Event::Delete(pod)) => {
+                    debug!(pod = %key(&pod), "pod deleted");
+                    view.pods.remove(&key(&pod)).is_some()
+                }
+                Err(e) => {
+                    h.errors.fetch_add(1, Ordering::Relaxed);
+                    warn!(error = %e, "pod watch failed; keeping the last state and retrying with backoff");
+                    if let Ok(mut last) = h.last_error.lock() {
+                        *last = Some(e.to_string());
+                    }
+                    false
+                }
+            };
+            if changed && view.synced && tx.send(Arc::new(view.clone())).is_err() {
+                // Nobody listens any more: the daemon is shutting down.
+                break;
+            }
+        }
+    });
+    (rx, health)
+}
