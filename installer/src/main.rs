@@ -1,8 +1,14 @@
-//! `accel-installer`: the cluster add-on installer. The Kubernetes add-on issue fills this in;
-//! until then it says so instead of pretending to install anything.
+//! `accel-installer`: see the library (`accel_installer`) and README.md.
 
-fn main() -> anyhow::Result<()> {
-    anyhow::bail!(
-        "accel-installer is not implemented yet: install the node daemon with `accel-daemon run` (see README.md)"
-    )
+use std::io::IsTerminal;
+
+fn main() {
+    let tty = std::io::stdout().is_terminal();
+    let code = accel_installer::run(
+        std::env::args_os(),
+        &mut std::io::stdout(),
+        &mut std::io::stderr(),
+        tty,
+    );
+    std::process::exit(code);
 }

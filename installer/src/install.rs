@@ -1,0 +1,171 @@
+//! `install`: server-side apply of every manifest object, wait for the
+//! DaemonSet rollout, then show which nodes accelerate. Idempotent: applying
+//! the same objects again changes nothing and the rollout is already done.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Node;
+use kube::Api;
+use kube::api::{Patch, PatchParams};
+use serde_json::json;
+
+use accel_k8s::keys;
+use accel_k8s::node::unload_request;
+
+use crate::cluster::{Cluster, Explain};
+use crate::manifests::{self, MONITORING_GROUP, Monitor, Options};
+use crate::nodes::{self, Rollout};
+use crate::{Ui, exit};
+
+pub const FACTS: &[&str] = &[
+    "Connections established before the install are not accelerated: restart workloads \
+     (e.g. `kubectl rollout restart`) to accelerate their connections.",
+    "Accelerated connections no longer cross the TCP/IP stack: their PSH-flagged segments \
+     disappear from `tcpdump -i lo` captures. That is how to check it works \
+     (`accel-daemon verify` on a node does it for you).",
+];
+
+pub async fn run(
+    cluster: &Cluster,
+    ui: &mut Ui<'_>,
+    opts: &Options,
+    timeout: Duration,
+    poll: Duration,
+) -> anyhow::Result<i32> {
+    let mut opts = opts.clone();
+    if opts.monitor != Monitor::None {
+        let groups = nodes::api_groups(cluster).await?;
+        if !groups.contains(MONITORING_GROUP) {
+            ui.line(format!(
+                "monitoring: skipped the {} ({MONITORING_GROUP} API not found: Prometheus Operator not installed)",
+                if opts.monitor == Monitor::PodMonitor { "PodMonitor" } else { "ServiceMonitor" }
+            ));
+            opts.monitor = Monitor::None;
+        }
+    }
+    let objects = manifests::render(&opts)?;
+
+    resume_nodes(cluster, ui).await?;
+
+    let params = PatchParams::apply(keys::FIELD_MANAGER).force();
+    for obj in &objects {
+        let what = manifests::describe(obj);
+        let info = manifests::kind_info(
+            obj["apiVersion"].as_str().unwrap_or_default(),
+            obj["kind"].as_str().unwrap_or_default(),
+        )
+        .ok_or_else(|| anyhow::anyhow!("no API mapping for {what}"))?;
+        let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+        nodes::dynamic_api(cluster, info, &opts.namespace)
+            .patch(name, &params, &Patch::Apply(obj))
+            .await
+            .explain(cluster, "patch (server-side apply)", info.plural)?;
+        ui.line(format!("applied {what}"));
+    }
+
+    let code = wait_rollout(cluster, ui, &opts.namespace, timeout, poll).await?;
+    if code != exit::OK {
+        return Ok(code);
+    }
+    let nodes = nodes::list_nodes(cluster).await?;
+    ui.blank();
+    let rows: Vec<Vec<String>> = nodes.iter().map(|n| nodes::node_row(n, true)).collect();
+    ui.table(nodes::NODE_HEADER, &rows);
+    ui.blank();
+    for fact in FACTS {
+        ui.line(format!("NOTE: {fact}"));
+    }
+    Ok(exit::OK)
+}
+
+/// An aborted uninstall leaves its unload request on nodes, and their daemons
+/// stay idle while it is there: remove it so they accelerate again.
+async fn resume_nodes(cluster: &Cluster, ui: &mut Ui<'_>) -> anyhow::Result<()> {
+    let api: Api<Node> = Api::all(cluster.client.clone());
+    let params = PatchParams {
+        field_manager: Some(keys::FIELD_MANAGER.to_string()),
+        ..Default::default()
+    };
+    let clear = json!({"metadata": {"annotations": {keys::UNLOAD_REQUEST_ANNOTATION: null}}});
+    let mut resumed = Vec::new();
+    for node in nodes::list_nodes(cluster).await? {
+        if unload_request(&node).is_none() {
+            continue;
+        }
+        let name = nodes::name(&node).to_string();
+        api.patch(&name, &params, &Patch::Merge(&clear))
+            .await
+            .explain(cluster, "patch", "nodes")?;
+        resumed.push(name);
+    }
+    if !resumed.is_empty() {
+        ui.line(format!(
+            "removed the unload request of an earlier uninstall from {}: their daemons resume",
+            resumed.join(", ")
+        ));
+    }
+    Ok(())
+}
+
+async fn wait_rollout(
+    cluster: &Cluster,
+    ui: &mut Ui<'_>,
+    namespace: &str,
+    timeout: Duration,
+    poll: Duration,
+) -> anyhow::Result<i32> {
+    let start = Instant::now();
+    let last = loop {
+        let ds = nodes::daemonset(cluster, namespace).await?.ok_or_else(|| {
+            anyhow::anyhow!(
+                "DaemonSet {namespace}/{} disappeared during the rollout",
+                keys::DAEMONSET
+            )
+        })?;
+        let r = Rollout::of(&ds);
+        ui.progress(&format!("rollout: {}", r.describe()));
+        if r.complete() {
+            ui.end_progress();
+            if r.desired == 0 {
+                ui.warn("the DaemonSet selects no node (no Linux, non-virtual node): nothing is accelerated");
+            } else {
+                ui.line(format!("rollout complete on {} node(s)", r.desired));
+            }
+            return Ok(exit::OK);
+        }
+        if start.elapsed() >= timeout {
+            break (r, ds);
+        }
+        tokio::time::sleep(poll.min(timeout.saturating_sub(start.elapsed()))).await;
+    };
+    ui.end_progress();
+    let (r, ds) = last;
+    let pods = nodes::daemon_pods(cluster, namespace, Some(&ds)).await?;
+    let ready: BTreeSet<&str> = pods
+        .iter()
+        .filter(|p| nodes::pod_ready(p))
+        .filter_map(nodes::pod_node)
+        .collect();
+    let all = nodes::list_nodes(cluster).await?;
+    let waiting: Vec<&str> = all
+        .iter()
+        .filter(|n| nodes::targeted(n))
+        .map(nodes::name)
+        .filter(|n| !ready.contains(n))
+        .collect();
+    let which = if waiting.is_empty() {
+        String::new()
+    } else {
+        format!("; nodes without a ready daemon pod: {}", waiting.join(", "))
+    };
+    ui.line(format!(
+        "rollout of DaemonSet {namespace}/{} did not finish within {}s ({}){which}. \
+         Check `kubectl -n {namespace} get pods -o wide` and the pods' events; \
+         run install again (with a longer --timeout) to keep waiting",
+        keys::DAEMONSET,
+        timeout.as_secs_f32(),
+        r.describe()
+    ));
+    Ok(exit::NOT_DONE)
+}

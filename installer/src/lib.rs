@@ -1,0 +1,293 @@
+//! `accel-installer`: preflight, install, status, uninstall and render for the
+//! sidecar acceleration add-on, one or several clusters (kubeconfig contexts)
+//! per run. A library so tests drive it in-process; `main.rs` is a thin shell.
+
+pub mod cluster;
+mod install;
+pub mod manifests;
+mod nodes;
+mod preflight;
+mod status;
+mod ui;
+mod uninstall;
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use accel_k8s::keys;
+pub use ui::Ui;
+
+/// Exit codes (also in README.md).
+pub mod exit {
+    /// Done.
+    pub const OK: i32 = 0;
+    /// An error: unreachable API server, unknown context, forbidden, a failed call.
+    pub const ERROR: i32 = 1;
+    /// The command line is wrong.
+    pub const USAGE: i32 = 2;
+    /// The cluster is not in the state the command needs: preflight found no
+    /// eligible node, the rollout did not finish in time, or uninstall stopped
+    /// because a node refused or did not answer.
+    pub const NOT_DONE: i32 = 3;
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "accel-installer",
+    version,
+    about = "Install, inspect and remove the sidecar acceleration add-on (eBPF) in Kubernetes clusters"
+)]
+pub struct Cli {
+    /// Kubeconfig file (default: $KUBECONFIG, then ~/.kube/config, then in-cluster).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context; repeat for several clusters (default: the current context).
+    #[arg(long = "context", global = true, value_name = "NAME")]
+    pub contexts: Vec<String>,
+    /// Namespace of the add-on.
+    #[arg(long, short = 'n', global = true, default_value = keys::DEFAULT_NAMESPACE)]
+    pub namespace: String,
+    /// Daemon image (default: the image in manifests/base/kustomization.yaml, a placeholder
+    /// registry until the project publishes one).
+    #[arg(long, global = true)]
+    pub image: Option<String>,
+    /// How long install waits for the rollout (default 300s) and uninstall for the nodes to
+    /// unload (default 120s). Examples: 90, 90s, 5m.
+    #[arg(long, global = true, value_parser = parse_duration, value_name = "DURATION")]
+    pub timeout: Option<Duration>,
+    /// How often waits poll the API server.
+    #[arg(long, global = true, hide = true, value_parser = parse_duration, default_value = "1s")]
+    pub poll_interval: Duration,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Which nodes can be accelerated (kernel, OS image, virtual nodes) and which mesh control
+    /// plane runs.
+    Preflight,
+    /// Apply the add-on (server-side apply), wait for the rollout, show which nodes accelerate.
+    Install(InstallArgs),
+    /// Per node: accelerated or not and why; DaemonSet image and rollout.
+    Status,
+    /// Drain and unload the datapath on every node, then delete the add-on.
+    Uninstall(UninstallArgs),
+    /// Print the manifests with the chosen image, namespace and options (multi-document YAML).
+    Render(RenderArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DaemonOptions {
+    /// The daemon's log filter (RUST_LOG), e.g. info or debug.
+    #[arg(long, value_name = "FILTER")]
+    pub log_level: Option<String>,
+    /// Scrape with a PodMonitor instead of a ServiceMonitor.
+    #[arg(long)]
+    pub pod_monitor: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct InstallArgs {
+    #[command(flatten)]
+    pub daemon: DaemonOptions,
+    /// Do not apply the Prometheus Operator monitor even when its API exists.
+    #[arg(long)]
+    pub no_monitoring: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct UninstallArgs {
+    /// Delete the add-on even when nodes refuse to unload or do not answer (their pinned
+    /// datapath then stays until `accel-daemon unload` runs on them).
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RenderArgs {
+    #[command(flatten)]
+    pub daemon: DaemonOptions,
+    /// Include the Prometheus Operator monitor (needs the monitoring.coreos.com CRDs).
+    #[arg(long)]
+    pub observability: bool,
+}
+
+/// `90`, `90s`, `1500ms`, `5m`.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (e.g. 90, 90s, 5m)"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(format!("unknown unit {unit:?} in {s:?} (ms, s or m)")),
+    }
+}
+
+impl Cli {
+    fn image(&self) -> String {
+        self.image.clone().unwrap_or_else(manifests::default_image)
+    }
+
+    fn manifest_options(&self, daemon: &DaemonOptions, monitoring: bool) -> manifests::Options {
+        let monitor = match (monitoring, daemon.pod_monitor) {
+            (false, _) => manifests::Monitor::None,
+            (true, false) => manifests::Monitor::ServiceMonitor,
+            (true, true) => manifests::Monitor::PodMonitor,
+        };
+        manifests::Options {
+            namespace: self.namespace.clone(),
+            image: self.image(),
+            log_level: daemon.log_level.clone(),
+            monitor,
+        }
+    }
+}
+
+/// Runs the installer with `args` (program name first); returns the exit code.
+/// `tty`: whether `out` is a terminal (progress redraws in place).
+pub fn run<I, T>(args: I, out: &mut dyn Write, err: &mut dyn Write, tty: bool) -> i32
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            };
+            let text = e.render().to_string();
+            let _ = if e.use_stderr() {
+                write!(err, "{text}")
+            } else {
+                write!(out, "{text}")
+            };
+            return code;
+        }
+    };
+    if let Command::Render(args) = &cli.command {
+        let opts = cli.manifest_options(&args.daemon, args.observability);
+        return match manifests::render(&opts).and_then(|o| manifests::to_yaml(&o)) {
+            Ok(text) => {
+                let _ = write!(out, "{text}");
+                exit::OK
+            }
+            Err(e) => {
+                let _ = writeln!(err, "error: {e}");
+                exit::ERROR
+            }
+        };
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = writeln!(err, "error: cannot start the async runtime: {e}");
+            return exit::ERROR;
+        }
+    };
+    runtime.block_on(run_clusters(&cli, out, err, tty))
+}
+
+/// The command once per context, each under its own header.
+async fn run_clusters(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write, tty: bool) -> i32 {
+    let targets: Vec<Option<&str>> = if cli.contexts.is_empty() {
+        vec![None]
+    } else {
+        cli.contexts.iter().map(|c| Some(c.as_str())).collect()
+    };
+    let several = targets.len() > 1;
+    let mut worst = exit::OK;
+    let mut failed = Vec::new();
+    for (i, target) in targets.iter().enumerate() {
+        let mut ui = Ui::new(out, tty);
+        if several && i > 0 {
+            ui.blank();
+        }
+        let outcome = match cluster::connect(cli.kubeconfig.as_deref(), *target).await {
+            Ok(cluster) => {
+                ui.line(format!(
+                    "=== context {} ({}) ===",
+                    cluster.context, cluster.url
+                ));
+                run_one(cli, &cluster, &mut ui).await
+            }
+            Err(e) => {
+                ui.line(format!("=== context {} ===", target.unwrap_or("(current)")));
+                Err(e)
+            }
+        };
+        ui.end_progress();
+        let code = match outcome {
+            Ok(code) => code,
+            Err(e) => {
+                // Errors are built as single lines; keep it that way if a cause slipped in.
+                let text = format!("{e:#}").replace('\n', " ");
+                let _ = writeln!(err, "error: {text}");
+                exit::ERROR
+            }
+        };
+        if code != exit::OK {
+            failed.push(target.unwrap_or("(current)").to_string());
+        }
+        worst = worst.max(code);
+    }
+    if several && !failed.is_empty() {
+        let _ = writeln!(err, "failed in context(s): {}", failed.join(", "));
+    }
+    worst
+}
+
+async fn run_one(cli: &Cli, cluster: &cluster::Cluster, ui: &mut Ui<'_>) -> anyhow::Result<i32> {
+    match &cli.command {
+        Command::Preflight => preflight::run(cluster, ui).await,
+        Command::Install(args) => {
+            let opts = cli.manifest_options(&args.daemon, !args.no_monitoring);
+            let timeout = cli.timeout.unwrap_or(Duration::from_secs(300));
+            install::run(cluster, ui, &opts, timeout, cli.poll_interval).await
+        }
+        Command::Status => status::run(cluster, ui, &cli.namespace).await,
+        Command::Uninstall(args) => {
+            let timeout = cli.timeout.unwrap_or(Duration::from_secs(120));
+            let opts = uninstall::Options {
+                namespace: cli.namespace.clone(),
+                timeout,
+                poll: cli.poll_interval,
+                force: args.force,
+            };
+            uninstall::run(cluster, ui, &opts).await
+        }
+        Command::Render(_) => Ok(exit::OK),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5h").is_err());
+    }
+}
