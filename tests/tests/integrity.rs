@@ -1,0 +1,684 @@
+//! Data integrity through accelerated connections (reliability issue,
+//! sections 1 and 1b): every byte of every connection is checked against a
+//! per-connection, position-dependent stream (accel-integrity's pattern),
+//! and every test proves that the path under test really was the sockmap
+//! one (redirect counters, zero PSH segments where no fallback is allowed).
+//!
+//! The backpressure test reads the node-wide TCP memory counter, so it takes
+//! the write side of `NODE_WIDE` while every other test here holds the read
+//! side: it never runs next to another test of this binary.
+//!
+//! Default sizes run in CI; `ACCEL_SOAK=1` runs the long variants.
+
+use std::{
+    process::{Command, Output, Stdio},
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use accel_tests::{
+    Capture, TestEnv, Value, counter_of, free_port,
+    topology::{Mesh, Node, PodsFile},
+};
+
+const DRIVER: &str = env!("CARGO_BIN_EXE_accel-integrity");
+
+static NODE_WIDE: RwLock<()> = RwLock::new(());
+
+fn soak() -> bool {
+    std::env::var_os("ACCEL_SOAK").is_some()
+}
+
+/// Runs the driver inside the test's cgroup (accelerated) or outside it
+/// (plain TCP, the baseline), returning its output and JSON report.
+fn drive(env: &TestEnv, accelerated: bool, args: &[&str]) -> (Output, Value) {
+    let mut cmd = Command::new(DRIVER);
+    cmd.args(args).stdin(Stdio::null());
+    let _procs = accelerated.then(|| env.in_cgroup(&mut cmd));
+    let out = cmd.output().expect("run accel-integrity");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "accel-integrity {args:?} printed no report (exit {:?}); stderr: {}",
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    (out, report)
+}
+
+fn assert_clean(what: &str, out: &Output, report: &Value) {
+    assert!(
+        out.status.success(),
+        "{what}: exit {:?}\nreport: {report}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Counter deltas between two `status --json` snapshots.
+struct Delta {
+    before: Value,
+    after: Value,
+}
+
+impl Delta {
+    fn of(&self, name: &str) -> u64 {
+        counter_of(&self.after, name) - counter_of(&self.before, name)
+    }
+
+    fn show(&self) -> String {
+        [
+            "active_paired",
+            "passive_paired",
+            "redirect_msgs",
+            "redirect_bytes",
+            "redirect_failed",
+            "pass_msgs",
+            "pass_bytes",
+            "flow_reader_behind_to_tcp",
+            "flow_resumed_redirect",
+        ]
+        .iter()
+        .map(|c| format!("{c}={}", self.of(c)))
+        .collect::<Vec<_>>()
+        .join(" ")
+    }
+}
+
+fn measured(env: &TestEnv, f: impl FnOnce()) -> Delta {
+    let before = env.status_json();
+    f();
+    Delta {
+        before,
+        after: env.status_json(),
+    }
+}
+
+fn map_entries(status: &Value, name: &str) -> u64 {
+    status["datapath"]["maps"]
+        .as_array()
+        .and_then(|maps| maps.iter().find(|m| m["name"] == name))
+        .and_then(|m| m["entries"].as_u64())
+        .unwrap_or_else(|| panic!("map {name} missing from status: {status}"))
+}
+
+/// Every recorded socket left the maps once its connection closed.
+fn assert_maps_drained(env: &TestEnv) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let s = env.status_json();
+        let left: Vec<(&str, u64)> = ["accel_sockhash", "accel_pairing"]
+            .iter()
+            .map(|m| (*m, map_entries(&s, m)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        if left.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "entries left behind: {left:?}");
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 1. Traffic shapes and interfaces
+// ---------------------------------------------------------------------------
+
+const SEND_ALL: &str = "write,msg-more,cork,writev,sendfile,splice";
+/// Every receive interface but splice (see the ignored test below).
+const RECV_WORKING: &str = "read,recv,readv,peek,fionread,poll,epoll-et,nonblock";
+
+#[test]
+fn a_thousand_concurrent_connections_with_random_sizes_are_byte_exact() {
+    let _shared = NODE_WIDE.read().unwrap_or_else(|e| e.into_inner());
+    let env = TestEnv::new("int-echo");
+    let _daemon = env.start_daemon(&[]);
+    let port = free_port();
+    let (conns, msgs) = if soak() {
+        ("1000", "40")
+    } else {
+        ("1000", "6")
+    };
+    let listen = format!("127.0.0.1:{port}");
+    let cap = Capture::start(port);
+    let mut result = None;
+    let d = measured(&env, || {
+        result = Some(drive(
+            &env,
+            true,
+            &[
+                "echo",
+                "--listen",
+                &listen,
+                "--conns",
+                conns,
+                "--msgs",
+                msgs,
+                "--max-msg",
+                "65536",
+                "--big-conns",
+                "16",
+                "--big-max",
+                "4194304",
+            ],
+        ));
+    });
+    let counts = cap.stop();
+    let (out, report) = result.expect("ran");
+    eprintln!(
+        "echo: {report}\ncounters: {}\ncapture: {counts:?}",
+        d.show()
+    );
+    assert_clean("1000 connections", &out, &report);
+    let bytes = report["bytes_each_way"].as_u64().expect("bytes");
+    let n: u64 = conns.parse().expect("conns");
+    assert!(
+        d.of("active_paired") >= n && d.of("passive_paired") >= n,
+        "every connection paired: {}",
+        d.show()
+    );
+    assert_eq!(d.of("redirect_failed"), 0, "{}", d.show());
+    // Both directions, every byte: by redirect, or by TCP where flow control
+    // sent a lagging reader's bytes over TCP (counted as pass_bytes).
+    assert_eq!(
+        d.of("redirect_bytes") + d.of("pass_bytes"),
+        2 * bytes,
+        "every byte accounted for: {}",
+        d.show()
+    );
+    assert!(
+        d.of("redirect_bytes") * 10 >= 2 * bytes * 9,
+        "at least 90% redirected: {}",
+        d.show()
+    );
+    if d.of("pass_bytes") == 0 {
+        assert_eq!(
+            counts.psh_data, 0,
+            "nothing sent by TCP, yet PSH segments: {counts:?}"
+        );
+    }
+    assert_maps_drained(&env);
+}
+
+#[test]
+fn every_send_interface_against_every_receive_interface_is_byte_exact() {
+    let _shared = NODE_WIDE.read().unwrap_or_else(|e| e.into_inner());
+    let env = TestEnv::new("int-matrix");
+    let _daemon = env.start_daemon(&[]);
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let (conns, bytes, max_msg) = if soak() {
+        (4u64, 16u64 << 20, 4u64 << 20)
+    } else {
+        (2, 2 << 20, 1 << 20)
+    };
+    let pairs = 6 * 8;
+    let cap = Capture::start(port);
+    let mut result = None;
+    let d = measured(&env, || {
+        result = Some(drive(
+            &env,
+            true,
+            &[
+                "stream",
+                "--listen",
+                &listen,
+                "--send",
+                SEND_ALL,
+                "--recv",
+                RECV_WORKING,
+                "--conns",
+                &conns.to_string(),
+                "--bytes",
+                &bytes.to_string(),
+                "--max-msg",
+                &max_msg.to_string(),
+                "--timeout-secs",
+                "240",
+            ],
+        ));
+    });
+    let counts = cap.stop();
+    let (out, report) = result.expect("ran");
+    eprintln!(
+        "matrix: {report}\ncounters: {}\ncapture: {counts:?}",
+        d.show()
+    );
+    assert_clean("send x receive matrix", &out, &report);
+    let n = pairs * conns;
+    assert!(d.of("active_paired") >= n, "{}", d.show());
+    assert_eq!(d.of("redirect_failed"), 0, "{}", d.show());
+    // Each connection also sends a 16-byte header naming its receive mode.
+    let total = n * (bytes + 16);
+    assert_eq!(
+        d.of("redirect_bytes") + d.of("pass_bytes"),
+        total,
+        "every byte accounted for: {}",
+        d.show()
+    );
+    assert!(
+        d.of("redirect_bytes") * 10 >= total * 9,
+        "at least 90% redirected: {}",
+        d.show()
+    );
+    if d.of("pass_bytes") == 0 {
+        assert_eq!(
+            counts.psh_data, 0,
+            "nothing sent by TCP, yet PSH: {counts:?}"
+        );
+    }
+    assert_maps_drained(&env);
+}
+
+/// A finding kept as a reproducer: receive-side splice(2) on an accelerated
+/// socket does not see redirected bytes (tcp_splice_read reads only the TCP
+/// receive queue, not the psock's ingress list). Once the sender has closed,
+/// splice returns 0 (EOF) with all of the stream unread: silent truncation
+/// for the application; while the sender is open it blocks with data
+/// readable (daemon.rs, receive_side_splice_sees_redirected_bytes). The
+/// datapath does not (yet) keep such connections on TCP.
+/// `cargo test -p accel-tests --test integrity -- --ignored` shows it.
+#[test]
+#[ignore = "finding: receive-side splice returns EOF (or blocks) without the redirected bytes (tcp_splice_read ignores the psock ingress queue)"]
+fn receive_side_splice_gets_every_byte() {
+    let _shared = NODE_WIDE.read().unwrap_or_else(|e| e.into_inner());
+    let env = TestEnv::new("int-splice");
+    let _daemon = env.start_daemon(&[]);
+    let (out, report) = drive(
+        &env,
+        true,
+        &[
+            "stream",
+            "--send",
+            SEND_ALL,
+            "--recv",
+            "splice",
+            "--conns",
+            "2",
+            "--bytes",
+            "1048576",
+            "--timeout-secs",
+            "20",
+        ],
+    );
+    eprintln!("splice receivers: {report}");
+    assert_clean("receive-side splice", &out, &report);
+}
+
+fn half_close(env: &TestEnv, first: &str, recv: &str) -> (Output, Value, Delta) {
+    let mut result = None;
+    let conns = if soak() { "500" } else { "50" };
+    let d = measured(env, || {
+        result = Some(drive(
+            env,
+            true,
+            &[
+                "half-close",
+                "--first",
+                first,
+                "--recv",
+                recv,
+                "--conns",
+                conns,
+                "--bytes",
+                "262144",
+                "--timeout-secs",
+                "60",
+            ],
+        ));
+    });
+    let (out, report) = result.expect("ran");
+    eprintln!(
+        "half-close first={first} recv={recv}: {report}\ncounters: {}",
+        d.show()
+    );
+    (out, report, d)
+}
+
+/// Half-close in both directions (the connecting side shuts down first, or
+/// the accepting side does), read by non-blocking readers driven by poll or
+/// edge-triggered epoll, which tolerate an empty wake-up: every byte of both
+/// halves arrives, in order, then EOF. Blocking readers: see the next test.
+#[test]
+fn half_close_in_both_directions_delivers_every_byte_then_eof() {
+    let _shared = NODE_WIDE.read().unwrap_or_else(|e| e.into_inner());
+    let env = TestEnv::new("int-half");
+    let _daemon = env.start_daemon(&[]);
+    for first in ["client", "server"] {
+        for recv in ["poll", "epoll-et", "nonblock"] {
+            let (out, report, d) = half_close(&env, first, recv);
+            assert_clean(&format!("half-close {first} first, {recv}"), &out, &report);
+            let conns = report["conns"].as_u64().expect("conns");
+            assert!(d.of("active_paired") >= conns, "{}", d.show());
+            assert!(
+                d.of("redirect_bytes") > 0,
+                "half-close traffic was not redirected: {}",
+                d.show()
+            );
+        }
+    }
+    assert_maps_drained(&env);
+}
+
+/// A finding kept as a reproducer (the same defect as daemon.rs's
+/// half_close_then_blocking_read_never_sees_eagain, here in both directions
+/// and for every blocking receive call): after shutdown(SHUT_WR), the ACK of
+/// our FIN wakes the reader; tcp_bpf_recvmsg finds no data and returns
+/// EAGAIN although the socket is blocking.
+#[test]
+#[ignore = "finding: a blocking read after our own shutdown(SHUT_WR) returns EAGAIN (kernel tcp_bpf_recvmsg)"]
+fn half_close_blocking_readers_never_see_eagain() {
+    let _shared = NODE_WIDE.read().unwrap_or_else(|e| e.into_inner());
+    let env = TestEnv::new("int-half-blk");
+    let _daemon = env.start_daemon(&[]);
+    let mut failures = Vec::new();
+    for first in ["client", "server"] {
+        for recv in ["read", "recv", "readv", "peek"] {
+            let (out, report, _) = half_close(&env, first, recv);
+            if !out.status.success() {
+                failures.push(format!("{first} first, {recv}: {report}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+fn rst(env: &TestEnv, conns: &str, recv: &str) -> (Output, Value, Delta) {
+    let mut result = None;
+    let d = measured(env, || {
+        result = Some(drive(
+            env,
+            true,
+            &[
+                "rst",
+                "--conns",
+                conns,
+                "--bytes",
+                "4194304",
+                "--every",
+                "4",
+                "--recv",
+                recv,
+                "--timeout-secs",
+                "120",
+            ],
+        ));
+    });
+    let (out, report) = result.expect("ran");
+    eprintln!("rst (readers: {recv}): {report}\ncounters: {}", d.show());
+    (out, report, d)
+}
+
+/// A quarter of the connections are reset mid-stream (SO_LINGER 0 close),
+/// half of those by the sender, half by the reader. Readers are
+/// non-blocking (poll), since a blocking reader can see EAGAIN after a
+/// reset (next test). Every byte a reader got is checked, a reset reader
+/// sees ECONNRESET or EOF, and the other connections complete intact.
+#[test]
+fn rst_mid_stream_never_delivers_wrong_bytes_and_spares_other_connections() {
+    let _shared = NODE_WIDE.read().unwrap_or_else(|e| e.into_inner());
+    let env = TestEnv::new("int-rst");
+    let _daemon = env.start_daemon(&[]);
+    let conns = if soak() { "400" } else { "100" };
+    let (out, report, d) = rst(&env, conns, "poll");
+    assert_clean("RST mid-stream", &out, &report);
+    let n: u64 = conns.parse().expect("conns");
+    assert_eq!(report["intact"].as_u64(), Some(n * 3 / 4), "{report}");
+    assert_eq!(
+        report["reset_by_sender"].as_u64().unwrap_or(0)
+            + report["reset_by_reader"].as_u64().unwrap_or(0),
+        n / 4,
+        "{report}"
+    );
+    assert!(d.of("active_paired") >= n, "{}", d.show());
+    assert!(d.of("redirect_bytes") > 0, "{}", d.show());
+    assert_eq!(d.of("redirect_failed"), 0, "{}", d.show());
+    assert_maps_drained(&env);
+}
+
+/// A finding kept as a reproducer: a BLOCKING read on an accelerated socket
+/// whose peer reset the connection mid-stream sometimes returns EAGAIN
+/// instead of ECONNRESET (seen on 1 to 3 of 25 reset connections in about
+/// one run in three; never over plain TCP, 5 runs of 200 connections).
+#[test]
+#[ignore = "finding: a blocking read after the peer's RST can return EAGAIN instead of ECONNRESET (tcp_bpf_recvmsg)"]
+fn rst_mid_stream_blocking_readers_see_reset_not_eagain() {
+    let _shared = NODE_WIDE.read().unwrap_or_else(|e| e.into_inner());
+    let env = TestEnv::new("int-rst-blk");
+    let _daemon = env.start_daemon(&[]);
+    for _ in 0..3 {
+        let (out, report, _) = rst(&env, "200", "read");
+        assert_clean("RST mid-stream, blocking readers", &out, &report);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// End to end: nginx -> two sidecars -> curl
+// ---------------------------------------------------------------------------
+
+fn sha256sum(path: &std::path::Path) -> String {
+    let out = Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("FAILING LOUDLY: sha256sum (coreutils) is needed");
+    assert!(out.status.success(), "sha256sum {}", path.display());
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// nginx in pod B serves a large file (64 MiB; 1 GiB with ACCEL_SOAK=1) to
+/// curl in pod A: curl -> A's sidecar -> B's sidecar -> nginx, every leg a
+/// paired connection. No capture here (a TCP fallback would make a capture
+/// of a GiB): the counters show which bytes were redirected.
+#[test]
+fn nginx_serves_a_large_file_to_curl_through_two_sidecars_sha256_equal() {
+    use std::io::Write;
+    let _shared = NODE_WIDE.read().unwrap_or_else(|e| e.into_inner());
+    let env = TestEnv::new("int-nginx");
+    let node = Node::new(&env, "ng");
+    let a = node.meshed_pod("a", Mesh::default());
+    let b = node.meshed_pod("b", Mesh::default());
+    b.start_nginx_with(b"placeholder", true);
+    let size: usize = if soak() { 1 << 30 } else { 64 << 20 };
+    let served = b.dir.join("nginx/www/big");
+    {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&served).expect("file"));
+        const CHUNK: usize = 1 << 20;
+        for i in 0..size / CHUNK {
+            // Distinct chunks: a reordered or repeated chunk changes the hash.
+            f.write_all(&accel_tests::topology::pattern(i as u64, CHUNK))
+                .expect("write");
+        }
+        f.flush().expect("flush");
+    }
+    let pods = PodsFile::write(&env, &[(&a, ""), (&b, "")]).expect("pods file");
+    let _daemon = env.start_daemon(&["--pods-file", &pods.arg()]);
+    let got = a.dir.join("big.out");
+    let started = Instant::now();
+    let d = measured(&env, || {
+        let out = a
+            .command("curl")
+            .args(["-sS", "-g", "--fail", "--max-time", "900", "-o"])
+            .arg(&got)
+            .arg(format!("http://{}/big", b.ipv4))
+            .stdin(Stdio::null())
+            .output()
+            .expect("FAILING LOUDLY: curl is needed");
+        assert!(
+            out.status.success(),
+            "curl failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+    let secs = started.elapsed().as_secs_f64();
+    let (want, have) = (sha256sum(&served), sha256sum(&got));
+    let _ = std::fs::remove_file(&got);
+    eprintln!(
+        "nginx -> curl: {} MiB in {secs:.1} s, sha256 {have}\ncounters: {}",
+        size >> 20,
+        d.show()
+    );
+    assert_eq!(have, want, "the file arrived different");
+    assert!(
+        d.of("passive_paired") >= 3,
+        "three legs paired: {}",
+        d.show()
+    );
+    // Every leg carries the file through recorded sockets once. (Measured:
+    // the counters account for ~99.6% of 3 x the file here, exactly 100% on
+    // loopback; the sha256 above is the integrity check.)
+    let carried = d.of("redirect_bytes") + d.of("pass_bytes");
+    assert!(
+        carried * 100 >= 3 * size as u64 * 99,
+        "all three legs carried it through recorded sockets: {}",
+        d.show()
+    );
+    // Flow control moves a lagging leg to TCP (see flow_control.rs), so only
+    // part of a bulk download is redirected; it must be a real part.
+    assert!(
+        d.of("redirect_bytes") >= (size as u64 / 4).min(32 << 20),
+        "hardly redirected: {}",
+        d.show()
+    );
+    assert_eq!(d.of("redirect_failed"), 0, "{}", d.show());
+}
+
+// ---------------------------------------------------------------------------
+// 1b. Backpressure
+// ---------------------------------------------------------------------------
+
+const PAGE: u64 = 4096;
+
+fn tcp_mem_pages() -> u64 {
+    std::fs::read_to_string("/proc/net/sockstat")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("TCP:"))?.to_string();
+            let mut words = line.split_whitespace();
+            words.find(|w| *w == "mem")?;
+            words.next()?.parse().ok()
+        })
+        .unwrap_or(0)
+}
+
+/// Peak node TCP memory above the starting level while `f` runs, in bytes.
+fn peak_tcp_mem(f: impl FnOnce()) -> u64 {
+    let base = tcp_mem_pages();
+    let peak = Arc::new(AtomicU64::new(base));
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (peak, stop) = (peak.clone(), stop.clone());
+        thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                peak.fetch_max(tcp_mem_pages(), Ordering::Relaxed);
+                thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    f();
+    stop.store(true, Ordering::Relaxed);
+    let _ = sampler.join();
+    peak.load(Ordering::Relaxed).saturating_sub(base) * PAGE
+}
+
+/// 100 fast writers into 100 slow readers (16 KiB reads at most, 0.5 ms
+/// pause after each), plain TCP then accelerated, in one test: the
+/// accelerated peak of node TCP memory stays within 4x plain TCP's, no
+/// connection fails, every byte is checked, and the blocking readers never
+/// see EAGAIN (the driver fails the connection if they do).
+#[test]
+fn a_hundred_slow_readers_stay_near_plain_tcp_memory_without_failures() {
+    let _exclusive = NODE_WIDE.write().unwrap_or_else(|e| e.into_inner());
+    let env = TestEnv::new("int-backpressure");
+    let _daemon = env.start_daemon(&[]);
+    let (runs, bytes) = if soak() {
+        (3, 32u64 << 20)
+    } else {
+        (1, 8 << 20)
+    };
+    let conns = 100u64;
+    let args = |port: u16| -> Vec<String> {
+        [
+            "stream",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--send",
+            "write",
+            "--recv",
+            "read",
+            "--conns",
+            &conns.to_string(),
+            "--bytes",
+            &bytes.to_string(),
+            "--max-msg",
+            "65536",
+            "--max-read",
+            "16384",
+            "--delay-us",
+            "500",
+            "--timeout-secs",
+            "600",
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let mut engaged = 0;
+    for run in 0..runs {
+        let mut reports = Vec::new();
+        let mut run_one = |accelerated: bool| -> u64 {
+            let a = args(free_port());
+            let a: Vec<&str> = a.iter().map(String::as_str).collect();
+            let started = Instant::now();
+            let peak = peak_tcp_mem(|| {
+                let (out, report) = drive(&env, accelerated, &a);
+                assert_clean(
+                    &format!("slow readers, accelerated {accelerated}"),
+                    &out,
+                    &report,
+                );
+                reports.push(report);
+            });
+            eprintln!(
+                "run {run}: accelerated {accelerated}: peak TCP memory {} KiB, {:.1} s",
+                peak >> 10,
+                started.elapsed().as_secs_f64()
+            );
+            peak
+        };
+        let plain = run_one(false);
+        let mut accel = 0;
+        let d = measured(&env, || accel = run_one(true));
+        eprintln!("run {run}: counters {}", d.show());
+        assert!(d.of("active_paired") >= conns, "{}", d.show());
+        assert!(d.of("redirect_bytes") > 0, "not accelerated: {}", d.show());
+        assert_eq!(
+            d.of("redirect_bytes") + d.of("pass_bytes"),
+            conns * (bytes + 16),
+            "{}",
+            d.show()
+        );
+        engaged += d.of("flow_reader_behind_to_tcp");
+        eprintln!(
+            "run {run}: accelerated/plain = {:.2}",
+            accel as f64 / plain.max(1) as f64
+        );
+        assert!(
+            accel <= 4 * plain,
+            "run {run}: accelerated peak {accel} B > 4 x plain {plain} B"
+        );
+    }
+    assert!(engaged > 0, "the slow readers never engaged flow control");
+}
