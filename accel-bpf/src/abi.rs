@@ -4,7 +4,7 @@
 
 use std::net::{IpAddr, Ipv6Addr};
 
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 pub const TCPOPT_KIND: u8 = 253;
 pub const TCPOPT_EXID: u16 = 0xACCE;
@@ -67,10 +67,11 @@ pub enum Stat {
     Excluded,
     FlowToTcp,
     FlowResumed,
+    PodTrafficFull,
 }
 
 impl Stat {
-    pub const ALL: [Stat; 22] = [
+    pub const ALL: [Stat; 23] = [
         Stat::ActiveOffered,
         Stat::PassivePaired,
         Stat::ActivePaired,
@@ -93,6 +94,7 @@ impl Stat {
         Stat::Excluded,
         Stat::FlowToTcp,
         Stat::FlowResumed,
+        Stat::PodTrafficFull,
     ];
 
     /// Stable snake_case name, used in status output and metric labels.
@@ -120,6 +122,7 @@ impl Stat {
             Stat::Excluded => "excluded_by_pod_opt_out",
             Stat::FlowToTcp => "flow_reader_behind_to_tcp",
             Stat::FlowResumed => "flow_resumed_redirect",
+            Stat::PodTrafficFull => "pod_traffic_map_full",
         }
     }
 }
@@ -143,7 +146,8 @@ pub struct SockState {
     pub decision: u8,
     pub reason: u8,
     pub flags: u8,
-    pub _pad0: [u8; 4],
+    pub local_pod: u16,
+    pub peer_pod: u16,
     pub redirected_msgs: u64,
     pub redirected_bytes: u64,
     pub passed_msgs: u64,
@@ -167,6 +171,9 @@ pub struct PairValue {
     pub cookie: u64,
     pub netns_cookie: u64,
     pub sk_addr: u64,
+    pub pod: u16,
+    pub _pad0: u16,
+    pub _pad1: u32,
 }
 
 /// An address as the datapath keys it: IPv4 as `::ffff:a.b.c.d`.
@@ -248,7 +255,33 @@ impl ExcludedCidrKey {
 #[repr(C)]
 pub struct Endpoint {
     pub flags: u32,
-    pub _pad0: u32,
+    /// The daemon's id of the pod owning the address (0: none).
+    pub pod: u16,
+    pub _pad0: u16,
+}
+
+/// Value of the meshed-netns map: the pod whose namespace it is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct MeshedNetns {
+    pub pod: u16,
+    pub _pad0: u16,
+}
+
+/// Key of the per pod pair traffic map.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(C)]
+pub struct PodPair {
+    pub src: u16,
+    pub dst: u16,
+}
+
+/// Redirected traffic of one pod pair (one CPU's share in the map).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct PodTraffic {
+    pub msgs: u64,
+    pub bytes: u64,
 }
 
 // SAFETY: all of these are repr(C), contain only integers and byte arrays,
@@ -259,6 +292,9 @@ unsafe impl aya::Pod for PairKey {}
 unsafe impl aya::Pod for PairValue {}
 unsafe impl aya::Pod for EndpointKey {}
 unsafe impl aya::Pod for Endpoint {}
+unsafe impl aya::Pod for MeshedNetns {}
+unsafe impl aya::Pod for PodPair {}
+unsafe impl aya::Pod for PodTraffic {}
 unsafe impl aya::Pod for ExcludedPortKey {}
 unsafe impl aya::Pod for ExcludedCidrKey {}
 
@@ -380,15 +416,46 @@ mod layout_tests {
             offset_of!(Endpoint, flags),
             c::OFFSETOF_accel_endpoint_flags
         );
+        assert_eq!(offset_of!(Endpoint, pod), c::OFFSETOF_accel_endpoint_pod);
+        assert_eq!(
+            offset_of!(SockState, local_pod),
+            c::OFFSETOF_accel_sock_state_local_pod
+        );
+        assert_eq!(
+            offset_of!(SockState, peer_pod),
+            c::OFFSETOF_accel_sock_state_peer_pod
+        );
+        assert_eq!(offset_of!(PairValue, pod), c::OFFSETOF_accel_pair_value_pod);
+        assert_eq!(size_of::<MeshedNetns>(), c::SIZEOF_accel_meshed_netns);
+        assert_eq!(
+            offset_of!(MeshedNetns, pod),
+            c::OFFSETOF_accel_meshed_netns_pod
+        );
+        assert_eq!(size_of::<PodPair>(), c::SIZEOF_accel_pod_pair);
+        assert_eq!(offset_of!(PodPair, src), c::OFFSETOF_accel_pod_pair_src);
+        assert_eq!(offset_of!(PodPair, dst), c::OFFSETOF_accel_pod_pair_dst);
+        assert_eq!(size_of::<PodTraffic>(), c::SIZEOF_accel_pod_traffic);
+        assert_eq!(
+            offset_of!(PodTraffic, msgs),
+            c::OFFSETOF_accel_pod_traffic_msgs
+        );
+        assert_eq!(
+            offset_of!(PodTraffic, bytes),
+            c::OFFSETOF_accel_pod_traffic_bytes
+        );
     }
 
     #[test]
     fn no_implicit_padding() {
         // Sum of field sizes equals the struct size: every hole is a named _pad.
-        assert_eq!(size_of::<SockState>(), 8 + 8 + 4 + 4 + 7 * 8);
+        assert_eq!(size_of::<SockState>(), 8 + 8 + 4 + 2 + 2 + 7 * 8);
+        assert_eq!(size_of::<PairValue>(), 3 * 8 + 2 + 2 + 4);
+        assert_eq!(size_of::<MeshedNetns>(), 2 + 2);
+        assert_eq!(size_of::<PodPair>(), 2 + 2);
+        assert_eq!(size_of::<PodTraffic>(), 8 + 8);
         assert_eq!(size_of::<PairKey>(), 8 + 4 + 4);
         assert_eq!(size_of::<Config>(), 4 * 4);
-        assert_eq!(size_of::<Endpoint>(), 4 + 4);
+        assert_eq!(size_of::<Endpoint>(), 4 + 2 + 2);
         assert_eq!(size_of::<ExcludedPortKey>(), 16 + 2 + 1 + 1);
         assert_eq!(size_of::<ExcludedCidrKey>(), 4 + 16 + 16);
     }

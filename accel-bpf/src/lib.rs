@@ -41,8 +41,9 @@ pub mod map {
     pub const MESHED_NETNS: &str = "accel_meshed_netns";
     pub const EXCLUDED_PORTS: &str = "accel_excluded_ports";
     pub const EXCLUDED_CIDRS: &str = "accel_excluded_cidrs";
+    pub const POD_TRAFFIC: &str = "accel_pod_traffic";
     /// Every pinned map, in the order status reports them.
-    pub const ALL: [&str; 9] = [
+    pub const ALL: [&str; 10] = [
         SOCKHASH,
         SOCK_STATE,
         PAIRING,
@@ -52,6 +53,7 @@ pub mod map {
         MESHED_NETNS,
         EXCLUDED_PORTS,
         EXCLUDED_CIDRS,
+        POD_TRAFFIC,
     ];
 }
 

@@ -23,8 +23,8 @@ use accel_bpf::{
 use aya::{
     Btf, EbpfLoader,
     maps::{
-        Array, HashMap, LpmTrie, Map, MapData, MapError, MapInfo, MapType, PerCpuArray, SockHash,
-        lpm_trie::Key as LpmKey,
+        Array, HashMap, LpmTrie, Map, MapData, MapError, MapInfo, MapType, PerCpuArray,
+        PerCpuHashMap, SockHash, lpm_trie::Key as LpmKey,
     },
     programs::{
         CgroupAttachMode, SkMsg, SockOps,
@@ -83,7 +83,7 @@ impl Default for MapSizes {
 
 /// (name, type, key size, value size) of every pinned map: checked on
 /// adoption because the kernel happily hands back any map at a pin path.
-fn expected_maps() -> [(&'static str, MapType, u32, u32); 9] {
+fn expected_maps() -> [(&'static str, MapType, u32, u32); 10] {
     use std::mem::size_of;
     [
         (map::SOCKHASH, MapType::SockHash, 8, 4),
@@ -107,7 +107,12 @@ fn expected_maps() -> [(&'static str, MapType, u32, u32); 9] {
         ),
         (map::CONFIG, MapType::Array, 4, size_of::<Config>() as u32),
         (map::STATS, MapType::PerCpuArray, 4, 8),
-        (map::MESHED_NETNS, MapType::Hash, 8, 4),
+        (
+            map::MESHED_NETNS,
+            MapType::Hash,
+            8,
+            size_of::<abi::MeshedNetns>() as u32,
+        ),
         (
             map::EXCLUDED_PORTS,
             MapType::Hash,
@@ -119,6 +124,12 @@ fn expected_maps() -> [(&'static str, MapType, u32, u32); 9] {
             MapType::LpmTrie,
             size_of::<ExcludedCidrKey>() as u32,
             1,
+        ),
+        (
+            map::POD_TRAFFIC,
+            MapType::PerCpuHash,
+            size_of::<abi::PodPair>() as u32,
+            size_of::<abi::PodTraffic>() as u32,
         ),
     ]
 }
@@ -350,9 +361,10 @@ pub struct Datapath {
     endpoints: HashMap<MapData, EndpointKey, Endpoint>,
     config: Array<MapData, Config>,
     stats: PerCpuArray<MapData, u64>,
-    meshed_netns: HashMap<MapData, u64, u32>,
+    meshed_netns: HashMap<MapData, u64, abi::MeshedNetns>,
     excluded_ports: HashMap<MapData, ExcludedPortKey, u8>,
     excluded_cidrs: LpmTrie<MapData, [u8; 32], u8>,
+    pod_traffic: PerCpuHashMap<MapData, abi::PodPair, abi::PodTraffic>,
     infos: Vec<(&'static str, MapInfo)>,
     /// A second handle on every map, to pin it again if its pin disappears.
     repin: Vec<(&'static str, MapData)>,
@@ -446,6 +458,7 @@ impl Datapath {
         let meshed_netns = HashMap::try_from(Map::HashMap(next()?)).map_err(map_err)?;
         let excluded_ports = HashMap::try_from(Map::HashMap(next()?)).map_err(map_err)?;
         let excluded_cidrs = LpmTrie::try_from(Map::LpmTrie(next()?)).map_err(map_err)?;
+        let pod_traffic = PerCpuHashMap::try_from(Map::PerCpuHashMap(next()?)).map_err(map_err)?;
         Ok(Datapath {
             pin_dir: pin_dir.into(),
             sockhash,
@@ -456,6 +469,7 @@ impl Datapath {
             meshed_netns,
             excluded_ports,
             excluded_cidrs,
+            pod_traffic,
             infos,
             repin,
             link: Some(link),
@@ -497,15 +511,43 @@ impl Datapath {
         self.config.set(0, cfg, 0).map_err(map_err)
     }
 
-    pub fn meshed_netns(&self) -> Result<Vec<u64>, DatapathError> {
+    /// Meshed namespaces (netns cookie) and their pods.
+    pub fn meshed_netns(&self) -> Result<Vec<(u64, u16)>, DatapathError> {
         self.meshed_netns
-            .keys()
+            .iter()
+            .map(|r| r.map(|(k, v)| (k, v.pod)))
             .collect::<Result<Vec<_>, MapError>>()
             .map_err(map_err)
     }
 
-    pub fn insert_meshed_netns(&mut self, cookie: u64) -> Result<(), DatapathError> {
-        self.meshed_netns.insert(cookie, 1, 0).map_err(map_err)
+    pub fn insert_meshed_netns(&mut self, cookie: u64, pod: u16) -> Result<(), DatapathError> {
+        self.meshed_netns
+            .insert(cookie, abi::MeshedNetns { pod, _pad0: 0 }, 0)
+            .map_err(map_err)
+    }
+
+    /// Redirected traffic per pod pair, summed over CPUs.
+    pub fn pod_traffic(&self) -> Result<Vec<(abi::PodPair, abi::PodTraffic)>, DatapathError> {
+        self.pod_traffic
+            .iter()
+            .map(|r| {
+                r.map(|(k, per_cpu)| {
+                    let sum =
+                        per_cpu
+                            .iter()
+                            .fold(abi::PodTraffic::default(), |a, t| abi::PodTraffic {
+                                msgs: a.msgs + t.msgs,
+                                bytes: a.bytes + t.bytes,
+                            });
+                    (k, sum)
+                })
+            })
+            .collect::<Result<Vec<_>, MapError>>()
+            .map_err(map_err)
+    }
+
+    pub fn remove_pod_traffic(&mut self, key: &abi::PodPair) -> Result<(), DatapathError> {
+        ignore_missing(self.pod_traffic.remove(key))
     }
 
     pub fn remove_meshed_netns(&mut self, cookie: u64) -> Result<(), DatapathError> {
@@ -565,6 +607,8 @@ impl Datapath {
                     n if n == map::SOCKHASH => Some(self.sockhash.keys().count() as u64),
                     n if n == map::PAIRING => Some(self.pairing.keys().count() as u64),
                     n if n == map::ENDPOINTS => Some(self.endpoints.keys().count() as u64),
+                    n if n == map::MESHED_NETNS => Some(self.meshed_netns.keys().count() as u64),
+                    n if n == map::POD_TRAFFIC => Some(self.pod_traffic.keys().count() as u64),
                     _ => None,
                 },
                 capacity: info.max_entries(),
@@ -572,9 +616,9 @@ impl Datapath {
             .collect()
     }
 
-    pub fn endpoint_keys(&self) -> Result<Vec<EndpointKey>, DatapathError> {
+    pub fn endpoints(&self) -> Result<Vec<(EndpointKey, Endpoint)>, DatapathError> {
         self.endpoints
-            .keys()
+            .iter()
             .collect::<Result<Vec<_>, MapError>>()
             .map_err(map_err)
     }

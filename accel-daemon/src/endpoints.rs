@@ -340,34 +340,123 @@ pub struct SyncResult {
     pub unresolved: Vec<(String, String)>,
 }
 
+/// Small stable ids for pods, carried by the endpoint and netns maps into
+/// each socket's state, so redirected traffic can be counted per pod pair.
+/// Ids are handed out round-robin: one is reused only after 65,535 others,
+/// long after sockets of its old pod are gone.
+#[derive(Debug, Default)]
+pub struct PodIds {
+    by_name: BTreeMap<String, u16>,
+    last: u16,
+}
+
+impl PodIds {
+    /// Pod name by id, for metric labels.
+    pub fn names(&self) -> BTreeMap<u16, String> {
+        self.by_name
+            .iter()
+            .map(|(n, id)| (*id, n.clone()))
+            .collect()
+    }
+
+    fn allocate(&mut self, taken: &BTreeSet<u16>) -> Option<u16> {
+        let mut id = self.last;
+        for _ in 0..u16::MAX {
+            id = if id == u16::MAX { 1 } else { id + 1 };
+            if !taken.contains(&id) {
+                self.last = id;
+                return Some(id);
+            }
+        }
+        None
+    }
+}
+
+/// What `sync` keeps between rounds.
+#[derive(Default)]
+pub struct SyncContext {
+    pub cookies: NetnsCookies,
+    pub pod_ids: PodIds,
+}
+
 /// Brings every endpoint map to exactly `snap`: adds new entries, removes
-/// stale ones, sets the loopback scope.
+/// stale ones, sets the loopback scope, and keeps pod ids stable (across
+/// daemon restarts too: they are read back from the maps).
 pub fn sync(
     dp: &mut Datapath,
     snap: &Snapshot,
-    cookies: &mut NetnsCookies,
+    ctx: &mut SyncContext,
 ) -> Result<SyncResult, DatapathError> {
     let mut result = SyncResult::default();
     dp.set_loopback_meshed_only(snap.loopback_meshed_only)?;
 
-    let mut want_eps = BTreeSet::new();
-    let mut want_netns = BTreeSet::new();
+    let have_eps: BTreeMap<EndpointKey, Endpoint> = dp.endpoints()?.into_iter().collect();
+    let have_netns: BTreeMap<u64, u16> = dp.meshed_netns()?.into_iter().collect();
+
+    // Each pod's namespace cookie, if it has one.
+    let mut netns_of = Vec::with_capacity(snap.endpoints.len());
+    for ep in &snap.endpoints {
+        let cookie = match ep.netns_ref() {
+            Some(ns) => match ctx.cookies.cookie(&ns) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    result
+                        .unresolved
+                        .push((ep.name.clone(), format!("{}: {e}", ns.path().display())));
+                    None
+                }
+            },
+            None => None,
+        };
+        netns_of.push(cookie);
+    }
+
+    // Pod ids: the one we gave it, else the one the maps carry (a restart),
+    // else a new one. Never two pods with one id.
+    let mut ids: BTreeMap<String, u16> = BTreeMap::new();
+    let mut taken = BTreeSet::new();
+    for (ep, cookie) in snap.endpoints.iter().zip(&netns_of) {
+        let known = ctx.pod_ids.by_name.get(&ep.name).copied().or_else(|| {
+            ep.ips
+                .iter()
+                .filter_map(|ip| have_eps.get(&EndpointKey::from(*ip)).map(|e| e.pod))
+                .chain(cookie.and_then(|c| have_netns.get(&c).copied()))
+                .find(|id| *id != 0)
+        });
+        if let Some(id) = known.filter(|id| !taken.contains(id)) {
+            ids.insert(ep.name.clone(), id);
+            taken.insert(id);
+        }
+    }
+    for ep in &snap.endpoints {
+        if !ids.contains_key(&ep.name)
+            && let Some(id) = ctx.pod_ids.allocate(&taken)
+        {
+            ids.insert(ep.name.clone(), id);
+            taken.insert(id);
+        }
+    }
+    ctx.pod_ids.by_name = ids;
+
+    let mut want_eps = BTreeMap::new();
+    let mut want_netns = BTreeMap::new();
     let mut want_ports = BTreeSet::new();
     let mut want_cidrs = BTreeMap::new();
-    for ep in &snap.endpoints {
-        if let Some(ns) = ep.netns_ref() {
-            match cookies.cookie(&ns) {
-                Ok(c) => {
-                    want_netns.insert(c);
-                }
-                Err(e) => result
-                    .unresolved
-                    .push((ep.name.clone(), format!("{}: {e}", ns.path().display()))),
-            }
+    for (ep, cookie) in snap.endpoints.iter().zip(&netns_of) {
+        let pod = ctx.pod_ids.by_name.get(&ep.name).copied().unwrap_or(0);
+        if let Some(c) = cookie {
+            want_netns.insert(*c, pod);
         }
         for ip in &ep.ips {
             let key = EndpointKey::from(*ip);
-            want_eps.insert(key);
+            want_eps.insert(
+                key,
+                Endpoint {
+                    flags: EP_MESHED,
+                    pod,
+                    _pad0: 0,
+                },
+            );
             for (ports, direction) in [
                 (&ep.exclude_inbound_ports, DIR_INBOUND),
                 (&ep.exclude_outbound_ports, DIR_OUTBOUND),
@@ -388,26 +477,26 @@ pub fn sync(
         }
     }
 
-    let have: BTreeSet<EndpointKey> = dp.endpoint_keys()?.into_iter().collect();
-    for k in want_eps.difference(&have) {
-        dp.insert_endpoint(
-            *k,
-            Endpoint {
-                flags: EP_MESHED,
-                _pad0: 0,
-            },
-        )?;
-        result.added += 1;
+    for (k, ep) in &want_eps {
+        match have_eps.get(k) {
+            None => {
+                dp.insert_endpoint(*k, *ep)?;
+                result.added += 1;
+            }
+            Some(old) if old != ep => dp.insert_endpoint(*k, *ep)?,
+            Some(_) => {}
+        }
     }
-    for k in have.difference(&want_eps) {
+    for k in have_eps.keys().filter(|k| !want_eps.contains_key(*k)) {
         dp.remove_endpoint(k)?;
         result.removed += 1;
     }
-    let have: BTreeSet<u64> = dp.meshed_netns()?.into_iter().collect();
-    for c in want_netns.difference(&have) {
-        dp.insert_meshed_netns(*c)?;
+    for (c, pod) in &want_netns {
+        if have_netns.get(c) != Some(pod) {
+            dp.insert_meshed_netns(*c, *pod)?;
+        }
     }
-    for c in have.difference(&want_netns) {
+    for c in have_netns.keys().filter(|c| !want_netns.contains_key(*c)) {
         dp.remove_meshed_netns(*c)?;
     }
     let have: BTreeSet<ExcludedPortKey> = dp.excluded_ports()?.into_iter().collect();
@@ -430,6 +519,12 @@ pub fn sync(
     for (id, k) in &have {
         if !want_cidrs.contains_key(id) {
             dp.remove_excluded_cidr(k)?;
+        }
+    }
+    // Counters of pods that went away: their series end with them.
+    for (pair, _) in dp.pod_traffic()? {
+        if !taken.contains(&pair.src) || !taken.contains(&pair.dst) {
+            dp.remove_pod_traffic(&pair)?;
         }
     }
     Ok(result)

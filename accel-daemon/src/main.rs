@@ -300,7 +300,7 @@ fn run(args: RunArgs) -> Result<()> {
         }
         Err(e) => return Err(e.into()),
     };
-    let mut cookies = endpoints::NetnsCookies::default();
+    let mut cookies = endpoints::SyncContext::default();
     let listener = std::net::TcpListener::bind(args.metrics_addr).with_context(|| {
         format!(
             "binding the metrics endpoint {}: choose a free address with --metrics-addr",
@@ -373,6 +373,9 @@ fn run(args: RunArgs) -> Result<()> {
                 *r = reason;
             }
         }
+    }
+    if let Ok(mut names) = shared.pod_names.lock() {
+        *names = cookies.pod_ids.names();
     }
     if let Some(initial) = &initial {
         state.set_endpoints(initial);
@@ -525,7 +528,7 @@ async fn serve(
     shared: Arc<Shared>,
     listener: std::net::TcpListener,
     mut source: Box<dyn EndpointSource>,
-    mut cookies: endpoints::NetnsCookies,
+    mut cookies: endpoints::SyncContext,
     mut agent: Option<node_agent::NodeAgent>,
 ) -> Result<()> {
     let listener = tokio::net::TcpListener::from_std(listener)?;
@@ -581,7 +584,7 @@ async fn serve(
 fn sync_endpoints(
     shared: &Shared,
     source: &mut dyn EndpointSource,
-    cookies: &mut endpoints::NetnsCookies,
+    cookies: &mut endpoints::SyncContext,
     state: &mut DaemonState,
     state_dir: &Path,
 ) {
@@ -631,6 +634,9 @@ fn sync_endpoints(
         }
     }
     drop(guard);
+    if let Ok(mut names) = shared.pod_names.lock() {
+        *names = cookies.pod_ids.names();
+    }
     shared
         .endpoints
         .store(snap.ips().len() as u64, Ordering::Relaxed);

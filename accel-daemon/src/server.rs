@@ -1,6 +1,7 @@
 //! HTTP endpoint: /healthz, /readyz and /metrics (Prometheus text format).
 
 use std::{
+    collections::BTreeMap,
     fmt,
     sync::{
         Arc, Mutex,
@@ -33,6 +34,8 @@ pub struct Shared {
     pub invalid_pods: AtomicU64,
     /// Errors of the endpoint source (Kubernetes list/watch failures).
     pub source_errors: AtomicU64,
+    /// Pod (`namespace/name`) of each pod id in the datapath.
+    pub pod_names: Mutex<BTreeMap<u16, String>>,
 }
 
 impl fmt::Debug for Shared {
@@ -55,6 +58,7 @@ impl Shared {
             pods: AtomicU64::new(0),
             invalid_pods: AtomicU64::new(0),
             source_errors: AtomicU64::new(0),
+            pod_names: Mutex::new(BTreeMap::new()),
         })
     }
 }
@@ -132,6 +136,48 @@ impl Collector for DatapathCollector {
             for (stat, value) in stats {
                 let name: &str = Stat::name(stat);
                 ConstCounter::new(value).encode(m.encode_family(&[("event", name)])?)?;
+            }
+        }
+        if let Ok(traffic) = dp.pod_traffic() {
+            let names = shared
+                .pod_names
+                .lock()
+                .map(|n| n.clone())
+                .unwrap_or_default();
+            let split = |id: u16| {
+                names.get(&id).map(|n| match n.split_once('/') {
+                    Some((ns, pod)) => (ns.to_string(), pod.to_string()),
+                    None => (String::new(), n.clone()),
+                })
+            };
+            // One series per pod pair that talked: bounded by the pods on
+            // this node (and the map's capacity), never per connection.
+            let rows: Vec<_> = traffic
+                .iter()
+                .filter_map(|(pair, t)| Some((split(pair.src)?, split(pair.dst)?, *t)))
+                .collect();
+            for (metric, help, pick) in [
+                (
+                    "sidecar_accel_pod_traffic_bytes",
+                    "Bytes redirected from one pod to another (the same pod for app <-> sidecar), counted in BPF",
+                    (|t: &accel_bpf::abi::PodTraffic| t.bytes)
+                        as fn(&accel_bpf::abi::PodTraffic) -> u64,
+                ),
+                (
+                    "sidecar_accel_pod_traffic_messages",
+                    "Messages (sendmsg calls) redirected from one pod to another",
+                    |t: &accel_bpf::abi::PodTraffic| t.msgs,
+                ),
+            ] {
+                let mut m = enc.encode_descriptor(metric, help, None, MetricType::Counter)?;
+                for ((sns, spod), (dns, dpod), t) in &rows {
+                    ConstCounter::new(pick(t)).encode(m.encode_family(&[
+                        ("src_namespace", sns.as_str()),
+                        ("src_pod", spod.as_str()),
+                        ("dst_namespace", dns.as_str()),
+                        ("dst_pod", dpod.as_str()),
+                    ])?)?;
+                }
             }
         }
         let usage = dp.usage();

@@ -187,7 +187,7 @@ impl TestEnv {
         let cgroup = cgroup2_mount().join(&name);
         fs::create_dir(&cgroup).expect("create test cgroup");
         let pin_root = Path::new("/sys/fs/bpf").join(&name);
-        let pin_dir = pin_root.join("v1");
+        let pin_dir = pin_root.join("v2");
         let state_dir = std::env::temp_dir().join(&name);
         TestEnv {
             name,

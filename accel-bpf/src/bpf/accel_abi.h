@@ -15,7 +15,9 @@
 
 #include <linux/types.h>
 
-#define ACCEL_ABI_VERSION 1
+/* 2: pod identities (endpoint, meshed netns, pairing, socket state) and
+ *    the per pod pair traffic map. */
+#define ACCEL_ABI_VERSION 2
 
 /* Pairing token carried in the handshake's final ACK: RFC 6994 shared
  * experimental option (kind 253) with a 16-bit ExID, then the token. */
@@ -94,6 +96,7 @@ enum accel_stat {
 	ACCEL_STAT_EXCLUDED,            /* a pod's excluded port or CIDR: left on TCP */
 	ACCEL_STAT_FLOW_TO_TCP,         /* reader behind: sender switched to TCP */
 	ACCEL_STAT_FLOW_RESUMED,        /* TCP path drained: sender redirects again */
+	ACCEL_STAT_POD_TRAFFIC_FULL,    /* pod pair not counted: accel_pod_traffic full */
 	ACCEL_STAT_COUNT,
 };
 #define ACCEL_STATS_SLOTS 32
@@ -116,7 +119,10 @@ struct accel_sock_state {
 	__u8 decision;      /* ACCEL_DECISION_* */
 	__u8 reason;        /* ACCEL_REASON_* */
 	__u8 flags;         /* ACCEL_SF_* */
-	__u8 _pad0[4];
+	/* Pods of this socket's end and of its peer's (0: not a known pod),
+	 * for the per pod pair traffic counters; never used to route. */
+	__u16 local_pod;
+	__u16 peer_pod;
 	__u64 redirected_msgs;
 	__u64 redirected_bytes;
 	__u64 passed_msgs;
@@ -140,6 +146,12 @@ struct accel_pair_value {
 	__u64 cookie;       /* OFFER: the active socket; ANSWER: the passive socket */
 	__u64 netns_cookie; /* 0 where the kernel cannot tell */
 	__u64 sk_addr;      /* kernel address of that socket (flow-control hints) */
+	/* Pod of that socket's local end: only the passive side sees both
+	 * true ends (the active socket still names the pre-NAT destination),
+	 * so each side learns its peer's pod from the other. */
+	__u16 pod;
+	__u16 _pad0;
+	__u32 _pad1;
 };
 
 /* A local endpoint address: IPv4 is stored as ::ffff:a.b.c.d so one key
@@ -150,7 +162,26 @@ struct accel_endpoint_key {
 
 struct accel_endpoint {
 	__u32 flags; /* ACCEL_EP_* */
-	__u32 _pad0;
+	__u16 pod;   /* the daemon's id of the pod owning the address (0: none) */
+	__u16 _pad0;
+};
+
+/* Value of accel_meshed_netns: the pod whose network namespace it is. */
+struct accel_meshed_netns {
+	__u16 pod;
+	__u16 _pad0;
+};
+
+/* Key of accel_pod_traffic: redirected traffic from one pod to another
+ * (the same pod for app <-> sidecar over loopback). */
+struct accel_pod_pair {
+	__u16 src;
+	__u16 dst;
+};
+
+struct accel_pod_traffic {
+	__u64 msgs;
+	__u64 bytes;
 };
 
 struct accel_excluded_port_key {

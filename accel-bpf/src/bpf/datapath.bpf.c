@@ -15,6 +15,7 @@
  *                             carry the token in the handshake's final ACK
  *   bpf_get_netns_cookie      (5.15+, optional) loopback pairs in one namespace
  *   bpf_msg_redirect_hash     the redirect itself, BPF_F_INGRESS to the peer
+ * (traffic.h: map lookups/updates only, for the per pod pair counters)
  * and in the flow-control variant (flow.h):
  *   bpf_probe_read_kernel     the peer's unread redirected bytes, receive
  *                             buffer and read position (CO-RE offsets)
@@ -29,6 +30,7 @@
 #include "config.h"
 #include "endpoints.h"
 #include "pairing.h"
+#include "traffic.h"
 #ifdef ACCEL_FLOW_CONTROL
 #include "flow.h"
 #endif
@@ -137,6 +139,8 @@ static __always_inline void on_active_established(struct bpf_sock_ops *skops)
 	offer.cookie = cookie;
 	offer.netns_cookie = netns;
 	offer.sk_addr = sk_addr_of(skops);
+	offer.pod = pod_of(&local, netns);
+	st->local_pod = offer.pod;
 	if (bpf_map_update_elem(&accel_pairing, &pkey, &offer, BPF_NOEXIST)) {
 		stat_inc(ACCEL_STAT_PAIRING_FULL);
 		st->decision = ACCEL_DECISION_TCP;
@@ -220,12 +224,15 @@ static __always_inline void on_passive_established(struct bpf_sock_ops *skops)
 	st->role = ACCEL_ROLE_PASSIVE;
 	st->peer_cookie = offer.cookie;
 	st->peer_sk = offer.sk_addr;
+	st->local_pod = pod_of(&local, netns);
+	st->peer_pod = offer.pod;
 
 	/* Tell the active side who its peer is. If this fails the active side
 	 * sends over TCP and only this direction is redirected: still in order. */
 	pkey.stage = ACCEL_PAIR_ANSWER;
 	answer.cookie = cookie;
 	answer.sk_addr = sk_addr_of(skops);
+	answer.pod = st->local_pod;
 	if (bpf_map_update_elem(&accel_pairing, &pkey, &answer, BPF_NOEXIST))
 		stat_inc(ACCEL_STAT_PAIRING_FULL);
 	stat_inc(ACCEL_STAT_PASSIVE_PAIRED);
@@ -318,6 +325,7 @@ static __always_inline void decide(struct accel_sock_state *st, int passthrough)
 	if (answer) {
 		st->peer_cookie = answer->cookie;
 		st->peer_sk = answer->sk_addr;
+		st->peer_pod = answer->pod;
 		st->decision = ACCEL_DECISION_REDIRECT;
 		bpf_map_delete_elem(&accel_pairing, &pkey);
 		stat_inc(ACCEL_STAT_ACTIVE_PAIRED);
@@ -385,6 +393,7 @@ int accel_sk_msg(struct sk_msg_md *msg)
 			st->flow_unchecked += size;
 			stat_inc(ACCEL_STAT_REDIRECT_MSGS);
 			stat_add(ACCEL_STAT_REDIRECT_BYTES, size);
+			pod_traffic_add(st->local_pod, st->peer_pod, size);
 			return SK_PASS;
 		}
 		/* The peer left the map (it closed): TCP carries the rest, which

@@ -27,6 +27,18 @@ int main(void)
 	OFF(accel_sock_state, peer_sk);
 	OFF(accel_sock_state, flow_switches);
 	OFF(accel_sock_state, flow_unchecked);
+	OFF(accel_sock_state, local_pod);
+	OFF(accel_sock_state, peer_pod);
+	OFF(accel_pair_value, pod);
+	OFF(accel_endpoint, pod);
+	SIZE(accel_meshed_netns);
+	OFF(accel_meshed_netns, pod);
+	SIZE(accel_pod_pair);
+	OFF(accel_pod_pair, src);
+	OFF(accel_pod_pair, dst);
+	SIZE(accel_pod_traffic);
+	OFF(accel_pod_traffic, msgs);
+	OFF(accel_pod_traffic, bytes);
 	SIZE(accel_pair_key);
 	OFF(accel_pair_key, token);
 	OFF(accel_pair_key, stage);
@@ -98,8 +110,9 @@ int main(void)
 	STAT(ACCEL_STAT_EXCLUDED);
 	STAT(ACCEL_STAT_FLOW_TO_TCP);
 	STAT(ACCEL_STAT_FLOW_RESUMED);
+	STAT(ACCEL_STAT_POD_TRAFFIC_FULL);
 	printf("];\n");
-	printf("pub const STAT_VALUES_C: [u32; %d] = [%d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d];\n",
+	printf("pub const STAT_VALUES_C: [u32; %d] = [%d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d];\n",
 	       ACCEL_STAT_COUNT, ACCEL_STAT_ACTIVE_OFFERED, ACCEL_STAT_PASSIVE_PAIRED,
 	       ACCEL_STAT_ACTIVE_PAIRED, ACCEL_STAT_RECORD_FAILED, ACCEL_STAT_PAIRING_FULL,
 	       ACCEL_STAT_STATE_FAILED, ACCEL_STAT_REFUSED_NO_TOKEN, ACCEL_STAT_REFUSED_UNKNOWN,
@@ -107,6 +120,7 @@ int main(void)
 	       ACCEL_STAT_ACTIVE_UNANSWERED, ACCEL_STAT_REDIRECT_MSGS, ACCEL_STAT_REDIRECT_BYTES,
 	       ACCEL_STAT_REDIRECT_FAILED, ACCEL_STAT_PASS_MSGS, ACCEL_STAT_PASS_BYTES,
 	       ACCEL_STAT_PASSTHROUGH_SWITCH, ACCEL_STAT_HDR_OPT_FAILED, ACCEL_STAT_CLOSED,
-	       ACCEL_STAT_EXCLUDED, ACCEL_STAT_FLOW_TO_TCP, ACCEL_STAT_FLOW_RESUMED);
+	       ACCEL_STAT_EXCLUDED, ACCEL_STAT_FLOW_TO_TCP, ACCEL_STAT_FLOW_RESUMED,
+	       ACCEL_STAT_POD_TRAFFIC_FULL);
 	return 0;
 }

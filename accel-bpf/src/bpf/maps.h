@@ -50,15 +50,28 @@ struct {
 	__type(value, struct accel_endpoint);
 } accel_endpoints SEC(".maps");
 
-/* Network namespaces of meshed pods (netns cookie -> flags), for loopback
+/* Network namespaces of meshed pods (netns cookie -> pod), for loopback
  * scoping. Written only by the daemon's endpoint source, which removes
  * namespaces of pods that went away. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 4096);
 	__type(key, __u64);
-	__type(value, __u32);
+	__type(value, struct accel_meshed_netns);
 } accel_meshed_netns SEC(".maps");
+
+/* Redirected traffic per (source pod, destination pod): accelerated bytes
+ * no longer cross the stack, so this is where they stay visible. Per-CPU:
+ * the redirect path never shares a cache line. Entries are created by
+ * sk_msg; the daemon deletes those of a pod that went away before it
+ * reuses the pod's id. Full: traffic is still redirected, just not counted
+ * per pod pair (ACCEL_STAT_POD_TRAFFIC_FULL). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct accel_pod_pair);
+	__type(value, struct accel_pod_traffic);
+} accel_pod_traffic SEC(".maps");
 
 /* Istio's excludeInboundPorts / excludeOutboundPorts per pod address.
  * Written only by the daemon's endpoint source. */
