@@ -249,7 +249,15 @@ async fn handshake(
             .values()
             .filter(|a| matches!(a, Answer::Unloaded | Answer::Gone))
             .count();
+        let refused: Vec<&str> = answers
+            .iter()
+            .filter(|(_, a)| matches!(a, Answer::Refused(_)))
+            .map(|(n, _)| *n)
+            .collect();
         let mut line = format!("unloading: {unloaded}/{} node(s) unloaded", expected.len());
+        if !refused.is_empty() {
+            line.push_str(&format!(", refused by {}", refused.join(", ")));
+        }
         if !pending.is_empty() {
             line.push_str(&format!(", waiting for {}", pending.join(", ")));
         }
