@@ -128,8 +128,8 @@ pub trait EndpointSource: Send {
     fn invalid_pods(&self) -> Vec<(String, String)> {
         Vec::new()
     }
-    /// Errors talking to the source so far, where it has such a notion.
-    fn errors(&self) -> Option<u64> {
+    /// Health of a source that talks to a server (errors so far).
+    fn health(&self) -> Option<Arc<accel_k8s::watch::WatchHealth>> {
         None
     }
 }

@@ -106,8 +106,8 @@ impl EndpointSource for KubernetesEndpoints {
             .collect()
     }
 
-    fn errors(&self) -> Option<u64> {
-        Some(self.health.errors())
+    fn health(&self) -> Option<Arc<WatchHealth>> {
+        Some(self.health.clone())
     }
 }
 

@@ -544,6 +544,9 @@ async fn serve(
     tick.tick().await;
     let mut node_tick = tokio::time::interval(Duration::from_secs(args.node_poll_secs.max(1)));
     let notify = source.notifier();
+    if let Ok(mut h) = shared.source_health.lock() {
+        *h = source.health();
+    }
     let mut restart = false;
     loop {
         let news = async {
@@ -588,9 +591,6 @@ fn sync_endpoints(
     state: &mut DaemonState,
     state_dir: &Path,
 ) {
-    if let Some(errors) = source.errors() {
-        shared.source_errors.store(errors, Ordering::Relaxed);
-    }
     shared
         .invalid_pods
         .store(source.invalid_pods().len() as u64, Ordering::Relaxed);

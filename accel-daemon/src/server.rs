@@ -32,8 +32,8 @@ pub struct Shared {
     pub pods: AtomicU64,
     /// Meshed pods kept on TCP because their annotations cannot be read.
     pub invalid_pods: AtomicU64,
-    /// Errors of the endpoint source (Kubernetes list/watch failures).
-    pub source_errors: AtomicU64,
+    /// Health of the endpoint source (Kubernetes list/watch failures).
+    pub source_health: Mutex<Option<Arc<accel_k8s::watch::WatchHealth>>>,
     /// Pod (`namespace/name`) of each pod id in the datapath.
     pub pod_names: Mutex<BTreeMap<u16, String>>,
 }
@@ -57,7 +57,7 @@ impl Shared {
             endpoints: AtomicU64::new(0),
             pods: AtomicU64::new(0),
             invalid_pods: AtomicU64::new(0),
-            source_errors: AtomicU64::new(0),
+            source_health: Mutex::new(None),
             pod_names: Mutex::new(BTreeMap::new()),
         })
     }
@@ -111,7 +111,13 @@ impl Collector for DatapathCollector {
             None,
             MetricType::Gauge,
         )?)?;
-        ConstCounter::new(shared.source_errors.load(Ordering::Relaxed)).encode(
+        let watch_errors = shared
+            .source_health
+            .lock()
+            .ok()
+            .and_then(|h| h.as_ref().map(|h| h.errors()))
+            .unwrap_or(0);
+        ConstCounter::new(watch_errors).encode(
             enc.encode_descriptor(
                 "sidecar_accel_watch_errors",
                 "Errors listing or watching the endpoint source (Kubernetes API); each is retried with backoff",
