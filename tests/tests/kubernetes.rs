@@ -1,0 +1,494 @@
+//! The Kubernetes endpoint source end to end: the real daemon watching a
+//! loopback API server (list/watch, 410, outages), the pod topology carrying
+//! real traffic, the BPF maps read with bpftool, the node status and the
+//! uninstall handshake.
+
+use std::{
+    collections::BTreeSet,
+    net::IpAddr,
+    path::Path,
+    process::Command,
+    thread,
+    time::{Duration, Instant},
+};
+
+use accel_fake_apiserver::{FakeApiServer, fixtures};
+use accel_tests::{
+    TestEnv, attachments, counter_of, http_get,
+    topology::{ECHO_PORT, Mesh, Node, pattern, sha256_hex},
+};
+use serde_json::{Value, json};
+
+const NS: &str = "shop";
+
+/// Polls `f` until it holds or `limit` passes; returns how long it took.
+fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    loop {
+        if f() {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn bpftool_dump(pin: &Path) -> Vec<Value> {
+    let out = Command::new("bpftool")
+        .args(["-j", "map", "dump", "pinned"])
+        .arg(pin)
+        .output()
+        .expect("run bpftool");
+    assert!(
+        out.status.success(),
+        "bpftool map dump {}: {}",
+        pin.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice::<Vec<Value>>(&out.stdout).unwrap_or_default()
+}
+
+/// The 16 address bytes of a key, whether bpftool printed it with BTF
+/// (`{"addr": [..]}`) or raw (`["0x0a", ..]`).
+fn key_bytes(entry: &Value, field: &str) -> Vec<u8> {
+    let formatted = entry.get("formatted").unwrap_or(entry);
+    let key = &formatted["key"];
+    let arr = key.get(field).unwrap_or(key);
+    arr.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| {
+                    v.as_u64().map(|n| n as u8).or_else(|| {
+                        v.as_str()
+                            .and_then(|s| u8::from_str_radix(s.trim_start_matches("0x"), 16).ok())
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn ip_of(bytes: &[u8]) -> Option<IpAddr> {
+    let b: [u8; 16] = bytes.get(..16)?.try_into().ok()?;
+    let v6 = std::net::Ipv6Addr::from(b);
+    Some(match v6.to_ipv4_mapped() {
+        Some(v4) => IpAddr::V4(v4),
+        None => IpAddr::V6(v6),
+    })
+}
+
+fn endpoint_ips(env: &TestEnv) -> BTreeSet<IpAddr> {
+    bpftool_dump(&env.pin_dir.join("accel_endpoints"))
+        .iter()
+        .filter_map(|e| ip_of(&key_bytes(e, "addr")))
+        .collect()
+}
+
+/// (address, port) of every excluded-port entry.
+fn excluded_ports(env: &TestEnv) -> BTreeSet<(IpAddr, u16)> {
+    bpftool_dump(&env.pin_dir.join("accel_excluded_ports"))
+        .iter()
+        .filter_map(|e| {
+            let bytes = key_bytes(e, "addr");
+            let formatted = e.get("formatted").unwrap_or(e);
+            let port = match formatted["key"].get("port") {
+                Some(p) => p.as_u64()? as u16,
+                // Raw key: addr[16], port (host order, little endian here).
+                None => u16::from_le_bytes([*bytes.get(16)?, *bytes.get(17)?]),
+            };
+            Some((ip_of(&bytes)?, port))
+        })
+        .collect()
+}
+
+fn map_entries(env: &TestEnv, map: &str) -> u64 {
+    let status = env.status_json();
+    status["datapath"]["maps"]
+        .as_array()
+        .and_then(|maps| maps.iter().find(|m| m["name"] == map))
+        .and_then(|m| m["entries"].as_u64())
+        .unwrap_or(u64::MAX)
+}
+
+fn node_object(api: &FakeApiServer, name: &str) -> Value {
+    api.get("v1", "Node", None, name).expect("node exists")
+}
+
+fn node_status(api: &FakeApiServer, name: &str) -> Option<Value> {
+    let node = node_object(api, name);
+    let text = node["metadata"]["annotations"]["sidecar-accel.io/status"].as_str()?;
+    serde_json::from_str(text).ok()
+}
+
+fn node_label(api: &FakeApiServer, name: &str) -> Option<String> {
+    node_object(api, name)["metadata"]["labels"]["sidecar-accel.io/accelerated"]
+        .as_str()
+        .map(str::to_string)
+}
+
+fn set_node_annotation(api: &FakeApiServer, name: &str, key: &str, value: Option<&str>) {
+    let mut node = node_object(api, name);
+    let ann = &mut node["metadata"]["annotations"];
+    if !ann.is_object() {
+        *ann = json!({});
+    }
+    match value {
+        Some(v) => ann[key] = json!(v),
+        None => {
+            if let Some(m) = ann.as_object_mut() {
+                m.remove(key);
+            }
+        }
+    }
+    api.upsert(node);
+}
+
+fn running_kernel() -> String {
+    String::from_utf8_lossy(
+        &Command::new("uname")
+            .arg("-r")
+            .output()
+            .expect("uname")
+            .stdout,
+    )
+    .trim()
+    .to_string()
+}
+
+fn start_api(env: &TestEnv, node_name: &str, kernel: &str) -> (FakeApiServer, String) {
+    let api = FakeApiServer::start().expect("start the fake API server");
+    api.upsert(fixtures::node(
+        node_name,
+        kernel,
+        "Debian GNU/Linux 12 (bookworm)",
+    ));
+    let kubeconfig = env.state_dir.with_extension("kubeconfig");
+    api.write_kubeconfig(&kubeconfig, "fake")
+        .expect("kubeconfig");
+    (api, kubeconfig.display().to_string())
+}
+
+fn k8s_args<'a>(node_name: &'a str, kubeconfig: &'a str) -> Vec<&'a str> {
+    vec![
+        "--endpoint-source",
+        "kubernetes",
+        "--node-name",
+        node_name,
+        "--kubeconfig",
+        kubeconfig,
+        "--endpoint-sync-secs",
+        "30", // changes must arrive by the watch, not by the periodic sync
+        "--node-poll-secs",
+        "1",
+    ]
+}
+
+fn metric(body: &str, prefix: &str) -> Option<f64> {
+    body.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn pod_watch_drives_the_maps_within_a_second_and_survives_api_outages() {
+    let env = TestEnv::new("k8s-src");
+    let node = Node::new(&env, "ks");
+    let a = node.meshed_pod("a", Mesh::default());
+    let b = node.meshed_pod("b", Mesh::default());
+    let u = node.unmeshed_pod("u");
+    b.start_echo();
+    let node_name = format!("node-{}", std::process::id());
+    let (api, kubeconfig) = start_api(&env, &node_name, &running_kernel());
+    let s = |ip: IpAddr| ip.to_string();
+    let (a4, a6, b4, b6, u4) = (
+        s(a.ipv4.into()),
+        s(a.ipv6.into()),
+        s(b.ipv4.into()),
+        s(b.ipv6.into()),
+        s(u.ipv4.into()),
+    );
+    api.upsert(fixtures::istio_pod(NS, "a", &node_name, &[&a4, &a6]));
+    // B carries Istio's native sidecar (an istio-proxy init container).
+    let b_obj = fixtures::native_sidecar_pod(NS, "b", &node_name, &[&b4, &b6]);
+    api.upsert(b_obj.clone());
+    api.upsert(fixtures::plain_pod(NS, "u", &node_name, &[&u4]));
+    // A meshed pod whose opt-out annotation cannot be read: kept on TCP.
+    api.upsert(fixtures::with_annotation(
+        fixtures::istio_pod(NS, "bad", &node_name, &["10.250.0.9"]),
+        "traffic.sidecar.istio.io/excludeInboundPorts",
+        "80,http",
+    ));
+    // Another node's meshed pod: never ours.
+    api.upsert(fixtures::istio_pod(
+        NS,
+        "far",
+        "some-other-node",
+        &["10.250.1.1"],
+    ));
+
+    let daemon = env.start_daemon(&k8s_args(&node_name, &kubeconfig));
+    let want: BTreeSet<IpAddr> = [a4.as_str(), a6.as_str(), b4.as_str(), b6.as_str()]
+        .iter()
+        .map(|s| s.parse().expect("ip"))
+        .collect();
+    let initial = wait_until(
+        Duration::from_secs(10),
+        "initial pod list in the maps",
+        || endpoint_ips(&env) == want,
+    );
+    eprintln!("initial list applied {initial:?} after ready");
+    // Both pods' namespaces were found by address (loopback legs take part).
+    wait_until(
+        Duration::from_secs(5),
+        "both pod namespaces resolved",
+        || map_entries(&env, "accel_meshed_netns") == 2,
+    );
+
+    // Real traffic through both sidecars: byte-exact and accelerated.
+    const BYTES: usize = 256 * 1024;
+    let before = counter_of(&env.status_json(), "passive_paired");
+    let cap = node.capture(&a.host_veth, &format!("tcp port {ECHO_PORT}"));
+    let client = a.echo_client(b.addr_v4(ECHO_PORT), BYTES);
+    assert!(client.report.equal, "{:?}", client.report);
+    assert_eq!(
+        client.report.received_sha256,
+        sha256_hex(&pattern(1, BYTES))
+    );
+    client.finish();
+    assert_eq!(cap.stop().psh_data, 0, "sidecar -> sidecar crossed TCP");
+    assert!(counter_of(&env.status_json(), "passive_paired") >= before + 3);
+
+    // Metrics: pods, invalid pods, and traffic per pod pair with pod labels.
+    let (code, body) = http_get(&daemon.metrics_addr, "/metrics");
+    assert_eq!(code, 200);
+    assert_eq!(
+        metric(&body, "sidecar_accel_meshed_pods "),
+        Some(2.0),
+        "{body}"
+    );
+    assert_eq!(
+        metric(&body, "sidecar_accel_meshed_pods_invalid "),
+        Some(1.0),
+        "{body}"
+    );
+    for (src, dst) in [("a", "a"), ("a", "b"), ("b", "b"), ("b", "a")] {
+        let series = format!(
+            "sidecar_accel_pod_traffic_bytes_total{{src_namespace=\"{NS}\",src_pod=\"{src}\",dst_namespace=\"{NS}\",dst_pod=\"{dst}\"}}"
+        );
+        let bytes = metric(&body, &series).unwrap_or(0.0);
+        assert!(bytes > 0.0, "no {series} in:\n{body}");
+    }
+
+    // Node status for users and the installer.
+    let st = node_status(&api, &node_name).expect("status annotation");
+    assert_eq!(st["state"], "accelerating", "{st}");
+    assert_eq!(st["meshedPods"], 2, "{st}");
+    assert_eq!(node_label(&api, &node_name).as_deref(), Some("true"));
+
+    // Update: an Istio opt-out added to B reaches the maps within a second.
+    let b_ip: IpAddr = b4.parse().expect("ip");
+    let updated = wait_until(Duration::from_secs(1), "pod update in the maps", {
+        api.upsert(fixtures::with_annotation(
+            b_obj.clone(),
+            "traffic.sidecar.istio.io/excludeInboundPorts",
+            "9999",
+        ));
+        || excluded_ports(&env).contains(&(b_ip, 9999))
+    });
+    // Delete: B's addresses leave within a second; add: back within a second.
+    let deleted = wait_until(Duration::from_secs(1), "pod delete in the maps", {
+        api.delete("v1", "Pod", Some(NS), "b");
+        || !endpoint_ips(&env).contains(&b_ip)
+    });
+    assert!(excluded_ports(&env).is_empty(), "B's opt-outs left with it");
+    let added = wait_until(Duration::from_secs(1), "pod add in the maps", {
+        api.upsert(b_obj.clone());
+        || endpoint_ips(&env) == want
+    });
+    eprintln!("map latency: update {updated:?}, delete {deleted:?}, add {added:?}");
+
+    // API server down: the datapath keeps its state and keeps working.
+    api.stop();
+    thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        endpoint_ips(&env),
+        want,
+        "maps changed while the API was down"
+    );
+    let client = a.echo_client(b.addr_v4(ECHO_PORT), BYTES);
+    assert!(client.report.equal, "{:?}", client.report);
+    client.finish();
+    assert_eq!(http_get(&daemon.metrics_addr, "/readyz").0, 200);
+    let (_, body) = http_get(&daemon.metrics_addr, "/metrics");
+    assert!(
+        metric(&body, "sidecar_accel_watch_errors_total").unwrap_or(0.0) > 0.0,
+        "watch errors not counted:\n{body}"
+    );
+    // B goes away while the API server is down and its history is
+    // compacted: the daemon must re-list (410 Gone) and catch up.
+    api.delete("v1", "Pod", Some(NS), "b");
+    api.compact();
+    api.restart().expect("restart the fake API server");
+    let caught_up = wait_until(Duration::from_secs(60), "re-list after the outage", || {
+        !endpoint_ips(&env).contains(&b_ip)
+    });
+    eprintln!("caught up {caught_up:?} after the API server came back");
+    assert!(
+        daemon.log().contains("pod watch failed"),
+        "outage not logged:\n{}",
+        daemon.log()
+    );
+}
+
+#[test]
+fn uninstall_request_drains_unloads_and_keeps_the_node_idle() {
+    let env = TestEnv::new("k8s-unload");
+    let node_name = format!("node-unload-{}", std::process::id());
+    let (api, kubeconfig) = start_api(&env, &node_name, &running_kernel());
+    let mut daemon = env.start_daemon(&k8s_args(&node_name, &kubeconfig));
+    wait_until(Duration::from_secs(10), "accelerated label", || {
+        node_label(&api, &node_name).as_deref() == Some("true")
+    });
+    assert_eq!(attachments(&env.cgroup).len(), 1);
+
+    set_node_annotation(
+        &api,
+        &node_name,
+        "sidecar-accel.io/unload-requested",
+        Some("tok-1"),
+    );
+    let took = wait_until(Duration::from_secs(30), "unloaded status", || {
+        node_status(&api, &node_name)
+            .is_some_and(|s| s["state"] == "unloaded" && s["unloadToken"] == "tok-1")
+    });
+    eprintln!("unload handled in {took:?}");
+    assert!(!env.pin_dir.exists(), "pins left after unload");
+    assert!(
+        attachments(&env.cgroup).is_empty(),
+        "sock_ops still attached"
+    );
+    assert_eq!(node_label(&api, &node_name).as_deref(), Some("false"));
+    assert_eq!(http_get(&daemon.metrics_addr, "/readyz").0, 200);
+
+    // A restart while the request stands loads nothing.
+    daemon.terminate();
+    let daemon = env.start_daemon(&k8s_args(&node_name, &kubeconfig));
+    thread::sleep(Duration::from_secs(2));
+    assert!(
+        !env.pin_dir.exists(),
+        "a restarted daemon loaded the datapath during uninstall"
+    );
+    assert!(attachments(&env.cgroup).is_empty());
+    let st = node_status(&api, &node_name).expect("status");
+    assert_eq!(st["state"], "unloaded", "{st}");
+
+    // Withdrawn (install again): the daemon exits for a clean restart.
+    let pid = env.status_json()["daemon"]["pid"].as_u64().expect("pid");
+    set_node_annotation(&api, &node_name, "sidecar-accel.io/unload-requested", None);
+    wait_until(
+        Duration::from_secs(10),
+        "daemon exit after withdrawal",
+        || {
+            !Path::new(&format!("/proc/{pid}")).exists()
+                || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .is_ok_and(|s| s.contains(") Z "))
+        },
+    );
+    assert!(
+        daemon.log().contains("restarting to load it again"),
+        "{}",
+        daemon.log()
+    );
+}
+
+#[test]
+fn failed_gate_labels_the_node_and_raises_an_event() {
+    let env = TestEnv::new("k8s-gate");
+    let node_name = format!("node-gate-{}", std::process::id());
+    let (api, kubeconfig) = start_api(&env, &node_name, "5.4.0-150-generic");
+    let mut args = k8s_args(&node_name, &kubeconfig);
+    args.extend(["--kernel-release", "5.4.0-150-generic"]);
+    let _daemon = env.start_daemon(&args);
+    wait_until(Duration::from_secs(10), "unaccelerated status", || {
+        node_status(&api, &node_name).is_some_and(|s| s["state"] == "unaccelerated")
+    });
+    let st = node_status(&api, &node_name).expect("status");
+    assert!(
+        st["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("older than 5.10"),
+        "{st}"
+    );
+    assert_eq!(node_label(&api, &node_name).as_deref(), Some("false"));
+    assert!(attachments(&env.cgroup).is_empty());
+    wait_until(Duration::from_secs(10), "gate event", || {
+        api.list("events.k8s.io/v1", "Event").iter().any(|e| {
+            e["reason"] == "AccelerationUnavailable"
+                && e["regarding"]["name"] == node_name.as_str()
+                && e["type"] == "Warning"
+        })
+    });
+}
+
+#[test]
+fn bad_kubernetes_flags_fail_with_one_clear_line() {
+    let env = TestEnv::new("k8s-flags");
+    let cg = env.cgroup.display().to_string();
+    let pin = env.pin_dir.display().to_string();
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "run",
+            "--cgroup",
+            &cg,
+            "--pin-dir",
+            &pin,
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ];
+        args.extend_from_slice(extra);
+        let out = Command::new(accel_tests::daemon_bin())
+            .args(&args)
+            .env_remove("NODE_NAME")
+            .env_remove("KUBECONFIG")
+            .output()
+            .expect("run daemon");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run(&["--endpoint-source", "kubernetes"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("--node-name"), "{err}");
+    let (code, err) = run(&[
+        "--endpoint-source",
+        "kubernetes",
+        "--node-name",
+        "n1",
+        "--kubeconfig",
+        "/nonexistent/kubeconfig",
+    ]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("/nonexistent/kubeconfig"), "{err}");
+    let (code, err) = run(&[
+        "--endpoint-source",
+        "kubernetes",
+        "--node-name",
+        "n1",
+        "--local-endpoint",
+        "10.0.0.1",
+    ]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("drop --local-endpoint"), "{err}");
+    for (code, err) in [
+        run(&["--endpoint-source", "kubernetes"]),
+        run(&["--endpoint-source", "k8s"]),
+    ] {
+        assert!(code.is_some_and(|c| c != 0), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    assert!(attachments(&env.cgroup).is_empty());
+    assert!(!env.pin_dir.exists());
+}
