@@ -10,8 +10,10 @@
 //! with and without the daemon: wrk against nginx, request/response and
 //! streaming through both sidecars. See bench/README.md.
 
+mod load;
 mod mesh;
 mod report;
+mod run_local;
 mod sandbox;
 mod worker;
 
@@ -55,6 +57,19 @@ enum Cmd {
     /// daemon stopped vs running (wrk/nginx, request/response, streaming).
     /// Needs root, wrk, nginx, haproxy.
     Mesh(mesh::MeshArgs),
+    /// Load generator (HTTP/1.1 keep-alive, TCP request/response, connection
+    /// setup) at a fixed or maximum rate; writes fortio's JSON result format.
+    Load(load::LoadArgs),
+    /// Compares fortio JSON results (cluster or `load`): baseline vs
+    /// accelerated table with ratios, SVG plots.
+    Report(report::compare::ReportArgs),
+    /// The local benchmark kit: sidecar topology, baseline and accelerated
+    /// interleaved, pinned and unpinned, over sizes and concurrency, daemon
+    /// RSS/CPU, unmeshed connection setup cost. Needs root.
+    RunLocal(run_local::RunLocalArgs),
+    /// Echo server for `load --proto tcp|connect` (prints `LISTEN <addr>`).
+    #[command(hide = true)]
+    EchoServer(load::EchoServerArgs),
     /// One end of one benchmark connection (spawned by `loopback`).
     #[command(hide = true)]
     Worker(WorkerArgs),
@@ -218,6 +233,10 @@ fn main() -> ExitCode {
         Cmd::Worker(a) => worker::run(a),
         Cmd::Loopback(a) => loopback(a),
         Cmd::Mesh(a) => mesh::run(a),
+        Cmd::Load(a) => load::run(a),
+        Cmd::Report(a) => report::compare::run(a),
+        Cmd::RunLocal(a) => run_local::run(a),
+        Cmd::EchoServer(a) => load::echo_server(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

@@ -228,9 +228,13 @@ pub struct MeshConfig {
 }
 
 pub fn run(args: MeshArgs) -> Result<()> {
-    // The topology library reports failures by panicking; unwinding runs
-    // every Drop guard (daemon, node, cgroup), then we turn it into an error.
-    match std::panic::catch_unwind(AssertUnwindSafe(|| mesh(args))) {
+    catching_topology_panics("mesh", || mesh(args))
+}
+
+/// The topology library reports failures by panicking; unwinding runs
+/// every Drop guard (daemon, node, cgroup), then we turn it into an error.
+pub(crate) fn catching_topology_panics(what: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
+    match std::panic::catch_unwind(AssertUnwindSafe(f)) {
         Ok(r) => r,
         Err(p) => {
             let msg = p
@@ -238,9 +242,45 @@ pub fn run(args: MeshArgs) -> Result<()> {
                 .cloned()
                 .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "panic".into());
-            bail!("mesh benchmark aborted (everything was cleaned up): {msg}")
+            bail!("{what} benchmark aborted (everything was cleaned up): {msg}")
         }
     }
+}
+
+/// Checks root and the tools, finds the daemon and accel-pod binaries and
+/// tells the topology library where they are; returns our own executable.
+pub(crate) fn topology_bins(
+    daemon_bin: &Option<PathBuf>,
+    pod_bin: &Option<PathBuf>,
+    tools: &[&str],
+) -> Result<PathBuf> {
+    // SAFETY: geteuid has no preconditions.
+    ensure!(
+        unsafe { libc::geteuid() } == 0,
+        "accel-bench needs root here: it creates namespaces, cgroups and loads BPF programs"
+    );
+    let daemon_bin = locate_daemon(daemon_bin)?;
+    let exe = std::env::current_exe().context("locating own executable")?;
+    let pod_bin = pod_bin.clone().unwrap_or_else(|| {
+        exe.parent()
+            .map(|p| p.join("accel-pod"))
+            .unwrap_or_default()
+    });
+    ensure!(
+        pod_bin.is_file(),
+        "accel-pod not found at {} (cargo build --release -p accel-tests --bins, or --pod-bin)",
+        pod_bin.display()
+    );
+    for t in tools {
+        which(t)?;
+    }
+    // SAFETY: called before any thread is spawned; the topology library
+    // finds its binaries through these variables.
+    unsafe {
+        std::env::set_var("ACCEL_DAEMON_BIN", &daemon_bin);
+        std::env::set_var("ACCEL_POD_BIN", &pod_bin);
+    }
+    Ok(exe)
 }
 
 fn which(prog: &str) -> Result<PathBuf> {
@@ -263,11 +303,6 @@ fn mesh(mut args: MeshArgs) -> Result<()> {
         args.duration > 0.0 && args.repeats > 0 && args.wrk_duration > 0,
         "need a positive duration and repeats"
     );
-    // SAFETY: geteuid has no preconditions.
-    ensure!(
-        unsafe { libc::geteuid() } == 0,
-        "accel-bench mesh needs root: it creates namespaces, cgroups and loads BPF programs"
-    );
     let duration = Duration::from_secs_f64(args.duration);
     let cfg = MeshConfig {
         duration,
@@ -277,34 +312,18 @@ fn mesh(mut args: MeshArgs) -> Result<()> {
         wrk_threads: args.wrk_threads,
         repeats: args.repeats,
     };
-    let daemon_bin = locate_daemon(&args.daemon_bin)?;
-    let exe = std::env::current_exe().context("locating own executable")?;
-    let pod_bin = args.pod_bin.clone().unwrap_or_else(|| {
-        exe.parent()
-            .map(|p| p.join("accel-pod"))
-            .unwrap_or_default()
-    });
-    ensure!(
-        pod_bin.is_file(),
-        "accel-pod not found at {} (cargo build --release -p accel-tests --bins, or --pod-bin)",
-        pod_bin.display()
-    );
-    for t in [
-        "wrk",
-        "nginx",
-        "haproxy",
-        "taskset",
-        "iptables-restore",
-        "bpftool",
-    ] {
-        which(t)?;
-    }
-    // SAFETY: still single-threaded (no thread spawned yet); the topology
-    // library finds its binaries through these variables.
-    unsafe {
-        std::env::set_var("ACCEL_DAEMON_BIN", &daemon_bin);
-        std::env::set_var("ACCEL_POD_BIN", &pod_bin);
-    }
+    let exe = topology_bins(
+        &args.daemon_bin,
+        &args.pod_bin,
+        &[
+            "wrk",
+            "nginx",
+            "haproxy",
+            "taskset",
+            "iptables-restore",
+            "bpftool",
+        ],
+    )?;
 
     let mut placements = args.placements.clone();
     placements.dedup();
@@ -345,14 +364,7 @@ fn mesh(mut args: MeshArgs) -> Result<()> {
     let nginx_pid = start_nginx(&b, &sizes);
     let pods_file = accel_tests::topology::PodsFile::write(&env, &[(&a, ""), (&b, "")])
         .context("writing the pods file")?;
-    let mut ctl = DaemonCtl {
-        env: &env,
-        pods_arg: pods_file.arg(),
-        daemon: None,
-        mode: None,
-        toggles: 0,
-        log: String::new(),
-    };
+    let mut ctl = DaemonCtl::new(&env, pods_file.arg());
     let mut pids: Vec<u32> = a.sidecar_pids();
     pids.extend(b.sidecar_pids());
     pids.push(nginx_pid);
@@ -520,13 +532,13 @@ impl MeshRecord {
 // ---------------------------------------------------------------------------
 
 /// Before/after state of one run, for its proof.
-struct ProofState {
-    counters: Option<BTreeMap<String, u64>>,
-    attachments: Vec<String>,
-    pins: bool,
+pub(crate) struct ProofState {
+    pub(crate) counters: Option<BTreeMap<String, u64>>,
+    pub(crate) attachments: Vec<String>,
+    pub(crate) pins: bool,
 }
 
-struct DaemonCtl<'a> {
+pub(crate) struct DaemonCtl<'a> {
     env: &'a TestEnv,
     pods_arg: String,
     daemon: Option<Daemon>,
@@ -535,11 +547,22 @@ struct DaemonCtl<'a> {
     log: String,
 }
 
-impl DaemonCtl<'_> {
+impl<'a> DaemonCtl<'a> {
+    pub(crate) fn new(env: &'a TestEnv, pods_arg: String) -> Self {
+        DaemonCtl {
+            env,
+            pods_arg,
+            daemon: None,
+            mode: None,
+            toggles: 0,
+            log: String::new(),
+        }
+    }
+
     /// Accelerated: `accel-daemon run --pods-file` (ready and
     /// accelerated=true). Baseline: daemon killed, `accel-daemon unload`
     /// (drain proven), nothing attached, no pins.
-    fn set(&mut self, mode: Mode) -> Result<()> {
+    pub(crate) fn set(&mut self, mode: Mode) -> Result<()> {
         if self.mode == Some(mode) {
             return Ok(());
         }
@@ -592,7 +615,7 @@ impl DaemonCtl<'_> {
         Ok(())
     }
 
-    fn counters(&self) -> Result<BTreeMap<String, u64>> {
+    pub(crate) fn counters(&self) -> Result<BTreeMap<String, u64>> {
         let st = self.env.status_json();
         let pairs = st["datapath"]["counters"]
             .as_array()
@@ -603,7 +626,7 @@ impl DaemonCtl<'_> {
             .collect())
     }
 
-    fn proof_state(&self) -> Result<ProofState> {
+    pub(crate) fn proof_state(&self) -> Result<ProofState> {
         Ok(ProofState {
             counters: match self.mode {
                 Some(Mode::Accel) => Some(self.counters()?),
@@ -614,7 +637,7 @@ impl DaemonCtl<'_> {
         })
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         let mut l = self.log.clone();
         if let Some(d) = &self.daemon {
             l.push_str(&d.log());
@@ -706,9 +729,15 @@ fn set_affinity(pids: &[u32], placement: Placement, ncpu: usize) -> Result<()> {
         Placement::Pinned => "0".to_string(),
         Placement::Unpinned => format!("0-{}", ncpu.max(1) - 1),
     };
+    pin(pids, &list)
+}
+
+/// `taskset -a -p -c list` on every pid (all threads), checked in
+/// /proc/PID/status.
+pub(crate) fn pin(pids: &[u32], list: &str) -> Result<()> {
     for pid in pids {
         let out = Command::new("taskset")
-            .args(["-a", "-p", "-c", &list, &pid.to_string()])
+            .args(["-a", "-p", "-c", list, &pid.to_string()])
             .stdin(Stdio::null())
             .output()
             .context("running taskset")?;
@@ -724,7 +753,7 @@ fn set_affinity(pids: &[u32], placement: Placement, ncpu: usize) -> Result<()> {
             .map(str::trim)
             .unwrap_or("");
         ensure!(
-            allowed == list || (list != "0" && allowed.contains('-')),
+            allowed == list || (list.contains('-') && allowed.contains('-')),
             "pid {pid}: Cpus_allowed_list {allowed:?}, wanted {list}"
         );
     }
@@ -741,7 +770,7 @@ fn file_content(size: usize) -> Vec<u8> {
 
 /// nginx in B serving `/f<size>` for every size (sendfile on): the
 /// topology's nginx, whose keep-alive lasts a whole wrk run.
-fn start_nginx(b: &Pod, sizes: &[usize]) -> u32 {
+pub(crate) fn start_nginx(b: &Pod, sizes: &[usize]) -> u32 {
     let contents: Vec<(String, Vec<u8>)> = sizes
         .iter()
         .map(|&s| (format!("/f{s}"), file_content(s)))

@@ -330,13 +330,16 @@ pub fn table(s: &mut String, header: &[String], rows: &[Vec<String>], align: Ali
     let _ = writeln!(s);
 }
 
+/// A named target and how to evaluate it for one placement.
+pub type Target<'a, C, P> = (&'a str, fn(&C, P) -> String);
+
 /// The targets as a table: one row a target, one column a placement.
 pub fn targets_table<C, P: Copy>(
     s: &mut String,
     title: &str,
     ctx: &C,
     placements: &[(P, &str)],
-    targets: &[(&str, fn(&C, P) -> String)],
+    targets: &[Target<C, P>],
 ) {
     let _ = writeln!(s, "## {title}\n");
     let mut header = vec!["target".to_string()];
