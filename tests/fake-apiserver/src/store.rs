@@ -360,11 +360,20 @@ impl State {
 
     fn nodes_changed(&mut self) {
         let ds = res_index("DaemonSet");
+        let nodes: Vec<Value> = self.nodes().into_iter().cloned().collect();
+        let node_refs: Vec<&Value> = nodes.iter().collect();
+        // Only a change in the selected node count restarts a rollout: node heartbeats or
+        // unrelated label edits must not reset a Gradual rollout's progress.
         let keys: Vec<ObjKey> = self
             .objects
-            .keys()
-            .filter(|k| k.res == ds)
-            .cloned()
+            .iter()
+            .filter(|(k, v)| {
+                k.res == ds
+                    && v.pointer("/status/desiredNumberScheduled")
+                        .and_then(Value::as_i64)
+                        != Some(rollout::desired_nodes(v, &node_refs))
+            })
+            .map(|(k, _)| k.clone())
             .collect();
         for k in keys {
             self.start_rollout(&k);

@@ -557,6 +557,28 @@ async fn daemonset_rollout_climbs_gradually() {
     );
     assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
 
+    // A node heartbeat does not reset the rollout; a new matching node extends it.
+    s.set_rollout(RolloutMode::Instant);
+    s.upsert(fixtures::node("n1", "6.6.0", "Alibaba Cloud Linux 3"));
+    let st = dss
+        .get_status("sidecar-accel")
+        .await
+        .unwrap()
+        .status
+        .unwrap();
+    assert_eq!(st.updated_number_scheduled, Some(3));
+    s.upsert(fixtures::node("n4", "6.6.0", "Alibaba Cloud Linux 3"));
+    let st = dss
+        .get_status("sidecar-accel")
+        .await
+        .unwrap()
+        .status
+        .unwrap();
+    assert_eq!(
+        (st.desired_number_scheduled, st.number_available),
+        (4, Some(4))
+    );
+
     s.set_rollout(RolloutMode::Stuck);
     dss.patch(
         "sidecar-accel",
@@ -573,7 +595,7 @@ async fn daemonset_rollout_climbs_gradually() {
         .unwrap();
     assert_eq!(st.observed_generation, Some(2));
     assert_eq!(st.updated_number_scheduled, Some(0));
-    assert_eq!(st.number_unavailable, Some(3));
+    assert_eq!(st.number_unavailable, Some(4));
 }
 
 #[tokio::test]
