@@ -80,6 +80,9 @@ pub async fn connect(kubeconfig: Option<&Path>, context: Option<&str>) -> anyhow
     };
     // A server that accepts the connection and never answers must not hang the installer.
     config.read_timeout = Some(Duration::from_secs(30));
+    // kube's default retry backs off for minutes on 503/429; an operator at a
+    // terminal wants the answer now. The waits retry on their own schedule.
+    config.default_retry = false;
     let url = config
         .cluster_url
         .to_string()
@@ -152,6 +155,16 @@ impl Cluster {
                 chain(&e)
             ),
         }
+    }
+}
+
+/// Worth trying again within a wait (server away or overloaded), as opposed
+/// to a refusal that will not change (403, 401, 404, bad request).
+pub fn transient(e: &kube::Error) -> bool {
+    match e {
+        kube::Error::Api(s) => matches!(s.code, 429 | 500 | 502 | 503 | 504),
+        kube::Error::HyperError(_) | kube::Error::Service(_) => true,
+        _ => false,
     }
 }
 

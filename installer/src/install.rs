@@ -13,7 +13,7 @@ use serde_json::json;
 use accel_k8s::keys;
 use accel_k8s::node::unload_request;
 
-use crate::cluster::{Cluster, Explain};
+use crate::cluster::{Cluster, Explain, transient};
 use crate::manifests::{self, MONITORING_GROUP, Monitor, Options};
 use crate::nodes::{self, Rollout};
 use crate::{Ui, exit};
@@ -117,7 +117,20 @@ async fn wait_rollout(
 ) -> anyhow::Result<i32> {
     let start = Instant::now();
     let last = loop {
-        let ds = nodes::daemonset(cluster, namespace).await?.ok_or_else(|| {
+        let found = match nodes::try_daemonset(cluster, namespace).await {
+            Ok(found) => found,
+            // The API server blinking during a long rollout is no reason to give up.
+            Err(e) if transient(&e) && start.elapsed() < timeout => {
+                ui.progress(&format!(
+                    "rollout: {} (retrying)",
+                    cluster.explain(e, "get", "daemonsets")
+                ));
+                tokio::time::sleep(poll).await;
+                continue;
+            }
+            Err(e) => return Err(cluster.explain(e, "get", "daemonsets")),
+        };
+        let ds = found.ok_or_else(|| {
             anyhow::anyhow!(
                 "DaemonSet {namespace}/{} disappeared during the rollout",
                 keys::DAEMONSET

@@ -16,12 +16,15 @@ use crate::cluster::{Cluster, Explain};
 use crate::manifests::KindInfo;
 
 pub async fn list_nodes(cluster: &Cluster) -> anyhow::Result<Vec<Node>> {
-    let api: Api<Node> = Api::all(cluster.client.clone());
-    let list = api
-        .list(&ListParams::default())
+    try_list_nodes(cluster)
         .await
-        .explain(cluster, "list", "nodes")?;
-    Ok(list.items)
+        .explain(cluster, "list", "nodes")
+}
+
+/// [`list_nodes`] with the client error, for waits that retry.
+pub async fn try_list_nodes(cluster: &Cluster) -> Result<Vec<Node>, kube::Error> {
+    let api: Api<Node> = Api::all(cluster.client.clone());
+    Ok(api.list(&ListParams::default()).await?.items)
 }
 
 pub fn name(node: &Node) -> &str {
@@ -29,10 +32,18 @@ pub fn name(node: &Node) -> &str {
 }
 
 pub async fn daemonset(cluster: &Cluster, namespace: &str) -> anyhow::Result<Option<DaemonSet>> {
-    let api: Api<DaemonSet> = Api::namespaced(cluster.client.clone(), namespace);
-    api.get_opt(keys::DAEMONSET)
+    try_daemonset(cluster, namespace)
         .await
         .explain(cluster, "get", "daemonsets")
+}
+
+/// [`daemonset`] with the client error, for waits that retry.
+pub async fn try_daemonset(
+    cluster: &Cluster,
+    namespace: &str,
+) -> Result<Option<DaemonSet>, kube::Error> {
+    let api: Api<DaemonSet> = Api::namespaced(cluster.client.clone(), namespace);
+    api.get_opt(keys::DAEMONSET).await
 }
 
 /// The label selector of the daemon pods: the DaemonSet's own when it exists.

@@ -83,3 +83,52 @@ impl<'a> Ui<'a> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_redraws_on_a_terminal_and_prints_changes_otherwise() {
+        let mut buf = Vec::new();
+        let mut ui = Ui::new(&mut buf, true);
+        ui.progress("rollout: 0/2");
+        ui.progress("rollout: 0/2");
+        ui.progress("rollout: 1/2");
+        ui.line("done");
+        drop(ui);
+        assert_eq!(
+            String::from_utf8(buf).unwrap(),
+            "\r\x1b[2Krollout: 0/2\r\x1b[2Krollout: 1/2\ndone\n"
+        );
+        let mut buf = Vec::new();
+        let mut ui = Ui::new(&mut buf, false);
+        ui.progress("rollout: 0/2");
+        ui.progress("rollout: 0/2");
+        ui.progress("rollout: 1/2");
+        ui.line("done");
+        drop(ui);
+        assert_eq!(
+            String::from_utf8(buf).unwrap(),
+            "rollout: 0/2\nrollout: 1/2\ndone\n"
+        );
+    }
+
+    #[test]
+    fn tables_align_columns() {
+        let mut buf = Vec::new();
+        let mut ui = Ui::new(&mut buf, false);
+        ui.table(
+            &["NODE", "WHY"],
+            &[
+                vec!["n1".into(), "ok".into()],
+                vec!["long-name".into(), "x".into()],
+            ],
+        );
+        drop(ui);
+        assert_eq!(
+            String::from_utf8(buf).unwrap(),
+            "NODE       WHY\nn1         ok\nlong-name  x\n"
+        );
+    }
+}

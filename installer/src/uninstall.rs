@@ -16,7 +16,7 @@ use serde_json::json;
 use accel_k8s::keys;
 use accel_k8s::node::{NodeState, NodeStatus};
 
-use crate::cluster::{Cluster, Explain};
+use crate::cluster::{Cluster, Explain, transient};
 use crate::manifests::{self, KINDS, MONITORING_GROUP};
 use crate::nodes;
 use crate::{Ui, exit};
@@ -231,8 +231,20 @@ async fn handshake(
     ));
     let start = Instant::now();
     let answers = loop {
-        let current: BTreeMap<String, Node> = nodes::list_nodes(cluster)
-            .await?
+        let listed = match nodes::try_list_nodes(cluster).await {
+            Ok(listed) => listed,
+            // Daemons keep draining while the API server is away; keep waiting for them.
+            Err(e) if transient(&e) && start.elapsed() < opts.timeout => {
+                ui.progress(&format!(
+                    "unloading: {} (retrying)",
+                    cluster.explain(e, "list", "nodes")
+                ));
+                tokio::time::sleep(opts.poll).await;
+                continue;
+            }
+            Err(e) => return Err(cluster.explain(e, "list", "nodes")),
+        };
+        let current: BTreeMap<String, Node> = listed
             .into_iter()
             .map(|n| (nodes::name(&n).to_string(), n))
             .collect();

@@ -891,3 +891,58 @@ fn several_contexts_are_several_clusters() {
     );
     assert!(r.err.contains("failed in context(s): b"), "{r:?}");
 }
+
+#[test]
+fn an_unavailable_server_is_named_not_hung_on() {
+    let env = Env::new().with_workers();
+    env.server.unavailable(true);
+    let started = std::time::Instant::now();
+    let r = env.run(&["preflight"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.err.contains(&format!(
+            "the API server at {} (context a) is unavailable (503",
+            env.server.url()
+        )),
+        "{r:?}"
+    );
+    assert!(r.err.contains("list nodes"), "{r:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn the_rollout_wait_rides_out_a_short_api_server_outage() {
+    let env = Env::new().with_workers();
+    env.server.set_rollout(RolloutMode::Gradual {
+        per_step: Duration::from_millis(300),
+    });
+    let server = env.server.clone();
+    let outage = std::thread::spawn(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while server
+            .get("apps/v1", "DaemonSet", Some(NS), "accel-daemon")
+            .is_none()
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "install never applied the DaemonSet"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        server.unavailable(true);
+        std::thread::sleep(Duration::from_millis(400));
+        server.unavailable(false);
+    });
+    let r = env.run(&["install", "--timeout", "20s"]);
+    outage.join().unwrap();
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.out.contains("is unavailable (503") && r.out.contains("(retrying)"),
+        "{r:?}"
+    );
+    assert!(r.out.contains("rollout complete on 3 node(s)"), "{r:?}");
+}
