@@ -73,6 +73,29 @@ fn key(pod: &Pod) -> String {
     )
 }
 
+/// What an operator should look at, by the API server's answer.
+pub fn hint(e: &watcher::Error) -> &'static str {
+    let code = match e {
+        watcher::Error::InitialListFailed(k)
+        | watcher::Error::WatchStartFailed(k)
+        | watcher::Error::WatchFailed(k) => match k {
+            kube::Error::Api(status) => Some(status.code),
+            _ => None,
+        },
+        watcher::Error::WatchError(status) => Some(status.code),
+        watcher::Error::NoResourceVersion => None,
+    };
+    match code {
+        Some(401) => "the API server refused the service account token",
+        Some(403) => {
+            "the daemon's service account may not list/watch pods: check ClusterRole sidecar-accel-daemon (pods get/list/watch) and its binding"
+        }
+        Some(410) => "the watch history expired; re-listing",
+        Some(_) => "the API server answered with an error",
+        None => "the API server is unreachable or the connection broke",
+    }
+}
+
 /// Starts watching the pods scheduled to `node`. The returned receiver
 /// always holds the latest complete view.
 pub fn spawn_pod_watcher(
@@ -125,7 +148,7 @@ pub fn spawn_pod_watcher(
                 }
                 Err(e) => {
                     h.errors.fetch_add(1, Ordering::Relaxed);
-                    warn!(error = %e, "pod watch failed; keeping the last state and retrying with backoff");
+                    warn!(error = %e, hint = hint(&e), "pod watch failed; keeping the last state and retrying with backoff");
                     if let Ok(mut last) = h.last_error.lock() {
                         *last = Some(e.to_string());
                     }

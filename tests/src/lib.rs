@@ -323,7 +323,14 @@ impl Drop for TestEnv {
         // Removing the link pin releases the link: sock_ops detaches.
         remove_tree(&self.pin_root);
         let _ = fs::remove_dir_all(&self.state_dir);
-        let left = attachments_quiet(&self.cgroup);
+        // Unpinning releases the link from a kernel work item: give the
+        // detach a moment before calling it a leak.
+        let mut left = attachments_quiet(&self.cgroup);
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while !left.is_empty() && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(50));
+            left = attachments_quiet(&self.cgroup);
+        }
         let _ = fs::remove_dir(&self.cgroup);
         if !left.is_empty() && !thread::panicking() {
             panic!(

@@ -492,3 +492,26 @@ fn bad_kubernetes_flags_fail_with_one_clear_line() {
     assert!(attachments(&env.cgroup).is_empty());
     assert!(!env.pin_dir.exists());
 }
+
+#[test]
+fn forbidden_pod_list_says_which_permission_and_keeps_the_datapath() {
+    let env = TestEnv::new("k8s-rbac");
+    let node_name = format!("node-rbac-{}", std::process::id());
+    let (api, kubeconfig) = start_api(&env, &node_name, &running_kernel());
+    api.upsert(fixtures::istio_pod(NS, "p", &node_name, &["10.250.2.2"]));
+    api.forbid("list", "pods");
+    let daemon = env.start_daemon(&k8s_args(&node_name, &kubeconfig));
+    wait_until(Duration::from_secs(10), "RBAC hint in the log", || {
+        daemon.log().contains("ClusterRole sidecar-accel-daemon")
+    });
+    // Accelerating (loopback and whatever the maps held), ready, no pods yet.
+    assert_eq!(http_get(&daemon.metrics_addr, "/readyz").0, 200);
+    assert_eq!(attachments(&env.cgroup).len(), 1);
+    assert!(endpoint_ips(&env).is_empty());
+    // Permission granted: the pods arrive without a restart.
+    api.allow("list", "pods");
+    wait_until(Duration::from_secs(60), "pods after the grant", || {
+        endpoint_ips(&env).contains(&"10.250.2.2".parse::<IpAddr>().expect("ip"))
+    });
+    assert!(!daemon.log().contains("panicked"));
+}
