@@ -946,3 +946,23 @@ fn the_rollout_wait_rides_out_a_short_api_server_outage() {
     );
     assert!(r.out.contains("rollout complete on 3 node(s)"), "{r:?}");
 }
+
+#[test]
+fn a_bad_command_line_is_a_usage_error() {
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = accel_installer::run(
+        ["accel-installer", "install", "--timeout", "soon"],
+        &mut out,
+        &mut err,
+        false,
+    );
+    assert_eq!(code, 2);
+    assert!(String::from_utf8_lossy(&err).contains("is not a duration"));
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = accel_installer::run(["accel-installer", "--help"], &mut out, &mut err, false);
+    assert_eq!(code, 0);
+    let help = String::from_utf8_lossy(&out);
+    for cmd in ["preflight", "install", "status", "uninstall", "render"] {
+        assert!(help.contains(cmd), "{help}");
+    }
+}
