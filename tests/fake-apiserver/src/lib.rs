@@ -363,6 +363,18 @@ impl FakeApiServer {
         st.compacted_rv = st.rv;
     }
 
+    /// Keep only the last `events` events for watch replay (default 4096, at least 1); older
+    /// resourceVersions then get 410 Expired, as on a busy real cluster.
+    pub fn set_history_limit(&self, events: usize) {
+        let mut st = self.shared.lock();
+        st.history_limit = events.clamp(1, store::HISTORY_MAX);
+        while st.history.len() > st.history_limit {
+            if let Some(dropped) = st.history.pop_front() {
+                st.compacted_rv = dropped.rv;
+            }
+        }
+    }
+
     /// Send a BOOKMARK now on every watch that asked for bookmarks.
     pub fn bookmark_now(&self) {
         let _ = self.shared.control_tx.send(Control::Bookmark);

@@ -69,6 +69,7 @@ pub struct State {
     pub history: VecDeque<Arc<Event>>,
     /// Watches from a resourceVersion below this get 410 Expired.
     pub compacted_rv: u64,
+    pub history_limit: usize,
     /// Managers that server-side applied each object (the minimal ownership model).
     pub appliers: HashMap<ObjKey, Vec<String>>,
     pub forbidden: HashSet<(String, String)>,
@@ -120,6 +121,7 @@ impl State {
             rv: 0,
             history: VecDeque::new(),
             compacted_rv: 0,
+            history_limit: HISTORY_MAX,
             appliers: HashMap::new(),
             forbidden: HashSet::new(),
             unavailable: false,
@@ -179,7 +181,7 @@ impl State {
             old,
         });
         self.history.push_back(ev.clone());
-        while self.history.len() > HISTORY_MAX {
+        while self.history.len() > self.history_limit {
             if let Some(dropped) = self.history.pop_front() {
                 self.compacted_rv = dropped.rv;
             }

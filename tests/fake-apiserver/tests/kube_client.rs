@@ -664,3 +664,45 @@ fn sync_api_from_a_plain_test() {
     s.restart().unwrap();
     std::net::TcpStream::connect(("127.0.0.1", s.port())).expect("listening again");
 }
+
+#[tokio::test]
+async fn watcher_converges_under_churn_and_watch_closes_with_client() {
+    let s = FakeApiServer::start().unwrap();
+    s.set_history_limit(100);
+    let (store, task) = pod_reflector(client(&s), watcher::Config::default());
+    wait_for(10, "watch open", || s.open_watches() == 1).await;
+    // Writes racing the client, with watches cut midway and a short history: the watcher
+    // resumes or relists (410) and still ends at exactly the server's state.
+    let n = 1500;
+    for i in 0..n {
+        s.upsert(fixtures::plain_pod(
+            "default",
+            &format!("p{}", i % 300),
+            "n1",
+            &["10.1.0.1"],
+        ));
+        if i % 3 == 0 {
+            s.delete(
+                "v1",
+                "Pod",
+                Some("default"),
+                &format!("p{}", (i + 150) % 300),
+            );
+        }
+        if i % 500 == 250 {
+            s.break_watches();
+        }
+    }
+    let mut want: Vec<String> = s
+        .list("v1", "Pod")
+        .iter()
+        .map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    want.sort();
+    wait_for(20, "reflector converges", || pod_names(&store) == want).await;
+    task.abort();
+    wait_for(10, "server notices the client went away", || {
+        s.open_watches() == 0
+    })
+    .await;
+}
