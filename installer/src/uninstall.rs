@@ -229,6 +229,10 @@ async fn handshake(
         "asked {} node(s) to drain and unload the datapath (request {token})",
         targets.len()
     ));
+    if expected.is_empty() {
+        ui.line("no daemon has reported on any node: nothing to wait for");
+        return Ok(exit::OK);
+    }
     let start = Instant::now();
     let answers = loop {
         let listed = match nodes::try_list_nodes(cluster).await {

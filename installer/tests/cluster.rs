@@ -966,3 +966,29 @@ fn a_bad_command_line_is_a_usage_error() {
         assert!(help.contains(cmd), "{help}");
     }
 }
+
+#[test]
+fn uninstall_before_any_daemon_reported_warns_instead_of_waiting() {
+    let env = Env::new().with_workers();
+    assert_eq!(env.run(&["install"]).code, 0);
+    env.server.upsert(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "accel-daemon-abcde", "namespace": NS, "labels": {
+            "app.kubernetes.io/name": "sidecar-accel", "app.kubernetes.io/component": "node-daemon"}},
+        "spec": {"nodeName": "n1", "containers": [{"name": "accel-daemon", "image": "x"}]},
+    }));
+    let r = env.run(&["uninstall", "--timeout", "5s"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.out.contains("nothing to wait for"), "{r:?}");
+    assert!(
+        r.out
+            .contains("warning: the daemon on node n1 never reported"),
+        "{r:?}"
+    );
+    assert_eq!(installed_objects(&env), Vec::<&str>::new());
+    assert_eq!(
+        marks(&env, "n1"),
+        Vec::<String>::new(),
+        "the request was lifted after the pods went"
+    );
+}
