@@ -23,6 +23,16 @@ fn grid(n: usize) -> (usize, usize) {
     (n.div_ceil(cols).max(1), cols)
 }
 
+fn fmt_axis(v: f64) -> String {
+    if v >= 10_000.0 {
+        format!("{:.0}k", v / 1e3)
+    } else if v >= 10.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
+}
+
 fn err(e: impl std::fmt::Display) -> anyhow::Error {
     anyhow!("plotting: {e}")
 }
@@ -67,6 +77,7 @@ pub fn latency_svg(cmp: &Comparison, path: &Path) -> Result<()> {
                     String::new()
                 }
             })
+            .y_label_formatter(&|v| fmt_axis(*v))
             .y_desc("µs")
             .draw()
             .map_err(err)?;
@@ -148,6 +159,7 @@ pub fn throughput_svg(cmp: &Comparison, path: &Path) -> Result<()> {
                     String::new()
                 }
             })
+            .y_label_formatter(&|v| fmt_axis(*v))
             .y_desc("requests/s")
             .draw()
             .map_err(err)?;
