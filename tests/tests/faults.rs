@@ -556,3 +556,117 @@ fn lost_pins_are_visible_in_status_and_metrics() {
         "no metric says the pins are gone:\n{metrics}"
     );
 }
+
+/// The Kubernetes API server goes away for 3 s while 20 connections run
+/// inside a meshed pod (loopback legs, accelerated because the pod's
+/// namespace came from the pod watch): the datapath keeps redirecting,
+/// the maps keep their state, the daemon stays ready, every byte arrives,
+/// and the watch resumes when the server returns. (The Kubernetes source's
+/// own test, kubernetes.rs, covers the 410 re-list after an outage.)
+#[test]
+fn api_server_down_under_load_leaves_the_datapath_untouched() {
+    use accel_fake_apiserver::{FakeApiServer, fixtures};
+    use accel_tests::topology::{Mesh, Node};
+
+    let env = TestEnv::new("f-apidown");
+    let node = Node::new(&env, "ad");
+    let a = node.meshed_pod("a", Mesh::default());
+    let node_name = format!("node-{}", std::process::id());
+    let api = FakeApiServer::start().expect("start the fake API server");
+    let kernel = String::from_utf8_lossy(
+        &Command::new("uname")
+            .arg("-r")
+            .output()
+            .expect("uname")
+            .stdout,
+    )
+    .trim()
+    .to_string();
+    api.upsert(fixtures::node(&node_name, &kernel, "Debian GNU/Linux 12"));
+    let ips = [
+        std::net::IpAddr::from(a.ipv4).to_string(),
+        std::net::IpAddr::from(a.ipv6).to_string(),
+    ];
+    api.upsert(fixtures::istio_pod(
+        "shop",
+        "a",
+        &node_name,
+        &[&ips[0], &ips[1]],
+    ));
+    let kubeconfig = env.state_dir.with_extension("kubeconfig");
+    api.write_kubeconfig(&kubeconfig, "fake")
+        .expect("kubeconfig");
+    let kc = kubeconfig.display().to_string();
+    let daemon = env.start_daemon(&[
+        "--endpoint-source",
+        "kubernetes",
+        "--node-name",
+        &node_name,
+        "--kubeconfig",
+        &kc,
+        "--node-poll-secs",
+        "1",
+    ]);
+    let endpoints = || {
+        env.status_json()["datapath"]["maps"]
+            .as_array()
+            .and_then(|m| m.iter().find(|m| m["name"] == "accel_endpoints"))
+            .and_then(|m| m["entries"].as_u64())
+            .unwrap_or(0)
+    };
+    assert!(
+        wait_for("the pod in the maps", Duration::from_secs(10), || {
+            endpoints() == 2
+        }),
+        "pod a never reached the maps:\n{}",
+        daemon.log()
+    );
+    // The pod's namespace is resolved a moment after its addresses.
+    thread::sleep(Duration::from_millis(500));
+
+    let mut cmd = a.command(LOADGEN);
+    cmd.arg("--listen")
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .args(["--conns", &CONNS.to_string(), "--sizes", SIZES])
+        .args(["--duration-ms", "6000"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let load = cmd.spawn().expect("spawn accel-loadgen in pod a");
+    thread::sleep(Duration::from_millis(1000));
+    let before = env.counter("redirect_msgs");
+    assert!(before > 0, "the pod's loopback traffic is not accelerated");
+
+    api.stop();
+    thread::sleep(Duration::from_secs(3));
+    let during = env.counter("redirect_msgs");
+    assert!(
+        during > before,
+        "redirects stopped while the API server was down ({before} -> {during})"
+    );
+    assert_eq!(endpoints(), 2, "maps changed while the API was down");
+    assert_eq!(daemon.http_get("/readyz").0, 200);
+    api.restart().expect("restart the fake API server");
+    finish_load(load);
+    // The watch resumes: a pod created after the outage reaches the maps.
+    let back = Instant::now();
+    api.upsert(fixtures::istio_pod(
+        "shop",
+        "c",
+        &node_name,
+        &["10.250.3.3"],
+    ));
+    assert!(
+        wait_for("the watch to resume", Duration::from_secs(60), || {
+            endpoints() == 3
+        }),
+        "the pod watch did not resume after the outage:\n{}",
+        daemon.log()
+    );
+    eprintln!(
+        "watch resumed {:?} after the API server returned",
+        back.elapsed()
+    );
+    let _ = fs::remove_file(&kubeconfig);
+    assert_one_attachment(&env, "after the outage");
+}

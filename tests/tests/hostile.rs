@@ -615,3 +615,110 @@ fn an_unwritable_state_dir_fails_before_anything_is_attached() {
     assert!(e.contains("/proc/version"), "{e}");
     assert_nothing_left(&env, "--state-dir /proc/version");
 }
+
+/// The Kubernetes source authenticates with a bearer token read from a file
+/// (as a service-account token is): at trace level, with the watch running
+/// and the node status being written, the token appears in no log line.
+#[test]
+fn the_api_token_never_reaches_the_logs_at_trace_level() {
+    use accel_fake_apiserver::{FakeApiServer, fixtures};
+
+    let env = TestEnv::new("h-token");
+    let token = format!(
+        "tok3n-{}-{:x}",
+        std::process::id(),
+        0x5eed_u64.wrapping_mul(Instant::now().elapsed().as_nanos() as u64 | 1)
+    );
+    let api = FakeApiServer::start().expect("start the fake API server");
+    let node_name = format!("node-{}", std::process::id());
+    let kernel = String::from_utf8_lossy(
+        &Command::new("uname")
+            .arg("-r")
+            .output()
+            .expect("uname")
+            .stdout,
+    )
+    .trim()
+    .to_string();
+    api.upsert(fixtures::node(&node_name, &kernel, "Debian GNU/Linux 12"));
+    api.upsert(fixtures::istio_pod(
+        "shop",
+        "a",
+        &node_name,
+        &["10.250.7.7"],
+    ));
+    let token_file = env.state_dir.with_extension("token");
+    fs::write(&token_file, &token).expect("write token");
+    let kubeconfig = env.state_dir.with_extension("kubeconfig");
+    let cfg = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "fake", "cluster": {"server": api.url()}}],
+        "users": [{"name": "sa", "user": {"tokenFile": token_file}}],
+        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "sa"}}],
+        "current-context": "fake",
+    });
+    fs::write(&kubeconfig, cfg.to_string()).expect("write kubeconfig");
+    let args = run_args(
+        &env,
+        &[
+            "--endpoint-source",
+            "kubernetes",
+            "--node-name",
+            &node_name,
+            "--kubeconfig",
+            &kubeconfig.display().to_string(),
+            "--node-poll-secs",
+            "1",
+            "--endpoint-sync-secs",
+            "1",
+        ],
+    );
+    let mut child = Command::new(daemon_bin())
+        .args(&args)
+        .env("RUST_LOG", "trace")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = mpsc::channel();
+    let reader = thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("listening on") {
+                let _ = tx.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let ready = rx.recv_timeout(Duration::from_secs(60)).is_ok();
+    // The pod list, the watch, a few node-status writes.
+    thread::sleep(Duration::from_millis(3000));
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = reader.join().unwrap_or_default();
+    let _ = fs::remove_file(&token_file);
+    let _ = fs::remove_file(&kubeconfig);
+    assert!(ready, "daemon never became ready:\n{log}");
+    assert!(
+        log.contains("10.250.7.7") || log.contains("shop/a"),
+        "the watch did not deliver the pod, so the token was never used:\n{}",
+        log.lines().rev().take(30).collect::<Vec<_>>().join("\n")
+    );
+    let lines = log.lines().count();
+    assert!(
+        !log.contains(&token),
+        "the API token reached the log ({lines} lines):\n{}",
+        log.lines()
+            .filter(|l| l.contains(&token))
+            .take(5)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    eprintln!("{lines} trace-level log lines, token absent");
+}
