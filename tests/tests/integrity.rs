@@ -22,12 +22,15 @@ use std::{
 
 use accel_tests::{
     Capture, TestEnv, Value, counter_of, free_port,
-    topology::{Mesh, Node, PodsFile},
+    topology::{Mesh, Node, Pod, PodsFile},
 };
 
 const DRIVER: &str = env!("CARGO_BIN_EXE_accel-integrity");
 
 static NODE_WIDE: RwLock<()> = RwLock::new(());
+
+/// The daemon's default `--flow-budget-bytes`.
+const FLOW_BUDGET: u64 = 4 << 20;
 
 fn soak() -> bool {
     std::env::var_os("ACCEL_SOAK").is_some()
@@ -37,9 +40,18 @@ fn soak() -> bool {
 /// (plain TCP, the baseline), returning its output and JSON report.
 fn drive(env: &TestEnv, accelerated: bool, args: &[&str]) -> (Output, Value) {
     let mut cmd = Command::new(DRIVER);
-    cmd.args(args).stdin(Stdio::null());
     let _procs = accelerated.then(|| env.in_cgroup(&mut cmd));
-    let out = cmd.output().expect("run accel-integrity");
+    run_driver(cmd, args)
+}
+
+/// Runs a prepared driver command (placed by the caller: a pod, a cgroup)
+/// to completion and returns its output and last JSON line.
+fn run_driver(mut cmd: Command, args: &[&str]) -> (Output, Value) {
+    let out = cmd
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run accel-integrity");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let report = stdout
         .lines()
@@ -196,9 +208,12 @@ fn a_thousand_concurrent_connections_with_random_sizes_are_byte_exact() {
         "every byte accounted for: {}",
         d.show()
     );
+    // The 16 connections with messages up to 4 MiB outrun their echo reader
+    // by more than the flow-control budget now and then, and flow control
+    // then (correctly) sends by TCP; the other 984 never can.
     assert!(
-        d.of("redirect_bytes") * 10 >= 2 * bytes * 9,
-        "at least 90% redirected: {}",
+        d.of("redirect_bytes") > d.of("pass_bytes"),
+        "most bytes redirected: {}",
         d.show()
     );
     if d.of("pass_bytes") == 0 {
@@ -266,18 +281,64 @@ fn every_send_interface_against_every_receive_interface_is_byte_exact() {
         "every byte accounted for: {}",
         d.show()
     );
-    assert!(
-        d.of("redirect_bytes") * 10 >= total * 9,
-        "at least 90% redirected: {}",
-        d.show()
-    );
-    if d.of("pass_bytes") == 0 {
-        assert_eq!(
-            counts.psh_data, 0,
-            "nothing sent by TCP, yet PSH: {counts:?}"
-        );
+    if bytes + 16 < FLOW_BUDGET {
+        // A reader cannot lag by more than the whole stream: flow control
+        // can never engage, so every byte must have been redirected.
+        assert_eq!(d.of("pass_bytes"), 0, "{}", d.show());
+        assert_eq!(counts.psh_data, 0, "accelerated, yet PSH: {counts:?}");
+    } else {
+        // Soak: 16 MiB streams of up to 4 MiB messages do outrun readers;
+        // flow control's TCP share is reported, integrity is the subject.
+        assert!(d.of("redirect_bytes") > 0, "{}", d.show());
     }
     assert_maps_drained(&env);
+}
+
+/// A finding kept as a reproducer: once flow control has sent part of a
+/// stream over TCP (the reader fell behind by more than the budget), FIONREAD
+/// on the reader counts only the redirected bytes waiting in the psock's
+/// ingress queue, not those in the TCP receive queue: it says 0 while poll
+/// and MSG_PEEK see data. An application that sizes its reads by FIONREAD
+/// (or treats 0 as "nothing to read") stalls. Found by the soak variant of
+/// the matrix (every FIONREAD pair failed, all other 42 pairs passed).
+#[test]
+#[ignore = "finding: FIONREAD says 0 while bytes that flow control sent over TCP are readable (tcp_bpf ioctl counts only the ingress queue)"]
+fn fionread_counts_bytes_that_flow_control_sent_over_tcp() {
+    let _shared = NODE_WIDE.read().unwrap_or_else(|e| e.into_inner());
+    let env = TestEnv::new("int-fionread");
+    let _daemon = env.start_daemon(&[]);
+    let mut result = None;
+    let d = measured(&env, || {
+        result = Some(drive(
+            &env,
+            true,
+            &[
+                "stream",
+                "--send",
+                "write",
+                "--recv",
+                "fionread",
+                "--conns",
+                "4",
+                "--bytes",
+                "33554432",
+                "--max-msg",
+                "4194304",
+                "--delay-us",
+                "200",
+                "--timeout-secs",
+                "120",
+            ],
+        ));
+    });
+    let (out, report) = result.expect("ran");
+    eprintln!("FIONREAD readers: {report}\ncounters: {}", d.show());
+    assert!(
+        d.of("flow_reader_behind_to_tcp") > 0,
+        "precondition: flow control must have engaged: {}",
+        d.show()
+    );
+    assert_clean("FIONREAD after a flow-control fallback", &out, &report);
 }
 
 /// A finding kept as a reproducer: receive-side splice(2) on an accelerated
@@ -594,90 +655,191 @@ fn peak_tcp_mem(f: impl FnOnce()) -> u64 {
     peak.load(Ordering::Relaxed).saturating_sub(base) * PAGE
 }
 
-/// 100 fast writers into 100 slow readers (16 KiB reads at most, 0.5 ms
-/// pause after each), plain TCP then accelerated, in one test: the
-/// accelerated peak of node TCP memory stays within 4x plain TCP's, no
-/// connection fails, every byte is checked, and the blocking readers never
-/// see EAGAIN (the driver fails the connection if they do).
+const SLOW_READ: &str = "16384";
+const SLOW_DELAY_US: &str = "500";
+
+/// 100 loopback streams inside `pod` into slow readers: in the test's
+/// cgroup (accelerated) or outside it (plain TCP, same namespace).
+fn loopback_slow_readers(pod: &Pod, accelerated: bool, conns: u64, bytes: u64) -> (Value, u64) {
+    let cmd = if accelerated {
+        pod.command(DRIVER)
+    } else {
+        pod.admin(DRIVER)
+    };
+    let (conns, bytes) = (conns.to_string(), bytes.to_string());
+    let mut report = Value::Null;
+    let peak = peak_tcp_mem(|| {
+        let (out, r) = run_driver(
+            cmd,
+            &[
+                "stream",
+                "--listen",
+                "127.0.0.1:9200",
+                "--send",
+                "write",
+                "--recv",
+                "read",
+                "--conns",
+                &conns,
+                "--bytes",
+                &bytes,
+                "--max-msg",
+                "65536",
+                "--max-read",
+                SLOW_READ,
+                "--delay-us",
+                SLOW_DELAY_US,
+                "--timeout-secs",
+                "900",
+            ],
+        );
+        assert_clean(
+            &format!("loopback slow readers, accelerated {accelerated}"),
+            &out,
+            &r,
+        );
+        report = r;
+    });
+    (report, peak)
+}
+
+/// Fast writers in pod A -> A's sidecar -> B's sidecar -> slow readers in B.
+fn mesh_slow_readers(a: &Pod, b: &Pod, conns: u64, bytes: u64) -> u64 {
+    use std::io::{BufRead, BufReader};
+    let (conns, bytes) = (conns.to_string(), bytes.to_string());
+    let mut sink = b
+        .command(DRIVER)
+        .args([
+            "sink",
+            "--listen",
+            "0.0.0.0:9100",
+            "--conns",
+            &conns,
+            "--bytes",
+            &bytes,
+            "--recv",
+            "read",
+            "--max-read",
+            SLOW_READ,
+            "--delay-us",
+            SLOW_DELAY_US,
+            "--timeout-secs",
+            "900",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the sink");
+    let mut lines = BufReader::new(sink.stdout.take().expect("stdout")).lines();
+    assert_eq!(
+        lines.next().and_then(Result::ok).as_deref(),
+        Some("listening")
+    );
+    let target = b.addr_v4(9100).to_string();
+    let peak = peak_tcp_mem(|| {
+        let (out, r) = run_driver(
+            a.command(DRIVER),
+            &[
+                "source",
+                "--connect",
+                &target,
+                "--conns",
+                &conns,
+                "--bytes",
+                &bytes,
+                "--max-msg",
+                "65536",
+                "--timeout-secs",
+                "900",
+            ],
+        );
+        assert_clean("fast writers through the sidecars", &out, &r);
+    });
+    let report = lines.next().and_then(Result::ok).unwrap_or_default();
+    let out = sink.wait_with_output().expect("sink");
+    assert!(
+        out.status.success(),
+        "slow readers behind the sidecars failed: {report}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    peak
+}
+
+fn assert_near_plain(what: &str, accel: u64, plain: u64) {
+    eprintln!(
+        "{what}: peak node TCP memory plain {} KiB, accelerated {} KiB ({:.2}x)",
+        plain >> 10,
+        accel >> 10,
+        accel as f64 / plain.max(1) as f64
+    );
+    assert!(
+        accel <= 4 * plain,
+        "{what}: accelerated peak {accel} B > 4 x plain {plain} B"
+    );
+}
+
+/// 100 fast writers into 100 slow readers (reads of at most 16 KiB, 0.5 ms
+/// pause after each), plain TCP and accelerated in the same test, on
+/// loopback inside a meshed pod and from pod A through both sidecars to pod
+/// B: the accelerated peak of node TCP memory stays within 4x plain TCP's,
+/// no connection fails, every byte is checked, and the blocking readers
+/// never see EAGAIN (the driver fails the connection if they do).
 #[test]
 fn a_hundred_slow_readers_stay_near_plain_tcp_memory_without_failures() {
     let _exclusive = NODE_WIDE.write().unwrap_or_else(|e| e.into_inner());
     let env = TestEnv::new("int-backpressure");
-    let _daemon = env.start_daemon(&[]);
+    let node = Node::new(&env, "bp");
+    let a = node.meshed_pod("a", Mesh::default());
+    let b = node.meshed_pod("b", Mesh::default());
     let (runs, bytes) = if soak() {
         (3, 32u64 << 20)
     } else {
         (1, 8 << 20)
     };
     let conns = 100u64;
-    let args = |port: u16| -> Vec<String> {
-        [
-            "stream",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--send",
-            "write",
-            "--recv",
-            "read",
-            "--conns",
-            &conns.to_string(),
-            "--bytes",
-            &bytes.to_string(),
-            "--max-msg",
-            "65536",
-            "--max-read",
-            "16384",
-            "--delay-us",
-            "500",
-            "--timeout-secs",
-            "600",
-        ]
-        .map(String::from)
-        .to_vec()
-    };
+    // Through the sidecars with nothing attached yet: the plain baseline.
+    let started = Instant::now();
+    let mesh_plain = mesh_slow_readers(&a, &b, conns, bytes);
+    eprintln!(
+        "through the sidecars, plain: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let pods = PodsFile::write(&env, &[(&a, ""), (&b, "")]).expect("pods file");
+    let _daemon = env.start_daemon(&["--pods-file", &pods.arg()]);
     let mut engaged = 0;
     for run in 0..runs {
-        let mut reports = Vec::new();
-        let mut run_one = |accelerated: bool| -> u64 {
-            let a = args(free_port());
-            let a: Vec<&str> = a.iter().map(String::as_str).collect();
-            let started = Instant::now();
-            let peak = peak_tcp_mem(|| {
-                let (out, report) = drive(&env, accelerated, &a);
-                assert_clean(
-                    &format!("slow readers, accelerated {accelerated}"),
-                    &out,
-                    &report,
-                );
-                reports.push(report);
-            });
-            eprintln!(
-                "run {run}: accelerated {accelerated}: peak TCP memory {} KiB, {:.1} s",
-                peak >> 10,
-                started.elapsed().as_secs_f64()
-            );
-            peak
-        };
-        let plain = run_one(false);
+        let (_, plain) = loopback_slow_readers(&a, false, conns, bytes);
         let mut accel = 0;
-        let d = measured(&env, || accel = run_one(true));
-        eprintln!("run {run}: counters {}", d.show());
-        assert!(d.of("active_paired") >= conns, "{}", d.show());
-        assert!(d.of("redirect_bytes") > 0, "not accelerated: {}", d.show());
-        assert_eq!(
-            d.of("redirect_bytes") + d.of("pass_bytes"),
-            conns * (bytes + 16),
-            "{}",
+        let started = Instant::now();
+        let d = measured(&env, || {
+            accel = loopback_slow_readers(&a, true, conns, bytes).1
+        });
+        eprintln!(
+            "run {run}: loopback accelerated {:.1} s, counters {}",
+            started.elapsed().as_secs_f64(),
             d.show()
         );
+        assert!(d.of("active_paired") >= conns, "{}", d.show());
+        assert!(d.of("redirect_bytes") > 0, "not accelerated: {}", d.show());
         engaged += d.of("flow_reader_behind_to_tcp");
+        assert_near_plain(&format!("run {run}, loopback"), accel, plain);
+
+        let mut accel = 0;
+        let started = Instant::now();
+        let d = measured(&env, || accel = mesh_slow_readers(&a, &b, conns, bytes));
         eprintln!(
-            "run {run}: accelerated/plain = {:.2}",
-            accel as f64 / plain.max(1) as f64
+            "run {run}: through the sidecars accelerated {:.1} s, counters {}",
+            started.elapsed().as_secs_f64(),
+            d.show()
         );
-        assert!(
-            accel <= 4 * plain,
-            "run {run}: accelerated peak {accel} B > 4 x plain {plain} B"
+        assert!(d.of("passive_paired") >= 3 * conns, "{}", d.show());
+        assert!(d.of("redirect_bytes") > 0, "not accelerated: {}", d.show());
+        engaged += d.of("flow_reader_behind_to_tcp");
+        assert_near_plain(
+            &format!("run {run}, through both sidecars"),
+            accel,
+            mesh_plain,
         );
     }
     assert!(engaged > 0, "the slow readers never engaged flow control");

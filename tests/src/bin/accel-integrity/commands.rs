@@ -240,6 +240,95 @@ pub fn stream(a: StreamArgs) -> Result<()> {
 }
 
 // ---------------------------------------------------------------------------
+// sink and source: the two halves of `stream` in different places
+// ---------------------------------------------------------------------------
+
+pub fn sink(
+    at: SocketAddr,
+    conns: usize,
+    bytes: u64,
+    mode: RecvMode,
+    max_read: usize,
+    delay: Duration,
+) -> Result<()> {
+    let l = listen(at)?;
+    println!("listening");
+    std::io::stdout().flush()?;
+    let mut readers = Vec::new();
+    for i in 0..conns {
+        let (mut s, _) = l.accept()?;
+        let label = format!("reader #{i}");
+        pending_add(&label);
+        readers.push(spawn(move || -> Result<RecvStats> {
+            let mut hdr = [0u8; 16];
+            s.read_exact(&mut hdr).context("read the header")?;
+            let seed = u64::from_le_bytes(hdr[..8].try_into()?);
+            let mut rng = Rng::new(seed ^ 0xabc);
+            let r = io::recv_stream(
+                s.as_raw_fd(),
+                seed,
+                0,
+                mode,
+                max_read,
+                delay,
+                None,
+                &mut rng,
+            )
+            .with_context(|| format!("stream {seed}"))?;
+            pending_done(&label);
+            match r {
+                Ok(st) if st.bytes == bytes => Ok(st),
+                Ok(st) => bail!("stream {seed}: {} of {bytes} bytes", st.bytes),
+                Err(RecvEnd::Reset(st)) => bail!("stream {seed}: reset after {} bytes", st.bytes),
+            }
+        }));
+    }
+    let mut errors = Vec::new();
+    let mut received = 0;
+    for r in readers {
+        match join(r) {
+            Ok(st) => received += st.bytes,
+            Err(e) => errors.push(format!("{e:#}")),
+        }
+    }
+    print_report(&json!({ "conns": conns, "bytes_received": received, "errors": errors }))?;
+    ensure!(errors.is_empty(), "{} readers failed", errors.len());
+    Ok(())
+}
+
+pub fn source(
+    to: SocketAddr,
+    conns: usize,
+    bytes: u64,
+    mode: SendMode,
+    max_msg: u64,
+    seed: u64,
+) -> Result<()> {
+    let writers: Vec<_> = (0..conns as u64)
+        .map(|c| {
+            let seed = seed * 1_000_000 + c;
+            spawn(move || -> Result<()> {
+                let mut s = TcpStream::connect(to).with_context(|| format!("connect {to}"))?;
+                let mut hdr = [0u8; 16];
+                hdr[..8].copy_from_slice(&seed.to_le_bytes());
+                s.write_all(&hdr).context("send the header")?;
+                let mut rng = Rng::new(seed);
+                let sizes = io::message_sizes(bytes, max_msg, &mut rng);
+                io::send_stream(s.as_raw_fd(), seed, &sizes, mode, &mut rng)
+                    .with_context(|| format!("stream {seed}"))
+            })
+        })
+        .collect();
+    let errors: Vec<String> = writers
+        .into_iter()
+        .filter_map(|w| join(w).err().map(|e| format!("{e:#}")))
+        .collect();
+    print_report(&json!({ "conns": conns, "bytes_each": bytes, "errors": errors }))?;
+    ensure!(errors.is_empty(), "{} writers failed", errors.len());
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
 // echo: many concurrent connections, random sizes, mixed interfaces
 // ---------------------------------------------------------------------------
 

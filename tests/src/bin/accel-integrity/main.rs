@@ -56,6 +56,38 @@ enum Cmd {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// The receiving half of `stream` alone (e.g. in another pod): prints
+    /// "listening", reads `conns` streams to EOF, checks every byte.
+    Sink {
+        #[arg(long)]
+        listen: SocketAddr,
+        #[arg(long)]
+        conns: usize,
+        /// Bytes each stream must carry.
+        #[arg(long)]
+        bytes: u64,
+        #[arg(long, value_enum, default_value = "read")]
+        recv: RecvMode,
+        #[arg(long, default_value_t = 256 << 10)]
+        max_read: usize,
+        #[arg(long, default_value_t = 0)]
+        delay_us: u64,
+    },
+    /// The sending half of `stream` alone: `conns` connections to `connect`.
+    Source {
+        #[arg(long)]
+        connect: SocketAddr,
+        #[arg(long)]
+        conns: usize,
+        #[arg(long)]
+        bytes: u64,
+        #[arg(long, value_enum, default_value = "write")]
+        send: SendMode,
+        #[arg(long, default_value_t = 65536)]
+        max_msg: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Many concurrent echo connections with random message sizes; every
     /// connection is established before any traffic starts.
     Echo {
@@ -173,6 +205,29 @@ fn main() -> Result<()> {
             delay: Duration::from_micros(delay_us),
             seed,
         }),
+        Cmd::Sink {
+            listen,
+            conns,
+            bytes,
+            recv,
+            max_read,
+            delay_us,
+        } => commands::sink(
+            listen,
+            conns,
+            bytes,
+            recv,
+            max_read,
+            Duration::from_micros(delay_us),
+        ),
+        Cmd::Source {
+            connect,
+            conns,
+            bytes,
+            send,
+            max_msg,
+            seed,
+        } => commands::source(connect, conns, bytes, send, max_msg, seed),
         Cmd::Echo {
             listen,
             conns,
