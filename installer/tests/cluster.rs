@@ -283,7 +283,7 @@ fn install_applies_server_side_waits_for_the_rollout_and_is_idempotent() {
     let n2 = fixtures::with_annotation(env.node("n2"), keys::UNLOAD_REQUEST_ANNOTATION, "stale");
     env.server.upsert(n2);
     env.server.set_rollout(RolloutMode::Gradual {
-        per_step: Duration::from_millis(150),
+        per_step: Duration::from_millis(400),
     });
 
     let r = env.run(&["install", "--image", "example.com/accel-daemon:1.2.3"]);
@@ -918,7 +918,7 @@ fn an_unavailable_server_is_named_not_hung_on() {
 fn the_rollout_wait_rides_out_a_short_api_server_outage() {
     let env = Env::new().with_workers();
     env.server.set_rollout(RolloutMode::Gradual {
-        per_step: Duration::from_millis(300),
+        per_step: Duration::from_millis(400),
     });
     let server = env.server.clone();
     let outage = std::thread::spawn(move || {
@@ -934,7 +934,7 @@ fn the_rollout_wait_rides_out_a_short_api_server_outage() {
             std::thread::sleep(Duration::from_millis(5));
         }
         server.unavailable(true);
-        std::thread::sleep(Duration::from_millis(400));
+        std::thread::sleep(Duration::from_millis(600));
         server.unavailable(false);
     });
     let r = env.run(&["install", "--timeout", "20s"]);
