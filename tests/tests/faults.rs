@@ -159,7 +159,7 @@ fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) -> bool
 
 /// Long variants run with ACCEL_SOAK=1.
 fn soak() -> bool {
-    std::env::var_os("ACCEL_SOAK").is_some_and(|v| v == "1")
+    std::env::var_os("ACCEL_SOAK").is_some()
 }
 
 /// Three (ACCEL_SOAK=1: twenty) kill -9 / restart cycles inside one traffic run: each restart
