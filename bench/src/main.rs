@@ -453,6 +453,27 @@ impl WorkerProc {
         })
     }
 
+    /// The address a server worker printed (`LISTEN <addr>`); kills it if
+    /// it never does.
+    pub(crate) fn listen_addr(&mut self) -> Result<String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            check_interrupted()?;
+            match self.lines.recv_timeout(Duration::from_millis(50)) {
+                Ok(l) => {
+                    if let Some(a) = l.strip_prefix("LISTEN ") {
+                        return Ok(a.to_string());
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() < deadline => {}
+                Err(_) => {
+                    self.kill();
+                    bail!("server did not listen; stderr: {}", self.stderr());
+                }
+            }
+        }
+    }
+
     pub(crate) fn stderr(&self) -> String {
         self.stderr
             .lock()
@@ -588,101 +609,31 @@ fn exchange(
         );
     }
     let mut server = WorkerProc::spawn(exe, procs_fd, &sargs)?;
-    let addr = {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            check_interrupted()?;
-            match server.lines.recv_timeout(Duration::from_millis(50)) {
-                Ok(l) => {
-                    if let Some(a) = l.strip_prefix("LISTEN ") {
-                        break a.to_string();
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() < deadline => {}
-                Err(_) => {
-                    server.kill();
-                    bail!("server did not listen; stderr: {}", server.stderr());
-                }
-            }
-        }
-    };
+    let addr = server.listen_addr()?;
     let mut cargs = common("client", client_cpu);
     cargs.push("--connect".into());
     cargs.push(addr);
     let mut client = WorkerProc::spawn(exe, procs_fd, &cargs)?;
 
     let deadline = Instant::now() + cfg.warmup + cfg.duration + Duration::from_secs(60);
-    let (mut c_done, mut s_done) = (None, None);
-    while c_done.is_none() || s_done.is_none() {
-        if interrupted() {
-            client.kill();
-            server.kill();
-            bail!("interrupted");
-        }
-        if c_done.is_none() {
-            c_done = client.child.try_wait()?;
-        }
-        if s_done.is_none() {
-            s_done = server.child.try_wait()?;
-        }
-        let failed = c_done.is_some_and(|s| !s.success()) || s_done.is_some_and(|s| !s.success());
-        if failed || Instant::now() > deadline {
-            client.kill();
-            server.kill();
-            bail!(
-                "{} (client {:?}, server {:?}); client stderr: {}; server stderr: {}",
-                if failed { "worker failed" } else { "timed out" },
-                c_done,
-                s_done,
-                client.stderr(),
-                server.stderr()
-            );
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-    Ok((client.result()?, server.result()?))
+    finish_pair(&mut client, &mut server, deadline)
 }
 
 fn fill(rec: &mut RunRecord, case: Case, client: &WorkerOut, server: &WorkerOut) -> Result<()> {
-    let size = case.size as u64;
-    rec.send_eagain = client.send_eagain + server.send_eagain;
-    rec.recv_eagain = client.recv_eagain + server.recv_eagain;
-    match case.workload {
-        Workload::Rr => {
-            ensure!(client.echo_ok, "echoed bytes differ from what was sent");
-            ensure!(
-                server.rts_served == client.rts_total,
-                "server served {} round trips, client made {}",
-                server.rts_served,
-                client.rts_total
-            );
-            let secs = client.elapsed_ns as f64 / 1e9;
-            rec.p50_us = Some(client.p50_ns as f64 / 1e3);
-            rec.p99_us = Some(client.p99_ns as f64 / 1e3);
-            rec.mean_us = Some(client.mean_ns as f64 / 1e3);
-            rec.min_us = Some(client.min_ns as f64 / 1e3);
-            rec.max_us = Some(client.max_ns as f64 / 1e3);
-            rec.round_trips = Some(client.rts);
-            rec.rts_per_s = Some(client.rts as f64 / secs);
-            rec.measured_secs = Some(secs);
-            rec.bytes_moved = 2 * size * client.rts_total;
-        }
-        Workload::Stream => {
-            ensure!(client.echo_ok, "reader sent unexpected bytes back");
-            ensure!(
-                server.bytes_read == client.bytes_written,
-                "reader got {} bytes, writer wrote {}",
-                server.bytes_read,
-                client.bytes_written
-            );
-            let secs = server.elapsed_ns as f64 / 1e9;
-            ensure!(secs > 0.0, "empty measured window");
-            rec.mb_per_s = Some(server.measured_bytes as f64 / secs / 1e6);
-            rec.measured_bytes = Some(server.measured_bytes);
-            rec.measured_secs = Some(secs);
-            rec.bytes_moved = client.bytes_written;
-        }
-    }
+    let n = worker::pair_numbers(case.workload, case.size, client, server)?;
+    rec.send_eagain = n.send_eagain;
+    rec.recv_eagain = n.recv_eagain;
+    rec.p50_us = n.p50_us;
+    rec.p99_us = n.p99_us;
+    rec.mean_us = n.mean_us;
+    rec.min_us = n.min_us;
+    rec.max_us = n.max_us;
+    rec.round_trips = n.round_trips;
+    rec.rts_per_s = n.per_s;
+    rec.mb_per_s = n.mb_per_s;
+    rec.measured_bytes = n.measured_bytes;
+    rec.measured_secs = n.measured_secs;
+    rec.bytes_moved = n.bytes_moved;
     Ok(())
 }
 
@@ -735,4 +686,42 @@ fn verify(rec: &mut RunRecord, before: &BTreeMap<String, u64>, after: &BTreeMap<
             rec.verify_note
         );
     }
+}
+
+/// Waits for both workers of a run to exit (killing both if one fails, on
+/// a signal or after `deadline`) and returns their results.
+pub(crate) fn finish_pair(
+    client: &mut WorkerProc,
+    server: &mut WorkerProc,
+    deadline: Instant,
+) -> Result<(WorkerOut, WorkerOut)> {
+    let (mut c_done, mut s_done) = (None, None);
+    while c_done.is_none() || s_done.is_none() {
+        if interrupted() {
+            client.kill();
+            server.kill();
+            bail!("interrupted");
+        }
+        if c_done.is_none() {
+            c_done = client.child.try_wait()?;
+        }
+        if s_done.is_none() {
+            s_done = server.child.try_wait()?;
+        }
+        let failed = c_done.is_some_and(|s| !s.success()) || s_done.is_some_and(|s| !s.success());
+        if failed || Instant::now() > deadline {
+            client.kill();
+            server.kill();
+            bail!(
+                "{} (client {:?}, server {:?}); client stderr: {}; server stderr: {}",
+                if failed { "worker failed" } else { "timed out" },
+                c_done,
+                s_done,
+                client.stderr(),
+                server.stderr()
+            );
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    Ok((client.result()?, server.result()?))
 }

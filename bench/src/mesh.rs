@@ -25,7 +25,6 @@ use std::{
     panic::AssertUnwindSafe,
     path::{Path, PathBuf},
     process::{Command, Stdio},
-    sync::mpsc,
     thread,
     time::{Duration, Instant, SystemTime},
 };
@@ -39,10 +38,10 @@ use clap::Args;
 use serde::Serialize;
 
 use crate::{
-    WorkerProc, locate_daemon, online_cpus,
+    WorkerProc, finish_pair, locate_daemon, online_cpus,
     report::mesh as mesh_report,
     sandbox::{check_interrupted, install_signal_handlers, interrupted},
-    worker::WorkerOut,
+    worker::{WorkerOut, Workload},
 };
 
 #[derive(Args, Debug, Clone)]
@@ -991,59 +990,17 @@ fn exchange(
     let mut scmd = worker_cmd(b, exe, "server", case, cfg, cpu);
     scmd.args(["--listen", "0.0.0.0:0"]);
     let mut server = WorkerProc::from_command(scmd)?;
-    let port: u16 = {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            check_interrupted()?;
-            match server.lines.recv_timeout(Duration::from_millis(50)) {
-                Ok(l) => {
-                    if let Some(addr) = l.strip_prefix("LISTEN ") {
-                        let sa: SocketAddr = addr.parse().context("server address")?;
-                        break sa.port();
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() < deadline => {}
-                Err(_) => {
-                    server.kill();
-                    bail!("server did not listen; stderr: {}", server.stderr());
-                }
-            }
-        }
-    };
+    let port = server
+        .listen_addr()?
+        .parse::<SocketAddr>()
+        .context("server address")?
+        .port();
     let mut ccmd = worker_cmd(a, exe, "client", case, cfg, cpu);
     ccmd.args(["--connect", &b.addr_v4(port).to_string()]);
     let mut client = WorkerProc::from_command(ccmd)?;
 
     let deadline = Instant::now() + cfg.warmup + cfg.duration + Duration::from_secs(60);
-    let (mut c_done, mut s_done) = (None, None);
-    while c_done.is_none() || s_done.is_none() {
-        if interrupted() {
-            client.kill();
-            server.kill();
-            bail!("interrupted");
-        }
-        if c_done.is_none() {
-            c_done = client.child.try_wait()?;
-        }
-        if s_done.is_none() {
-            s_done = server.child.try_wait()?;
-        }
-        let failed = c_done.is_some_and(|s| !s.success()) || s_done.is_some_and(|s| !s.success());
-        if failed || Instant::now() > deadline {
-            client.kill();
-            server.kill();
-            bail!(
-                "{} (client {:?}, server {:?}); client stderr: {}; server stderr: {}",
-                if failed { "worker failed" } else { "timed out" },
-                c_done,
-                s_done,
-                client.stderr(),
-                server.stderr()
-            );
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-    Ok((client.result()?, server.result()?))
+    finish_pair(&mut client, &mut server, deadline)
 }
 
 fn fill_worker(
@@ -1052,44 +1009,23 @@ fn fill_worker(
     client: &WorkerOut,
     server: &WorkerOut,
 ) -> Result<()> {
-    let size = case.size as u64;
-    rec.send_eagain = client.send_eagain + server.send_eagain;
-    rec.recv_eagain = client.recv_eagain + server.recv_eagain;
-    match case.workload {
-        MeshWorkload::Rr => {
-            ensure!(client.echo_ok, "echoed bytes differ from what was sent");
-            ensure!(
-                server.rts_served == client.rts_total,
-                "server served {} round trips, client made {}",
-                server.rts_served,
-                client.rts_total
-            );
-            let secs = client.elapsed_ns as f64 / 1e9;
-            rec.p50_us = Some(client.p50_ns as f64 / 1e3);
-            rec.p99_us = Some(client.p99_ns as f64 / 1e3);
-            rec.mean_us = Some(client.mean_ns as f64 / 1e3);
-            rec.max_us = Some(client.max_ns as f64 / 1e3);
-            rec.count = Some(client.rts);
-            rec.per_s = Some(client.rts as f64 / secs);
-            rec.measured_secs = Some(secs);
-            rec.bytes_moved = 2 * size * client.rts_total;
-        }
-        MeshWorkload::Stream => {
-            ensure!(client.echo_ok, "reader sent unexpected bytes back");
-            ensure!(
-                server.bytes_read == client.bytes_written,
-                "reader got {} bytes, writer wrote {}",
-                server.bytes_read,
-                client.bytes_written
-            );
-            let secs = server.elapsed_ns as f64 / 1e9;
-            ensure!(secs > 0.0, "empty measured window");
-            rec.mb_per_s = Some(server.measured_bytes as f64 / secs / 1e6);
-            rec.measured_secs = Some(secs);
-            rec.bytes_moved = client.bytes_written;
-        }
+    let workload = match case.workload {
+        MeshWorkload::Rr => Workload::Rr,
+        MeshWorkload::Stream => Workload::Stream,
         MeshWorkload::Wrk => bail!("not a worker workload"),
-    }
+    };
+    let n = crate::worker::pair_numbers(workload, case.size, client, server)?;
+    rec.send_eagain = n.send_eagain;
+    rec.recv_eagain = n.recv_eagain;
+    rec.p50_us = n.p50_us;
+    rec.p99_us = n.p99_us;
+    rec.mean_us = n.mean_us;
+    rec.max_us = n.max_us;
+    rec.count = n.round_trips;
+    rec.per_s = n.per_s;
+    rec.mb_per_s = n.mb_per_s;
+    rec.measured_secs = n.measured_secs;
+    rec.bytes_moved = n.bytes_moved;
     Ok(())
 }
 

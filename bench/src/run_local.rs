@@ -42,7 +42,7 @@ use crate::{
         Agg, Align, Machine,
         compare::{self, Comparison, Pair},
         fortio::RunnerResults,
-        size_label, table, version,
+        not_slower, size_label, table, version,
     },
     sandbox::{check_interrupted, install_signal_handlers},
 };
@@ -820,15 +820,7 @@ fn markdown(
     let paired = cmp.pairs.iter().filter(|p| p.slower().is_some()).count();
     rows.push(vec![
         "no payload size slower than baseline".into(),
-        if slow.is_empty() {
-            format!("MET ({paired}/{paired} cases not slower)")
-        } else {
-            format!(
-                "**NOT MET**: slower in {}/{paired}: {}",
-                slow.len(),
-                slow.join(", ")
-            )
-        },
+        not_slower(paired, &slow),
     ]);
     let verdict = |ok: bool| if ok { "MET" } else { "**NOT MET**" };
     rows.push(vec![

@@ -111,6 +111,79 @@ pub struct WorkerOut {
     pub recv_eagain: u64,
 }
 
+/// What one run of a client/server pair measured, checked for integrity.
+#[derive(Debug, Default)]
+pub struct PairNumbers {
+    pub p50_us: Option<f64>,
+    pub p99_us: Option<f64>,
+    pub mean_us: Option<f64>,
+    pub min_us: Option<f64>,
+    pub max_us: Option<f64>,
+    /// rr: measured round trips.
+    pub round_trips: Option<u64>,
+    /// rr: round trips per second.
+    pub per_s: Option<f64>,
+    pub mb_per_s: Option<f64>,
+    pub measured_bytes: Option<u64>,
+    pub measured_secs: Option<f64>,
+    /// Application bytes written in the run, both directions, warm-up included.
+    pub bytes_moved: u64,
+    pub send_eagain: u64,
+    pub recv_eagain: u64,
+}
+
+/// The numbers of a finished pair, after checking that the echo matched
+/// (rr) or that the reader got every byte written (stream).
+pub fn pair_numbers(
+    workload: Workload,
+    size: usize,
+    client: &WorkerOut,
+    server: &WorkerOut,
+) -> Result<PairNumbers> {
+    let mut n = PairNumbers {
+        send_eagain: client.send_eagain + server.send_eagain,
+        recv_eagain: client.recv_eagain + server.recv_eagain,
+        ..Default::default()
+    };
+    match workload {
+        Workload::Rr => {
+            ensure!(client.echo_ok, "echoed bytes differ from what was sent");
+            ensure!(
+                server.rts_served == client.rts_total,
+                "server served {} round trips, client made {}",
+                server.rts_served,
+                client.rts_total
+            );
+            let secs = client.elapsed_ns as f64 / 1e9;
+            n.p50_us = Some(client.p50_ns as f64 / 1e3);
+            n.p99_us = Some(client.p99_ns as f64 / 1e3);
+            n.mean_us = Some(client.mean_ns as f64 / 1e3);
+            n.min_us = Some(client.min_ns as f64 / 1e3);
+            n.max_us = Some(client.max_ns as f64 / 1e3);
+            n.round_trips = Some(client.rts);
+            n.per_s = Some(client.rts as f64 / secs);
+            n.measured_secs = Some(secs);
+            n.bytes_moved = 2 * size as u64 * client.rts_total;
+        }
+        Workload::Stream => {
+            ensure!(client.echo_ok, "reader sent unexpected bytes back");
+            ensure!(
+                server.bytes_read == client.bytes_written,
+                "reader got {} bytes, writer wrote {}",
+                server.bytes_read,
+                client.bytes_written
+            );
+            let secs = server.elapsed_ns as f64 / 1e9;
+            ensure!(secs > 0.0, "empty measured window");
+            n.mb_per_s = Some(server.measured_bytes as f64 / secs / 1e6);
+            n.measured_bytes = Some(server.measured_bytes);
+            n.measured_secs = Some(secs);
+            n.bytes_moved = client.bytes_written;
+        }
+    }
+    Ok(n)
+}
+
 trait Conn: Read + Write + AsRawFd {
     fn shutdown_write(&self) -> io::Result<()>;
 }

@@ -6,7 +6,8 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::{
-    Agg, Health, Machine, RunHealth, f, lat, rate, read_trim, size_label, spread, targets_table, x,
+    Agg, Align, Health, Machine, RunHealth, f, failures, lat, not_slower, rate, read_trim,
+    rows_for, size_label, spread, table, targets_table, verdict, x,
 };
 use crate::{
     Case, Config, LoopbackArgs, PlacementKind, RunRecord, Transport, worker::STREAM_READ_BUF,
@@ -146,11 +147,7 @@ impl Report {
         cases: &[Case],
         records: Vec<RunRecord>,
     ) -> Report {
-        let rows = placements
-            .iter()
-            .flat_map(|&p| cases.iter().map(move |&c| (p, c)))
-            .map(|(p, c)| Row::build(p, c, &records))
-            .collect();
+        let rows = rows_for(placements, cases, |p, c| Row::build(p, c, &records));
         Report {
             facts,
             placements: placements.to_vec(),
@@ -160,7 +157,7 @@ impl Report {
     }
 
     pub fn failures(&self) -> usize {
-        self.records.iter().filter(|r| !r.ok || !r.verified).count()
+        failures(&self.records)
     }
 
     fn rows_of(&self, p: PlacementKind, w: Workload) -> impl Iterator<Item = &Row> {
@@ -273,14 +270,26 @@ impl Report {
             s,
             "### Request/response (latency per round trip in µs; round trips/s)\n"
         );
-        let _ = writeln!(
-            s,
-            "| size | TCP p50 | accel p50 | unix p50 | accel/TCP p50 | unix/TCP p50 | TCP p99 | accel p99 | unix p99 | accel/TCP p99 | TCP RT/s | accel RT/s | unix RT/s | spread p50 TCP/accel/unix | accelerated vs TCP |"
-        );
-        let _ = writeln!(
-            s,
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
-        );
+        let header: Vec<String> = [
+            "size",
+            "TCP p50",
+            "accel p50",
+            "unix p50",
+            "accel/TCP p50",
+            "unix/TCP p50",
+            "TCP p99",
+            "accel p99",
+            "unix p99",
+            "accel/TCP p99",
+            "TCP RT/s",
+            "accel RT/s",
+            "unix RT/s",
+            "spread p50 TCP/accel/unix",
+            "accelerated vs TCP",
+        ]
+        .map(String::from)
+        .to_vec();
+        let mut rows = Vec::new();
         for r in self.rows_of(p, Workload::Rr) {
             let (t, a, u) = (
                 r.get(Transport::Tcp),
@@ -289,19 +298,7 @@ impl Report {
             );
             let rp50 = r.ratio(Transport::Accel, |a| a.p50_us);
             let rp99 = r.ratio(Transport::Accel, |a| a.p99_us);
-            let mut verdict = match (rp50, a.p50_us, t.p50_us) {
-                (Some(q), Some(aa), Some(tt)) if q > 1.0 => format!(
-                    "⚠ **SLOWER** ({:+.0}%){}",
-                    (q - 1.0) * 100.0,
-                    if aa.overlaps(&tt) {
-                        ", within spread"
-                    } else {
-                        ""
-                    }
-                ),
-                (Some(_), _, _) => "faster".into(),
-                _ => "n/a".into(),
-            };
+            let mut verdict = verdict(rp50, false, a.p50_us, t.p50_us);
             if rp99.is_some_and(|q| q > 1.0) {
                 verdict.push_str("; p99 slower");
             }
@@ -310,9 +307,7 @@ impl Report {
                 let _ = write!(verdict, "; {probs}");
             }
             let bold = |v: String, bad: bool| if bad { format!("**{v}**") } else { v };
-            let _ = writeln!(
-                s,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {}/{}/{} | {} |",
+            rows.push(vec![
                 size_label(r.size),
                 lat(t.p50_us),
                 lat(a.p50_us),
@@ -326,22 +321,33 @@ impl Report {
                 rate(t.rts_per_s),
                 rate(a.rts_per_s),
                 rate(u.rts_per_s),
-                spread(t.p50_us),
-                spread(a.p50_us),
-                spread(u.p50_us),
-                verdict
-            );
+                format!(
+                    "{}/{}/{}",
+                    spread(t.p50_us),
+                    spread(a.p50_us),
+                    spread(u.p50_us)
+                ),
+                verdict,
+            ]);
         }
-        let _ = writeln!(s);
+        table(s, &header, &rows, Align::Numbers);
     }
 
     fn stream_table(&self, s: &mut String, p: PlacementKind) {
         let _ = writeln!(s, "### Streaming (throughput in MB/s)\n");
-        let _ = writeln!(
-            s,
-            "| size | TCP MB/s | accel MB/s | unix MB/s | accel/TCP | unix/TCP | spread TCP/accel/unix | accelerated vs TCP |"
-        );
-        let _ = writeln!(s, "|---:|---:|---:|---:|---:|---:|---:|---|");
+        let header: Vec<String> = [
+            "size",
+            "TCP MB/s",
+            "accel MB/s",
+            "unix MB/s",
+            "accel/TCP",
+            "unix/TCP",
+            "spread TCP/accel/unix",
+            "accelerated vs TCP",
+        ]
+        .map(String::from)
+        .to_vec();
+        let mut rows = Vec::new();
         for r in self.rows_of(p, Workload::Stream) {
             let (t, a, u) = (
                 r.get(Transport::Tcp),
@@ -349,27 +355,13 @@ impl Report {
                 r.get(Transport::Unix),
             );
             let q = r.ratio(Transport::Accel, |a| a.mb_per_s);
-            let mut verdict = match (q, a.mb_per_s, t.mb_per_s) {
-                (Some(q), Some(aa), Some(tt)) if q < 1.0 => format!(
-                    "⚠ **SLOWER** ({:+.0}%){}",
-                    (q - 1.0) * 100.0,
-                    if aa.overlaps(&tt) {
-                        ", within spread"
-                    } else {
-                        ""
-                    }
-                ),
-                (Some(_), _, _) => "faster".into(),
-                _ => "n/a".into(),
-            };
+            let mut verdict = verdict(q, true, a.mb_per_s, t.mb_per_s);
             let probs = r.problems();
             if !probs.is_empty() {
                 let _ = write!(verdict, "; {probs}");
             }
             let xs = x(q);
-            let _ = writeln!(
-                s,
-                "| {} | {} | {} | {} | {} | {} | {}/{}/{} | {} |",
+            rows.push(vec![
                 size_label(r.size),
                 f(t.mb_per_s, 0),
                 f(a.mb_per_s, 0),
@@ -380,13 +372,16 @@ impl Report {
                     xs
                 },
                 x(r.ratio(Transport::Unix, |a| a.mb_per_s)),
-                spread(t.mb_per_s),
-                spread(a.mb_per_s),
-                spread(u.mb_per_s),
-                verdict
-            );
+                format!(
+                    "{}/{}/{}",
+                    spread(t.mb_per_s),
+                    spread(a.mb_per_s),
+                    spread(u.mb_per_s)
+                ),
+                verdict,
+            ]);
         }
-        let _ = writeln!(s);
+        table(s, &header, &rows, Align::Numbers);
     }
 
     /// The targets, evaluated on the medians (never tuned).
@@ -456,17 +451,7 @@ impl Report {
                             ));
                         }
                     }
-                    if n == 0 {
-                        "no data".into()
-                    } else if slow.is_empty() {
-                        format!("MET ({n}/{n} cases not slower)")
-                    } else {
-                        format!(
-                            "**NOT MET**: slower in {}/{n} cases: {}",
-                            slow.len(),
-                            slow.join(", ")
-                        )
-                    }
+                    not_slower(n, &slow)
                 },
             ),
         ];

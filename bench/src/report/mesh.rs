@@ -6,8 +6,8 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::{
-    Agg, Align, Health, Machine, RunHealth, lat, rate, read_trim, size_label, spread, table,
-    targets_table, version, x,
+    Agg, Align, Health, Machine, RunHealth, failures, lat, not_slower, rate, read_trim, rows_for,
+    size_label, spread, table, targets_table, verdict, version, x,
 };
 use crate::mesh::{MeshCase, MeshConfig, MeshRecord, MeshWorkload, Mode, Placement};
 
@@ -188,18 +188,13 @@ impl MeshRow {
     }
 
     fn verdict(&self) -> String {
-        let (f, _) = self.primary();
-        let mut v = match self.slower() {
-            Some((q, true)) => {
-                let within = match (f(self.get(Mode::Accel)), f(self.get(Mode::Baseline))) {
-                    (Some(a), Some(b)) if a.overlaps(&b) => ", within spread",
-                    _ => "",
-                };
-                format!("⚠ **SLOWER** ({:+.0}%){within}", (q - 1.0) * 100.0)
-            }
-            Some((_, false)) => "faster".into(),
-            None => "n/a".into(),
-        };
+        let (f, higher_better) = self.primary();
+        let mut v = verdict(
+            self.ratio(f),
+            higher_better,
+            f(self.get(Mode::Accel)),
+            f(self.get(Mode::Baseline)),
+        );
         if self.workload != MeshWorkload::Stream
             && self.ratio(|a| a.p99_us).is_some_and(|q| q > 1.0)
         {
@@ -275,11 +270,7 @@ impl MeshReport {
         cases: &[MeshCase],
         records: Vec<MeshRecord>,
     ) -> Self {
-        let rows = placements
-            .iter()
-            .flat_map(|&p| cases.iter().map(move |&c| (p, c)))
-            .map(|(p, c)| MeshRow::build(p, c, &records))
-            .collect();
+        let rows = rows_for(placements, cases, |p, c| MeshRow::build(p, c, &records));
         MeshReport {
             facts,
             placements: placements.to_vec(),
@@ -289,7 +280,7 @@ impl MeshReport {
     }
 
     pub fn failures(&self) -> usize {
-        self.records.iter().filter(|r| !r.ok || !r.verified).count()
+        failures(&self.records)
     }
 
     fn rows_of(&self, p: Placement, w: MeshWorkload) -> impl Iterator<Item = &MeshRow> {
@@ -459,22 +450,30 @@ impl MeshReport {
             s,
             "### wrk -> nginx through both sidecars (requests/s; latency in µs)\n"
         );
-        let _ = writeln!(
-            s,
-            "| body | base req/s | accel req/s | accel/base req/s | base p50 | accel p50 | accel/base p50 | base p99 | accel p99 | accel/base p99 | spread req/s base/accel | legs | accelerated vs baseline |"
-        );
-        let _ = writeln!(
-            s,
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
-        );
+        let header: Vec<String> = [
+            "body",
+            "base req/s",
+            "accel req/s",
+            "accel/base req/s",
+            "base p50",
+            "accel p50",
+            "accel/base p50",
+            "base p99",
+            "accel p99",
+            "accel/base p99",
+            "spread req/s base/accel",
+            "legs",
+            "accelerated vs baseline",
+        ]
+        .map(String::from)
+        .to_vec();
+        let mut rows = Vec::new();
         for r in self.rows_of(p, MeshWorkload::Wrk) {
             let (b, a) = (r.get(Mode::Baseline), r.get(Mode::Accel));
             let q = r.ratio(|a| a.per_s);
             let q50 = r.ratio(|a| a.p50_us);
             let q99 = r.ratio(|a| a.p99_us);
-            let _ = writeln!(
-                s,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {}/{} | {} | {} |",
+            rows.push(vec![
                 size_label(r.size),
                 rate(b.per_s),
                 rate(a.per_s),
@@ -485,13 +484,12 @@ impl MeshReport {
                 lat(b.p99_us),
                 lat(a.p99_us),
                 bold_if(x(q99), q99.is_some_and(|q| q > 1.0)),
-                spread(b.per_s),
-                spread(a.per_s),
+                format!("{}/{}", spread(b.per_s), spread(a.per_s)),
                 legs(a),
-                r.verdict()
-            );
+                r.verdict(),
+            ]);
         }
-        let _ = writeln!(s);
+        table(s, &header, &rows, Align::Numbers);
     }
 
     fn rr_table(&self, s: &mut String, p: Placement) {
@@ -499,21 +497,29 @@ impl MeshReport {
             s,
             "### Request/response through both sidecars (latency per round trip in µs; round trips/s)\n"
         );
-        let _ = writeln!(
-            s,
-            "| size | base p50 | accel p50 | accel/base p50 | base p99 | accel p99 | accel/base p99 | base RT/s | accel RT/s | accel/base RT/s | spread p50 base/accel | legs | accelerated vs baseline |"
-        );
-        let _ = writeln!(
-            s,
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
-        );
+        let header: Vec<String> = [
+            "size",
+            "base p50",
+            "accel p50",
+            "accel/base p50",
+            "base p99",
+            "accel p99",
+            "accel/base p99",
+            "base RT/s",
+            "accel RT/s",
+            "accel/base RT/s",
+            "spread p50 base/accel",
+            "legs",
+            "accelerated vs baseline",
+        ]
+        .map(String::from)
+        .to_vec();
+        let mut rows = Vec::new();
         for r in self.rows_of(p, MeshWorkload::Rr) {
             let (b, a) = (r.get(Mode::Baseline), r.get(Mode::Accel));
             let q50 = r.ratio(|a| a.p50_us);
             let q99 = r.ratio(|a| a.p99_us);
-            let _ = writeln!(
-                s,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {}/{} | {} | {} |",
+            rows.push(vec![
                 size_label(r.size),
                 lat(b.p50_us),
                 lat(a.p50_us),
@@ -524,39 +530,42 @@ impl MeshReport {
                 rate(b.per_s),
                 rate(a.per_s),
                 x(r.ratio(|a| a.per_s)),
-                spread(b.p50_us),
-                spread(a.p50_us),
+                format!("{}/{}", spread(b.p50_us), spread(a.p50_us)),
                 legs(a),
-                r.verdict()
-            );
+                r.verdict(),
+            ]);
         }
-        let _ = writeln!(s);
+        table(s, &header, &rows, Align::Numbers);
     }
 
     fn stream_table(&self, s: &mut String, p: Placement) {
         let _ = writeln!(s, "### Streaming A -> B through both sidecars (MB/s)\n");
-        let _ = writeln!(
-            s,
-            "| write size | base MB/s | accel MB/s | accel/base | spread base/accel | legs | accelerated vs baseline |"
-        );
-        let _ = writeln!(s, "|---:|---:|---:|---:|---:|---:|---|");
+        let header: Vec<String> = [
+            "write size",
+            "base MB/s",
+            "accel MB/s",
+            "accel/base",
+            "spread base/accel",
+            "legs",
+            "accelerated vs baseline",
+        ]
+        .map(String::from)
+        .to_vec();
+        let mut rows = Vec::new();
         for r in self.rows_of(p, MeshWorkload::Stream) {
             let (b, a) = (r.get(Mode::Baseline), r.get(Mode::Accel));
             let q = r.ratio(|a| a.mb_per_s);
-            let _ = writeln!(
-                s,
-                "| {} | {} | {} | {} | {}/{} | {} | {} |",
+            rows.push(vec![
                 size_label(r.size),
                 mbs(b.mb_per_s),
                 mbs(a.mb_per_s),
                 bold_if(x(q), q.is_some_and(|q| q < 1.0)),
-                spread(b.mb_per_s),
-                spread(a.mb_per_s),
+                format!("{}/{}", spread(b.mb_per_s), spread(a.mb_per_s)),
                 legs(a),
-                r.verdict()
-            );
+                r.verdict(),
+            ]);
         }
-        let _ = writeln!(s);
+        table(s, &header, &rows, Align::Numbers);
     }
 
     fn targets(&self, s: &mut String) {
@@ -607,17 +616,7 @@ impl MeshReport {
                             }
                         }
                     }
-                    if n == 0 {
-                        "no data".into()
-                    } else if slow.is_empty() {
-                        format!("MET ({n}/{n} cases not slower)")
-                    } else {
-                        format!(
-                            "**NOT MET**: slower in {}/{n}: {}",
-                            slow.len(),
-                            slow.join(", ")
-                        )
-                    }
+                    not_slower(n, &slow)
                 },
             ),
         ];

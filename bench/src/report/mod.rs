@@ -257,6 +257,40 @@ pub trait RunHealth {
     fn eagain(&self) -> (u64, u64);
 }
 
+/// The "no size slower" target: `n` cases compared, `slow` the ones where
+/// accelerated lost.
+pub fn not_slower(n: usize, slow: &[String]) -> String {
+    if n == 0 {
+        "no data".into()
+    } else if slow.is_empty() {
+        format!("MET ({n}/{n} cases not slower)")
+    } else {
+        format!(
+            "**NOT MET**: slower in {}/{n} cases: {}",
+            slow.len(),
+            slow.join(", ")
+        )
+    }
+}
+
+/// Runs that failed or could not be proven.
+pub fn failures<R: RunHealth>(records: &[R]) -> usize {
+    records.iter().filter(|r| !r.ok() || !r.verified()).count()
+}
+
+/// One row per placement and case, placements outermost.
+pub fn rows_for<P: Copy, C: Copy, R>(
+    placements: &[P],
+    cases: &[C],
+    row: impl Fn(P, C) -> R,
+) -> Vec<R> {
+    placements
+        .iter()
+        .flat_map(|&p| cases.iter().map(move |&c| (p, c)))
+        .map(|(p, c)| row(p, c))
+        .collect()
+}
+
 /// The health of the runs of one mode/transport in one case.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Health {
@@ -298,6 +332,23 @@ impl Health {
                 self.send_eagain, self.recv_eagain, self.eagain_runs, self.runs
             ));
         }
+    }
+}
+
+/// The verdict column: "faster", or "⚠ **SLOWER** (+5%)" with ", within
+/// spread" when the per-repeat ranges of accelerated `a` and baseline `b`
+/// overlap. `q` is a / b of the medians.
+pub fn verdict(q: Option<f64>, higher_better: bool, a: Option<Agg>, b: Option<Agg>) -> String {
+    match q {
+        Some(q) if (higher_better && q < 1.0) || (!higher_better && q > 1.0) => {
+            let within = match (a, b) {
+                (Some(a), Some(b)) if a.overlaps(&b) => ", within spread",
+                _ => "",
+            };
+            format!("⚠ **SLOWER** ({:+.0}%){within}", (q - 1.0) * 100.0)
+        }
+        Some(_) => "faster".into(),
+        None => "n/a".into(),
     }
 }
 

@@ -44,6 +44,44 @@ fn modes(p: &Pair) -> [(&'static str, RGBColor, Option<&Side>); 2] {
     ]
 }
 
+/// A named, coloured line of points.
+type Line = (&'static str, RGBColor, Vec<(f64, f64)>);
+
+/// The lines (with a dot on every point) and their legend.
+fn draw_lines<'a, DB, CT>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    lines: &[Line],
+    legend: SeriesLabelPosition,
+) -> Result<()>
+where
+    DB: DrawingBackend + 'a,
+    DB::ErrorType: 'static,
+    CT: CoordTranslate<From = (f64, f64)>,
+{
+    for (name, color, pts) in lines {
+        if pts.is_empty() {
+            continue;
+        }
+        let color = *color;
+        chart
+            .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
+            .map_err(err)?
+            .label(*name)
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], color));
+        chart
+            .draw_series(pts.iter().map(|&pt| Circle::new(pt, 3, color.filled())))
+            .map_err(err)?;
+    }
+    chart
+        .configure_series_labels()
+        .position(legend)
+        .border_style(BLACK)
+        .background_style(WHITE.mix(0.8))
+        .draw()
+        .map_err(err)?;
+    Ok(())
+}
+
 /// One panel per case: p50/p90/p99/p99.9 (µs, log scale) of both modes.
 pub fn latency_svg(cmp: &Comparison, path: &Path) -> Result<()> {
     let pairs: Vec<&Pair> = cmp.pairs.iter().collect();
@@ -81,30 +119,19 @@ pub fn latency_svg(cmp: &Comparison, path: &Path) -> Result<()> {
             .y_desc("µs")
             .draw()
             .map_err(err)?;
-        for (name, color, side) in modes(p) {
-            let Some(s) = side else { continue };
-            let pts: Vec<(f64, f64)> = s
-                .pct_us
-                .iter()
-                .enumerate()
-                .map(|(i, a)| (i as f64, a.median))
-                .collect();
-            chart
-                .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
-                .map_err(err)?
-                .label(name)
-                .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], color));
-            chart
-                .draw_series(pts.iter().map(|&pt| Circle::new(pt, 3, color.filled())))
-                .map_err(err)?;
-        }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .border_style(BLACK)
-            .background_style(WHITE.mix(0.8))
-            .draw()
-            .map_err(err)?;
+        let lines: Vec<Line> = modes(p)
+            .into_iter()
+            .filter_map(|(name, color, side)| {
+                let pts = side?
+                    .pct_us
+                    .iter()
+                    .enumerate()
+                    .map(|(i, a)| (i as f64, a.median))
+                    .collect();
+                Some((name, color, pts))
+            })
+            .collect();
+        draw_lines(&mut chart, &lines, SeriesLabelPosition::UpperLeft)?;
     }
     root.present().map_err(err)?;
     Ok(())
@@ -163,33 +190,20 @@ pub fn throughput_svg(cmp: &Comparison, path: &Path) -> Result<()> {
             .y_desc("requests/s")
             .draw()
             .map_err(err)?;
-        for (label, color, pick) in [("baseline", BASE, 0usize), ("accelerated", ACCEL, 1usize)] {
-            let pts: Vec<(f64, f64)> = pairs
-                .iter()
-                .filter_map(|p| {
-                    let s = if pick == 0 { &p.base } else { &p.accel };
-                    Some(((p.size?.max(1) as f64).log2(), s.as_ref()?.qps.median))
-                })
-                .collect();
-            if pts.is_empty() {
-                continue;
-            }
-            chart
-                .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
-                .map_err(err)?
-                .label(label)
-                .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], color));
-            chart
-                .draw_series(pts.iter().map(|&pt| Circle::new(pt, 3, color.filled())))
-                .map_err(err)?;
-        }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .border_style(BLACK)
-            .background_style(WHITE.mix(0.8))
-            .draw()
-            .map_err(err)?;
+        let lines: Vec<Line> = [("baseline", BASE, false), ("accelerated", ACCEL, true)]
+            .into_iter()
+            .map(|(label, color, accel)| {
+                let pts = pairs
+                    .iter()
+                    .filter_map(|p| {
+                        let s = if accel { &p.accel } else { &p.base };
+                        Some(((p.size?.max(1) as f64).log2(), s.as_ref()?.qps.median))
+                    })
+                    .collect();
+                (label, color, pts)
+            })
+            .collect();
+        draw_lines(&mut chart, &lines, SeriesLabelPosition::UpperRight)?;
     }
     root.present().map_err(err)?;
     Ok(())
