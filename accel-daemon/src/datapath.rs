@@ -647,7 +647,7 @@ impl Datapath {
         if missing.is_empty() && !link_missing {
             return Ok(Vec::new());
         }
-        crate::host::ensure_bpffs(&self.pin_dir).map_err(|e| map_err(e.to_string()))?;
+        crate::host::ensure_bpffs(&self.pin_dir, true).map_err(|e| map_err(e.to_string()))?;
         fs::create_dir_all(&self.pin_dir).map_err(|e| DatapathError::Pin {
             dir: self.pin_dir.clone(),
             detail: e.to_string(),

@@ -36,6 +36,10 @@ pub enum HostError {
     )]
     MountBpffs(nix::Error),
     #[error(
+        "no bpffs at {BPFFS_MOUNT} from the host: a mount made here would stay in this container and the pins would vanish with it; mount bpffs on the node (`mount -t bpf bpf {BPFFS_MOUNT}`, or systemd's sys-fs-bpf.mount) and restart the daemon"
+    )]
+    NoHostBpffs,
+    #[error(
         "insufficient privileges: {0}. Run as root, or grant CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON and CAP_SYS_ADMIN (the DaemonSet does)"
     )]
     Privileges(String),
@@ -88,9 +92,12 @@ pub fn is_bpffs(path: &Path) -> bool {
 /// Makes sure /sys/fs/bpf is a bpffs when the pin dir lives under it (mounts
 /// it if absent, as a node agent must on hosts that do not), then checks
 /// that the pin dir's nearest existing ancestor is on bpffs.
-pub fn ensure_bpffs(pin_dir: &Path) -> Result<(), HostError> {
+pub fn ensure_bpffs(pin_dir: &Path, may_mount: bool) -> Result<(), HostError> {
     let default_mount = Path::new(BPFFS_MOUNT);
     if pin_dir.starts_with(default_mount) && !is_bpffs(default_mount) {
+        if !may_mount {
+            return Err(HostError::NoHostBpffs);
+        }
         nix::mount::mount(
             Some("bpf"),
             default_mount,

@@ -134,6 +134,10 @@ struct RunArgs {
     /// How long an uninstall request waits for accelerated receive queues to drain.
     #[arg(long, default_value = "30", value_name = "SECONDS")]
     drain_timeout: u64,
+    /// Never mount bpffs: require the host's (in a pod, a mount made by the
+    /// daemon would vanish with the container).
+    #[arg(long)]
+    no_mount_bpffs: bool,
     /// How often the node object is read for an uninstall request and the status refreshed.
     #[arg(long, default_value = "2", value_name = "SECONDS")]
     node_poll_secs: u64,
@@ -244,7 +248,14 @@ fn run(args: RunArgs) -> Result<()> {
         None => host::cgroup2_mount()?,
     };
     host::check_cgroup2_dir(&cgroup)?;
-    host::ensure_bpffs(&args.pin_dir)?;
+    // In a pod the bpffs must come from the host (a hostPath): one mounted
+    // here would vanish with the container, and the pins with it. That is
+    // a node that cannot be accelerated, not a daemon that cannot start.
+    let no_bpffs = match host::ensure_bpffs(&args.pin_dir, !args.no_mount_bpffs) {
+        Ok(()) => None,
+        Err(e @ host::HostError::NoHostBpffs) => Some(e.to_string()),
+        Err(e) => return Err(e.into()),
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -333,7 +344,15 @@ fn run(args: RunArgs) -> Result<()> {
             runtime.block_on(a.unload_at_start(token.clone(), &mut state));
             Gate::Off(state.reason.clone())
         }
-        _ => decide_gate(&args, &kernel, &cgroup, &mut state)?,
+        _ => match no_bpffs {
+            Some(reason) => {
+                state
+                    .checks
+                    .push(Check::new("bpffs", false, reason.clone()));
+                Gate::Off(reason)
+            }
+            None => decide_gate(&args, &kernel, &cgroup, &mut state)?,
+        },
     };
     for c in &state.checks {
         if c.ok {

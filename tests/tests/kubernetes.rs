@@ -515,3 +515,43 @@ fn forbidden_pod_list_says_which_permission_and_keeps_the_datapath() {
     });
     assert!(!daemon.log().contains("panicked"));
 }
+
+/// In a pod, a bpffs the daemon mounts itself would vanish with the
+/// container, pins and all: with --no-mount-bpffs and no host bpffs the
+/// node runs unaccelerated and says why. A private mount namespace stands
+/// in for the pod (the host's bpffs is not touched).
+#[test]
+fn without_the_hosts_bpffs_the_node_stays_unaccelerated_and_says_why() {
+    let env = TestEnv::new("k8s-nobpffs");
+    let state = env.state_dir.display().to_string();
+    let script = format!(
+        "umount -l /sys/fs/bpf && exec {} run --cgroup {} --pin-dir /sys/fs/bpf/sidecar-accel-test/v2 \
+         --state-dir {state} --metrics-addr 127.0.0.1:0 --no-mount-bpffs",
+        accel_tests::daemon_bin().display(),
+        env.cgroup.display(),
+    );
+    let mut child = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("unshare");
+    let status_file = env.state_dir.join("status.json");
+    let ok = (0..200).any(|_| {
+        thread::sleep(Duration::from_millis(50));
+        std::fs::read_to_string(&status_file)
+            .ok()
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            .is_some_and(|s| s["reason"].as_str().unwrap_or("").contains("no bpffs"))
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        ok,
+        "no 'no bpffs' reason in {}",
+        std::fs::read_to_string(&status_file).unwrap_or_default()
+    );
+    assert!(attachments(&env.cgroup).is_empty(), "attached without pins");
+    assert!(!Path::new("/sys/fs/bpf/sidecar-accel-test").exists());
+}
