@@ -315,6 +315,89 @@ fn unload_under_load_with_the_daemon_still_running_leaves_nothing() {
     );
 }
 
+/// Every program and map of the datapath: the sock_ops program the link
+/// runs, and the programs (sk_msg) that use the same maps.
+fn datapath_objects(env: &TestEnv) -> (Vec<u64>, Vec<u64>) {
+    let sockops = program_id(&env.status_json());
+    let out = Command::new("bpftool")
+        .args(["prog", "show", "-j"])
+        .output()
+        .expect("bpftool prog show");
+    let progs: Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
+    let progs = progs.as_array().cloned().unwrap_or_default();
+    let maps: Vec<u64> = progs
+        .iter()
+        .find(|p| p["id"].as_u64() == Some(sockops))
+        .and_then(|p| p["map_ids"].as_array())
+        .map(|ids| ids.iter().filter_map(Value::as_u64).collect())
+        .unwrap_or_default();
+    assert!(!maps.is_empty(), "sock_ops program {sockops} uses no map?");
+    let programs: Vec<u64> = progs
+        .iter()
+        .filter(|p| {
+            p["map_ids"].as_array().is_some_and(|ids| {
+                ids.iter()
+                    .any(|id| id.as_u64().is_some_and(|i| maps.contains(&i)))
+            })
+        })
+        .filter_map(|p| p["id"].as_u64())
+        .collect();
+    (programs, maps)
+}
+
+fn kernel_has(kind: &str, id: u64) -> bool {
+    Command::new("bpftool")
+        .args([kind, "show", "id", &id.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Uninstall under load, checked in the kernel rather than in bpffs: after
+/// the daemon stops and `unload` returns, every program and every map of
+/// the datapath is freed (the kernel releases them a moment after the last
+/// reference goes), not only unpinned and detached.
+#[test]
+fn unload_under_load_frees_every_program_and_map_in_the_kernel() {
+    let env = TestEnv::new("f-unload-kernel");
+    let mut daemon = env.start_daemon(&[]);
+    let (programs, maps) = datapath_objects(&env);
+    assert!(
+        programs.len() >= 2,
+        "sock_ops and sk_msg expected: {programs:?}"
+    );
+    let load = spawn_load(&env, CONNS, 4000);
+    thread::sleep(Duration::from_millis(1500));
+    assert_eq!(daemon.terminate(), Some(0));
+    let unload = env.unload();
+    assert!(
+        unload.status.success(),
+        "unload failed: {}",
+        String::from_utf8_lossy(&unload.stderr)
+    );
+    finish_load(load);
+    assert!(env.attachments().is_empty(), "sock_ops still attached");
+    assert!(!env.pin_dir.exists(), "pins left behind");
+    let freed = wait_for(
+        "the kernel to free the datapath",
+        Duration::from_secs(10),
+        || {
+            programs.iter().all(|id| !kernel_has("prog", *id))
+                && maps.iter().all(|id| !kernel_has("map", *id))
+        },
+    );
+    let left_progs: Vec<&u64> = programs
+        .iter()
+        .filter(|id| kernel_has("prog", **id))
+        .collect();
+    let left_maps: Vec<&u64> = maps.iter().filter(|id| kernel_has("map", **id)).collect();
+    assert!(
+        freed,
+        "still in the kernel after unload: programs {left_progs:?}, maps {left_maps:?}"
+    );
+}
+
 /// A sockhash with room for 8 sockets under 20 continuous connections:
 /// those that do not fit use TCP with every byte, the refusals are counted
 /// in status and /metrics, and the map never holds more than its capacity.
