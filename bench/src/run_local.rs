@@ -151,6 +151,10 @@ pub enum LocalProto {
 #[derive(Debug, Clone, Copy, Serialize, Default)]
 pub struct ProcSample {
     pub rss_kib: u64,
+    /// The parts of the RSS: anonymous memory (heap, stacks, maps' user
+    /// copies) and file-backed pages (mostly the binary itself).
+    pub rss_anon_kib: u64,
+    pub rss_file_kib: u64,
     pub hwm_kib: u64,
     /// utime + stime in clock ticks.
     pub cpu_ticks: u64,
@@ -178,6 +182,8 @@ fn proc_sample(pid: u32) -> Result<ProcSample> {
     ensure!(f.len() > 12, "short /proc/{pid}/stat");
     Ok(ProcSample {
         rss_kib: kib("VmRSS:"),
+        rss_anon_kib: kib("RssAnon:"),
+        rss_file_kib: kib("RssFile:"),
         hwm_kib: kib("VmHWM:"),
         cpu_ticks: f[11] + f[12],
     })
@@ -223,6 +229,10 @@ struct DaemonUsage {
     /// Idle: daemon up and attached, no traffic.
     idle_cpu_pct: f64,
     idle_rss_kib: u64,
+    idle_rss_anon_kib: u64,
+    idle_rss_file_kib: u64,
+    /// Threads of the idle daemon.
+    idle_threads: u64,
     /// Per accelerated round: CPU % of one core and RSS during the load.
     load_cpu_pct: Vec<f64>,
     load_rss_kib: Vec<u64>,
@@ -347,6 +357,9 @@ fn run_local(mut a: RunLocalArgs) -> Result<()> {
     let mut usage = DaemonUsage {
         idle_cpu_pct: f64::NAN,
         idle_rss_kib: 0,
+        idle_rss_anon_kib: 0,
+        idle_rss_file_kib: 0,
+        idle_threads: 0,
         load_cpu_pct: Vec::new(),
         load_rss_kib: Vec::new(),
         max_hwm_kib: 0,
@@ -360,6 +373,11 @@ fn run_local(mut a: RunLocalArgs) -> Result<()> {
         let s1 = proc_sample(pid)?;
         usage.idle_cpu_pct = (s1.cpu_ticks - s0.cpu_ticks) as f64 / clk_tck() / a.idle_secs * 100.0;
         usage.idle_rss_kib = s1.rss_kib;
+        usage.idle_rss_anon_kib = s1.rss_anon_kib;
+        usage.idle_rss_file_kib = s1.rss_file_kib;
+        usage.idle_threads = fs::read_dir(format!("/proc/{pid}/task"))
+            .map(|d| d.count() as u64)
+            .unwrap_or(0);
         usage.max_hwm_kib = s1.hwm_kib;
         eprintln!(
             "accel-bench run-local: idle daemon (pid {pid}): {:.2} % CPU over {:.0} s, RSS {} KiB",
@@ -850,9 +868,13 @@ fn markdown(
             "not measured".into()
         } else {
             format!(
-                "{}: RSS idle {:.1} MiB, under load up to {:.1} MiB (peak VmHWM {:.1} MiB)",
+                "{}: RSS idle {:.1} MiB ({:.1} MiB anonymous, {:.1} MiB file-backed; {} \
+                 threads), under load up to {:.1} MiB (peak VmHWM {:.1} MiB)",
                 verdict(u.max_hwm_kib.max(max_rss) <= 20 * 1024),
                 u.idle_rss_kib as f64 / 1024.0,
+                u.idle_rss_anon_kib as f64 / 1024.0,
+                u.idle_rss_file_kib as f64 / 1024.0,
+                u.idle_threads,
                 max_rss as f64 / 1024.0,
                 u.max_hwm_kib as f64 / 1024.0
             )
