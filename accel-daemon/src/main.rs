@@ -393,17 +393,9 @@ fn run(args: RunArgs) -> Result<()> {
             }
         }
     }
-    if let Ok(mut names) = shared.pod_names.lock() {
-        *names = cookies.pod_ids.names();
-    }
     if let Some(initial) = &initial {
         state.set_endpoints(initial);
-        shared
-            .endpoints
-            .store(initial.ips().len() as u64, Ordering::Relaxed);
-        shared
-            .pods
-            .store(initial.endpoints.len() as u64, Ordering::Relaxed);
+        shared.publish_endpoints(initial, &cookies.pod_ids);
     }
     state.write(&args.state_dir)?;
 
@@ -653,15 +645,7 @@ fn sync_endpoints(
         }
     }
     drop(guard);
-    if let Ok(mut names) = shared.pod_names.lock() {
-        *names = cookies.pod_ids.names();
-    }
-    shared
-        .endpoints
-        .store(snap.ips().len() as u64, Ordering::Relaxed);
-    shared
-        .pods
-        .store(snap.endpoints.len() as u64, Ordering::Relaxed);
+    shared.publish_endpoints(&snap, &cookies.pod_ids);
     let before = (state.endpoints.clone(), state.pods.clone());
     state.set_endpoints(&snap);
     if before != (state.endpoints.clone(), state.pods.clone())

@@ -63,6 +63,23 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// What the metrics say about the endpoint source's latest snapshot.
+    pub fn publish_endpoints(
+        &self,
+        snap: &crate::endpoints::Snapshot,
+        pod_ids: &crate::endpoints::PodIds,
+    ) {
+        if let Ok(mut names) = self.pod_names.lock() {
+            *names = pod_ids.names();
+        }
+        self.endpoints
+            .store(snap.ips().len() as u64, Ordering::Relaxed);
+        self.pods
+            .store(snap.endpoints.len() as u64, Ordering::Relaxed);
+    }
+}
+
 /// Reads the BPF maps at scrape time: no polling, no stale numbers.
 #[derive(Debug)]
 struct DatapathCollector(Arc<Shared>);

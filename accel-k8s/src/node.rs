@@ -53,6 +53,15 @@ pub fn is_virtual(node: &Node) -> bool {
         })
 }
 
+/// The node's `kubernetes.io/os` label.
+pub fn os(node: &Node) -> Option<&str> {
+    node.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get("kubernetes.io/os"))
+        .map(String::as_str)
+}
+
 /// The node's kernel release as the kubelet reports it.
 pub fn kernel_version(node: &Node) -> Option<&str> {
     node.status
@@ -79,13 +88,7 @@ pub fn eligibility(node: &Node) -> Eligibility {
             "virtual node (virtual-kubelet): no node kernel to accelerate".into(),
         );
     }
-    let os = node
-        .metadata
-        .labels
-        .as_ref()
-        .and_then(|l| l.get("kubernetes.io/os"))
-        .map(String::as_str);
-    if let Some(os) = os.filter(|os| *os != "linux") {
+    if let Some(os) = os(node).filter(|os| *os != "linux") {
         return Eligibility::NotEligible(format!("operating system {os:?} is not Linux"));
     }
     let Some(raw) = kernel_version(node) else {

@@ -92,13 +92,7 @@ pub fn pod_ready(pod: &Pod) -> bool {
 /// Does the DaemonSet schedule onto this node? Mirrors the manifest's node
 /// affinity (no virtual nodes, Linux only); every taint is tolerated.
 pub fn targeted(node: &Node) -> bool {
-    let os = node
-        .metadata
-        .labels
-        .as_ref()
-        .and_then(|l| l.get("kubernetes.io/os"))
-        .map(String::as_str);
-    !knode::is_virtual(node) && os.is_none_or(|os| os == "linux")
+    !knode::is_virtual(node) && knode::os(node).is_none_or(|os| os == "linux")
 }
 
 /// DaemonSet rollout numbers.
