@@ -18,7 +18,7 @@ use anyhow::{Context, Result, bail, ensure};
 use clap::Args;
 use serde::Serialize;
 
-use super::{Agg, Align, fortio::RunnerResults, size_label, table};
+use super::{Agg, Align, fortio::RunnerResults, size_label, table, verdict};
 
 #[derive(Args, Debug, Clone)]
 pub struct ReportArgs {
@@ -346,13 +346,14 @@ impl Comparison {
                 } else {
                     "-".into()
                 });
-                let mut v = match p.slower() {
-                    Some(true) => format!(
-                        "**SLOWER** ({})",
-                        if p.fixed_rate() { "p50" } else { "req/s" }
-                    ),
-                    Some(false) => "faster".into(),
-                    None => "unpaired".into(),
+                let mut v = if p.slower().is_none() {
+                    "unpaired".to_string()
+                } else if p.fixed_rate() {
+                    let p50 = |s: Option<&Side>| s.map(|s| s.pct_us[0]);
+                    format!("p50: {}", verdict(p.p_ratio(0), false, p50(a), p50(b)))
+                } else {
+                    let qps = |s: Option<&Side>| s.map(|s| s.qps);
+                    format!("req/s: {}", verdict(p.qps_ratio(), true, qps(a), qps(b)))
                 };
                 let errs = b.map_or(0, |s| s.errors) + a.map_or(0, |s| s.errors);
                 if errs > 0 {
@@ -372,7 +373,7 @@ impl Comparison {
             "{files} result files, {} cases. Each cell: median baseline → median accelerated \
              (accelerated / baseline); latency and CPU per request below 1.00x are better, \
              requests/s above 1.00x. **SLOWER**: accelerated loses on requests/s (max rate) or \
-             p50 (fixed rate). Latency at a fixed rate is measured from the intended send time.\n",
+             p50 (fixed rate); \"within spread\": the per-run ranges of the two modes overlap. Latency at a fixed rate is measured from the intended send time.\n",
             self.pairs.len()
         );
         self.markdown_table(&mut s);
