@@ -955,3 +955,30 @@ fn markdown(
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samples_own_process() {
+        let a = proc_sample(std::process::id()).unwrap();
+        assert!(a.rss_kib > 0 && a.hwm_kib >= a.rss_kib, "{a:?}");
+        assert!(a.rss_anon_kib + a.rss_file_kib <= a.rss_kib + 4, "{a:?}");
+        // Burn CPU until the tick count moves (a loaded machine may give
+        // this thread little CPU, so wait on CPU time, not wall time).
+        let t = Instant::now();
+        let mut x = 0u64;
+        let b = loop {
+            for _ in 0..1_000_000 {
+                x = x.wrapping_mul(31).wrapping_add(7);
+            }
+            std::hint::black_box(x);
+            let b = proc_sample(std::process::id()).unwrap();
+            if b.cpu_ticks > a.cpu_ticks || t.elapsed() > Duration::from_secs(20) {
+                break b;
+            }
+        };
+        assert!(b.cpu_ticks > a.cpu_ticks, "{a:?} {b:?}");
+    }
+}
