@@ -9,6 +9,7 @@ use std::{
 const BPF_LINK_CREATE: libc::c_long = 28;
 const BPF_LINK_GET_FD_BY_ID: libc::c_long = 30;
 const BPF_ITER_CREATE: libc::c_long = 33;
+const BPF_LINK_DETACH: libc::c_long = 34;
 const BPF_TRACE_ITER: u32 = 28;
 
 fn bpf(cmd: libc::c_long, attr: &mut [u8; 128]) -> std::io::Result<OwnedFd> {
@@ -48,4 +49,27 @@ pub fn link_fd_by_id(id: u32) -> std::io::Result<OwnedFd> {
     let mut attr = [0u8; 128];
     attr[0..4].copy_from_slice(&id.to_ne_bytes());
     bpf(BPF_LINK_GET_FD_BY_ID, &mut attr)
+}
+
+/// Detaches a link from its hook for every holder: closing one fd only
+/// detaches when it was the last reference, and a daemon still running
+/// (an upgrade's old version, a daemon whose datapath `unload` removes)
+/// holds another.
+pub fn link_detach_by_id(id: u32) -> std::io::Result<()> {
+    let link = link_fd_by_id(id)?;
+    let mut attr = [0u8; 128];
+    attr[0..4].copy_from_slice(&(link.as_raw_fd() as u32).to_ne_bytes());
+    // SAFETY: as in `bpf`; BPF_LINK_DETACH returns 0 or -1, never an fd.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_LINK_DETACH,
+            attr.as_mut_ptr(),
+            attr.len() as u32,
+        )
+    };
+    if ret < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }

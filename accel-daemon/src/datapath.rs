@@ -227,6 +227,11 @@ pub fn install(
 fn detach_quietly(link: PinnedLink) {
     match link.unpin() {
         Ok(fd_link) => {
+            if let Some(id) = fd_link.info().ok().map(|i| i.id())
+                && let Err(e) = crate::bpf_sys::link_detach_by_id(id)
+            {
+                tracing::warn!(error = %e, "detaching sock_ops link for every holder");
+            }
             if let Err(e) = fd_link.detach() {
                 tracing::warn!(error = %e, "detaching sock_ops link");
             }
@@ -480,6 +485,21 @@ impl Datapath {
 
     pub fn link_program_id(&self) -> u32 {
         self.link_program_id
+    }
+
+    fn link_program_link_id(&self, link: &FdLink) -> Result<u32, DatapathError> {
+        link.info()
+            .map(|i| i.id())
+            .map_err(|e| map_err(format!("reading the sock_ops link: {e}")))
+    }
+
+    /// Someone removed this datapath on purpose: `accel-daemon unload`, or
+    /// a daemon of a newer version retiring it. Both switch it to
+    /// passthrough before unpinning; lost pins with the datapath still
+    /// accelerating are an accident, which `restore_pins` repairs.
+    pub fn removed_on_purpose(&self) -> bool {
+        !self.pin_dir.join(LINK_PIN).exists()
+            && self.mode().is_ok_and(|m| m == abi::MODE_PASSTHROUGH)
     }
 
     pub fn mode(&self) -> Result<u32, DatapathError> {
@@ -745,6 +765,10 @@ impl Datapath {
         let fd_link = link
             .unpin()
             .map_err(|e| map_err(format!("unpinning {LINK_PIN}: {e}")))?;
+        // Detach for every holder, not only our fd: a daemon still running
+        // holds the link too.
+        crate::bpf_sys::link_detach_by_id(self.link_program_link_id(&fd_link)?)
+            .map_err(|e| map_err(format!("detaching sock_ops: {e}")))?;
         fd_link
             .detach()
             .map_err(|e| map_err(format!("detaching sock_ops: {e}")))?;

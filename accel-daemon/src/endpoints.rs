@@ -338,6 +338,19 @@ pub struct SyncResult {
     /// Pods whose namespace could not be resolved (their loopback traffic
     /// stays on TCP), with the reason.
     pub unresolved: Vec<(String, String)>,
+    /// Entries the maps refused (full), by kind; those pods' traffic, or
+    /// their opt-outs, are not applied. The first error says why.
+    pub refused: usize,
+    pub first_refusal: Option<String>,
+}
+
+impl SyncResult {
+    fn refuse(&mut self, what: &str, e: DatapathError) {
+        self.refused += 1;
+        if self.first_refusal.is_none() {
+            self.first_refusal = Some(format!("{what}: {e}"));
+        }
+    }
 }
 
 /// Small stable ids for pods, carried by the endpoint and netns maps into
@@ -477,48 +490,67 @@ pub fn sync(
         }
     }
 
-    for (k, ep) in &want_eps {
-        match have_eps.get(k) {
-            None => {
-                dp.insert_endpoint(*k, *ep)?;
-                result.added += 1;
-            }
-            Some(old) if old != ep => dp.insert_endpoint(*k, *ep)?,
-            Some(_) => {}
-        }
-    }
+    // Removals first: they make room for what is added.
     for k in have_eps.keys().filter(|k| !want_eps.contains_key(*k)) {
         dp.remove_endpoint(k)?;
         result.removed += 1;
     }
-    for (c, pod) in &want_netns {
-        if have_netns.get(c) != Some(pod) {
-            dp.insert_meshed_netns(*c, *pod)?;
+    // A full map refuses an entry; the rest of the set still applies (an
+    // address not in the map simply stays on TCP).
+    for (k, ep) in &want_eps {
+        match have_eps.get(k) {
+            None => match dp.insert_endpoint(*k, *ep) {
+                Ok(()) => result.added += 1,
+                Err(e) => result.refuse("endpoint", e),
+            },
+            Some(old) if old != ep => {
+                if let Err(e) = dp.insert_endpoint(*k, *ep) {
+                    result.refuse("endpoint", e);
+                }
+            }
+            Some(_) => {}
         }
     }
     for c in have_netns.keys().filter(|c| !want_netns.contains_key(*c)) {
         dp.remove_meshed_netns(*c)?;
     }
-    let have: BTreeSet<ExcludedPortKey> = dp.excluded_ports()?.into_iter().collect();
-    for k in want_ports.difference(&have) {
-        dp.insert_excluded_port(*k)?;
+    for (c, pod) in &want_netns {
+        if have_netns.get(c) != Some(pod)
+            && let Err(e) = dp.insert_meshed_netns(*c, *pod)
+        {
+            result.refuse("pod network namespace", e);
+        }
     }
+    let have: BTreeSet<ExcludedPortKey> = dp.excluded_ports()?.into_iter().collect();
     for k in have.difference(&want_ports) {
         dp.remove_excluded_port(k)?;
+    }
+    for k in want_ports.difference(&have) {
+        if let Err(e) = dp.insert_excluded_port(*k) {
+            // An opt-out that cannot be recorded must not be bypassed:
+            // take the pod's address out instead.
+            let key = EndpointKey { addr: k.addr };
+            let _ = dp.remove_endpoint(&key);
+            result.refuse("excluded port (its pod address was withdrawn)", e);
+        }
     }
     let have: BTreeMap<_, ExcludedCidrKey> = dp
         .excluded_cidrs()?
         .into_iter()
         .map(|k| ((k.prefixlen, k.pod, k.dst), k))
         .collect();
-    for (id, k) in &want_cidrs {
-        if !have.contains_key(id) {
-            dp.insert_excluded_cidr(*k)?;
-        }
-    }
     for (id, k) in &have {
         if !want_cidrs.contains_key(id) {
             dp.remove_excluded_cidr(k)?;
+        }
+    }
+    for (id, k) in &want_cidrs {
+        if !have.contains_key(id)
+            && let Err(e) = dp.insert_excluded_cidr(*k)
+        {
+            let key = EndpointKey { addr: k.pod };
+            let _ = dp.remove_endpoint(&key);
+            result.refuse("excluded range (its pod address was withdrawn)", e);
         }
     }
     // Counters of pods that went away: their series end with them.

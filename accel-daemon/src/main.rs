@@ -108,11 +108,13 @@ struct RunArgs {
     /// receive buffer) before its sender falls back to TCP; 0 turns it off.
     #[arg(long, default_value_t = 4 * 1024 * 1024)]
     flow_budget_bytes: u32,
-    /// Capacity of the sockhash (recorded sockets).
-    #[arg(long, default_value_t = MapSizes::default().sockhash)]
+    /// Capacity of the sockhash (recorded sockets), 1 to 4194304.
+    #[arg(long, default_value_t = MapSizes::default().sockhash,
+          value_parser = clap::value_parser!(u32).range(1..=4_194_304))]
     sockhash_size: u32,
-    /// Capacity of the pairing map (handshakes in flight).
-    #[arg(long, default_value_t = MapSizes::default().pairing)]
+    /// Capacity of the pairing map (handshakes in flight), 1 to 1048576.
+    #[arg(long, default_value_t = MapSizes::default().pairing,
+          value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
     pairing_size: u32,
     /// Log as JSON lines.
     #[arg(long)]
@@ -333,6 +335,11 @@ fn run(args: RunArgs) -> Result<()> {
         ..Default::default()
     };
     info!(kernel = %kernel, overridden, cgroup = %cgroup.display(), pin_dir = %args.pin_dir.display(), source = %state.endpoint_source, "starting");
+    // Before anything is attached: a state dir we cannot write would only
+    // fail later, with the datapath already in place.
+    state
+        .write(&args.state_dir)
+        .with_context(|| format!("--state-dir {}", args.state_dir.display()))?;
 
     // An uninstall in progress for this node: load nothing.
     let pending_unload = match agent.as_mut() {
@@ -365,14 +372,23 @@ fn run(args: RunArgs) -> Result<()> {
     match gate {
         Gate::On { mut dp, adopted } => {
             dp.set_flow_budget(args.flow_budget_bytes)?;
+            // The datapath is attached: from here on a problem with the
+            // endpoint set is reported, never a reason to exit (and leave
+            // an attached datapath without its daemon).
             if let Some(initial) = &initial {
-                let synced = endpoints::sync(&mut dp, initial, &mut cookies)?;
-                log_unresolved(&synced);
-                info!(
-                    added = synced.added,
-                    removed = synced.removed,
-                    "local endpoints applied"
-                );
+                match endpoints::sync(&mut dp, initial, &mut cookies) {
+                    Ok(synced) => {
+                        log_unresolved(&synced);
+                        info!(
+                            added = synced.added,
+                            removed = synced.removed,
+                            "local endpoints applied"
+                        );
+                    }
+                    Err(e) => {
+                        error!(error = %e, "applying local endpoints; retried at the next sync")
+                    }
+                }
             }
             state.accelerated = true;
             state.adopted = adopted;
@@ -422,6 +438,13 @@ async fn kube_client(kubeconfig: Option<&Path>) -> Result<kube::Client> {
 }
 
 fn log_unresolved(r: &endpoints::SyncResult) {
+    if let Some(first) = &r.first_refusal {
+        error!(
+            refused = r.refused,
+            first = %first,
+            "the datapath maps refused entries (full?): those pods stay on TCP; fewer pods per node, or larger maps, fix it"
+        );
+    }
     for (pod, why) in &r.unresolved {
         warn!(%pod, %why, "pod network namespace not resolved: its loopback traffic stays on TCP");
     }
@@ -620,14 +643,50 @@ fn sync_endpoints(
     let Ok(mut guard) = shared.datapath.lock() else {
         return;
     };
+    if guard.as_ref().is_some_and(Datapath::removed_on_purpose) {
+        // Unloaded or retired by someone else: pinning it again would undo
+        // that. Dropping our handles releases it.
+        *guard = None;
+        drop(guard);
+        let reason = "the datapath was removed by `accel-daemon unload` or retired by a newer daemon version; restart the daemon to load it again";
+        warn!("{reason}");
+        shared.accelerated.store(false, Ordering::Relaxed);
+        if let Ok(mut r) = shared.reason.lock() {
+            *r = reason.to_string();
+        }
+        state.accelerated = false;
+        state.reason = reason.to_string();
+        if let Err(e) = state.write(state_dir) {
+            warn!(error = %e, "writing state file");
+        }
+        return;
+    }
     if let Some(dp) = guard.as_mut() {
-        match dp.restore_pins() {
-            Ok(restored) if !restored.is_empty() => warn!(
-                ?restored,
-                "datapath pins were removed by someone else; pinned them again from the daemon's handles"
-            ),
-            Ok(_) => {}
-            Err(e) => error!(error = %e, "datapath pins were removed and cannot be restored"),
+        let problem = match dp.restore_pins() {
+            Ok(restored) if !restored.is_empty() => {
+                warn!(
+                    ?restored,
+                    "datapath pins were removed by someone else; pinned them again from the daemon's handles"
+                );
+                shared
+                    .pins_restored
+                    .fetch_add(restored.len() as u64, Ordering::Relaxed);
+                String::new()
+            }
+            Ok(_) => String::new(),
+            Err(e) => {
+                error!(error = %e, "datapath pins were removed and cannot be restored");
+                format!("pins removed and not restorable: {e}")
+            }
+        };
+        shared
+            .pins_missing
+            .store(!problem.is_empty(), Ordering::Relaxed);
+        if state.pin_problem != problem {
+            state.pin_problem = problem;
+            if let Err(e) = state.write(state_dir) {
+                warn!(error = %e, "writing state file");
+            }
         }
         match endpoints::sync(dp, &snap, cookies) {
             Ok(r) => {
@@ -660,7 +719,26 @@ fn status(args: StatusArgs) -> Result<()> {
     let daemon_running = daemon.as_ref().is_some_and(|d| {
         Path::new(&format!("/proc/{}", d.pid)).exists() && d.pid != std::process::id()
     });
-    let (datapath, datapath_error) = if args.pin_dir.exists() {
+    let (datapath, datapath_error) = if !args.pin_dir.exists()
+        && daemon_running
+        && daemon.as_ref().is_some_and(|d| d.accelerated)
+    {
+        // The daemon still runs a datapath whose pins are gone.
+        let why = daemon
+            .as_ref()
+            .map(|d| d.pin_problem.clone())
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| {
+                "they were removed; the daemon re-pins them at its next sync".into()
+            });
+        (
+            None,
+            Some(format!(
+                "the running daemon's datapath has no pins at {}: {why}",
+                args.pin_dir.display()
+            )),
+        )
+    } else if args.pin_dir.exists() {
         match Datapath::open(&args.pin_dir)
             .map_err(anyhow::Error::from)
             .and_then(|dp| DatapathReport::read(&dp))

@@ -43,6 +43,9 @@ pub struct DaemonState {
     /// Loopback takes part only inside the listed pods' namespaces.
     #[serde(default)]
     pub loopback_meshed_only: bool,
+    /// Empty, or why the running datapath has no pins.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub pin_problem: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

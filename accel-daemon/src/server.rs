@@ -34,6 +34,11 @@ pub struct Shared {
     pub invalid_pods: AtomicU64,
     /// Health of the endpoint source (Kubernetes list/watch failures).
     pub source_health: Mutex<Option<Arc<accel_k8s::watch::WatchHealth>>>,
+    /// Pins re-created after someone removed them.
+    pub pins_restored: AtomicU64,
+    /// The datapath runs but its pins are gone and cannot be restored
+    /// (bpffs unmounted): it vanishes when the daemon exits.
+    pub pins_missing: AtomicBool,
     /// Pod (`namespace/name`) of each pod id in the datapath.
     pub pod_names: Mutex<BTreeMap<u16, String>>,
 }
@@ -58,6 +63,8 @@ impl Shared {
             pods: AtomicU64::new(0),
             invalid_pods: AtomicU64::new(0),
             source_health: Mutex::new(None),
+            pins_restored: AtomicU64::new(0),
+            pins_missing: AtomicBool::new(false),
             pod_names: Mutex::new(BTreeMap::new()),
         })
     }
@@ -143,6 +150,22 @@ impl Collector for DatapathCollector {
             )?,
         )?;
 
+        ConstCounter::new(shared.pins_restored.load(Ordering::Relaxed)).encode(
+            enc.encode_descriptor(
+                "sidecar_accel_pins_restored",
+                "Datapath pins re-created after someone removed them",
+                None,
+                MetricType::Counter,
+            )?,
+        )?;
+        ConstGauge::new(i64::from(shared.pins_missing.load(Ordering::Relaxed))).encode(
+            enc.encode_descriptor(
+                "sidecar_accel_pins_missing",
+                "1 while the running datapath has no pins and they cannot be restored (bpffs unmounted): it would vanish when the daemon exits",
+                None,
+                MetricType::Gauge,
+            )?,
+        )?;
         let Ok(guard) = shared.datapath.lock() else {
             return Ok(());
         };
