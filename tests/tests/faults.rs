@@ -242,13 +242,11 @@ fn upgrade_under_load_retires_the_old_version_and_loses_nothing() {
 }
 
 /// The same upgrade when the old daemon is still running as the new one
-/// starts (a surge rollout, or a pod stuck in termination). Traffic keeps
-/// every byte, but the old version stays attached: retiring "detaches" with
-/// aya's `FdLink::detach`, which only drops the new daemon's fd, and the old
-/// daemon's fd keeps the link alive; its pin restorer then pins the retired
-/// datapath again. See RELIABILITY.md, finding F-1.
+/// starts (a surge rollout, or a pod stuck in termination): the retired
+/// version must be detached although the old daemon still holds its link,
+/// and the old daemon must not pin it again. Regression test for
+/// RELIABILITY.md finding F-1 (aya's `FdLink::detach` only closed an fd).
 #[test]
-#[ignore = "daemon defect F-1: retiring or unloading a datapath whose daemon still runs leaves it attached and re-pinned (FdLink::detach only closes an fd)"]
 fn upgrade_with_the_old_daemon_still_running_leaves_one_datapath() {
     let env = TestEnv::new("f-upgrade-live");
     let old_pin = env.pin_root.join("v0");
@@ -280,12 +278,10 @@ fn upgrade_with_the_old_daemon_still_running_leaves_one_datapath() {
 }
 
 /// `accel-daemon unload` under load while the daemon is still running (the
-/// existing test stops the daemon first). Traffic keeps every byte, but the
-/// unload does not stick: it reports success while sock_ops stays attached
-/// through the daemon's fd, and the daemon pins the datapath again at its
-/// next sync. See RELIABILITY.md, finding F-1.
+/// existing test stops the daemon first): the unload must stick, although
+/// the daemon holds the link, and the daemon must not pin the datapath
+/// again at its next sync. Regression test for RELIABILITY.md finding F-1.
 #[test]
-#[ignore = "daemon defect F-1: retiring or unloading a datapath whose daemon still runs leaves it attached and re-pinned (FdLink::detach only closes an fd)"]
 fn unload_under_load_with_the_daemon_still_running_leaves_nothing() {
     let env = TestEnv::new("f-unload-live");
     let daemon = env.start_daemon(&["--endpoint-sync-secs", "1"]);
@@ -606,12 +602,10 @@ fn bpffs_unmounted_under_load_is_reported_and_recovered_when_it_returns() {
     assert!(env.attachments().is_empty());
 }
 
-/// While the pins are gone (bpffs unmounted), the daemon still runs the
-/// datapath, but nothing an operator or a monitor reads says so: `status`
-/// reports no datapath and /metrics has no series for it. Only the log has
-/// the error. See RELIABILITY.md, finding F-3.
+/// While the pins are gone (bpffs unmounted) the daemon still runs the
+/// datapath: `status` and /metrics must say so, not only the log.
+/// Regression test for RELIABILITY.md finding F-3.
 #[test]
-#[ignore = "daemon defect: lost pins are reported only in the log, not in status or /metrics (RELIABILITY.md F-3)"]
 fn lost_pins_are_visible_in_status_and_metrics() {
     let env = TestEnv::new("f-umount-report");
     let bpffs = PrivateBpffs::new(&env);
