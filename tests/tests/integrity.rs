@@ -225,6 +225,55 @@ fn a_thousand_concurrent_connections_with_random_sizes_are_byte_exact() {
     assert_maps_drained(&env);
 }
 
+/// A finding kept as a reproducer: a plain blocking echo server (read, then
+/// write_all, in a loop) on an accelerated connection saw read() return
+/// EAGAIN mid-stream, with no half-close and no reset involved, on a
+/// connection with messages up to 4 MiB whose reader flow control had
+/// switched to TCP and back (first seen in the soak variant of the 1,000
+/// connection test: "a BLOCKING read returned EAGAIN after 19105916 bytes").
+/// The server then closes, its client sees an early EOF.
+#[test]
+#[ignore = "finding: a blocking read mid-stream returns EAGAIN on connections that flow control switched between redirect and TCP (tcp_bpf_recvmsg)"]
+fn blocking_echo_servers_never_see_eagain_when_flow_control_switches() {
+    let _shared = NODE_WIDE.read().unwrap_or_else(|e| e.into_inner());
+    let env = TestEnv::new("int-echo-flow");
+    let _daemon = env.start_daemon(&[]);
+    let mut failures = Vec::new();
+    let mut switches = 0;
+    for run in 0..5 {
+        let mut result = None;
+        let d = measured(&env, || {
+            result = Some(drive(
+                &env,
+                true,
+                &[
+                    "echo",
+                    "--conns",
+                    "32",
+                    "--msgs",
+                    "40",
+                    "--big-conns",
+                    "32",
+                    "--big-max",
+                    "4194304",
+                    "--recv",
+                    "read",
+                    "--timeout-secs",
+                    "300",
+                ],
+            ));
+        });
+        let (out, report) = result.expect("ran");
+        eprintln!("run {run}: {report}\ncounters: {}", d.show());
+        switches += d.of("flow_reader_behind_to_tcp");
+        if !out.status.success() {
+            failures.push(format!("run {run}: {}", report["errors"]));
+        }
+    }
+    assert!(switches > 0, "precondition: flow control never engaged");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 #[test]
 fn every_send_interface_against_every_receive_interface_is_byte_exact() {
     let _shared = NODE_WIDE.read().unwrap_or_else(|e| e.into_inner());
@@ -394,7 +443,7 @@ fn half_close(env: &TestEnv, first: &str, recv: &str) -> (Output, Value, Delta) 
                 "--bytes",
                 "262144",
                 "--timeout-secs",
-                "60",
+                if soak() { "600" } else { "60" },
             ],
         ));
     });

@@ -332,16 +332,32 @@ pub fn source(
 // echo: many concurrent connections, random sizes, mixed interfaces
 // ---------------------------------------------------------------------------
 
+/// Errors of the in-process echo servers: part of every report that uses
+/// them, since a server that fails closes its connection and the client
+/// alone would only see an early EOF.
+static SERVER_ERRORS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+fn server_errors() -> Vec<String> {
+    SERVER_ERRORS.lock().map(|e| e.clone()).unwrap_or_default()
+}
+
 fn echo_serve(mut s: TcpStream) -> Result<()> {
     let mut buf = vec![0u8; 64 << 10];
+    let mut echoed = 0u64;
     loop {
         let n = match s.read(&mut buf) {
             Ok(0) => return Ok(()),
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e).context("echo server read"),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => bail!(
+                "echo server: a BLOCKING read returned EAGAIN after {echoed} bytes \
+                 (tcp_bpf_recvmsg wake-up without data)"
+            ),
+            Err(e) => return Err(e).context(format!("echo server read after {echoed} bytes")),
         };
-        s.write_all(&buf[..n]).context("echo server write")?;
+        s.write_all(&buf[..n])
+            .with_context(|| format!("echo server write after {echoed} bytes"))?;
+        echoed += n as u64;
     }
 }
 
@@ -351,7 +367,14 @@ fn start_echo_servers(listeners: Vec<TcpListener>) {
     for l in listeners {
         spawn(move || {
             for s in l.incoming().flatten() {
-                spawn(move || echo_serve(s));
+                let peer = s.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+                spawn(move || {
+                    if let Err(e) = echo_serve(s)
+                        && let Ok(mut errs) = SERVER_ERRORS.lock()
+                    {
+                        errs.push(format!("server for {peer}: {e:#}"));
+                    }
+                });
             }
         });
     }
@@ -366,6 +389,7 @@ pub fn echo(
     big_conns: usize,
     big_max: u64,
     seed: u64,
+    only_recv: Option<RecvMode>,
 ) -> Result<()> {
     let l = listen(listen_at)?;
     let target = connect_addr(&l)?;
@@ -395,7 +419,7 @@ pub fn echo(
         let sizes = sizes_of(i);
         let bytes: u64 = sizes.iter().sum();
         let send = SendMode::ALL[i % SendMode::ALL.len()];
-        let recv = recv_modes[(i / SendMode::ALL.len()) % recv_modes.len()];
+        let recv = only_recv.unwrap_or(recv_modes[(i / SendMode::ALL.len()) % recv_modes.len()]);
         let label = format!("#{i} {send:?}/{recv:?}");
         pending_add(&label);
         let w = s.try_clone()?;
@@ -415,22 +439,35 @@ pub fn echo(
                 Some(bytes),
                 &mut rng,
             );
+            if !matches!(&r, Ok(Ok(st)) if st.bytes == bytes) {
+                // The reader gave up: unblock the writer (its echo would
+                // never be read) so the error is reported, not a hang.
+                let _ = s.shutdown(Shutdown::Both);
+            }
             let w = join(writer).context("sender");
             let st = match r? {
                 Ok(st) => st,
                 Err(RecvEnd::Reset(st)) => bail!("reset after {} bytes", st.bytes),
             };
+            ensure!(
+                st.bytes == bytes,
+                "echo: EOF after {} of {bytes} bytes (sender: {})",
+                st.bytes,
+                w.as_ref()
+                    .map(|_| "ok".to_string())
+                    .unwrap_or_else(|e| format!("{e:#}"))
+            );
             w?;
-            ensure!(st.bytes == bytes, "echo: {} of {bytes} bytes", st.bytes);
             pending_done(&label);
             Ok(())
         }));
     }
-    let errors: Vec<String> = workers
+    let mut errors: Vec<String> = workers
         .into_iter()
         .enumerate()
         .filter_map(|(i, w)| join(w).err().map(|e| format!("#{i}: {e:#}")))
         .collect();
+    errors.extend(server_errors());
     print_report(&json!({
         "conns": conns,
         "bytes_each_way": total,
@@ -768,7 +805,15 @@ pub fn collide(
         reports.push(v);
     }
     let bad = reports.iter().filter(|r| r["equal"] != true).count();
-    print_report(&json!({ "conns": reports.len(), "bad": bad, "reports": reports }))?;
+    let server_errors = server_errors();
+    print_report(&json!({
+        "conns": reports.len(), "bad": bad, "server_errors": server_errors, "reports": reports,
+    }))?;
+    ensure!(
+        server_errors.is_empty(),
+        "{} echo servers failed",
+        server_errors.len()
+    );
     if hold {
         let mut sink = Vec::new();
         let _ = std::io::stdin().read_to_end(&mut sink);

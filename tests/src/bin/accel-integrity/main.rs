@@ -107,6 +107,9 @@ enum Cmd {
         big_max: u64,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Every client reads with this mode (default: all but splice, in turn).
+        #[arg(long, value_enum)]
+        recv: Option<RecvMode>,
     },
     /// Half-close: one side sends and shuts down writing, the other reads to
     /// EOF, then answers and shuts down; the first reads the answer to EOF.
@@ -236,7 +239,8 @@ fn main() -> Result<()> {
             big_conns,
             big_max,
             seed,
-        } => commands::echo(listen, conns, msgs, max_msg, big_conns, big_max, seed),
+            recv,
+        } => commands::echo(listen, conns, msgs, max_msg, big_conns, big_max, seed, recv),
         Cmd::HalfClose {
             listen,
             conns,
