@@ -16,16 +16,19 @@ use std::{
 use accel_bpf::abi::{
     DIR_INBOUND, DIR_OUTBOUND, EP_MESHED, Endpoint, EndpointKey, ExcludedCidrKey, ExcludedPortKey,
 };
-pub use accel_k8s::net::{Cidr, cidr_contains};
-use serde::{Deserialize, Serialize};
+pub use accel_k8s::{
+    net::cidr_contains,
+    pods_file::{LocalEndpoint, NetnsRef},
+};
 use thiserror::Error;
 
 use crate::datapath::{Datapath, DatapathError};
 
 #[derive(Debug, Error)]
 pub enum EndpointError {
-    #[error("reading {path}: {source}")]
-    Read { path: PathBuf, source: io::Error },
+    // Not a `source`: the message carries the cause once, for `{e}` and `{e:#}` alike.
+    #[error("reading {path}: {error}")]
+    Read { path: PathBuf, error: io::Error },
     #[error(
         "{path}:{line}: {text:?} is not an IP address (one address per line, # starts a comment)"
     )]
@@ -44,54 +47,6 @@ pub enum EndpointError {
     /// server): the datapath keeps what it has.
     #[error("{0}")]
     NotReady(String),
-}
-
-/// Where a pod's network namespace is: a namespace file, or any process in it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum NetnsRef {
-    Pid { pid: u32 },
-    Path { netns: PathBuf },
-}
-
-impl NetnsRef {
-    fn path(&self) -> PathBuf {
-        match self {
-            NetnsRef::Pid { pid } => PathBuf::from(format!("/proc/{pid}/ns/net")),
-            NetnsRef::Path { netns } => netns.clone(),
-        }
-    }
-}
-
-/// One meshed pod (or one plain local address), as the datapath needs it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LocalEndpoint {
-    #[serde(default)]
-    pub name: String,
-    pub ips: Vec<IpAddr>,
-    /// The pod's network namespace file (e.g. /var/run/netns/cni-...): its
-    /// loopback traffic (app <-> sidecar) takes part only when it is known.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub netns: Option<PathBuf>,
-    /// Or any process in the pod, whose namespace is used.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pid: Option<u32>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub exclude_inbound_ports: Vec<u16>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub exclude_outbound_ports: Vec<u16>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub exclude_outbound_ip_ranges: Vec<Cidr>,
-}
-
-impl LocalEndpoint {
-    pub fn netns_ref(&self) -> Option<NetnsRef> {
-        match (&self.netns, self.pid) {
-            (Some(p), _) => Some(NetnsRef::Path { netns: p.clone() }),
-            (None, Some(pid)) => Some(NetnsRef::Pid { pid }),
-            (None, None) => None,
-        }
-    }
 }
 
 /// Everything a source knows at one point in time.
@@ -196,9 +151,9 @@ impl EndpointSource for StaticEndpoints {
 }
 
 pub fn parse_file(path: &Path) -> Result<BTreeSet<IpAddr>, EndpointError> {
-    let text = fs::read_to_string(path).map_err(|source| EndpointError::Read {
+    let text = fs::read_to_string(path).map_err(|error| EndpointError::Read {
         path: path.into(),
-        source,
+        error,
     })?;
     parse_lines(path, &text)
 }
@@ -223,48 +178,19 @@ fn parse_lines(path: &Path, text: &str) -> Result<BTreeSet<IpAddr>, EndpointErro
     Ok(out)
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PodsFile {
-    #[serde(default)]
-    pod: Vec<LocalEndpoint>,
-}
-
 pub fn parse_pods_file(path: &Path) -> Result<Vec<LocalEndpoint>, EndpointError> {
-    let text = fs::read_to_string(path).map_err(|source| EndpointError::Read {
+    let text = fs::read_to_string(path).map_err(|error| EndpointError::Read {
         path: path.into(),
-        source,
+        error,
     })?;
     parse_pods(path, &text)
 }
 
 fn parse_pods(path: &Path, text: &str) -> Result<Vec<LocalEndpoint>, EndpointError> {
-    let err = |detail: String| EndpointError::PodsFile {
+    accel_k8s::pods_file::parse(text).map_err(|detail| EndpointError::PodsFile {
         path: path.into(),
         detail,
-    };
-    let file: PodsFile = toml::from_str(text).map_err(|e| err(e.to_string()))?;
-    for (i, p) in file.pod.iter().enumerate() {
-        let who = if p.name.is_empty() {
-            format!("pod #{}", i + 1)
-        } else {
-            p.name.clone()
-        };
-        if p.ips.is_empty() {
-            return Err(err(format!("{who}: `ips` must list at least one address")));
-        }
-        if let Some(ip) = p
-            .ips
-            .iter()
-            .find(|ip| ip.is_loopback() || ip.is_unspecified())
-        {
-            return Err(err(format!("{who}: {ip} is not a pod address")));
-        }
-        if p.netns.is_some() && p.pid.is_some() {
-            return Err(err(format!("{who}: give `netns` or `pid`, not both")));
-        }
-    }
-    Ok(file.pod)
+    })
 }
 
 /// Cookies of network namespaces, cached by the namespace's inode so a sync

@@ -8,5 +8,6 @@ pub mod keys;
 pub mod mesh;
 pub mod net;
 pub mod node;
+pub mod pods_file;
 pub mod report;
 pub mod watch;

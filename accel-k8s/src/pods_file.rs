@@ -1,0 +1,90 @@
+//! The pods file: meshed pods written by hand, for nodes without the
+//! Kubernetes source. Parsing lives here, outside the daemon binary, so the
+//! fuzzer reaches it.
+
+use std::{net::IpAddr, path::PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::net::Cidr;
+
+/// Where a pod's network namespace is: a namespace file, or any process in it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NetnsRef {
+    Pid { pid: u32 },
+    Path { netns: PathBuf },
+}
+
+impl NetnsRef {
+    pub fn path(&self) -> PathBuf {
+        match self {
+            NetnsRef::Pid { pid } => PathBuf::from(format!("/proc/{pid}/ns/net")),
+            NetnsRef::Path { netns } => netns.clone(),
+        }
+    }
+}
+
+/// One meshed pod (or one plain local address), as the datapath needs it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalEndpoint {
+    #[serde(default)]
+    pub name: String,
+    pub ips: Vec<IpAddr>,
+    /// The pod's network namespace file (e.g. /var/run/netns/cni-...): its
+    /// loopback traffic (app <-> sidecar) takes part only when it is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<PathBuf>,
+    /// Or any process in the pod, whose namespace is used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude_inbound_ports: Vec<u16>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude_outbound_ports: Vec<u16>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude_outbound_ip_ranges: Vec<Cidr>,
+}
+
+impl LocalEndpoint {
+    pub fn netns_ref(&self) -> Option<NetnsRef> {
+        match (&self.netns, self.pid) {
+            (Some(p), _) => Some(NetnsRef::Path { netns: p.clone() }),
+            (None, Some(pid)) => Some(NetnsRef::Pid { pid }),
+            (None, None) => None,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PodsFile {
+    #[serde(default)]
+    pod: Vec<LocalEndpoint>,
+}
+
+/// Parses and checks a pods file; the error says what is wrong and where.
+pub fn parse(text: &str) -> Result<Vec<LocalEndpoint>, String> {
+    let file: PodsFile = toml::from_str(text).map_err(|e| e.to_string())?;
+    for (i, p) in file.pod.iter().enumerate() {
+        let who = if p.name.is_empty() {
+            format!("pod #{}", i + 1)
+        } else {
+            p.name.clone()
+        };
+        if p.ips.is_empty() {
+            return Err(format!("{who}: `ips` must list at least one address"));
+        }
+        if let Some(ip) = p
+            .ips
+            .iter()
+            .find(|ip| ip.is_loopback() || ip.is_unspecified())
+        {
+            return Err(format!("{who}: {ip} is not a pod address"));
+        }
+        if p.netns.is_some() && p.pid.is_some() {
+            return Err(format!("{who}: give `netns` or `pid`, not both"));
+        }
+    }
+    Ok(file.pod)
+}
