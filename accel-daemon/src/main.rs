@@ -414,6 +414,10 @@ fn run(args: RunArgs) -> Result<()> {
         shared.publish_endpoints(initial, &cookies.pod_ids);
     }
     state.write(&args.state_dir)?;
+    // Loading parsed the object and the kernel's BTF (tens of MiB, freed
+    // since); hand the freed heap back so the daemon's RSS is what it uses.
+    // SAFETY: malloc_trim only releases free memory of the glibc allocator.
+    unsafe { libc::malloc_trim(0) };
 
     runtime.block_on(serve(args, state, shared, listener, source, cookies, agent))
 }
