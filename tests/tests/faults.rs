@@ -376,9 +376,11 @@ fn unload_under_load_frees_every_program_and_map_in_the_kernel() {
     finish_load(load);
     assert!(env.attachments().is_empty(), "sock_ops still attached");
     assert!(!env.pin_dir.exists(), "pins left behind");
+    // The kernel frees maps from a work item after an RCU grace period:
+    // under a loaded CI machine that can take seconds.
     let freed = wait_for(
         "the kernel to free the datapath",
-        Duration::from_secs(10),
+        Duration::from_secs(30),
         || {
             programs.iter().all(|id| !kernel_has("prog", *id))
                 && maps.iter().all(|id| !kernel_has("map", *id))
@@ -389,9 +391,23 @@ fn unload_under_load_frees_every_program_and_map_in_the_kernel() {
         .filter(|id| kernel_has("prog", **id))
         .collect();
     let left_maps: Vec<&u64> = maps.iter().filter(|id| kernel_has("map", **id)).collect();
+    // Who holds them (bpftool lists the processes with an fd).
+    let holders: String = left_progs
+        .iter()
+        .map(|id| ("prog", **id))
+        .chain(left_maps.iter().map(|id| ("map", **id)))
+        .map(|(kind, id)| {
+            let out = Command::new("bpftool")
+                .args([kind, "show", "id", &id.to_string()])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default();
+            format!("{kind} {id}: {out}")
+        })
+        .collect();
     assert!(
         freed,
-        "still in the kernel after unload: programs {left_progs:?}, maps {left_maps:?}"
+        "still in the kernel after unload: programs {left_progs:?}, maps {left_maps:?}\n{holders}"
     );
 }
 
