@@ -240,11 +240,12 @@ fn run(args: RunArgs) -> Result<()> {
     // Everything that can be wrong with the input fails here, before
     // anything is attached, with one line that names the fix.
     host::check_privileges()?;
+    let running = host::running_kernel()?;
     let (kernel, overridden) = match &args.kernel_release {
         Some(r) => (r.parse::<KernelRelease>()?, true),
-        None => (host::running_kernel()?, false),
+        None => (running.clone(), false),
     };
-    host::raise_memlock_limit(&host::running_kernel()?);
+    host::raise_memlock_limit(&running);
     let cgroup = match &args.cgroup {
         Some(c) => c.clone(),
         None => host::cgroup2_mount()?,

@@ -78,20 +78,27 @@ impl NodeAgent {
 
     /// Removes the datapath for an uninstall that was pending at start.
     pub async fn unload_at_start(&mut self, token: String, state: &mut DaemonState) {
+        let outcome = self.remove_datapath(None).await;
+        self.finish_unload(token, outcome, state);
+    }
+
+    /// Drains and removes the datapath (the daemon's own handles, else the
+    /// pins), off the async runtime: the drain waits up to its timeout.
+    async fn remove_datapath(&self, dp: Option<Datapath>) -> Result<(), String> {
         let pin_dir = self.pin_dir.clone();
         let timeout = self.drain_timeout;
-        let outcome = tokio::task::spawn_blocking(move || -> Result<(), String> {
-            if !pin_dir.exists() {
-                return Ok(());
-            }
-            let dp = Datapath::open(&pin_dir).map_err(|e| e.to_string())?;
+        tokio::task::spawn_blocking(move || {
+            let dp = match dp {
+                Some(dp) => dp,
+                None if pin_dir.exists() => Datapath::open(&pin_dir).map_err(|e| e.to_string())?,
+                None => return Ok(()),
+            };
             dp.unload(timeout, false)
                 .map(|_| ())
                 .map_err(|e| e.to_string())
         })
         .await
-        .unwrap_or_else(|e| Err(e.to_string()));
-        self.finish_unload(token, outcome, state);
+        .unwrap_or_else(|e| Err(e.to_string()))
     }
 
     fn finish_unload(
@@ -227,23 +234,7 @@ impl NodeAgent {
         self.publish(daemon).await;
         let dp = shared.datapath.lock().ok().and_then(|mut g| g.take());
         shared.accelerated.store(false, Ordering::Relaxed);
-        let pin_dir = self.pin_dir.clone();
-        let timeout = self.drain_timeout;
-        let outcome = tokio::task::spawn_blocking(move || -> Result<(), String> {
-            match dp {
-                Some(dp) => dp
-                    .unload(timeout, false)
-                    .map(|_| ())
-                    .map_err(|e| e.to_string()),
-                None if pin_dir.exists() => Datapath::open(&pin_dir)
-                    .and_then(|dp| dp.unload(timeout, false))
-                    .map(|_| ())
-                    .map_err(|e| e.to_string()),
-                None => Ok(()),
-            }
-        })
-        .await
-        .unwrap_or_else(|e| Err(e.to_string()));
+        let outcome = self.remove_datapath(dp).await;
         if outcome.is_err() && self.pin_dir.exists() {
             // Refused: the datapath is pinned and in passthrough; keep a
             // handle so metrics still read it and a withdrawal can resume it.

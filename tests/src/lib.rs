@@ -62,6 +62,12 @@ pub fn daemon_bin() -> PathBuf {
 }
 
 /// The cgroup v2 mount point, from /proc/self/mountinfo.
+/// `uname -r`: the release a node object of this machine would report.
+pub fn running_kernel() -> String {
+    let out = Command::new("uname").arg("-r").output().expect("uname");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 pub fn find_cgroup2_mount() -> Option<PathBuf> {
     let mi = fs::read_to_string("/proc/self/mountinfo").ok()?;
     mi.lines().find_map(|l| {

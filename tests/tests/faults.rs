@@ -667,15 +667,7 @@ fn api_server_down_under_load_leaves_the_datapath_untouched() {
     let a = node.meshed_pod("a", Mesh::default());
     let node_name = format!("node-{}", std::process::id());
     let api = FakeApiServer::start().expect("start the fake API server");
-    let kernel = String::from_utf8_lossy(
-        &Command::new("uname")
-            .arg("-r")
-            .output()
-            .expect("uname")
-            .stdout,
-    )
-    .trim()
-    .to_string();
+    let kernel = accel_tests::running_kernel();
     api.upsert(fixtures::node(&node_name, &kernel, "Debian GNU/Linux 12"));
     let ips = [
         std::net::IpAddr::from(a.ipv4).to_string(),

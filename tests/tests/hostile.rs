@@ -655,15 +655,7 @@ fn the_api_token_never_reaches_the_logs_at_trace_level() {
     );
     let api = FakeApiServer::start().expect("start the fake API server");
     let node_name = format!("node-{}", std::process::id());
-    let kernel = String::from_utf8_lossy(
-        &Command::new("uname")
-            .arg("-r")
-            .output()
-            .expect("uname")
-            .stdout,
-    )
-    .trim()
-    .to_string();
+    let kernel = accel_tests::running_kernel();
     api.upsert(fixtures::node(&node_name, &kernel, "Debian GNU/Linux 12"));
     api.upsert(fixtures::istio_pod(
         "shop",

@@ -14,7 +14,7 @@ use std::{
 
 use accel_fake_apiserver::{FakeApiServer, fixtures};
 use accel_tests::{
-    TestEnv, attachments, counter_of, http_get,
+    TestEnv, attachments, counter_of, http_get, running_kernel,
     topology::{ECHO_PORT, Mesh, Node, pattern, sha256_hex},
 };
 use serde_json::{Value, json};
@@ -141,18 +141,6 @@ fn set_node_annotation(api: &FakeApiServer, name: &str, key: &str, value: Option
         }
     }
     api.upsert(node);
-}
-
-fn running_kernel() -> String {
-    String::from_utf8_lossy(
-        &Command::new("uname")
-            .arg("-r")
-            .output()
-            .expect("uname")
-            .stdout,
-    )
-    .trim()
-    .to_string()
 }
 
 fn start_api(env: &TestEnv, node_name: &str, kernel: &str) -> (FakeApiServer, String) {
