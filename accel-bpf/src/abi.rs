@@ -4,7 +4,7 @@
 
 use std::net::{IpAddr, Ipv6Addr};
 
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 
 pub const TCPOPT_KIND: u8 = 253;
 pub const TCPOPT_EXID: u16 = 0xACCE;
@@ -33,6 +33,8 @@ pub const MODE_ACCELERATE: u32 = 0;
 pub const MODE_PASSTHROUGH: u32 = 1;
 
 pub const EP_MESHED: u32 = 1;
+/// Only the sidecar proxy's own sockets (owner uid [`Config::proxy_uid`]) take part.
+pub const EP_PROXY_ONLY: u32 = 2;
 
 pub const CFG_LOOPBACK_MESHED_ONLY: u32 = 1;
 
@@ -68,10 +70,11 @@ pub enum Stat {
     FlowToTcp,
     FlowResumed,
     PodTrafficFull,
+    RefusedAppSocket,
 }
 
 impl Stat {
-    pub const ALL: [Stat; 23] = [
+    pub const ALL: [Stat; 24] = [
         Stat::ActiveOffered,
         Stat::PassivePaired,
         Stat::ActivePaired,
@@ -95,6 +98,7 @@ impl Stat {
         Stat::FlowToTcp,
         Stat::FlowResumed,
         Stat::PodTrafficFull,
+        Stat::RefusedAppSocket,
     ];
 
     /// Stable snake_case name, used in status output and metric labels.
@@ -123,6 +127,7 @@ impl Stat {
             Stat::FlowToTcp => "flow_reader_behind_to_tcp",
             Stat::FlowResumed => "flow_resumed_redirect",
             Stat::PodTrafficFull => "pod_traffic_map_full",
+            Stat::RefusedAppSocket => "refused_app_socket",
         }
     }
 }
@@ -134,7 +139,8 @@ pub struct Config {
     pub flags: u32,
     /// Flow control budget in bytes (0: off).
     pub flow_budget: u32,
-    pub _pad0: u32,
+    /// Owner uid of the sidecar proxy's sockets, for proxy-only pods.
+    pub proxy_uid: u32,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -265,7 +271,8 @@ pub struct Endpoint {
 #[repr(C)]
 pub struct MeshedNetns {
     pub pod: u16,
-    pub _pad0: u16,
+    /// `EP_*` flags of the pod, for its loopback sockets.
+    pub flags: u16,
 }
 
 /// Key of the per pod pair traffic map.
@@ -431,6 +438,14 @@ mod layout_tests {
             offset_of!(MeshedNetns, pod),
             c::OFFSETOF_accel_meshed_netns_pod
         );
+        assert_eq!(
+            offset_of!(MeshedNetns, flags),
+            c::OFFSETOF_accel_meshed_netns_flags
+        );
+        assert_eq!(
+            offset_of!(Config, proxy_uid),
+            c::OFFSETOF_accel_config_proxy_uid
+        );
         assert_eq!(size_of::<PodPair>(), c::SIZEOF_accel_pod_pair);
         assert_eq!(offset_of!(PodPair, src), c::OFFSETOF_accel_pod_pair_src);
         assert_eq!(offset_of!(PodPair, dst), c::OFFSETOF_accel_pod_pair_dst);
@@ -483,6 +498,7 @@ mod layout_tests {
         assert_eq!(u64::from(MODE_ACCELERATE), c::ACCEL_MODE_ACCELERATE);
         assert_eq!(u64::from(MODE_PASSTHROUGH), c::ACCEL_MODE_PASSTHROUGH);
         assert_eq!(u64::from(EP_MESHED), c::ACCEL_EP_MESHED);
+        assert_eq!(u64::from(EP_PROXY_ONLY), c::ACCEL_EP_PROXY_ONLY);
         assert_eq!(
             u64::from(CFG_LOOPBACK_MESHED_ONLY),
             c::ACCEL_CFG_LOOPBACK_MESHED_ONLY

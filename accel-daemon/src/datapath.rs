@@ -532,18 +532,29 @@ impl Datapath {
     }
 
     /// Meshed namespaces (netns cookie) and their pods.
-    pub fn meshed_netns(&self) -> Result<Vec<(u64, u16)>, DatapathError> {
+    pub fn meshed_netns(&self) -> Result<Vec<(u64, abi::MeshedNetns)>, DatapathError> {
         self.meshed_netns
             .iter()
-            .map(|r| r.map(|(k, v)| (k, v.pod)))
             .collect::<Result<Vec<_>, MapError>>()
             .map_err(map_err)
     }
 
-    pub fn insert_meshed_netns(&mut self, cookie: u64, pod: u16) -> Result<(), DatapathError> {
-        self.meshed_netns
-            .insert(cookie, abi::MeshedNetns { pod, _pad0: 0 }, 0)
-            .map_err(map_err)
+    pub fn insert_meshed_netns(
+        &mut self,
+        cookie: u64,
+        value: abi::MeshedNetns,
+    ) -> Result<(), DatapathError> {
+        self.meshed_netns.insert(cookie, value, 0).map_err(map_err)
+    }
+
+    /// Owner uid of the sidecar proxy's sockets (proxy-only pods).
+    pub fn set_proxy_uid(&mut self, uid: u32) -> Result<(), DatapathError> {
+        let mut cfg = self.config.get(&0, 0).map_err(map_err)?;
+        if cfg.proxy_uid != uid {
+            cfg.proxy_uid = uid;
+            self.config.set(0, cfg, 0).map_err(map_err)?;
+        }
+        Ok(())
     }
 
     /// Redirected traffic per pod pair, summed over CPUs.

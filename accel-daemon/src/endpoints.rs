@@ -14,11 +14,12 @@ use std::{
 };
 
 use accel_bpf::abi::{
-    DIR_INBOUND, DIR_OUTBOUND, EP_MESHED, Endpoint, EndpointKey, ExcludedCidrKey, ExcludedPortKey,
+    DIR_INBOUND, DIR_OUTBOUND, EP_MESHED, EP_PROXY_ONLY, Endpoint, EndpointKey, ExcludedCidrKey,
+    ExcludedPortKey, MeshedNetns,
 };
 pub use accel_k8s::{
     net::cidr_contains,
-    pods_file::{LocalEndpoint, NetnsRef},
+    pods_file::{Acceleration, LocalEndpoint, NetnsRef},
 };
 use thiserror::Error;
 
@@ -316,6 +317,8 @@ impl PodIds {
 pub struct SyncContext {
     pub cookies: NetnsCookies,
     pub pod_ids: PodIds,
+    /// For pods that do not say (`--pod-acceleration`).
+    pub default_acceleration: Acceleration,
 }
 
 /// Brings every endpoint map to exactly `snap`: adds new entries, removes
@@ -330,7 +333,7 @@ pub fn sync(
     dp.set_loopback_meshed_only(snap.loopback_meshed_only)?;
 
     let have_eps: BTreeMap<EndpointKey, Endpoint> = dp.endpoints()?.into_iter().collect();
-    let have_netns: BTreeMap<u64, u16> = dp.meshed_netns()?.into_iter().collect();
+    let have_netns: BTreeMap<u64, MeshedNetns> = dp.meshed_netns()?.into_iter().collect();
 
     // Each pod's namespace cookie, if it has one.
     let mut netns_of = Vec::with_capacity(snap.endpoints.len());
@@ -359,7 +362,7 @@ pub fn sync(
             ep.ips
                 .iter()
                 .filter_map(|ip| have_eps.get(&EndpointKey::from(*ip)).map(|e| e.pod))
-                .chain(cookie.and_then(|c| have_netns.get(&c).copied()))
+                .chain(cookie.and_then(|c| have_netns.get(&c).map(|n| n.pod)))
                 .find(|id| *id != 0)
         });
         if let Some(id) = known.filter(|id| !taken.contains(id)) {
@@ -383,15 +386,27 @@ pub fn sync(
     let mut want_cidrs = BTreeMap::new();
     for (ep, cookie) in snap.endpoints.iter().zip(&netns_of) {
         let pod = ctx.pod_ids.by_name.get(&ep.name).copied().unwrap_or(0);
+        let flags = EP_MESHED
+            | match ep.acceleration.unwrap_or(ctx.default_acceleration) {
+                Acceleration::All => 0,
+                Acceleration::ProxyOnly => EP_PROXY_ONLY,
+            };
         if let Some(c) = cookie {
-            want_netns.insert(*c, pod);
+            // Both flags fit: the netns value keeps them in 16 bits.
+            want_netns.insert(
+                *c,
+                MeshedNetns {
+                    pod,
+                    flags: flags as u16,
+                },
+            );
         }
         for ip in &ep.ips {
             let key = EndpointKey::from(*ip);
             want_eps.insert(
                 key,
                 Endpoint {
-                    flags: EP_MESHED,
+                    flags,
                     pod,
                     _pad0: 0,
                 },
@@ -440,9 +455,9 @@ pub fn sync(
     for c in have_netns.keys().filter(|c| !want_netns.contains_key(*c)) {
         dp.remove_meshed_netns(*c)?;
     }
-    for (c, pod) in &want_netns {
-        if have_netns.get(c) != Some(pod)
-            && let Err(e) = dp.insert_meshed_netns(*c, *pod)
+    for (c, value) in &want_netns {
+        if have_netns.get(c) != Some(value)
+            && let Err(e) = dp.insert_meshed_netns(*c, *value)
         {
             result.refuse("pod network namespace", e);
         }

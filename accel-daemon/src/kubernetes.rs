@@ -86,6 +86,7 @@ impl EndpointSource for KubernetesEndpoints {
                 exclude_inbound_ports: m.exclude_inbound_ports.clone(),
                 exclude_outbound_ports: m.exclude_outbound_ports.clone(),
                 exclude_outbound_ip_ranges: m.exclude_outbound_ip_ranges.clone(),
+                acceleration: m.acceleration,
             })
             .collect();
         Ok(Snapshot {

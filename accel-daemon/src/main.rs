@@ -108,6 +108,16 @@ struct RunArgs {
     /// receive buffer) before its sender falls back to TCP; 0 turns it off.
     #[arg(long, default_value_t = 4 * 1024 * 1024)]
     flow_budget_bytes: u32,
+    /// How much of a meshed pod takes part when the pod does not say (pods
+    /// file `acceleration`, annotation `sidecar-accel.io/accelerate`):
+    /// `all` its sockets, or `proxy-only` (its sidecar proxy's sockets only:
+    /// the application's sockets stay plain TCP).
+    #[arg(long, value_enum, default_value_t = PodAcceleration::All)]
+    pod_acceleration: PodAcceleration,
+    /// Owner uid of the sidecar proxy's sockets, for proxy-only pods
+    /// (Istio and ASM run the proxy as 1337).
+    #[arg(long, default_value_t = 1337)]
+    proxy_uid: u32,
     /// Capacity of the sockhash (recorded sockets), 1 to 4194304.
     #[arg(long, default_value_t = MapSizes::default().sockhash,
           value_parser = clap::value_parser!(u32).range(1..=4_194_304))]
@@ -143,6 +153,21 @@ struct RunArgs {
     /// How often the node object is read for an uninstall request and the status refreshed.
     #[arg(long, default_value = "2", value_name = "SECONDS")]
     node_poll_secs: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum PodAcceleration {
+    All,
+    ProxyOnly,
+}
+
+impl From<PodAcceleration> for accel_k8s::pods_file::Acceleration {
+    fn from(p: PodAcceleration) -> Self {
+        match p {
+            PodAcceleration::All => Self::All,
+            PodAcceleration::ProxyOnly => Self::ProxyOnly,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -314,7 +339,10 @@ fn run(args: RunArgs) -> Result<()> {
         }
         Err(e) => return Err(e.into()),
     };
-    let mut cookies = endpoints::SyncContext::default();
+    let mut cookies = endpoints::SyncContext {
+        default_acceleration: args.pod_acceleration.into(),
+        ..Default::default()
+    };
     let listener = std::net::TcpListener::bind(args.metrics_addr).with_context(|| {
         format!(
             "binding the metrics endpoint {}: choose a free address with --metrics-addr",
@@ -373,6 +401,7 @@ fn run(args: RunArgs) -> Result<()> {
     match gate {
         Gate::On { mut dp, adopted } => {
             dp.set_flow_budget(args.flow_budget_bytes)?;
+            dp.set_proxy_uid(args.proxy_uid)?;
             // The datapath is attached: from here on a problem with the
             // endpoint set is reported, never a reason to exit (and leave
             // an attached datapath without its daemon).
@@ -411,7 +440,7 @@ fn run(args: RunArgs) -> Result<()> {
         }
     }
     if let Some(initial) = &initial {
-        state.set_endpoints(initial);
+        state.set_endpoints(initial, cookies.default_acceleration);
         shared.publish_endpoints(initial, &cookies.pod_ids);
     }
     state.write(&args.state_dir)?;
@@ -542,7 +571,10 @@ fn decide_gate(
                 datapath::Variant::Plain { why } => state.checks.push(Check::new(
                     "flow control",
                     false,
-                    format!("unavailable, redirected bytes are not bounded: {why}"),
+                    format!(
+                        "unavailable, redirected bytes are not bounded; proxy-only pods stay \
+                         on TCP (their proxy's sockets cannot be told apart): {why}"
+                    ),
                 )),
             }
             info!(pin_dir = %args.pin_dir.display(), cgroup = %cgroup.display(), "datapath attached and pinned");
@@ -711,7 +743,7 @@ fn sync_endpoints(
     drop(guard);
     shared.publish_endpoints(&snap, &cookies.pod_ids);
     let before = (state.endpoints.clone(), state.pods.clone());
-    state.set_endpoints(&snap);
+    state.set_endpoints(&snap, cookies.default_acceleration);
     if before != (state.endpoints.clone(), state.pods.clone())
         && let Err(e) = state.write(state_dir)
     {

@@ -66,9 +66,22 @@ impl Check {
 }
 
 impl DaemonState {
-    pub fn set_endpoints(&mut self, snap: &crate::endpoints::Snapshot) {
+    /// Records the endpoint set, each pod with the acceleration it really
+    /// gets (its own, else `default`).
+    pub fn set_endpoints(
+        &mut self,
+        snap: &crate::endpoints::Snapshot,
+        default: accel_k8s::pods_file::Acceleration,
+    ) {
         self.endpoints = snap.ips().iter().map(|ip| ip.to_string()).collect();
-        self.pods = snap.endpoints.clone();
+        self.pods = snap
+            .endpoints
+            .iter()
+            .map(|p| crate::endpoints::LocalEndpoint {
+                acceleration: Some(p.acceleration.unwrap_or(default)),
+                ..p.clone()
+            })
+            .collect();
         self.loopback_meshed_only = snap.loopback_meshed_only;
     }
 
@@ -195,6 +208,9 @@ impl Status {
                             line += &format!(" netns of pid {pid}")
                         }
                         None => {}
+                    }
+                    if let Some(a) = p.acceleration {
+                        line += &format!(" acceleration {a}");
                     }
                     if !p.exclude_inbound_ports.is_empty() {
                         line += &format!(" excl-in {:?}", p.exclude_inbound_ports);

@@ -28,7 +28,9 @@ pub const NODE_STATUS_ANNOTATION: &str = "sidecar-accel.io/status";
 /// the daemon echoes in its status once the datapath is gone.
 pub const UNLOAD_REQUEST_ANNOTATION: &str = "sidecar-accel.io/unload-requested";
 
-/// Pod annotation: `"false"` keeps a meshed pod's traffic on TCP (per-pod opt-out).
+/// Pod annotation: `"false"` keeps a meshed pod's traffic on TCP (per-pod
+/// opt-out); `"proxy-only"` accelerates only its sidecar proxy's sockets;
+/// `"true"` all of them. Absent: the daemon's `--pod-acceleration`.
 pub const POD_OPT_OUT_ANNOTATION: &str = "sidecar-accel.io/accelerate";
 
 /// Istio's per-pod interception opt-outs, honoured as they are written for Istio.

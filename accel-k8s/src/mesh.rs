@@ -9,7 +9,7 @@ use std::{collections::BTreeMap, net::IpAddr};
 use k8s_openapi::api::core::v1::Pod;
 use serde::Serialize;
 
-use crate::{keys, net::Cidr};
+use crate::{keys, net::Cidr, pods_file::Acceleration};
 
 /// A meshed pod, as the datapath needs it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -21,6 +21,8 @@ pub struct MeshedPod {
     pub exclude_inbound_ports: Vec<u16>,
     pub exclude_outbound_ports: Vec<u16>,
     pub exclude_outbound_ip_ranges: Vec<Cidr>,
+    /// From the pod's annotation; `None`: the node's default.
+    pub acceleration: Option<Acceleration>,
 }
 
 impl MeshedPod {
@@ -76,19 +78,21 @@ pub fn classify(pod: &Pod) -> PodClass {
         return PodClass::NotMeshed;
     }
     let annotations = pod.metadata.annotations.clone().unwrap_or_default();
-    match annotations
+    let acceleration = match annotations
         .get(keys::POD_OPT_OUT_ANNOTATION)
         .map(|v| v.trim())
     {
-        None | Some("true") => {}
+        None => None,
+        Some("true") => Some(Acceleration::All),
+        Some("proxy-only") => Some(Acceleration::ProxyOnly),
         Some("false") => return PodClass::OptedOut,
         Some(other) => {
             return PodClass::Invalid(format!(
-                "annotation {}={other:?}: expected \"true\" or \"false\"",
+                "annotation {}={other:?}: expected \"true\", \"proxy-only\" or \"false\"",
                 keys::POD_OPT_OUT_ANNOTATION
             ));
         }
-    }
+    };
     if pod
         .spec
         .as_ref()
@@ -130,6 +134,7 @@ pub fn classify(pod: &Pod) -> PodClass {
         exclude_inbound_ports: inbound,
         exclude_outbound_ports: outbound,
         exclude_outbound_ip_ranges: ranges,
+        acceleration,
     })
 }
 
@@ -314,6 +319,35 @@ mod tests {
         assert_eq!(m.exclude_inbound_ports, vec![8080, 9090]);
         assert_eq!(m.exclude_outbound_ports, vec![3306]);
         assert_eq!(m.exclude_outbound_ip_ranges.len(), 2);
+        assert_eq!(m.acceleration, None, "no annotation: the node's default");
+    }
+
+    #[test]
+    fn acceleration_annotation_selects_all_or_proxy_only() {
+        for (value, want) in [
+            ("true", Acceleration::All),
+            ("proxy-only", Acceleration::ProxyOnly),
+            (" proxy-only ", Acceleration::ProxyOnly),
+        ] {
+            let p = pod(
+                &["istio-proxy"],
+                &[(keys::POD_OPT_OUT_ANNOTATION, value)],
+                &["10.0.0.5"],
+            );
+            let PodClass::Meshed(m) = classify(&p) else {
+                panic!("{value}: {:?}", classify(&p));
+            };
+            assert_eq!(m.acceleration, Some(want), "{value}");
+        }
+        // Close misspellings are not guessed at: the pod stays on TCP.
+        for value in ["proxy_only", "ProxyOnly", "proxy"] {
+            let p = pod(
+                &["istio-proxy"],
+                &[(keys::POD_OPT_OUT_ANNOTATION, value)],
+                &["10.0.0.5"],
+            );
+            assert!(matches!(classify(&p), PodClass::Invalid(_)), "{value}");
+        }
     }
 
     #[test]

@@ -24,6 +24,35 @@ impl NetnsRef {
     }
 }
 
+/// How much of a meshed pod takes part.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Acceleration {
+    /// Every socket of the pod: application <-> sidecar over loopback, and
+    /// sidecar <-> sidecar.
+    #[default]
+    All,
+    /// Only the sidecar proxy's own sockets (sidecar <-> sidecar): the
+    /// application's sockets never enter the sockhash, so they behave exactly
+    /// as plain TCP (receive-side splice, blocking reads, FIONREAD).
+    ProxyOnly,
+}
+
+impl Acceleration {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Acceleration::All => "all",
+            Acceleration::ProxyOnly => "proxy-only",
+        }
+    }
+}
+
+impl std::fmt::Display for Acceleration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One meshed pod (or one plain local address), as the datapath needs it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -44,6 +73,9 @@ pub struct LocalEndpoint {
     pub exclude_outbound_ports: Vec<u16>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exclude_outbound_ip_ranges: Vec<Cidr>,
+    /// `"all"` or `"proxy-only"`; absent: the daemon's `--pod-acceleration`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acceleration: Option<Acceleration>,
 }
 
 impl LocalEndpoint {

@@ -193,7 +193,8 @@ impl TestEnv {
         let cgroup = cgroup2_mount().join(&name);
         fs::create_dir(&cgroup).expect("create test cgroup");
         let pin_root = Path::new("/sys/fs/bpf").join(&name);
-        let pin_dir = pin_root.join("v2");
+        // The daemon's versioned layout (…/v<ABI>), under the test's own root.
+        let pin_dir = pin_root.join("v3");
         let state_dir = std::env::temp_dir().join(&name);
         TestEnv {
             name,

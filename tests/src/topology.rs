@@ -249,8 +249,6 @@ pub fn istio_rules(mesh: &Mesh, ipv6: bool) -> String {
 pub fn haproxy_config() -> String {
     format!(
         "global
-    uid {SIDECAR_UID}
-    gid {SIDECAR_GID}
     maxconn 4096
     nbthread 1
 
@@ -801,8 +799,10 @@ impl Pod {
         fs::write(&cfg, haproxy_config()).expect("write haproxy.cfg");
         let log = self.dir.join("haproxy.log");
         let logf = fs::File::create(&log).expect("haproxy log");
-        // haproxy starts as root, binds, then setuid/setgid 1337 (global uid/gid).
-        let mut cmd = self.command("haproxy");
+        // Started as 1337, as Envoy is: its listeners, and so the sockets
+        // it accepts, belong to the proxy's user (proxy-only pods tell the
+        // proxy's sockets apart by that owner).
+        let mut cmd = self.command_as("haproxy", SIDECAR_UID, SIDECAR_GID);
         cmd.arg("-db")
             .arg("-f")
             .arg(&cfg)

@@ -521,3 +521,137 @@ fn connections_from_before_the_daemon_are_never_switched_mid_stream() {
         );
     }
 }
+
+/// Proxy-only pods (one set in the pods file, the other by the daemon's
+/// default): the sidecar <-> sidecar hop is accelerated, the application's
+/// sockets never enter the sockhash. So an application reading with
+/// receive-side splice (kernel finding I-1: a sockmap socket's splice never
+/// sees redirected bytes) gets every byte, and both app legs carry PSH
+/// segments like plain TCP.
+#[test]
+fn proxy_only_pods_accelerate_the_sidecar_hop_and_leave_applications_on_tcp() {
+    const DRIVER: &str = env!("CARGO_BIN_EXE_accel-integrity");
+    const PORT: u16 = 9100;
+    const CONNS: usize = 4;
+    const BYTES: u64 = 4 << 20;
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let env = TestEnv::new("mesh-proxy-only");
+    let node = Node::new(&env, "po");
+    let a = node.meshed_pod("a", Mesh::default());
+    let b = node.meshed_pod("b", Mesh::default());
+    let pods = PodsFile::write(&env, &[(&a, "acceleration = \"proxy-only\""), (&b, "")])
+        .expect("pods file");
+    let _daemon = env.start_daemon(&[
+        "--pods-file",
+        &pods.arg(),
+        "--pod-acceleration",
+        "proxy-only",
+    ]);
+    let status = env.status_json();
+    let modes: Vec<&str> = status["daemon"]["pods"]
+        .as_array()
+        .expect("pods in status")
+        .iter()
+        .filter_map(|p| p["acceleration"].as_str())
+        .collect();
+    assert_eq!(modes, ["proxy-only", "proxy-only"], "{status}");
+
+    let mut sink = b
+        .command(DRIVER)
+        .args(["sink", "--listen", &format!("0.0.0.0:{PORT}")])
+        .args(["--conns", &CONNS.to_string(), "--bytes", &BYTES.to_string()])
+        .args(["--recv", "splice", "--timeout-secs", "60"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the splice sink");
+    let mut lines = BufReader::new(sink.stdout.take().expect("stdout")).lines();
+    assert_eq!(
+        lines.next().and_then(Result::ok).as_deref(),
+        Some("listening")
+    );
+    let (redirected, refused) = (
+        env.counter("redirect_bytes"),
+        env.counter("refused_app_socket"),
+    );
+    let cap_a_lo = a.capture("lo", &format!("tcp port {OUTBOUND_PORT}"));
+    let cap_bridge = node.capture(&a.host_veth, &format!("tcp port {PORT}"));
+    let cap_b_lo = b.capture("lo", &format!("tcp port {PORT}"));
+    let out = a
+        .command(DRIVER)
+        .args(["source", "--connect", &b.addr_v4(PORT).to_string()])
+        .args(["--conns", &CONNS.to_string(), "--bytes", &BYTES.to_string()])
+        .args(["--timeout-secs", "60"])
+        .output()
+        .expect("run the source");
+    assert!(
+        out.status.success(),
+        "source: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = lines.next().and_then(Result::ok).unwrap_or_default();
+    let done = sink.wait().expect("sink");
+    let (a_lo, bridge, b_lo) = (cap_a_lo.stop(), cap_bridge.stop(), cap_b_lo.stop());
+    let status = env.status_json();
+    eprintln!("splice sink: {report}\nPSH: A lo {a_lo:?}, bridge {bridge:?}, B lo {b_lo:?}");
+    eprintln!("checks: {}", status["daemon"]["checks"]);
+    eprintln!("counters: {}", status["datapath"]["counters"]);
+    assert!(done.success(), "the splice reader lost bytes: {report}");
+    let v: accel_tests::Value = serde_json::from_str(&report).expect("sink report");
+    assert_eq!(v["bytes_received"], CONNS as u64 * BYTES, "{report}");
+
+    assert_eq!(
+        bridge.psh_data, 0,
+        "sidecar A -> sidecar B must be accelerated: {bridge:?}"
+    );
+    assert!(
+        a_lo.psh_data > 0,
+        "app A -> sidecar A must stay on TCP: {a_lo:?}"
+    );
+    assert!(
+        b_lo.psh_data > 0,
+        "sidecar B -> app B must stay on TCP: {b_lo:?}"
+    );
+    let moved = counter_of(&status, "redirect_bytes") - redirected;
+    assert!(
+        moved >= CONNS as u64 * BYTES && moved < 2 * CONNS as u64 * BYTES,
+        "exactly the sidecar hop is redirected: {moved} B for {} B of streams",
+        CONNS as u64 * BYTES
+    );
+    // Each connection's two application sockets (A's connect, B's accept).
+    assert!(
+        counter_of(&status, "refused_app_socket") - refused >= 2 * CONNS as u64,
+        "application sockets were not refused: {}",
+        status["datapath"]["counters"]
+    );
+
+    // The application's loopback, with blocking readers after their own
+    // shutdown(SHUT_WR) (kernel finding I-2 on sockmap sockets): its sockets
+    // are never recorded, so no read can return EAGAIN.
+    let (offered, refused) = (env.counter("active_offered"), env.counter("refused_app_socket"));
+    for first in ["client", "server"] {
+        let out = a
+            .command(DRIVER)
+            .args(["half-close", "--listen", "127.0.0.1:9200", "--first", first])
+            .args(["--recv", "read", "--conns", "50", "--bytes", "262144"])
+            .args(["--timeout-secs", "60"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run half-close");
+        assert!(
+            out.status.success(),
+            "half-close ({first} first) in a proxy-only pod: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(
+        env.counter("active_offered"),
+        offered,
+        "an application socket was recorded"
+    );
+    assert!(env.counter("refused_app_socket") - refused >= 2 * 2 * 50);
+}

@@ -16,8 +16,10 @@
 #include <linux/types.h>
 
 /* 2: pod identities (endpoint, meshed netns, pairing, socket state) and
- *    the per pod pair traffic map. */
-#define ACCEL_ABI_VERSION 2
+ *    the per pod pair traffic map.
+ * 3: proxy-only pods (ACCEL_EP_PROXY_ONLY, accel_meshed_netns.flags,
+ *    accel_config.proxy_uid). */
+#define ACCEL_ABI_VERSION 3
 
 /* Pairing token carried in the handshake's final ACK: RFC 6994 shared
  * experimental option (kind 253) with a 16-bit ExID, then the token. */
@@ -68,8 +70,14 @@
 #define ACCEL_DIR_INBOUND 1  /* local port of a socket accepted by the pod */
 #define ACCEL_DIR_OUTBOUND 2 /* original destination port of a pod's connect() */
 
-/* Endpoint flags (struct accel_endpoint.flags). */
+/* Endpoint flags (struct accel_endpoint.flags, and the same bits in
+ * struct accel_meshed_netns.flags for the pod's loopback). */
 #define ACCEL_EP_MESHED (1U << 0)
+/* Only the sidecar proxy's own sockets (owner uid accel_config.proxy_uid)
+ * take part: the pod's application sockets never enter the sockhash, so no
+ * kernel behaviour of sockmap sockets (receive-side splice, blocking reads
+ * woken without data, FIONREAD) can reach the application. */
+#define ACCEL_EP_PROXY_ONLY (1U << 1)
 
 /* Per-CPU counters (accel_stats). Slots are reserved up to ACCEL_STATS_SLOTS
  * so new counters do not change the map size (an ABI change). */
@@ -97,6 +105,7 @@ enum accel_stat {
 	ACCEL_STAT_FLOW_TO_TCP,         /* reader behind: sender switched to TCP */
 	ACCEL_STAT_FLOW_RESUMED,        /* TCP path drained: sender redirects again */
 	ACCEL_STAT_POD_TRAFFIC_FULL,    /* pod pair not counted: accel_pod_traffic full */
+	ACCEL_STAT_REFUSED_APP_SOCKET,  /* proxy-only pod: not the proxy's socket */
 	ACCEL_STAT_COUNT,
 };
 #define ACCEL_STATS_SLOTS 32
@@ -107,7 +116,8 @@ struct accel_config {
 	/* Flow control: redirected bytes a reader may leave unread before its
 	 * sender falls back to TCP (at least the reader's receive buffer). */
 	__u32 flow_budget;
-	__u32 _pad0;
+	/* Owner of the sidecar proxy's sockets (Istio: 1337), for proxy-only pods. */
+	__u32 proxy_uid;
 };
 
 /* Per-socket state, in BPF socket storage: freed by the kernel with the
@@ -169,7 +179,7 @@ struct accel_endpoint {
 /* Value of accel_meshed_netns: the pod whose network namespace it is. */
 struct accel_meshed_netns {
 	__u16 pod;
-	__u16 _pad0;
+	__u16 flags; /* ACCEL_EP_* of the pod, for its loopback sockets */
 };
 
 /* Key of accel_pod_traffic: redirected traffic from one pod to another

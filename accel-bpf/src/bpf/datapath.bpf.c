@@ -16,10 +16,11 @@
  *   bpf_get_netns_cookie      (5.15+, optional) loopback pairs in one namespace
  *   bpf_msg_redirect_hash     the redirect itself, BPF_F_INGRESS to the peer
  * (traffic.h: map lookups/updates only, for the per pod pair counters)
- * and in the flow-control variant (flow.h):
+ * and in the flow-control variant (flow.h, owner.h):
  *   bpf_probe_read_kernel     the peer's unread redirected bytes, receive
  *                             buffer and read position (CO-RE offsets)
- *   bpf_skc_to_tcp_sock       the sender's own TCP sequence state
+ *   bpf_skc_to_tcp_sock       the sender's own TCP sequence state; the
+ *                             owner uid of a proxy-only pod's socket
  */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -31,6 +32,7 @@
 #include "endpoints.h"
 #include "pairing.h"
 #include "traffic.h"
+#include "owner.h"
 #ifdef ACCEL_FLOW_CONTROL
 #include "flow.h"
 #endif
@@ -111,6 +113,7 @@ static __always_inline void on_active_established(struct bpf_sock_ops *skops)
 	struct accel_pair_key pkey = { .stage = ACCEL_PAIR_OFFER };
 	struct accel_pair_value offer = {};
 	struct accel_sock_state *st;
+	struct ep_info info;
 	__u64 cookie;
 	long err;
 
@@ -121,8 +124,12 @@ static __always_inline void on_active_established(struct bpf_sock_ops *skops)
 	if (cfg_passthrough(cfg) || !ep_keys_of(skops, &local, &remote))
 		return;
 	netns = netns_cookie_of(skops);
-	if (!ep_eligible(&local, netns, cfg_loopback_meshed_only(cfg)))
+	if (!ep_lookup(&local, netns, cfg_loopback_meshed_only(cfg), &info))
 		return;
+	if (!owner_allowed(skops, &info, cfg)) {
+		stat_inc(ACCEL_STAT_REFUSED_APP_SOCKET);
+		return;
+	}
 	/* Istio's opt-outs apply to the pod's own connect(): the socket still
 	 * sees the original destination, whatever NAT did to the packets. */
 	if (!ep_is_loopback(&local) &&
@@ -139,8 +146,8 @@ static __always_inline void on_active_established(struct bpf_sock_ops *skops)
 	offer.cookie = cookie;
 	offer.netns_cookie = netns;
 	offer.sk_addr = sk_addr_of(skops);
-	offer.pod = pod_of(&local, netns);
-	st->local_pod = offer.pod;
+	offer.pod = info.pod;
+	st->local_pod = info.pod;
 	if (bpf_map_update_elem(&accel_pairing, &pkey, &offer, BPF_NOEXIST)) {
 		stat_inc(ACCEL_STAT_PAIRING_FULL);
 		st->decision = ACCEL_DECISION_TCP;
@@ -175,6 +182,7 @@ static __always_inline void on_passive_established(struct bpf_sock_ops *skops)
 	struct accel_pair_value offer, answer = {};
 	struct accel_pair_value *found;
 	struct accel_sock_state *st;
+	struct ep_info info, remote_info;
 	__u64 token, cookie;
 
 	struct accel_config *cfg;
@@ -186,11 +194,18 @@ static __always_inline void on_passive_established(struct bpf_sock_ops *skops)
 		return;
 	netns = netns_cookie_of(skops);
 	meshed_only = cfg_loopback_meshed_only(cfg);
-	if (!ep_eligible(&local, netns, meshed_only) || !ep_eligible(&remote, netns, meshed_only))
+	if (!ep_lookup(&local, netns, meshed_only, &info) ||
+	    !ep_lookup(&remote, netns, meshed_only, &remote_info))
 		return;
 	if (!ep_is_loopback(&local) &&
 	    ep_port_excluded(&local, skops->local_port, ACCEL_DIR_INBOUND)) {
 		stat_inc(ACCEL_STAT_EXCLUDED);
+		return;
+	}
+	/* The remote end's socket is checked on its own side: without it
+	 * there is no token to claim. */
+	if (!owner_allowed(skops, &info, cfg)) {
+		stat_inc(ACCEL_STAT_REFUSED_APP_SOCKET);
 		return;
 	}
 	if (pairing_read_token(skops, &token)) {
@@ -224,7 +239,7 @@ static __always_inline void on_passive_established(struct bpf_sock_ops *skops)
 	st->role = ACCEL_ROLE_PASSIVE;
 	st->peer_cookie = offer.cookie;
 	st->peer_sk = offer.sk_addr;
-	st->local_pod = pod_of(&local, netns);
+	st->local_pod = info.pod;
 	st->peer_pod = offer.pod;
 
 	/* Tell the active side who its peer is. If this fails the active side

@@ -58,13 +58,6 @@ static __always_inline int ep_is_loopback(const struct accel_endpoint_key *k)
 	return hi == 0 && (lo == bpf_cpu_to_be64(1) || lo == bpf_cpu_to_be64(6));
 }
 
-static __always_inline int ep_is_local_endpoint(const struct accel_endpoint_key *k)
-{
-	struct accel_endpoint *ep = bpf_map_lookup_elem(&accel_endpoints, k);
-
-	return ep && (ep->flags & ACCEL_EP_MESHED);
-}
-
 static __always_inline __u32 ctx_u32(const __u32 *p)
 {
 	return *(const volatile __u32 *)p;
@@ -93,22 +86,39 @@ static __always_inline int ep_keys_of(const struct bpf_sock_ops *skops,
 	return 0;
 }
 
-/* Does a loopback end in namespace `netns` take part? Everywhere on a
- * standalone host; on a node, only inside meshed pods, which needs the
- * namespace of the socket (0: the kernel cannot tell, so it does not). */
-static __always_inline int ep_loopback_allowed(__u64 netns, int meshed_only)
-{
-	if (!meshed_only)
-		return 1;
-	return netns && bpf_map_lookup_elem(&accel_meshed_netns, &netns);
-}
+/* What the maps say about one local end of a socket. */
+struct ep_info {
+	__u32 flags; /* ACCEL_EP_* (0 for loopback on a standalone host) */
+	__u16 pod;   /* the pod owning it (0: not a known pod) */
+};
 
-static __always_inline int ep_eligible(const struct accel_endpoint_key *k, __u64 netns,
-				       int meshed_only)
+/* Does the end take part, and for which pod? Loopback ends in namespace
+ * `netns` take part everywhere on a standalone host; on a node only inside
+ * meshed pods, which needs the socket's namespace (0: the kernel cannot
+ * tell, so it does not). Other addresses take part when the daemon listed
+ * them. One lookup serves both questions. */
+static __always_inline int ep_lookup(const struct accel_endpoint_key *k, __u64 netns,
+				     int meshed_only, struct ep_info *info)
 {
-	if (ep_is_loopback(k))
-		return ep_loopback_allowed(netns, meshed_only);
-	return ep_is_local_endpoint(k);
+	struct accel_meshed_netns *ns;
+	struct accel_endpoint *ep;
+
+	info->flags = 0;
+	info->pod = 0;
+	if (ep_is_loopback(k)) {
+		ns = netns ? bpf_map_lookup_elem(&accel_meshed_netns, &netns) : 0;
+		if (ns) {
+			info->flags = ns->flags;
+			info->pod = ns->pod;
+		}
+		return ns || !meshed_only;
+	}
+	ep = bpf_map_lookup_elem(&accel_endpoints, k);
+	if (!ep || !(ep->flags & ACCEL_EP_MESHED))
+		return 0;
+	info->flags = ep->flags;
+	info->pod = ep->pod;
+	return 1;
 }
 
 static __always_inline int ep_port_excluded(const struct accel_endpoint_key *pod, __u32 port,

@@ -83,6 +83,9 @@ int main(void)
 	CONST(ACCEL_MODE_ACCELERATE);
 	CONST(ACCEL_MODE_PASSTHROUGH);
 	CONST(ACCEL_EP_MESHED);
+	CONST(ACCEL_EP_PROXY_ONLY);
+	OFF(accel_meshed_netns, flags);
+	OFF(accel_config, proxy_uid);
 	CONST(ACCEL_STATS_SLOTS);
 	CONST(ACCEL_STAT_COUNT);
 	printf("pub const STAT_NAMES_C: [&str; %d] = [\n", ACCEL_STAT_COUNT);
@@ -111,8 +114,9 @@ int main(void)
 	STAT(ACCEL_STAT_FLOW_TO_TCP);
 	STAT(ACCEL_STAT_FLOW_RESUMED);
 	STAT(ACCEL_STAT_POD_TRAFFIC_FULL);
+	STAT(ACCEL_STAT_REFUSED_APP_SOCKET);
 	printf("];\n");
-	printf("pub const STAT_VALUES_C: [u32; %d] = [%d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d];\n",
+	printf("pub const STAT_VALUES_C: [u32; %d] = [%d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d];\n",
 	       ACCEL_STAT_COUNT, ACCEL_STAT_ACTIVE_OFFERED, ACCEL_STAT_PASSIVE_PAIRED,
 	       ACCEL_STAT_ACTIVE_PAIRED, ACCEL_STAT_RECORD_FAILED, ACCEL_STAT_PAIRING_FULL,
 	       ACCEL_STAT_STATE_FAILED, ACCEL_STAT_REFUSED_NO_TOKEN, ACCEL_STAT_REFUSED_UNKNOWN,
@@ -121,6 +125,6 @@ int main(void)
 	       ACCEL_STAT_REDIRECT_FAILED, ACCEL_STAT_PASS_MSGS, ACCEL_STAT_PASS_BYTES,
 	       ACCEL_STAT_PASSTHROUGH_SWITCH, ACCEL_STAT_HDR_OPT_FAILED, ACCEL_STAT_CLOSED,
 	       ACCEL_STAT_EXCLUDED, ACCEL_STAT_FLOW_TO_TCP, ACCEL_STAT_FLOW_RESUMED,
-	       ACCEL_STAT_POD_TRAFFIC_FULL);
+	       ACCEL_STAT_POD_TRAFFIC_FULL, ACCEL_STAT_REFUSED_APP_SOCKET);
 	return 0;
 }
