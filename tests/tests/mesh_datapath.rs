@@ -631,7 +631,10 @@ fn proxy_only_pods_accelerate_the_sidecar_hop_and_leave_applications_on_tcp() {
     // The application's loopback, with blocking readers after their own
     // shutdown(SHUT_WR) (kernel finding I-2 on sockmap sockets): its sockets
     // are never recorded, so no read can return EAGAIN.
-    let (offered, refused) = (env.counter("active_offered"), env.counter("refused_app_socket"));
+    let (offered, refused) = (
+        env.counter("active_offered"),
+        env.counter("refused_app_socket"),
+    );
     for first in ["client", "server"] {
         let out = a
             .command(DRIVER)
