@@ -70,7 +70,7 @@ pub enum Stat {
     FlowToTcp,
     FlowResumed,
     PodTrafficFull,
-    RefusedAppSocket,
+    RefusedProxyOnly,
 }
 
 impl Stat {
@@ -98,7 +98,7 @@ impl Stat {
         Stat::FlowToTcp,
         Stat::FlowResumed,
         Stat::PodTrafficFull,
-        Stat::RefusedAppSocket,
+        Stat::RefusedProxyOnly,
     ];
 
     /// Stable snake_case name, used in status output and metric labels.
@@ -127,7 +127,7 @@ impl Stat {
             Stat::FlowToTcp => "flow_reader_behind_to_tcp",
             Stat::FlowResumed => "flow_resumed_redirect",
             Stat::PodTrafficFull => "pod_traffic_map_full",
-            Stat::RefusedAppSocket => "refused_app_socket",
+            Stat::RefusedProxyOnly => "refused_proxy_only",
         }
     }
 }

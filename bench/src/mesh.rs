@@ -96,6 +96,10 @@ pub struct MeshArgs {
     /// Where mesh.md and mesh.json go [default: bench/results/<YYYY-MM-DD>].
     #[arg(long)]
     out_dir: Option<PathBuf>,
+    /// The accelerated mode's `accel-daemon run --pod-acceleration`: `all`
+    /// (three legs) or `proxy-only` (the sidecar-to-sidecar hop only).
+    #[arg(long, default_value = "all", value_parser = ["all", "proxy-only"])]
+    pod_acceleration: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, clap::ValueEnum, Serialize)]
@@ -224,6 +228,7 @@ pub struct MeshConfig {
     pub wrk_connections: u32,
     pub wrk_threads: u32,
     pub repeats: usize,
+    pub pod_acceleration: String,
 }
 
 pub fn run(args: MeshArgs) -> Result<()> {
@@ -310,6 +315,7 @@ fn mesh(mut args: MeshArgs) -> Result<()> {
         wrk_connections: args.wrk_connections,
         wrk_threads: args.wrk_threads,
         repeats: args.repeats,
+        pod_acceleration: args.pod_acceleration.clone(),
     };
     let exe = topology_bins(
         &args.daemon_bin,
@@ -363,7 +369,8 @@ fn mesh(mut args: MeshArgs) -> Result<()> {
     let nginx_pid = start_nginx(&b, &sizes);
     let pods_file = accel_tests::topology::PodsFile::write(&env, &[(&a, ""), (&b, "")])
         .context("writing the pods file")?;
-    let mut ctl = DaemonCtl::new(&env, pods_file.arg());
+    let mut ctl = DaemonCtl::new(&env, pods_file.arg())
+        .with_args(&["--pod-acceleration", &cfg.pod_acceleration]);
     let mut pids: Vec<u32> = a.sidecar_pids();
     pids.extend(b.sidecar_pids());
     pids.push(nginx_pid);
@@ -540,6 +547,7 @@ pub(crate) struct ProofState {
 pub(crate) struct DaemonCtl<'a> {
     env: &'a TestEnv,
     pods_arg: String,
+    extra_args: Vec<String>,
     daemon: Option<Daemon>,
     mode: Option<Mode>,
     toggles: usize,
@@ -551,11 +559,18 @@ impl<'a> DaemonCtl<'a> {
         DaemonCtl {
             env,
             pods_arg,
+            extra_args: Vec::new(),
             daemon: None,
             mode: None,
             toggles: 0,
             log: String::new(),
         }
+    }
+
+    /// More `accel-daemon run` arguments for the accelerated mode.
+    pub(crate) fn with_args(mut self, args: &[&str]) -> Self {
+        self.extra_args.extend(args.iter().map(|a| a.to_string()));
+        self
     }
 
     /// Accelerated: `accel-daemon run --pods-file` (ready and
@@ -568,7 +583,9 @@ impl<'a> DaemonCtl<'a> {
         match mode {
             Mode::Accel => {
                 ensure!(self.daemon.is_none(), "daemon already running");
-                let d = self.env.start_daemon(&["--pods-file", &self.pods_arg]);
+                let mut args = vec!["--pods-file", self.pods_arg.as_str()];
+                args.extend(self.extra_args.iter().map(String::as_str));
+                let d = self.env.start_daemon(&args);
                 let log = d.log();
                 self.daemon = Some(d);
                 ensure!(

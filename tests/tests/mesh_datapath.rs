@@ -573,9 +573,12 @@ fn proxy_only_pods_accelerate_the_sidecar_hop_and_leave_applications_on_tcp() {
         lines.next().and_then(Result::ok).as_deref(),
         Some("listening")
     );
-    let (redirected, refused) = (
-        env.counter("redirect_bytes"),
-        env.counter("refused_app_socket"),
+    let before = |name: &str| env.counter(name);
+    let (redirected, refused, passed, unanswered) = (
+        before("redirect_bytes"),
+        before("refused_proxy_only"),
+        before("pass_bytes"),
+        before("active_unanswered"),
     );
     let cap_a_lo = a.capture("lo", &format!("tcp port {OUTBOUND_PORT}"));
     let cap_bridge = node.capture(&a.host_veth, &format!("tcp port {PORT}"));
@@ -621,19 +624,25 @@ fn proxy_only_pods_accelerate_the_sidecar_hop_and_leave_applications_on_tcp() {
         "exactly the sidecar hop is redirected: {moved} B for {} B of streams",
         CONNS as u64 * BYTES
     );
-    // Each connection's two application sockets (A's connect, B's accept).
-    assert!(
-        counter_of(&status, "refused_app_socket") - refused >= 2 * CONNS as u64,
-        "application sockets were not refused: {}",
+    // Per connection: A's connect and B's accept (application sockets), and
+    // the sidecars' ends inside their pods (A's 15001 accept, B's connect
+    // to its app). None is recorded, so none sends over TCP from the map.
+    let delta = |name: &str, was: u64| counter_of(&status, name) - was;
+    assert_eq!(
+        delta("refused_proxy_only", refused),
+        4 * CONNS as u64,
+        "{}",
         status["datapath"]["counters"]
     );
+    assert_eq!(delta("pass_bytes", passed), 0, "a recorded socket used TCP");
+    assert_eq!(delta("active_unanswered", unanswered), 0);
 
     // The application's loopback, with blocking readers after their own
     // shutdown(SHUT_WR) (kernel finding I-2 on sockmap sockets): its sockets
     // are never recorded, so no read can return EAGAIN.
     let (offered, refused) = (
         env.counter("active_offered"),
-        env.counter("refused_app_socket"),
+        env.counter("refused_proxy_only"),
     );
     for first in ["client", "server"] {
         let out = a
@@ -656,5 +665,5 @@ fn proxy_only_pods_accelerate_the_sidecar_hop_and_leave_applications_on_tcp() {
         offered,
         "an application socket was recorded"
     );
-    assert!(env.counter("refused_app_socket") - refused >= 2 * 2 * 50);
+    assert!(env.counter("refused_proxy_only") - refused >= 2 * 2 * 50);
 }

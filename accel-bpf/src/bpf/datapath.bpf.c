@@ -126,8 +126,8 @@ static __always_inline void on_active_established(struct bpf_sock_ops *skops)
 	netns = netns_cookie_of(skops);
 	if (!ep_lookup(&local, netns, cfg_loopback_meshed_only(cfg), &info))
 		return;
-	if (!owner_allowed(skops, &info, cfg)) {
-		stat_inc(ACCEL_STAT_REFUSED_APP_SOCKET);
+	if (!proxy_only_allowed(skops, &info, peer_pod_of(&info, &remote), cfg)) {
+		stat_inc(ACCEL_STAT_REFUSED_PROXY_ONLY);
 		return;
 	}
 	/* Istio's opt-outs apply to the pod's own connect(): the socket still
@@ -202,10 +202,10 @@ static __always_inline void on_passive_established(struct bpf_sock_ops *skops)
 		stat_inc(ACCEL_STAT_EXCLUDED);
 		return;
 	}
-	/* The remote end's socket is checked on its own side: without it
+	/* The remote end's owner is checked on its own side: without it
 	 * there is no token to claim. */
-	if (!owner_allowed(skops, &info, cfg)) {
-		stat_inc(ACCEL_STAT_REFUSED_APP_SOCKET);
+	if (!proxy_only_allowed(skops, &info, remote_info.pod, cfg)) {
+		stat_inc(ACCEL_STAT_REFUSED_PROXY_ONLY);
 		return;
 	}
 	if (pairing_read_token(skops, &token)) {

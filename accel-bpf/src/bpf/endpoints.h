@@ -121,6 +121,23 @@ static __always_inline int ep_lookup(const struct accel_endpoint_key *k, __u64 n
 	return 1;
 }
 
+/* The pod at the other end of a pod's connect(), for proxy-only pods only
+ * (the lookup is skipped otherwise): a loopback destination is in the pod
+ * itself; a pod address is looked up; anything else is no local pod (0).
+ * A Service VIP is no pod either, but the proxy connects to endpoints. */
+static __always_inline __u16 peer_pod_of(const struct ep_info *local,
+					 const struct accel_endpoint_key *remote)
+{
+	struct accel_endpoint *ep;
+
+	if (!(local->flags & ACCEL_EP_PROXY_ONLY))
+		return 0;
+	if (ep_is_loopback(remote))
+		return local->pod;
+	ep = bpf_map_lookup_elem(&accel_endpoints, remote);
+	return ep ? ep->pod : 0;
+}
+
 static __always_inline int ep_port_excluded(const struct accel_endpoint_key *pod, __u32 port,
 					    __u8 direction)
 {

@@ -31,13 +31,19 @@ struct sock___owner {
 } __attribute__((preserve_access_index));
 #endif
 
-/* May this socket of a pod take part? Always, unless the pod is proxy-only
- * and the socket is not owned by the proxy's user. */
-static __always_inline int owner_allowed(struct bpf_sock_ops *skops, const struct ep_info *info,
-					 const struct accel_config *cfg)
+/* May this socket of a pod take part? Always, unless the pod is proxy-only:
+ * then only a proxy-owned socket of a connection to another pod. Inside the
+ * pod (`peer_pod` == the pod's own) the other end is the application, or
+ * the proxy talking to itself: nothing to gain, and a socket recorded only
+ * to send over TCP would pay the sockmap send path for nothing. */
+static __always_inline int proxy_only_allowed(struct bpf_sock_ops *skops,
+					      const struct ep_info *info, __u16 peer_pod,
+					      const struct accel_config *cfg)
 {
 	if (!(info->flags & ACCEL_EP_PROXY_ONLY))
 		return 1;
+	if (info->pod && peer_pod == info->pod)
+		return 0;
 #ifdef ACCEL_FLOW_CONTROL
 	{
 		/* A BTF pointer: constant offsets from it are allowed, unlike

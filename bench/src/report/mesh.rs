@@ -27,6 +27,8 @@ pub struct MeshFacts {
     pub wrk_connections: u32,
     pub wrk_threads: u32,
     pub repeats: usize,
+    /// `accel-daemon run --pod-acceleration` in the accelerated mode.
+    pub pod_acceleration: String,
     pub wrk_version: String,
     pub nginx_version: String,
     pub haproxy_version: String,
@@ -61,6 +63,7 @@ impl MeshFacts {
             wrk_connections: cfg.wrk_connections,
             wrk_threads: cfg.wrk_threads,
             repeats: cfg.repeats,
+            pod_acceleration: cfg.pod_acceleration.clone(),
             wrk_version: version("wrk", &["-v"]),
             nginx_version: version("nginx", &["-v"]),
             haproxy_version: version("haproxy", &["-v"]),
@@ -322,10 +325,11 @@ impl MeshReport {
         let _ = writeln!(
             s,
             "- Modes: **baseline** = daemon killed and `accel-daemon unload` done (nothing \
-             attached to the cgroup, no pins); **accelerated** = `accel-daemon run` up \
-             (accelerated=true). Per case the modes alternate ABBA (baseline, accelerated, \
-             accelerated, baseline, ...), {} repeats each; {} daemon start/stop toggles in the run",
-            fa.repeats, fa.daemon_toggles
+             attached to the cgroup, no pins); **accelerated** = `accel-daemon run \
+             --pod-acceleration {}` up (accelerated=true). Per case the modes alternate ABBA \
+             (baseline, accelerated, accelerated, baseline, ...), {} repeats each; {} daemon \
+             start/stop toggles in the run",
+            fa.pod_acceleration, fa.repeats, fa.daemon_toggles
         );
         let _ = writeln!(
             s,
