@@ -71,10 +71,11 @@ pub enum Stat {
     FlowResumed,
     PodTrafficFull,
     RefusedProxyOnly,
+    ProxyOffNode,
 }
 
 impl Stat {
-    pub const ALL: [Stat; 24] = [
+    pub const ALL: [Stat; 25] = [
         Stat::ActiveOffered,
         Stat::PassivePaired,
         Stat::ActivePaired,
@@ -99,6 +100,7 @@ impl Stat {
         Stat::FlowResumed,
         Stat::PodTrafficFull,
         Stat::RefusedProxyOnly,
+        Stat::ProxyOffNode,
     ];
 
     /// Stable snake_case name, used in status output and metric labels.
@@ -128,6 +130,7 @@ impl Stat {
             Stat::FlowResumed => "flow_resumed_redirect",
             Stat::PodTrafficFull => "pod_traffic_map_full",
             Stat::RefusedProxyOnly => "refused_proxy_only",
+            Stat::ProxyOffNode => "proxy_off_node_not_recorded",
         }
     }
 }

@@ -452,7 +452,12 @@ fn mesh(mut args: MeshArgs) -> Result<()> {
                     }
                     check_interrupted()?;
                     let after = ctl.proof_state()?;
-                    verify(&mut rec, &before, &after);
+                    verify(
+                        &mut rec,
+                        &before,
+                        &after,
+                        cfg.pod_acceleration == "proxy-only",
+                    );
                     records.push(rec);
                 }
             }
@@ -675,7 +680,10 @@ impl Drop for DaemonCtl<'_> {
     }
 }
 
-fn verify(rec: &mut MeshRecord, before: &ProofState, after: &ProofState) {
+/// `proxy_only`: only the sidecar hop's sockets are recorded, so flow
+/// control's TCP bytes on that hop count as the datapath's (`pass_bytes`
+/// is only ever counted for recorded sockets).
+fn verify(rec: &mut MeshRecord, before: &ProofState, after: &ProofState, proxy_only: bool) {
     if let (Some(b), Some(a)) = (&before.counters, &after.counters) {
         rec.counters_delta = a
             .iter()
@@ -696,7 +704,8 @@ fn verify(rec: &mut MeshRecord, before: &ProofState, after: &ProofState) {
                 MeshWorkload::Wrk => rec.count.unwrap_or(0) * rec.size as u64,
                 _ => rec.bytes_moved,
             };
-            rec.verified = !rec.counters_delta.is_empty() && rb > 0 && rb >= floor as i64;
+            let carried = if proxy_only { rb + d("pass_bytes") } else { rb };
+            rec.verified = !rec.counters_delta.is_empty() && rb > 0 && carried >= floor as i64;
             if rec.bytes_moved > 0 {
                 rec.redirected_legs = Some(rb as f64 / rec.bytes_moved as f64);
             }

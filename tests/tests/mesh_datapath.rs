@@ -667,3 +667,48 @@ fn proxy_only_pods_accelerate_the_sidecar_hop_and_leave_applications_on_tcp() {
     );
     assert!(env.counter("refused_proxy_only") - refused >= 2 * 2 * 50);
 }
+
+/// A sidecar's connection to a pod the node does not list (another node, an
+/// unmeshed pod) can never be paired, so it is not recorded: it would only
+/// pay the sockmap send path. The application's leg to its sidecar is still
+/// accelerated, and the stream is byte-exact.
+#[test]
+fn a_sidecars_connections_off_the_node_are_not_recorded() {
+    let env = TestEnv::new("mesh-off-node");
+    let node = Node::new(&env, "on");
+    let a = node.meshed_pod("a", Mesh::default());
+    let u = node.unmeshed_pod("u");
+    u.start_echo();
+    let pods = PodsFile::write(&env, &[(&a, "")]).expect("pods file");
+    let _daemon = env.start_daemon(&["--pods-file", &pods.arg()]);
+    let names = [
+        "proxy_off_node_not_recorded",
+        "active_unanswered",
+        "pass_bytes",
+        "passive_paired",
+    ];
+    let before: Vec<u64> = names.iter().map(|n| env.counter(n)).collect();
+    let cap_a_lo = a.capture("lo", &format!("tcp port {OUTBOUND_PORT}"));
+    const BYTES: usize = 256 * 1024;
+    let client = a.echo_client(u.addr_v4(ECHO_PORT), BYTES);
+    let r = client.report.clone();
+    assert!(r.equal, "{r:?}");
+    assert_eq!(r.received_sha256, sha256_hex(&pattern(1, BYTES)));
+    client.finish();
+    let a_lo = cap_a_lo.stop();
+    let status = env.status_json();
+    let delta: Vec<u64> = names
+        .iter()
+        .zip(&before)
+        .map(|(n, b)| counter_of(&status, n) - b)
+        .collect();
+    eprintln!("A lo {a_lo:?}; deltas {names:?} = {delta:?}");
+    assert_eq!(delta[0], 1, "the sidecar's upstream was recorded");
+    assert_eq!(delta[1], 0, "an offer nobody could answer");
+    assert_eq!(delta[2], 0, "a recorded socket sent over TCP");
+    assert_eq!(delta[3], 1, "app A -> sidecar A paired");
+    assert_eq!(
+        a_lo.psh_data, 0,
+        "app A -> sidecar A must be accelerated: {a_lo:?}"
+    );
+}

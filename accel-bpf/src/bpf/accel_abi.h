@@ -106,6 +106,7 @@ enum accel_stat {
 	ACCEL_STAT_FLOW_RESUMED,        /* TCP path drained: sender redirects again */
 	ACCEL_STAT_POD_TRAFFIC_FULL,    /* pod pair not counted: accel_pod_traffic full */
 	ACCEL_STAT_REFUSED_PROXY_ONLY,  /* proxy-only pod: an app socket, or inside the pod */
+	ACCEL_STAT_PROXY_OFF_NODE,      /* the proxy's connection to no pod here: not recorded */
 	ACCEL_STAT_COUNT,
 };
 #define ACCEL_STATS_SLOTS 32

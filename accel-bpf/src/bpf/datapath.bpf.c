@@ -115,6 +115,8 @@ static __always_inline void on_active_established(struct bpf_sock_ops *skops)
 	struct accel_sock_state *st;
 	struct ep_info info;
 	__u64 cookie;
+	__u16 peer_pod;
+	int dest_here, owner = OWNER_UNKNOWN;
 	long err;
 
 	struct accel_config *cfg;
@@ -126,8 +128,19 @@ static __always_inline void on_active_established(struct bpf_sock_ops *skops)
 	netns = netns_cookie_of(skops);
 	if (!ep_lookup(&local, netns, cfg_loopback_meshed_only(cfg), &info))
 		return;
-	if (!proxy_only_allowed(skops, &info, peer_pod_of(&info, &remote), cfg)) {
+	dest_here = ep_dest_on_node(&info, &remote, &peer_pod);
+	if ((info.flags & ACCEL_EP_PROXY_ONLY) || !dest_here)
+		owner = sock_owner(skops, cfg);
+	if (!proxy_only_allowed(&info, peer_pod, owner)) {
 		stat_inc(ACCEL_STAT_REFUSED_PROXY_ONLY);
+		return;
+	}
+	/* The proxy connecting to another node (or an unlisted address): no
+	 * peer here can claim the offer, so the socket would only pay the
+	 * sockmap send path. An application's socket is still recorded: its
+	 * destination is rewritten to the sidecar after it was chosen. */
+	if (!dest_here && owner == OWNER_PROXY) {
+		stat_inc(ACCEL_STAT_PROXY_OFF_NODE);
 		return;
 	}
 	/* Istio's opt-outs apply to the pod's own connect(): the socket still
@@ -204,7 +217,9 @@ static __always_inline void on_passive_established(struct bpf_sock_ops *skops)
 	}
 	/* The remote end's owner is checked on its own side: without it
 	 * there is no token to claim. */
-	if (!proxy_only_allowed(skops, &info, remote_info.pod, cfg)) {
+	if (!proxy_only_allowed(&info, remote_info.pod,
+				(info.flags & ACCEL_EP_PROXY_ONLY) ? sock_owner(skops, cfg) :
+								     OWNER_UNKNOWN)) {
 		stat_inc(ACCEL_STAT_REFUSED_PROXY_ONLY);
 		return;
 	}

@@ -121,21 +121,26 @@ static __always_inline int ep_lookup(const struct accel_endpoint_key *k, __u64 n
 	return 1;
 }
 
-/* The pod at the other end of a pod's connect(), for proxy-only pods only
- * (the lookup is skipped otherwise): a loopback destination is in the pod
- * itself; a pod address is looked up; anything else is no local pod (0).
- * A Service VIP is no pod either, but the proxy connects to endpoints. */
-static __always_inline __u16 peer_pod_of(const struct ep_info *local,
-					 const struct accel_endpoint_key *remote)
+/* Is the destination of a pod's connect() on this node, and in which pod?
+ * A loopback destination is in the pod itself; a listed address in its pod
+ * (*peer_pod, 0 for an address without one); anything else is elsewhere.
+ * An application's destination says little (iptables sends it to the
+ * sidecar afterwards); the proxy's own connections go where they say. */
+static __always_inline int ep_dest_on_node(const struct ep_info *local,
+					   const struct accel_endpoint_key *remote, __u16 *peer_pod)
 {
 	struct accel_endpoint *ep;
 
-	if (!(local->flags & ACCEL_EP_PROXY_ONLY))
-		return 0;
-	if (ep_is_loopback(remote))
-		return local->pod;
+	*peer_pod = 0;
+	if (ep_is_loopback(remote)) {
+		*peer_pod = local->pod;
+		return 1;
+	}
 	ep = bpf_map_lookup_elem(&accel_endpoints, remote);
-	return ep ? ep->pod : 0;
+	if (!ep || !(ep->flags & ACCEL_EP_MESHED))
+		return 0;
+	*peer_pod = ep->pod;
+	return 1;
 }
 
 static __always_inline int ep_port_excluded(const struct accel_endpoint_key *pod, __u32 port,
