@@ -552,7 +552,15 @@ fn rst_mid_stream_never_delivers_wrong_bytes_and_spares_other_connections() {
     );
     assert!(d.of("active_paired") >= n, "{}", d.show());
     assert!(d.of("redirect_bytes") > 0, "{}", d.show());
-    assert_eq!(d.of("redirect_failed"), 0, "{}", d.show());
+    // A reader that resets takes its socket out of the sockhash; a send
+    // racing that close finds no peer and goes to TCP, which the RST then
+    // refuses, as it would without us. Only those senders may see it.
+    let reset_by_reader = report["reset_by_reader"].as_u64().unwrap_or(0);
+    assert!(
+        d.of("redirect_failed") <= reset_by_reader,
+        "redirect_failed beyond the {reset_by_reader} reader-reset connections: {}",
+        d.show()
+    );
     assert_maps_drained(&env);
 }
 

@@ -377,18 +377,29 @@ impl MeshReport {
         let legs = Agg::of(acc.iter().filter_map(|r| r.redirected_legs).collect());
         let _ = writeln!(
             s,
-            "- Proof: {}/{} accelerated runs grew `redirect_bytes` (read with `accel-daemon \
+            "- Proof: {}/{} accelerated runs grew `redirect_bytes`{} (read with `accel-daemon \
              status --json` before and after each run) by at least the bytes the apps moved \
              (wrk: the response bodies); {:.2} GB redirected in total; redirect_bytes / app \
              bytes per run: median {:.2}, min {:.2}, max {:.2} (3.00 = all three legs \
-             redirected). {}/{} baseline runs had no program attached to the cgroup and no pins \
+             redirected{}). {}/{} baseline runs had no program attached to the cgroup and no pins \
              before and after",
             acc.iter().filter(|r| r.verified).count(),
             acc.len(),
+            if fa.pod_acceleration == "proxy-only" {
+                " plus `pass_bytes` (proxy-only: only the sidecar hop's sockets are recorded, \
+                 and flow control's TCP bytes there are counted in `pass_bytes`)"
+            } else {
+                ""
+            },
             redirected as f64 / 1e9,
             legs.map(|l| l.median).unwrap_or(0.0),
             legs.map(|l| l.min).unwrap_or(0.0),
             legs.map(|l| l.max).unwrap_or(0.0),
+            if fa.pod_acceleration == "proxy-only" {
+                "; 1.00 = the sidecar hop only"
+            } else {
+                ""
+            },
             base.iter().filter(|r| r.verified).count(),
             base.len()
         );
