@@ -71,6 +71,12 @@ pub const ECHO_PORT: u16 = 8080;
 pub const HTTP_PORT: u16 = 80;
 /// Path nginx serves the generated file under.
 pub const HTTP_FILE: &str = "/file";
+/// First of the source ports tests bind on purpose. They sit below the
+/// kernel's ephemeral range (32768-60999) because the sidecar's own
+/// outgoing connections take their ports from that range without
+/// SO_REUSEADDR, and a bind() to a port the proxy holds fails with
+/// EADDRINUSE (a CI run lost the NAT-remap test to exactly that).
+pub const BOUND_SOURCE_PORTS: u16 = 20000;
 
 pub const BRIDGE: &str = "br0";
 pub const GATEWAY_V4: Ipv4Addr = Ipv4Addr::new(10, 244, 0, 1);

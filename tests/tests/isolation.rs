@@ -8,11 +8,13 @@ use std::{
     io::{BufRead, BufReader, Write},
     net::SocketAddr,
     process::{Child, ChildStdin, ChildStdout, Command, Stdio},
+    sync::{Arc, Mutex},
+    thread::JoinHandle,
 };
 
 use accel_tests::{
     Capture, TestEnv, Value, counter_of,
-    topology::{ECHO_PORT, Mesh, Node, OUTBOUND_PORT, Pod, PodsFile},
+    topology::{BOUND_SOURCE_PORTS, ECHO_PORT, Mesh, Node, OUTBOUND_PORT, Pod, PodsFile},
 };
 
 const DRIVER: &str = env!("CARGO_BIN_EXE_accel-integrity");
@@ -29,6 +31,8 @@ struct Collider {
     stdin: Option<ChildStdin>,
     lines: std::io::Lines<BufReader<ChildStdout>>,
     what: String,
+    stderr: Arc<Mutex<String>>,
+    stderr_reader: Option<JoinHandle<()>>,
 }
 
 impl Collider {
@@ -61,20 +65,53 @@ impl Collider {
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("spawn accel-integrity collide");
         let stdin = child.stdin.take();
+        // The driver's own words travel with a failure: a CI log shows only
+        // the panic, not the interleaved stderr of a child.
+        let stderr: Arc<Mutex<String>> = Arc::default();
+        let stderr_reader = child.stderr.take().map(|e| {
+            let sink = stderr.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(e).lines().map_while(Result::ok) {
+                    eprintln!("[collide] {line}");
+                    if let Ok(mut s) = sink.lock() {
+                        s.push_str(&line);
+                        s.push('\n');
+                    }
+                }
+            })
+        });
         let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
         let first = lines.next().and_then(Result::ok).unwrap_or_default();
-        let want = format!("established {}", sources.len() * targets.len());
-        assert_eq!(first, want, "{what}: not every connection was established");
-        Collider {
+        let mut c = Collider {
             child,
             stdin,
             lines,
             what: what.to_string(),
+            stderr,
+            stderr_reader,
+        };
+        let want = format!("established {}", sources.len() * targets.len());
+        if first != want {
+            let words = c.driver_stderr();
+            panic!(
+                "{what}: not every connection was established: got {first:?}, want {want:?}; driver stderr:\n{words}"
+            );
         }
+        c
+    }
+
+    /// Everything the driver wrote to stderr, once it has exited.
+    fn driver_stderr(&mut self) -> String {
+        drop(self.stdin.take());
+        let _ = self.child.wait();
+        if let Some(t) = self.stderr_reader.take() {
+            let _ = t.join();
+        }
+        self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
     fn go(&mut self) {
@@ -86,14 +123,25 @@ impl Collider {
     /// The report, read while the connections are still held.
     fn report(&mut self) -> Value {
         let line = self.lines.next().and_then(Result::ok).unwrap_or_default();
-        serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("{}: bad report {line:?}: {e}", self.what))
+        match serde_json::from_str(&line) {
+            Ok(v) => v,
+            Err(e) => {
+                let words = self.driver_stderr();
+                panic!(
+                    "{}: bad report {line:?}: {e}; driver stderr:\n{words}",
+                    self.what
+                )
+            }
+        }
     }
 
     fn finish(mut self) {
         drop(self.stdin.take());
         let st = self.child.wait().expect("wait");
-        assert!(st.success(), "{}: exit {st}", self.what);
+        if !st.success() {
+            let words = self.driver_stderr();
+            panic!("{}: exit {st}; driver stderr:\n{words}", self.what);
+        }
     }
 }
 
@@ -177,7 +225,10 @@ fn identical_loopback_four_tuples_in_many_pods_at_once_never_cross_deliver() {
     let _daemon = env.start_daemon(&[]);
     let before = env.status_json();
     let server = addrs("127.0.0.1", [ECHO_PORT]);
-    let sources = addrs("127.0.0.1", 41000..41012);
+    let sources = addrs(
+        "127.0.0.1",
+        BOUND_SOURCE_PORTS + 1000..BOUND_SOURCE_PORTS + 1012,
+    );
     let caps: Vec<_> = pods
         .iter()
         .map(|p| p.capture("lo", &format!("tcp port {ECHO_PORT}")))
@@ -256,7 +307,10 @@ fn reused_source_ports_to_many_destinations_never_cross_deliver() {
     let before = env.status_json();
     let (n_src, n_dst) = if soak() { (40, 25) } else { (12, 10) };
     let targets = addrs("127.0.0.1", 9001..9001 + n_dst);
-    let sources = addrs("127.0.0.1", 42000..42000 + n_src);
+    let sources = addrs(
+        "127.0.0.1",
+        BOUND_SOURCE_PORTS + 2000..BOUND_SOURCE_PORTS + 2000 + n_src,
+    );
     let cap = pod.capture("lo", "tcp portrange 9001-9100");
     let mut c = Collider::start(
         pod.command(DRIVER),
@@ -318,7 +372,10 @@ fn nat_source_port_remap_clashes_never_cross_deliver() {
     let _daemon = env.start_daemon(&["--pods-file", &pods.arg()]);
     let before = env.status_json();
     let n_src: u16 = if soak() { 100 } else { 25 };
-    let sources = addrs(&a.ipv4.to_string(), 43000..43000 + n_src);
+    let sources = addrs(
+        &a.ipv4.to_string(),
+        BOUND_SOURCE_PORTS + 3000..BOUND_SOURCE_PORTS + 3000 + n_src,
+    );
     let targets: Vec<SocketAddr> = peers.iter().map(|p| p.addr_v4(ECHO_PORT)).collect();
     let cap = a.capture("lo", &format!("tcp port {OUTBOUND_PORT}"));
     let mut c = Collider::start(

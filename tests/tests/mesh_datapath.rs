@@ -3,7 +3,9 @@
 
 use accel_tests::{
     TestEnv, counter_of,
-    topology::{ECHO_PORT, Mesh, Node, OUTBOUND_PORT, PodsFile, pattern, sha256_hex},
+    topology::{
+        BOUND_SOURCE_PORTS, ECHO_PORT, Mesh, Node, OUTBOUND_PORT, PodsFile, pattern, sha256_hex,
+    },
 };
 
 #[test]
@@ -130,7 +132,7 @@ fn port_reuse_and_nat_remap_never_cross_deliver() {
         // Two connections from the same pod IP and port to different pods:
         // after REDIRECT both would be podA:port -> 127.0.0.1:15001, so
         // conntrack remaps the second one's source port.
-        let port = 40000 + round;
+        let port = BOUND_SOURCE_PORTS + round;
         let source = a.addr_v4(port);
         let targets = [b.addr_v4(ECHO_PORT), c.addr_v4(ECHO_PORT)];
         let reports = reuse(&a, source, &targets, 1000 + 10 * u64::from(round), || {
@@ -193,7 +195,8 @@ fn identical_loopback_four_tuples_in_two_pods_never_cross_deliver() {
     let loopback_server: std::net::SocketAddr = ([127, 0, 0, 1], ECHO_PORT).into();
     for round in 0..20u16 {
         // The same 127.0.0.1:port -> 127.0.0.1:8080 in both pods at once.
-        let source: std::net::SocketAddr = ([127, 0, 0, 1], 41000 + round).into();
+        let source: std::net::SocketAddr =
+            ([127, 0, 0, 1], BOUND_SOURCE_PORTS + 1000 + round).into();
         let mut y_reports = Vec::new();
         let x_reports = reuse(
             &x,
@@ -251,7 +254,7 @@ fn pods_file_scopes_loopback_to_meshed_pods_and_applies_opt_outs() {
     let cap_u = u.capture("lo", &format!("tcp port {ECHO_PORT}"));
     assert_own_pattern(&reuse(
         &u,
-        ([127, 0, 0, 1], 42000).into(),
+        ([127, 0, 0, 1], BOUND_SOURCE_PORTS + 2000).into(),
         &[loopback],
         77,
         || {},
@@ -271,7 +274,7 @@ fn pods_file_scopes_loopback_to_meshed_pods_and_applies_opt_outs() {
     let cap_a = a.capture("lo", &format!("tcp port {ECHO_PORT}"));
     assert_own_pattern(&reuse(
         &a,
-        ([127, 0, 0, 1], 42001).into(),
+        ([127, 0, 0, 1], BOUND_SOURCE_PORTS + 2001).into(),
         &[loopback],
         78,
         || {},
@@ -303,7 +306,7 @@ fn pods_file_scopes_loopback_to_meshed_pods_and_applies_opt_outs() {
     let cap_bridge = node.capture(&a.host_veth, &format!("tcp port {ECHO_PORT}"));
     assert_own_pattern(&reuse(
         &a,
-        a.addr_v4(42002),
+        a.addr_v4(BOUND_SOURCE_PORTS + 2002),
         &[b.addr_v4(ECHO_PORT)],
         79,
         || {},
@@ -364,7 +367,13 @@ fn ipv6_meshed_pods_are_accelerated_on_all_three_legs() {
     let cap_bridge = node.capture(&a.host_veth, &format!("tcp port {ECHO_PORT}"));
     let cap_b_lo = b.capture("lo", &format!("tcp port {ECHO_PORT}"));
     let paired = env.counter("passive_paired");
-    assert_own_pattern(&reuse(&a, a.addr_v6(43000), &[target], 300, || {}));
+    assert_own_pattern(&reuse(
+        &a,
+        a.addr_v6(BOUND_SOURCE_PORTS + 3000),
+        &[target],
+        300,
+        || {},
+    ));
     let (a_lo, bridge, b_lo) = (cap_a_lo.stop(), cap_bridge.stop(), cap_b_lo.stop());
     eprintln!("IPv6: A lo {a_lo:?}, bridge {bridge:?}, B lo {b_lo:?}");
     assert!(
@@ -394,14 +403,20 @@ fn unmeshed_traffic_is_untouched() {
         let entries_before = map_entries(&env.status_json(), "accel_sockhash");
         let cap = node.capture(&u.host_veth, &format!("tcp port {ECHO_PORT}"));
         let refused = env.counter("refused_no_token");
-        let reports = reuse(&u, u.addr_v4(44000), &[target], 400, || {
-            // While the connection is open: none of u's sockets is recorded.
-            assert_eq!(
-                map_entries(&env.status_json(), "accel_sockhash"),
-                entries_before + if what == "meshed" { 2 } else { 0 },
-                "only B's own sidecar->app leg may be recorded"
-            );
-        });
+        let reports = reuse(
+            &u,
+            u.addr_v4(BOUND_SOURCE_PORTS + 4000),
+            &[target],
+            400,
+            || {
+                // While the connection is open: none of u's sockets is recorded.
+                assert_eq!(
+                    map_entries(&env.status_json(), "accel_sockhash"),
+                    entries_before + if what == "meshed" { 2 } else { 0 },
+                    "only B's own sidecar->app leg may be recorded"
+                );
+            },
+        );
         assert_own_pattern(&reports);
         let bridge = cap.stop();
         assert!(
