@@ -30,7 +30,7 @@ use std::{
 
 use anyhow::{Context, Result, bail, ensure};
 use clap::{Args, Parser, Subcommand};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{
     sandbox::{Sandbox, check_interrupted, interrupted},
@@ -126,7 +126,7 @@ fn parse_size(s: &str) -> Result<usize, String> {
     Ok(n * mul)
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PlacementKind {
     /// Both ends on CPU 0.
@@ -156,7 +156,7 @@ impl PlacementKind {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Transport {
     Tcp,
@@ -181,16 +181,12 @@ impl Transport {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub struct Case {
-    pub workload: Workload,
-    pub size: usize,
-}
+pub type Case = report::rows::Case<Workload>;
 
 /// One run of one transport: raw numbers plus the counter proof.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunRecord {
-    pub placement: &'static str,
+    pub placement: PlacementKind,
     pub workload: Workload,
     pub size: usize,
     pub transport: Transport,
@@ -356,23 +352,10 @@ fn loopback(mut args: LoopbackArgs) -> Result<()> {
     let log = sb.log();
     drop(sb);
 
-    let rep = report::loopback::Report::build(facts, &cfg, &placements, &cases, records);
+    let rep = report::loopback::Report::build(facts, &placements, &cases, records);
     let md = rep.markdown();
     println!("{md}");
-    let out_dir = args
-        .out_dir
-        .clone()
-        .unwrap_or_else(|| report::default_results_root().join(rep.facts.machine.date.clone()));
-    std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
-    std::fs::write(out_dir.join("loopback.md"), &md)?;
-    std::fs::write(
-        out_dir.join("loopback.json"),
-        serde_json::to_string_pretty(&rep.json())?,
-    )?;
-    eprintln!(
-        "accel-bench: wrote {}/loopback.md and loopback.json",
-        out_dir.display()
-    );
+    rep.save(&md, args.out_dir.clone(), "accel-bench")?;
     if rep.failures() > 0 {
         eprintln!("accel-bench: daemon log:\n{log}");
         bail!(
@@ -522,7 +505,7 @@ fn run_once(
     seq: usize,
 ) -> RunRecord {
     let mut rec = RunRecord {
-        placement: placement.name(),
+        placement,
         workload: case.workload,
         size: case.size,
         transport,
@@ -679,7 +662,7 @@ fn verify(rec: &mut RunRecord, before: &BTreeMap<String, u64>, after: &BTreeMap<
     if !rec.verified {
         eprintln!(
             "accel-bench: COUNTER CHECK FAILED ({} {:?} {} B {}): {}",
-            rec.placement,
+            rec.placement.name(),
             rec.workload,
             rec.size,
             rec.transport.label(),

@@ -35,7 +35,7 @@ use accel_tests::{
 };
 use anyhow::{Context, Result, bail, ensure};
 use clap::Args;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{
     WorkerProc, finish_pair, locate_daemon, online_cpus,
@@ -102,7 +102,7 @@ pub struct MeshArgs {
     pod_acceleration: String,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, clap::ValueEnum, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MeshWorkload {
     /// wrk (HTTP/1.1 keep-alive) against nginx.
@@ -123,7 +123,7 @@ impl MeshWorkload {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, clap::ValueEnum, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Placement {
     /// Every pod process (clients, servers, nginx, both sidecars) on CPU 0.
@@ -155,7 +155,7 @@ impl Placement {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     Baseline,
@@ -172,14 +172,10 @@ impl Mode {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub struct MeshCase {
-    pub workload: MeshWorkload,
-    pub size: usize,
-}
+pub type MeshCase = crate::report::rows::Case<MeshWorkload>;
 
 /// One run: raw numbers and its proof.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MeshRecord {
     pub seq: usize,
     pub placement: Placement,
@@ -481,19 +477,7 @@ fn mesh(mut args: MeshArgs) -> Result<()> {
     let rep = mesh_report::MeshReport::build(facts, &placements, &cases, records);
     let md = rep.markdown();
     println!("{md}");
-    let out_dir = args.out_dir.clone().unwrap_or_else(|| {
-        crate::report::default_results_root().join(rep.facts.machine.date.clone())
-    });
-    fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
-    fs::write(out_dir.join("mesh.md"), &md)?;
-    fs::write(
-        out_dir.join("mesh.json"),
-        serde_json::to_string_pretty(&rep.json())?,
-    )?;
-    eprintln!(
-        "accel-bench mesh: wrote {}/mesh.md and mesh.json",
-        out_dir.display()
-    );
+    rep.save(&md, args.out_dir.clone(), "accel-bench mesh")?;
     if rep.failures() > 0 {
         eprintln!("accel-bench mesh: daemon logs:\n{log}");
         bail!(
@@ -637,14 +621,7 @@ impl<'a> DaemonCtl<'a> {
     }
 
     pub(crate) fn counters(&self) -> Result<BTreeMap<String, u64>> {
-        let st = self.env.status_json();
-        let pairs = st["datapath"]["counters"]
-            .as_array()
-            .context("status has no .datapath.counters")?;
-        Ok(pairs
-            .iter()
-            .filter_map(|p| Some((p[0].as_str()?.to_string(), p[1].as_u64()?)))
-            .collect())
+        crate::sandbox::datapath_counters(&self.env.status_json())
     }
 
     pub(crate) fn proof_state(&self) -> Result<ProofState> {

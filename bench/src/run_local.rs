@@ -899,12 +899,7 @@ fn markdown(
         },
     ]);
     let _ = writeln!(s, "## Targets from the issue (medians, this run)\n");
-    table(
-        &mut s,
-        &["target".into(), "result".into()],
-        &rows,
-        Align::Text,
-    );
+    table(&mut s, &["target", "result"], &rows, Align::Text);
 
     let _ = writeln!(
         s,
@@ -918,11 +913,7 @@ fn markdown(
     };
     table(
         &mut s,
-        &[
-            "mode".into(),
-            "connections/s per round".into(),
-            "median".into(),
-        ],
+        &["mode", "connections/s per round", "median"],
         &[
             vec![
                 "no daemon".into(),

@@ -240,13 +240,7 @@ impl Sandbox {
         );
         let v: serde_json::Value =
             serde_json::from_slice(&out.stdout).context("status --json output")?;
-        let pairs = v["datapath"]["counters"]
-            .as_array()
-            .context("status has no .datapath.counters")?;
-        Ok(pairs
-            .iter()
-            .filter_map(|p| Some((p[0].as_str()?.to_string(), p[1].as_u64()?)))
-            .collect())
+        datapath_counters(&v)
     }
 
     fn stop_daemon(&mut self) {
@@ -330,4 +324,15 @@ impl Drop for Sandbox {
             );
         }
     }
+}
+
+/// The `.datapath.counters` pairs of `accel-daemon status --json`.
+pub(crate) fn datapath_counters(status: &serde_json::Value) -> Result<BTreeMap<String, u64>> {
+    let pairs = status["datapath"]["counters"]
+        .as_array()
+        .context("status has no .datapath.counters")?;
+    Ok(pairs
+        .iter()
+        .filter_map(|p| Some((p[0].as_str()?.to_string(), p[1].as_u64()?)))
+        .collect())
 }

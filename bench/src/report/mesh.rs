@@ -1,13 +1,13 @@
 //! `accel-bench mesh`: medians, ratios, tables, targets, JSON.
 
-use std::{collections::BTreeMap, fmt::Write as _, time::Duration};
+use std::{fmt::Write as _, time::Duration};
 
-use serde::Serialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 
 use super::{
-    Agg, Align, Health, Machine, RunHealth, failures, lat, not_slower, rate, read_trim, rows_for,
-    size_label, spread, table, targets_table, verdict, version, x,
+    Agg, Align, Health, Machine, Target, lat, rate, read_trim,
+    rows::{self, Key, Metric, Run, Side, agg_ok},
+    size_label, table, version, x,
 };
 use crate::mesh::{MeshCase, MeshConfig, MeshRecord, MeshWorkload, Mode, Placement};
 
@@ -16,7 +16,7 @@ const RR100_P50_TARGET: f64 = 0.60;
 const RR100_P99_TARGET: f64 = 0.50;
 const STREAM_TARGET: f64 = 2.0;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MeshFacts {
     #[serde(flatten)]
     pub machine: Machine,
@@ -28,6 +28,8 @@ pub struct MeshFacts {
     pub wrk_threads: u32,
     pub repeats: usize,
     /// `accel-daemon run --pod-acceleration` in the accelerated mode.
+    /// Results from before the option existed accelerated every leg.
+    #[serde(default = "all_legs")]
     pub pod_acceleration: String,
     pub wrk_version: String,
     pub nginx_version: String,
@@ -40,6 +42,16 @@ pub struct MeshFacts {
     pub foreign_sandboxes_at_start: Vec<String>,
     pub total_secs: f64,
     pub daemon_toggles: usize,
+}
+
+fn all_legs() -> String {
+    "all".into()
+}
+
+impl AsRef<Machine> for MeshFacts {
+    fn as_ref(&self) -> &Machine {
+        &self.machine
+    }
 }
 
 impl MeshFacts {
@@ -99,141 +111,139 @@ pub struct ModeAgg {
     pub wrk_non2xx: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct MeshRow {
-    pub placement: Placement,
-    pub workload: MeshWorkload,
-    pub size: usize,
-    pub by: BTreeMap<Mode, ModeAgg>,
-}
-
-impl RunHealth for MeshRecord {
-    fn ok(&self) -> bool {
-        self.ok
-    }
-    fn verified(&self) -> bool {
-        self.verified
-    }
-    fn eagain(&self) -> (u64, u64) {
-        (self.send_eagain, self.recv_eagain)
+impl Key for Placement {
+    fn name(self) -> &'static str {
+        Placement::name(self)
     }
 }
 
-impl MeshRow {
-    fn build(placement: Placement, case: MeshCase, records: &[MeshRecord]) -> MeshRow {
-        let mut by = BTreeMap::new();
-        for m in Mode::ALL {
-            let rs: Vec<&MeshRecord> = records
-                .iter()
-                .filter(|r| {
-                    r.placement == placement
-                        && r.workload == case.workload
-                        && r.size == case.size
-                        && r.mode == m
-                })
-                .collect();
-            let good: Vec<&&MeshRecord> = rs.iter().filter(|r| r.ok).collect();
-            let col = |f: fn(&MeshRecord) -> Option<f64>| {
-                Agg::of(good.iter().filter_map(|r| f(r)).collect())
-            };
-            by.insert(
-                m,
-                ModeAgg {
-                    p50_us: col(|r| r.p50_us),
-                    p99_us: col(|r| r.p99_us),
-                    per_s: col(|r| r.per_s),
-                    mb_per_s: col(|r| r.mb_per_s),
-                    redirected_legs: col(|r| r.redirected_legs),
-                    pass_bytes: rs
-                        .iter()
-                        .map(|r| r.counters_delta.get("pass_bytes").copied().unwrap_or(0))
-                        .sum(),
-                    health: Health::of(&rs),
-                    wrk_socket_errors: rs.iter().map(|r| r.wrk_socket_errors).sum(),
-                    wrk_non2xx: rs.iter().map(|r| r.wrk_non2xx).sum(),
-                },
-            );
-        }
-        MeshRow {
-            placement,
-            workload: case.workload,
-            size: case.size,
-            by,
+impl Key for MeshWorkload {
+    fn name(self) -> &'static str {
+        MeshWorkload::name(self)
+    }
+}
+
+impl Side for Mode {
+    const ALL: &'static [Mode] = &Mode::ALL;
+    const ACCEL: Mode = Mode::Accel;
+    const REFERENCE: Mode = Mode::Baseline;
+    fn label(self) -> &'static str {
+        Mode::label(self)
+    }
+}
+
+impl Run for MeshRecord {
+    const BENCHMARK: &'static str = "mesh";
+    type Placement = Placement;
+    type Workload = MeshWorkload;
+    type Side = Mode;
+    type Agg = ModeAgg;
+
+    rows::record_fields!(mode);
+
+    fn aggregate(runs: &[&MeshRecord]) -> ModeAgg {
+        ModeAgg {
+            p50_us: agg_ok(runs, |r| r.p50_us),
+            p99_us: agg_ok(runs, |r| r.p99_us),
+            per_s: agg_ok(runs, |r| r.per_s),
+            mb_per_s: agg_ok(runs, |r| r.mb_per_s),
+            redirected_legs: agg_ok(runs, |r| r.redirected_legs),
+            pass_bytes: runs.iter().map(|r| r.counter("pass_bytes")).sum(),
+            health: Health::of(runs),
+            wrk_socket_errors: runs.iter().map(|r| r.wrk_socket_errors).sum(),
+            wrk_non2xx: runs.iter().map(|r| r.wrk_non2xx).sum(),
         }
     }
-
-    fn get(&self, m: Mode) -> &ModeAgg {
-        &self.by[&m]
-    }
-
-    /// accelerated / baseline of the medians.
-    fn ratio(&self, f: fn(&ModeAgg) -> Option<Agg>) -> Option<f64> {
-        let a = f(self.get(Mode::Accel))?;
-        let b = f(self.get(Mode::Baseline))?;
-        (b.median > 0.0).then(|| a.median / b.median)
-    }
-
-    /// The workload's headline metric, whether higher is better, and the
-    /// accelerated/baseline ratio.
-    fn primary(&self) -> (fn(&ModeAgg) -> Option<Agg>, bool) {
-        match self.workload {
+    fn headline(w: MeshWorkload) -> (Metric<ModeAgg>, bool) {
+        match w {
             MeshWorkload::Wrk => (|a| a.per_s, true),
             MeshWorkload::Rr => (|a| a.p50_us, false),
             MeshWorkload::Stream => (|a| a.mb_per_s, true),
         }
     }
-
-    /// Some((ratio, slower)) for the headline metric.
-    fn slower(&self) -> Option<(f64, bool)> {
-        let (f, higher_better) = self.primary();
-        let q = self.ratio(f)?;
-        Some((q, if higher_better { q < 1.0 } else { q > 1.0 }))
+    fn p99(w: MeshWorkload) -> Option<Metric<ModeAgg>> {
+        match w {
+            MeshWorkload::Wrk | MeshWorkload::Rr => Some(|a| a.p99_us),
+            MeshWorkload::Stream => None,
+        }
     }
-
-    fn verdict(&self) -> String {
-        let (f, higher_better) = self.primary();
-        let mut v = verdict(
-            self.ratio(f),
-            higher_better,
-            f(self.get(Mode::Accel)),
-            f(self.get(Mode::Baseline)),
-        );
-        if self.workload != MeshWorkload::Stream
-            && self.ratio(|a| a.p99_us).is_some_and(|q| q > 1.0)
-        {
-            v.push_str("; p99 slower");
+    fn problems(m: Mode, a: &ModeAgg, out: &mut Vec<String>) {
+        a.health.problems(m.label(), out);
+        if a.wrk_socket_errors + a.wrk_non2xx > 0 {
+            out.push(format!(
+                "{}: wrk socket errors {}, non-2xx {}",
+                m.label(),
+                a.wrk_socket_errors,
+                a.wrk_non2xx
+            ));
         }
-        let p = self.problems();
-        if !p.is_empty() {
-            let _ = write!(v, "; {p}");
+        // The reference side runs without the datapath: no TCP to fall back to.
+        if m == Mode::Accel && a.pass_bytes > 0 {
+            out.push(format!("TCP fallback: pass_bytes {}", a.pass_bytes));
         }
-        v
-    }
-
-    fn problems(&self) -> String {
-        let mut p = Vec::new();
-        for m in Mode::ALL {
-            let a = self.get(m);
-            a.health.problems(m.label(), &mut p);
-            if a.wrk_socket_errors + a.wrk_non2xx > 0 {
-                p.push(format!(
-                    "{}: wrk socket errors {}, non-2xx {}",
-                    m.label(),
-                    a.wrk_socket_errors,
-                    a.wrk_non2xx
-                ));
-            }
-        }
-        let acc = self.get(Mode::Accel);
-        if acc.pass_bytes > 0 {
-            p.push(format!("TCP fallback: pass_bytes {}", acc.pass_bytes));
-        }
-        p.join("; ")
     }
 }
 
-fn legs(a: &ModeAgg) -> String {
-    a.redirected_legs
+const TARGETS: [Target<MeshReport, Placement>; 4] = [
+    (
+        "rr 100 B: p50 >= 40% lower than baseline (target stated for pinned)",
+        |rep, p| rr100(rep, p, |a| a.p50_us, RR100_P50_TARGET),
+    ),
+    (
+        "rr 100 B: p99 >= 50% lower than baseline (target stated for pinned)",
+        |rep, p| rr100(rep, p, |a| a.p99_us, RR100_P99_TARGET),
+    ),
+    ("streaming >= 2x baseline (every size)", |rep, p| {
+        let v: Vec<(usize, f64)> = rep
+            .rows_of(p, MeshWorkload::Stream)
+            .filter_map(|r| Some((r.size, r.accel_ratio(|a| a.mb_per_s)?)))
+            .collect();
+        if v.is_empty() {
+            return "not run".into();
+        }
+        let list = v
+            .iter()
+            .map(|(sz, q)| format!("{} {q:.2}x", size_label(*sz)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let met = v.iter().filter(|(_, q)| *q >= STREAM_TARGET).count();
+        if met == v.len() {
+            format!("MET at {met}/{} sizes ({list})", v.len())
+        } else {
+            format!("**NOT MET**: met at {met}/{} sizes ({list})", v.len())
+        }
+    }),
+    (
+        "no size slower than baseline (wrk req/s, rr p50, stream MB/s)",
+        |rep, p| rep.no_size_slower(p),
+    ),
+];
+
+type MeshRow = rows::Row<MeshRecord>;
+pub type MeshReport = rows::Report<MeshFacts, MeshRecord>;
+
+/// The latency columns of wrk and request/response.
+const LATENCY_HEADER: [&str; 6] = [
+    "base p50",
+    "accel p50",
+    "accel/base p50",
+    "base p99",
+    "accel p99",
+    "accel/base p99",
+];
+
+fn latency(r: &MeshRow) -> Vec<String> {
+    [
+        r.compared(|a| a.p50_us, lat, false),
+        r.compared(|a| a.p99_us, lat, false),
+    ]
+    .concat()
+}
+
+/// The accelerated runs' redirect_bytes / application bytes.
+fn legs(r: &MeshRow) -> String {
+    r.get(Mode::Accel)
+        .redirected_legs
         .map(|l| format!("{:.2}", l.median))
         .unwrap_or_else(|| "-".into())
 }
@@ -246,10 +256,6 @@ fn mbs(v: Option<Agg>) -> String {
     }
 }
 
-fn bold_if(v: String, bad: bool) -> String {
-    if bad { format!("**{v}**") } else { v }
-}
-
 /// "34% lower" / "12% higher" for a ratio accel/baseline.
 fn lower(q: Option<f64>) -> String {
     match q {
@@ -259,43 +265,7 @@ fn lower(q: Option<f64>) -> String {
     }
 }
 
-pub struct MeshReport {
-    pub facts: MeshFacts,
-    pub placements: Vec<Placement>,
-    pub rows: Vec<MeshRow>,
-    pub records: Vec<MeshRecord>,
-}
-
 impl MeshReport {
-    pub fn build(
-        facts: MeshFacts,
-        placements: &[Placement],
-        cases: &[MeshCase],
-        records: Vec<MeshRecord>,
-    ) -> Self {
-        let rows = rows_for(placements, cases, |p, c| MeshRow::build(p, c, &records));
-        MeshReport {
-            facts,
-            placements: placements.to_vec(),
-            rows,
-            records,
-        }
-    }
-
-    pub fn failures(&self) -> usize {
-        failures(&self.records)
-    }
-
-    fn rows_of(&self, p: Placement, w: MeshWorkload) -> impl Iterator<Item = &MeshRow> {
-        self.rows
-            .iter()
-            .filter(move |r| r.placement == p && r.workload == w)
-    }
-
-    fn row(&self, p: Placement, w: MeshWorkload, size: usize) -> Option<&MeshRow> {
-        self.rows_of(p, w).find(|r| r.size == size)
-    }
-
     pub fn markdown(&self) -> String {
         let fa = &self.facts;
         let mut s = String::new();
@@ -306,8 +276,9 @@ impl MeshReport {
         fa.machine.markdown_lines(&mut s);
         let _ = writeln!(
             s,
-            "- CPU: {}, {} logical CPUs ({} online for us)",
-            fa.machine.cpu_model, fa.machine.logical_cpus, fa.online_cpus
+            "- CPU: {} ({} online for us)",
+            fa.machine.cpu(),
+            fa.online_cpus
         );
         let _ = writeln!(
             s,
@@ -360,21 +331,14 @@ impl MeshReport {
             },
             fa.total_secs
         );
-        let acc: Vec<&MeshRecord> = self
-            .records
-            .iter()
-            .filter(|r| r.mode == Mode::Accel)
-            .collect();
-        let base: Vec<&MeshRecord> = self
-            .records
-            .iter()
-            .filter(|r| r.mode == Mode::Baseline)
-            .collect();
-        let redirected: i64 = acc
-            .iter()
-            .map(|r| r.counters_delta.get("redirect_bytes").copied().unwrap_or(0))
-            .sum();
-        let legs = Agg::of(acc.iter().filter_map(|r| r.redirected_legs).collect());
+        let (acc_proven, acc) = self.proven(true);
+        let (base_proven, base) = self.proven(false);
+        let legs = Agg::of(
+            self.runs_of(Mode::Accel)
+                .iter()
+                .filter_map(|r| r.redirected_legs)
+                .collect(),
+        );
         let _ = writeln!(
             s,
             "- Proof: {}/{} accelerated runs grew `redirect_bytes`{} (read with `accel-daemon \
@@ -383,15 +347,15 @@ impl MeshReport {
              bytes per run: median {:.2}, min {:.2}, max {:.2} (3.00 = all three legs \
              redirected{}). {}/{} baseline runs had no program attached to the cgroup and no pins \
              before and after",
-            acc.iter().filter(|r| r.verified).count(),
-            acc.len(),
+            acc_proven,
+            acc,
             if fa.pod_acceleration == "proxy-only" {
                 " plus `pass_bytes` (proxy-only: only the sidecar hop's sockets are recorded, \
                  and flow control's TCP bytes there are counted in `pass_bytes`)"
             } else {
                 ""
             },
-            redirected as f64 / 1e9,
+            self.redirected_bytes() as f64 / 1e9,
             legs.map(|l| l.median).unwrap_or(0.0),
             legs.map(|l| l.min).unwrap_or(0.0),
             legs.map(|l| l.max).unwrap_or(0.0),
@@ -400,29 +364,27 @@ impl MeshReport {
             } else {
                 ""
             },
-            base.iter().filter(|r| r.verified).count(),
-            base.len()
+            base_proven,
+            base
         );
         for m in Mode::ALL {
-            let rs: Vec<&MeshRecord> = self.records.iter().filter(|r| r.mode == m).collect();
-            let send: u64 = rs.iter().map(|r| r.send_eagain).sum();
-            let recv: u64 = rs.iter().map(|r| r.recv_eagain).sum();
-            let n = rs
-                .iter()
-                .filter(|r| r.send_eagain + r.recv_eagain > 0)
-                .count();
+            let rs = self.runs_of(m);
+            let h = Health::of(&rs);
             let total = rs
                 .iter()
                 .filter(|r| r.workload != MeshWorkload::Wrk)
                 .count();
-            if send + recv > 0 {
+            if h.send_eagain + h.recv_eagain > 0 {
                 let _ = writeln!(
                     s,
                     "- **Anomaly**: {}: blocking sockets of the rr/stream workers returned EAGAIN \
-                     (send {send}, recv {recv}) in {n}/{total} runs; a blocking socket must never \
-                     do that. The workers count it, wait for readiness and retry; byte counts \
-                     still matched end to end in every run not marked failed",
-                    m.label()
+                     (send {}, recv {}) in {}/{total} runs; a blocking socket must never do that. \
+                     The workers count it, wait for readiness and retry; byte counts still \
+                     matched end to end in every run not marked failed",
+                    m.label(),
+                    h.send_eagain,
+                    h.recv_eagain,
+                    h.eagain_runs
                 );
             } else if total > 0 {
                 let _ = writeln!(
@@ -443,206 +405,97 @@ impl MeshReport {
              (app A -> sidecar A, sidecar A -> sidecar B, sidecar B -> app B); for wrk it \
              includes the HTTP headers in the application bytes.\n"
         );
-        for &p in &self.placements {
-            let _ = writeln!(s, "## Placement: {}\n", p.title());
-            if self.rows_of(p, MeshWorkload::Wrk).next().is_some() {
-                self.wrk_table(&mut s, p);
-            }
-            if self.rows_of(p, MeshWorkload::Rr).next().is_some() {
-                self.rr_table(&mut s, p);
-            }
-            if self.rows_of(p, MeshWorkload::Stream).next().is_some() {
-                self.stream_table(&mut s, p);
-            }
-        }
-        self.targets(&mut s);
+        self.placement_sections(
+            &mut s,
+            Placement::title,
+            &[MeshWorkload::Wrk, MeshWorkload::Rr, MeshWorkload::Stream],
+            |rep, s, p, w| match w {
+                MeshWorkload::Wrk => rep.wrk_table(s, p),
+                MeshWorkload::Rr => rep.rr_table(s, p),
+                MeshWorkload::Stream => rep.stream_table(s, p),
+            },
+        );
+        self.targets(&mut s, &TARGETS);
         self.reference(&mut s);
         s
     }
 
     fn wrk_table(&self, s: &mut String, p: Placement) {
-        let _ = writeln!(
+        self.case_table(
             s,
-            "### wrk -> nginx through both sidecars (requests/s; latency in µs)\n"
+            (p, MeshWorkload::Wrk),
+            "wrk -> nginx through both sidecars (requests/s; latency in µs)",
+            &[
+                &["body", "base req/s", "accel req/s", "accel/base req/s"][..],
+                &LATENCY_HEADER,
+                &["spread req/s base/accel", "legs", "accelerated vs baseline"],
+            ]
+            .concat(),
+            |r| {
+                [
+                    r.compared(|a| a.per_s, rate, true),
+                    latency(r),
+                    vec![r.spreads(|a| a.per_s), legs(r)],
+                ]
+                .concat()
+            },
         );
-        let header: Vec<String> = [
-            "body",
-            "base req/s",
-            "accel req/s",
-            "accel/base req/s",
-            "base p50",
-            "accel p50",
-            "accel/base p50",
-            "base p99",
-            "accel p99",
-            "accel/base p99",
-            "spread req/s base/accel",
-            "legs",
-            "accelerated vs baseline",
-        ]
-        .map(String::from)
-        .to_vec();
-        let mut rows = Vec::new();
-        for r in self.rows_of(p, MeshWorkload::Wrk) {
-            let (b, a) = (r.get(Mode::Baseline), r.get(Mode::Accel));
-            let q = r.ratio(|a| a.per_s);
-            let q50 = r.ratio(|a| a.p50_us);
-            let q99 = r.ratio(|a| a.p99_us);
-            rows.push(vec![
-                size_label(r.size),
-                rate(b.per_s),
-                rate(a.per_s),
-                bold_if(x(q), q.is_some_and(|q| q < 1.0)),
-                lat(b.p50_us),
-                lat(a.p50_us),
-                bold_if(x(q50), q50.is_some_and(|q| q > 1.0)),
-                lat(b.p99_us),
-                lat(a.p99_us),
-                bold_if(x(q99), q99.is_some_and(|q| q > 1.0)),
-                format!("{}/{}", spread(b.per_s), spread(a.per_s)),
-                legs(a),
-                r.verdict(),
-            ]);
-        }
-        table(s, &header, &rows, Align::Numbers);
     }
 
     fn rr_table(&self, s: &mut String, p: Placement) {
-        let _ = writeln!(
+        self.case_table(
             s,
-            "### Request/response through both sidecars (latency per round trip in µs; round trips/s)\n"
+            (p, MeshWorkload::Rr),
+            "Request/response through both sidecars (latency per round trip in µs; round trips/s)",
+            &[
+                &["size"][..],
+                &LATENCY_HEADER,
+                &[
+                    "base RT/s",
+                    "accel RT/s",
+                    "accel/base RT/s",
+                    "spread p50 base/accel",
+                    "legs",
+                    "accelerated vs baseline",
+                ],
+            ]
+            .concat(),
+            |r| {
+                [
+                    latency(r),
+                    r.each(|a| a.per_s, rate),
+                    vec![
+                        x(r.accel_ratio(|a| a.per_s)),
+                        r.spreads(|a| a.p50_us),
+                        legs(r),
+                    ],
+                ]
+                .concat()
+            },
         );
-        let header: Vec<String> = [
-            "size",
-            "base p50",
-            "accel p50",
-            "accel/base p50",
-            "base p99",
-            "accel p99",
-            "accel/base p99",
-            "base RT/s",
-            "accel RT/s",
-            "accel/base RT/s",
-            "spread p50 base/accel",
-            "legs",
-            "accelerated vs baseline",
-        ]
-        .map(String::from)
-        .to_vec();
-        let mut rows = Vec::new();
-        for r in self.rows_of(p, MeshWorkload::Rr) {
-            let (b, a) = (r.get(Mode::Baseline), r.get(Mode::Accel));
-            let q50 = r.ratio(|a| a.p50_us);
-            let q99 = r.ratio(|a| a.p99_us);
-            rows.push(vec![
-                size_label(r.size),
-                lat(b.p50_us),
-                lat(a.p50_us),
-                bold_if(x(q50), q50.is_some_and(|q| q > 1.0)),
-                lat(b.p99_us),
-                lat(a.p99_us),
-                bold_if(x(q99), q99.is_some_and(|q| q > 1.0)),
-                rate(b.per_s),
-                rate(a.per_s),
-                x(r.ratio(|a| a.per_s)),
-                format!("{}/{}", spread(b.p50_us), spread(a.p50_us)),
-                legs(a),
-                r.verdict(),
-            ]);
-        }
-        table(s, &header, &rows, Align::Numbers);
     }
 
     fn stream_table(&self, s: &mut String, p: Placement) {
-        let _ = writeln!(s, "### Streaming A -> B through both sidecars (MB/s)\n");
-        let header: Vec<String> = [
-            "write size",
-            "base MB/s",
-            "accel MB/s",
-            "accel/base",
-            "spread base/accel",
-            "legs",
-            "accelerated vs baseline",
-        ]
-        .map(String::from)
-        .to_vec();
-        let mut rows = Vec::new();
-        for r in self.rows_of(p, MeshWorkload::Stream) {
-            let (b, a) = (r.get(Mode::Baseline), r.get(Mode::Accel));
-            let q = r.ratio(|a| a.mb_per_s);
-            rows.push(vec![
-                size_label(r.size),
-                mbs(b.mb_per_s),
-                mbs(a.mb_per_s),
-                bold_if(x(q), q.is_some_and(|q| q < 1.0)),
-                format!("{}/{}", spread(b.mb_per_s), spread(a.mb_per_s)),
-                legs(a),
-                r.verdict(),
-            ]);
-        }
-        table(s, &header, &rows, Align::Numbers);
-    }
-
-    fn targets(&self, s: &mut String) {
-        type Eval = fn(&MeshReport, Placement) -> String;
-        let targets: [(&str, Eval); 4] = [
-            (
-                "rr 100 B: p50 >= 40% lower than baseline (target stated for pinned)",
-                |rep, p| rr100(rep, p, |a| a.p50_us, RR100_P50_TARGET),
-            ),
-            (
-                "rr 100 B: p99 >= 50% lower than baseline (target stated for pinned)",
-                |rep, p| rr100(rep, p, |a| a.p99_us, RR100_P99_TARGET),
-            ),
-            ("streaming >= 2x baseline (every size)", |rep, p| {
-                let v: Vec<(usize, f64)> = rep
-                    .rows_of(p, MeshWorkload::Stream)
-                    .filter_map(|r| Some((r.size, r.ratio(|a| a.mb_per_s)?)))
-                    .collect();
-                if v.is_empty() {
-                    return "not run".into();
-                }
-                let list = v
-                    .iter()
-                    .map(|(sz, q)| format!("{} {q:.2}x", size_label(*sz)))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                let met = v.iter().filter(|(_, q)| *q >= STREAM_TARGET).count();
-                if met == v.len() {
-                    format!("MET at {met}/{} sizes ({list})", v.len())
-                } else {
-                    format!("**NOT MET**: met at {met}/{} sizes ({list})", v.len())
-                }
-            }),
-            (
-                "no size slower than baseline (wrk req/s, rr p50, stream MB/s)",
-                |rep, p| {
-                    let mut n = 0;
-                    let mut slow = Vec::new();
-                    for r in rep.rows.iter().filter(|r| r.placement == p) {
-                        if let Some((q, bad)) = r.slower() {
-                            n += 1;
-                            if bad {
-                                slow.push(format!(
-                                    "{} {} {q:.2}x",
-                                    r.workload.name(),
-                                    size_label(r.size)
-                                ));
-                            }
-                        }
-                    }
-                    not_slower(n, &slow)
-                },
-            ),
-        ];
-        let placements: Vec<(Placement, &str)> =
-            self.placements.iter().map(|&p| (p, p.name())).collect();
-        targets_table(
+        self.case_table(
             s,
-            "Targets from the issue (evaluated on the medians)",
-            self,
-            &placements,
-            &targets,
+            (p, MeshWorkload::Stream),
+            "Streaming A -> B through both sidecars (MB/s)",
+            &[
+                "write size",
+                "base MB/s",
+                "accel MB/s",
+                "accel/base",
+                "spread base/accel",
+                "legs",
+                "accelerated vs baseline",
+            ],
+            |r| {
+                [
+                    r.compared(|a| a.mb_per_s, mbs, true),
+                    vec![r.spreads(|a| a.mb_per_s), legs(r)],
+                ]
+                .concat()
+            },
         );
     }
 
@@ -662,22 +515,13 @@ impl MeshReport {
         type Eval = fn(&MeshReport, Placement) -> String;
         let lines: [(&str, &str, Eval); 5] = [
             ("rr 100 B p50", "34% lower (pinned)", |rep, p| {
-                lower(
-                    rep.row(p, MeshWorkload::Rr, 100)
-                        .and_then(|r| r.ratio(|a| a.p50_us)),
-                )
+                lower(rr_ratio(rep, p, 100, |a| a.p50_us))
             }),
             ("rr 100 B p99", "58% lower (pinned)", |rep, p| {
-                lower(
-                    rep.row(p, MeshWorkload::Rr, 100)
-                        .and_then(|r| r.ratio(|a| a.p99_us)),
-                )
+                lower(rr_ratio(rep, p, 100, |a| a.p99_us))
             }),
             ("rr 16 KiB p50", "21% lower", |rep, p| {
-                lower(
-                    rep.row(p, MeshWorkload::Rr, 16 * 1024)
-                        .and_then(|r| r.ratio(|a| a.p50_us)),
-                )
+                lower(rr_ratio(rep, p, 16 * 1024, |a| a.p50_us))
             }),
             ("streaming MB/s", "2x (pinned)", |rep, p| {
                 range_of(rep, p, MeshWorkload::Stream)
@@ -696,35 +540,28 @@ impl MeshReport {
             .collect();
         table(s, &header, &rows, Align::Text);
     }
+}
 
-    pub fn json(&self) -> Value {
-        json!({
-            "benchmark": "mesh",
-            "facts": self.facts,
-            "placements": self.placements,
-            "medians": self.rows,
-            "runs": self.records,
-        })
-    }
+/// accel/base of `f` in request/response at `size`.
+fn rr_ratio(rep: &MeshReport, p: Placement, size: usize, f: Metric<ModeAgg>) -> Option<f64> {
+    rep.row(p, MeshWorkload::Rr, size)
+        .and_then(|r| r.accel_ratio(f))
 }
 
 /// The 100 B request/response target on `f` (accel/base <= `t`).
-fn rr100(rep: &MeshReport, p: Placement, f: fn(&ModeAgg) -> Option<Agg>, t: f64) -> String {
-    match rep.row(p, MeshWorkload::Rr, 100).and_then(|r| r.ratio(f)) {
+fn rr100(rep: &MeshReport, p: Placement, f: Metric<ModeAgg>, t: f64) -> String {
+    match rr_ratio(rep, p, 100, f) {
         Some(q) if q <= t => format!("MET: {:.0}% lower ({q:.2}x)", (1.0 - q) * 100.0),
         Some(q) => format!("**NOT MET**: {}", lower(Some(q))),
         None => "not run".into(),
     }
 }
 
+/// accel/base of the headline metric at every size of `w`.
 fn range_of(rep: &MeshReport, p: Placement, w: MeshWorkload) -> String {
-    let f: fn(&ModeAgg) -> Option<Agg> = match w {
-        MeshWorkload::Wrk => |a| a.per_s,
-        _ => |a| a.mb_per_s,
-    };
     let v: Vec<String> = rep
         .rows_of(p, w)
-        .filter_map(|r| Some(format!("{} {:.2}x", size_label(r.size), r.ratio(f)?)))
+        .filter_map(|r| Some(format!("{} {:.2}x", size_label(r.size), r.slower()?.0)))
         .collect();
     if v.is_empty() {
         "not run".into()
@@ -735,28 +572,15 @@ fn range_of(rep: &MeshReport, p: Placement, w: MeshWorkload) -> String {
 
 /// One line per finished case, on stderr while the benchmark runs.
 pub fn progress_line(p: Placement, case: MeshCase, records: &[MeshRecord]) -> String {
-    let r = MeshRow::build(p, case, records);
-    let mut s = format!(
-        "[{}] {:<6} {:>7}:",
-        p.name(),
-        case.workload.name(),
-        size_label(case.size)
-    );
-    for m in Mode::ALL {
-        let a = r.get(m);
-        let v = match case.workload {
+    rows::progress_line(
+        p,
+        case,
+        records,
+        |a: &ModeAgg| match case.workload {
             MeshWorkload::Wrk => format!("{} req/s p50 {} µs", rate(a.per_s), lat(a.p50_us)),
             MeshWorkload::Rr => format!("p50 {} µs p99 {} µs", lat(a.p50_us), lat(a.p99_us)),
             MeshWorkload::Stream => format!("{} MB/s", mbs(a.mb_per_s)),
-        };
-        let _ = write!(s, "  {} {v}", m.label());
-    }
-    if let Some((q, _)) = r.slower() {
-        let _ = write!(s, "  ({q:.2}x)");
-    }
-    let probs = r.problems();
-    if !probs.is_empty() {
-        let _ = write!(s, "  [{probs}]");
-    }
-    s
+        },
+        true,
+    )
 }

@@ -4,6 +4,8 @@
 //!
 //! - [`loopback`]: `accel-bench loopback` (plain TCP / accelerated / unix).
 //! - [`mesh`]: `accel-bench mesh` (baseline / accelerated through sidecars).
+//! - [`rows`]: what those two share: the runs grouped per placement, case and
+//!   side into rows, the rows compared, the report that holds them.
 //! - [`fortio`]: fortio's JSON result format, read and written (the local
 //!   load generator writes it too, so cluster and local runs share one path).
 //! - [`compare`]: `accel-bench report FILE...`: baseline vs accelerated
@@ -12,18 +14,22 @@
 
 pub mod compare;
 pub mod fortio;
+#[cfg(test)]
+mod golden;
 pub mod loopback;
 pub mod mesh;
 pub mod plot;
+pub mod rows;
 
 use std::{
+    borrow::Borrow,
     fmt::Write as _,
     path::{Path, PathBuf},
     process::Command,
     time::SystemTime,
 };
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub fn default_results_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("results")
@@ -183,7 +189,7 @@ pub(crate) fn spread(v: Option<Agg>) -> String {
         .unwrap_or_else(|| "-".into())
 }
 /// What every result file says about where and how it was produced.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Machine {
     pub date: String,
     pub started_utc: String,
@@ -223,6 +229,11 @@ impl Machine {
         }
     }
 
+    /// "model, N logical CPUs".
+    pub fn cpu(&self) -> String {
+        format!("{}, {} logical CPUs", self.cpu_model, self.logical_cpus)
+    }
+
     /// The header lines every markdown report starts with.
     pub fn markdown_lines(&self, s: &mut String) {
         let _ = writeln!(s, "- Date: {}", self.started_utc);
@@ -249,14 +260,6 @@ pub(crate) fn version(cmd: &str, args: &[&str]) -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
-/// One benchmark run as far as its health goes (failed, unproven, EAGAIN).
-pub trait RunHealth {
-    fn ok(&self) -> bool;
-    fn verified(&self) -> bool;
-    /// EAGAIN counts (send, recv) on blocking sockets.
-    fn eagain(&self) -> (u64, u64);
-}
-
 /// The "no size slower" target: `n` cases compared, `slow` the ones where
 /// accelerated lost.
 pub fn not_slower(n: usize, slow: &[String]) -> String {
@@ -273,24 +276,6 @@ pub fn not_slower(n: usize, slow: &[String]) -> String {
     }
 }
 
-/// Runs that failed or could not be proven.
-pub fn failures<R: RunHealth>(records: &[R]) -> usize {
-    records.iter().filter(|r| !r.ok() || !r.verified()).count()
-}
-
-/// One row per placement and case, placements outermost.
-pub fn rows_for<P: Copy, C: Copy, R>(
-    placements: &[P],
-    cases: &[C],
-    row: impl Fn(P, C) -> R,
-) -> Vec<R> {
-    placements
-        .iter()
-        .flat_map(|&p| cases.iter().map(move |&c| (p, c)))
-        .map(|(p, c)| row(p, c))
-        .collect()
-}
-
 /// The health of the runs of one mode/transport in one case.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Health {
@@ -304,7 +289,7 @@ pub struct Health {
 }
 
 impl Health {
-    pub fn of<R: RunHealth>(rs: &[&R]) -> Health {
+    pub fn of<R: rows::Run>(rs: &[&R]) -> Health {
         Health {
             runs: rs.len(),
             failed: rs.iter().filter(|r| !r.ok()).count(),
@@ -335,12 +320,27 @@ impl Health {
     }
 }
 
+/// Whether accelerated lost, by `q` = accelerated / reference.
+pub(crate) fn slower(q: f64, higher_better: bool) -> bool {
+    if higher_better { q < 1.0 } else { q > 1.0 }
+}
+
+/// The ratio `q` = accelerated / reference, in bold where accelerated lost.
+pub(crate) fn ratio_cell(q: Option<f64>, higher_better: bool) -> String {
+    let cell = x(q);
+    if q.is_some_and(|q| slower(q, higher_better)) {
+        format!("**{cell}**")
+    } else {
+        cell
+    }
+}
+
 /// The verdict column: "faster", or "⚠ **SLOWER** (+5%)" with ", within
 /// spread" when the per-repeat ranges of accelerated `a` and baseline `b`
 /// overlap. `q` is a / b of the medians.
 pub fn verdict(q: Option<f64>, higher_better: bool, a: Option<Agg>, b: Option<Agg>) -> String {
     match q {
-        Some(q) if (higher_better && q < 1.0) || (!higher_better && q > 1.0) => {
+        Some(q) if slower(q, higher_better) => {
             let within = match (a, b) {
                 (Some(a), Some(b)) if a.overlaps(&b) => ", within spread",
                 _ => "",
@@ -362,7 +362,7 @@ pub enum Align {
 }
 
 /// A markdown table: `header` cells, then `rows`.
-pub fn table(s: &mut String, header: &[String], rows: &[Vec<String>], align: Align) {
+pub fn table<H: Borrow<str>>(s: &mut String, header: &[H], rows: &[Vec<String>], align: Align) {
     let _ = writeln!(s, "| {} |", header.join(" | "));
     let n = header.len();
     let seps: Vec<&str> = (0..n)
