@@ -10,10 +10,10 @@ use std::{
     io::{BufRead, BufReader, Read},
     os::{fd::AsRawFd, unix::process::CommandExt},
     path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
+    process::{Child, ChildStdout, Command, Output, Stdio},
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU32, Ordering},
+        atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
     },
     thread,
     time::{Duration, Instant},
@@ -219,11 +219,16 @@ impl TestEnv {
         ]
     }
 
-    pub fn start_daemon(&self, extra: &[&str]) -> Daemon {
+    /// The whole `run` command line of a sandboxed daemon, then `extra`.
+    pub fn run_args(&self, extra: &[&str]) -> Vec<String> {
         let mut args: Vec<String> = vec!["run".into()];
         args.extend(self.daemon_args());
         args.extend(extra.iter().map(|s| s.to_string()));
-        Daemon::start(&args)
+        args
+    }
+
+    pub fn start_daemon(&self, extra: &[&str]) -> Daemon {
+        Daemon::start(&self.run_args(extra))
     }
 
     /// Runs an `accel-daemon` subcommand to completion.
@@ -265,15 +270,78 @@ impl TestEnv {
         ])
     }
 
+    /// `unload`, asserting that it succeeded.
+    pub fn unload_ok(&self) {
+        let out = self.unload();
+        assert!(
+            out.status.success(),
+            "unload failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Names of the BPF programs attached to this test's cgroup.
     pub fn attachments(&self) -> Vec<String> {
         attachments(&self.cgroup)
+    }
+
+    /// The datapath is attached to this test's cgroup exactly once.
+    pub fn assert_one_attachment(&self, when: &str) {
+        assert_eq!(
+            self.attachments(),
+            vec!["accel_sockops".to_string()],
+            "exactly one sock_ops attachment {when}"
+        );
     }
 
     /// A command that will run inside this test's cgroup.
     pub fn in_cgroup(&self, cmd: &mut Command) -> fs::File {
         join_cgroup_on_exec(cmd, &self.cgroup)
     }
+
+    /// accel-loadgen (`program`: the test binary's
+    /// `CARGO_BIN_EXE_accel-loadgen`, which the library cannot see) with its
+    /// echo server on 127.0.0.1:`port`, inside this test's cgroup, stdout and
+    /// stderr piped. The file must outlive the spawn, as for `in_cgroup`.
+    pub fn loadgen(&self, program: &str, port: u16, args: &[&str]) -> (Command, fs::File) {
+        let mut cmd = Command::new(program);
+        cmd.arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let procs = self.in_cgroup(&mut cmd);
+        (cmd, procs)
+    }
+
+    /// A short clean load (`conns` connections of 100 B and 64 KiB messages)
+    /// on a port of its own, captured: its report and the number of
+    /// PSH-flagged data segments (0 means every byte was redirected).
+    pub fn short_load(&self, program: &str, conns: usize) -> (LoadReport, usize) {
+        let port = free_port();
+        let cap = Capture::start(port);
+        let (mut cmd, _procs) = self.loadgen(
+            program,
+            port,
+            &["--conns", &conns.to_string(), "--sizes", "100,65536"],
+        );
+        let out = cmd
+            .stdin(Stdio::null())
+            .output()
+            .expect("run accel-loadgen");
+        let psh = cap.stop().psh_data;
+        (assert_clean_load(&out, conns), psh)
+    }
+}
+
+/// Gives `flag`, which `args` must hold already (as [`TestEnv::run_args`]
+/// holds every sandbox flag), the value `value`.
+pub fn set_flag(args: &mut [String], flag: &str, value: &str) {
+    let idx = args
+        .iter()
+        .position(|a| a == flag)
+        .unwrap_or_else(|| panic!("{flag} not in {args:?}"));
+    args[idx + 1] = value.to_string();
 }
 
 pub fn counter_of(status: &Value, name: &str) -> u64 {
@@ -285,6 +353,51 @@ pub fn counter_of(status: &Value, name: &str) -> u64 {
             })
         })
         .unwrap_or_else(|| panic!("counter {name} missing from status: {status}"))
+}
+
+/// Entries in the datapath map `name`, from a `status --json` snapshot.
+pub fn map_entries(status: &Value, name: &str) -> u64 {
+    status["datapath"]["maps"]
+        .as_array()
+        .and_then(|maps| maps.iter().find(|m| m["name"] == name))
+        .and_then(|m| m["entries"].as_u64())
+        .unwrap_or_else(|| panic!("map {name} missing from status: {status}"))
+}
+
+/// Node-wide TCP memory in pages: the `mem` field of the `TCP:` line of
+/// /proc/net/sockstat (0 if it cannot be read).
+fn tcp_mem_pages() -> u64 {
+    fs::read_to_string("/proc/net/sockstat")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("TCP:"))?.to_string();
+            let mut words = line.split_whitespace();
+            words.find(|w| *w == "mem")?;
+            words.next()?.parse().ok()
+        })
+        .unwrap_or(0)
+}
+
+/// Peak node TCP memory above the starting level while `f` runs, in bytes.
+/// The counter is node-wide: other TCP traffic on the machine inflates it.
+pub fn peak_tcp_mem(f: impl FnOnce()) -> u64 {
+    const PAGE: u64 = 4096;
+    let base = tcp_mem_pages();
+    let peak = Arc::new(AtomicU64::new(base));
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (peak, stop) = (peak.clone(), stop.clone());
+        thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                peak.fetch_max(tcp_mem_pages(), Ordering::Relaxed);
+                thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    f();
+    stop.store(true, Ordering::Relaxed);
+    let _ = sampler.join();
+    peak.load(Ordering::Relaxed).saturating_sub(base) * PAGE
 }
 
 pub fn attachments(cgroup: &Path) -> Vec<String> {
@@ -699,6 +812,44 @@ pub fn parse_load_report(out: &Output) -> LoadReport {
             )
         });
     serde_json::from_str(line).expect("loadgen report is JSON")
+}
+
+/// The load ended without a single connection error, every byte checked by
+/// accel-loadgen, on `conns` connections that carried traffic.
+pub fn assert_clean_load(out: &Output, conns: usize) -> LoadReport {
+    let r = parse_load_report(out);
+    assert!(
+        r.errors.is_empty() && out.status.success(),
+        "traffic failed: {:?}\nstderr: {}",
+        r.errors,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(r.connections, conns, "connections in the report: {r:?}");
+    assert!(r.bytes_each_way > 0 && r.messages > 0, "no traffic: {r:?}");
+    r
+}
+
+/// Spawns a sink (`cmd`: stdin closed, stdout and stderr piped) and returns
+/// once it prints `listening`, with the rest of its stdout (its report).
+pub fn spawn_listening(cmd: &mut Command) -> (Child, std::io::Lines<BufReader<ChildStdout>>) {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout piped")).lines();
+    let first = lines.next().and_then(Result::ok);
+    if first.as_deref() != Some("listening") {
+        let _ = child.kill();
+        let out = child.wait_with_output().expect("wait for the sink");
+        panic!(
+            "{cmd:?} never said `listening` (first line {first:?}, exit {:?}); stderr: {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    (child, lines)
 }
 
 /// A private network namespace for a test, removed in Drop.

@@ -502,6 +502,11 @@ impl Node {
         pod
     }
 
+    /// Meshed pods with Istio's default interception, created in order.
+    pub fn meshed_pods<const N: usize>(&self, names: [&str; N]) -> [Pod; N] {
+        names.map(|name| self.meshed_pod(name, Mesh::default()))
+    }
+
     /// A pod without rules or sidecar.
     pub fn unmeshed_pod(&self, name: &str) -> Pod {
         self.pod(name, None)
@@ -589,6 +594,16 @@ impl Node {
     /// [`Pod::host_veth`]).
     pub fn capture(&self, iface: &str, filter: &str) -> NsCapture {
         NsCapture::start(&self.netns, iface, filter)
+    }
+
+    /// tcpdump on each of the three legs (see [`MeshLegs`]) of connections
+    /// from meshed pod `a` to `port` of meshed pod `b`.
+    pub fn capture_legs(&self, a: &Pod, b: &Pod, port: u16) -> LegCaptures {
+        LegCaptures {
+            app_a_lo: a.capture("lo", &format!("tcp port {OUTBOUND_PORT}")),
+            bridge: self.capture(&a.host_veth, &format!("tcp port {port}")),
+            b_lo: b.capture("lo", &format!("tcp port {port}")),
+        }
     }
 
     /// Every namespace this node created (node first).
@@ -989,6 +1004,17 @@ http {{
         out.lines().filter_map(SockInfo::parse).collect()
     }
 
+    /// The source ports of this pod's own connections (from its pod IP) as
+    /// its sidecar's outbound listener accepted them: where netfilter
+    /// remapped a clashing source port, the remapped one.
+    pub fn ports_at_outbound_sidecar(&self) -> Vec<u16> {
+        self.sockets()
+            .iter()
+            .filter(|s| s.local.port() == OUTBOUND_PORT && s.peer.ip() == self.ipv4)
+            .map(|s| s.peer.port())
+            .collect()
+    }
+
     /// tcpdump on an interface of this pod (`lo`, `eth0`).
     pub fn capture(&self, iface: &str, filter: &str) -> NsCapture {
         NsCapture::start(&self.netns, iface, filter)
@@ -1184,6 +1210,22 @@ impl MeshLegs {
     }
 }
 
+/// The captures of [`Node::capture_legs`]: leg 1 on A's loopback (the app
+/// to A's sidecar at 15001), leg 2 on A's veth in the node (sidecar to
+/// sidecar), leg 3 on B's loopback (B's sidecar to B's app).
+pub struct LegCaptures {
+    app_a_lo: NsCapture,
+    bridge: NsCapture,
+    b_lo: NsCapture,
+}
+
+impl LegCaptures {
+    /// Stops the three captures: the counts of legs 1, 2 and 3.
+    pub fn stop(self) -> (CaptureCounts, CaptureCounts, CaptureCounts) {
+        (self.app_a_lo.stop(), self.bridge.stop(), self.b_lo.stop())
+    }
+}
+
 // ---------------------------------------------------------------------------
 // tcpdump inside a namespace
 // ---------------------------------------------------------------------------
@@ -1239,6 +1281,21 @@ pub struct EchoReport {
     pub received_sha256: String,
     pub equal: bool,
     pub pid: u32,
+}
+
+impl EchoReport {
+    /// The client's pattern (its default seed, 1) of `bytes` bytes went out
+    /// and came back intact.
+    pub fn assert_pattern_echoed(&self, bytes: usize) {
+        let want = sha256_hex(&pattern(1, bytes));
+        assert!(self.equal, "the echo differs from what was sent: {self:?}");
+        assert_eq!(self.bytes, bytes as u64, "{self:?}");
+        assert_eq!(self.sent_sha256, want, "not the pattern sent: {self:?}");
+        assert_eq!(
+            self.received_sha256, want,
+            "not the pattern echoed: {self:?}"
+        );
+    }
 }
 
 /// A running echo client holding its connection open.

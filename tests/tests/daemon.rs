@@ -9,42 +9,43 @@ use std::{
     time::Duration,
 };
 
-use accel_tests::{Capture, TestEnv, counter_of, free_port, parse_load_report};
+use accel_tests::{
+    Capture, TestEnv, assert_clean_load, counter_of, free_port, map_entries, set_flag,
+};
 
 const LOADGEN: &str = env!("CARGO_BIN_EXE_accel-loadgen");
 
-fn loadgen_cmd(env: &TestEnv, port: u16, args: &[&str]) -> (Command, std::fs::File) {
-    let mut cmd = Command::new(LOADGEN);
-    cmd.arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let procs = env.in_cgroup(&mut cmd);
-    (cmd, procs)
-}
-
 fn loadgen(env: &TestEnv, port: u16, args: &[&str]) -> Output {
-    let (mut cmd, _procs) = loadgen_cmd(env, port, args);
+    let (mut cmd, _procs) = env.loadgen(LOADGEN, port, args);
     cmd.stdin(Stdio::null()).output().expect("run loadgen")
 }
 
 fn spawn_loadgen(env: &TestEnv, port: u16, args: &[&str]) -> Child {
-    let (mut cmd, _procs) = loadgen_cmd(env, port, args);
+    let (mut cmd, _procs) = env.loadgen(LOADGEN, port, args);
     cmd.stdin(Stdio::piped()).spawn().expect("spawn loadgen")
 }
 
-fn assert_clean_run(out: &Output, conns: usize) -> u64 {
-    let r = parse_load_report(out);
-    assert!(
-        r.errors.is_empty() && out.status.success(),
-        "traffic failed: {:?}\nstderr: {}",
-        r.errors,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(r.connections, conns);
-    assert!(r.bytes_each_way > 0 && r.messages > 0);
-    r.bytes_each_way
+/// `conns` connections cycling through the message `sizes` for
+/// `duration_ms`.
+fn spawn_timed_load(
+    env: &TestEnv,
+    port: u16,
+    conns: usize,
+    sizes: &str,
+    duration_ms: u64,
+) -> Child {
+    spawn_loadgen(
+        env,
+        port,
+        &[
+            "--conns",
+            &conns.to_string(),
+            "--sizes",
+            sizes,
+            "--duration-ms",
+            &duration_ms.to_string(),
+        ],
+    )
 }
 
 #[test]
@@ -73,7 +74,7 @@ fn loopback_echo_is_redirected_byte_exact_and_psh_free_then_not_after_unload() {
         ],
     );
     let counts = cap.stop();
-    let bytes = assert_clean_run(&out, 120);
+    let bytes = assert_clean_load(&out, 120).bytes_each_way;
     assert_eq!(bytes, 120 * (1 + 64 + 1500 + 65536 + 1048576));
 
     let status = env.status_json();
@@ -115,18 +116,13 @@ fn loopback_echo_is_redirected_byte_exact_and_psh_free_then_not_after_unload() {
 
     // Daemon gone and datapath removed: the same traffic crosses TCP again.
     assert_eq!(daemon.terminate(), Some(0));
-    let unload = env.unload();
-    assert!(
-        unload.status.success(),
-        "{}",
-        String::from_utf8_lossy(&unload.stderr)
-    );
+    env.unload_ok();
     assert!(env.attachments().is_empty());
     let port = free_port();
     let cap = Capture::start(port);
     let out = loadgen(&env, port, &["--conns", "10", "--sizes", "1,1500,65536"]);
     let counts = cap.stop();
-    assert_clean_run(&out, 10);
+    assert_clean_load(&out, 10);
     assert!(
         counts.psh_data >= 10,
         "plain TCP must show PSH segments: {counts:?}"
@@ -198,22 +194,10 @@ fn kill9_during_traffic_loses_nothing_and_restart_adopts_the_pins() {
     let env = TestEnv::new("kill9");
     let mut daemon = env.start_daemon(&[]);
     let port = free_port();
-    let child = spawn_loadgen(
-        &env,
-        port,
-        &[
-            "--conns",
-            "20",
-            "--sizes",
-            "1,1500,65536",
-            "--duration-ms",
-            "4000",
-        ],
-    );
+    let child = spawn_timed_load(&env, port, 20, "1,1500,65536", 4000);
     thread::sleep(Duration::from_millis(1000));
     daemon.kill9();
-    // The datapath outlives the daemon.
-    assert_eq!(env.attachments(), vec!["accel_sockops".to_string()]);
+    env.assert_one_attachment("with the daemon killed: the datapath outlives it");
     let mid = env.status_json();
     assert_eq!(mid["daemon_running"], false);
     let redirected_mid = counter_of(&mid, "redirect_msgs");
@@ -226,19 +210,12 @@ fn kill9_during_traffic_loses_nothing_and_restart_adopts_the_pins() {
     let restarted = env.start_daemon(&[]);
     assert!(restarted.log().contains("adopted"), "{}", restarted.log());
     let out = child.wait_with_output().expect("loadgen");
-    assert_clean_run(&out, 20);
-    assert_eq!(
-        env.attachments(),
-        vec!["accel_sockops".to_string()],
-        "exactly one sock_ops attachment after restart"
-    );
+    assert_clean_load(&out, 20);
+    env.assert_one_attachment("after restart");
 
     // New connections are still accelerated by the adopted datapath.
-    let port = free_port();
-    let cap = Capture::start(port);
-    let out = loadgen(&env, port, &["--conns", "5", "--sizes", "100,65536"]);
-    assert_clean_run(&out, 5);
-    assert_eq!(cap.stop().psh_data, 0);
+    let (_, psh) = env.short_load(LOADGEN, 5);
+    assert_eq!(psh, 0, "the adopted datapath accelerates new connections");
 }
 
 #[test]
@@ -246,28 +223,12 @@ fn unload_during_traffic_loses_nothing_and_leaves_nothing() {
     let env = TestEnv::new("unload");
     let mut daemon = env.start_daemon(&[]);
     let port = free_port();
-    let child = spawn_loadgen(
-        &env,
-        port,
-        &[
-            "--conns",
-            "20",
-            "--sizes",
-            "1,1500,65536,1048576",
-            "--duration-ms",
-            "4000",
-        ],
-    );
+    let child = spawn_timed_load(&env, port, 20, "1,1500,65536,1048576", 4000);
     thread::sleep(Duration::from_millis(1000));
     assert_eq!(daemon.terminate(), Some(0));
-    let unload = env.unload();
-    assert!(
-        unload.status.success(),
-        "unload failed: {}",
-        String::from_utf8_lossy(&unload.stderr)
-    );
+    env.unload_ok();
     let out = child.wait_with_output().expect("loadgen");
-    assert_clean_run(&out, 20);
+    assert_clean_load(&out, 20);
     assert!(env.attachments().is_empty(), "sock_ops still attached");
     assert!(!env.pin_dir.exists(), "pins left behind");
     let second = env.unload();
@@ -307,7 +268,7 @@ fn unload_waits_for_unread_queues_and_never_discards_them() {
         "{stderr}"
     );
     assert!(env.pin_dir.exists(), "pins must stay while data is queued");
-    assert_eq!(env.attachments(), vec!["accel_sockops".to_string()]);
+    env.assert_one_attachment("while data is queued");
 
     let patient = env.daemon_cmd(&["unload", "--pin-dir", &pin, "--drain-timeout", "30"]);
     assert!(
@@ -317,7 +278,7 @@ fn unload_waits_for_unread_queues_and_never_discards_them() {
     );
     assert!(String::from_utf8_lossy(&patient.stdout).contains("proven empty"));
     let out = child.wait_with_output().expect("loadgen");
-    assert_clean_run(&out, 8);
+    assert_clean_load(&out, 8);
     assert!(env.attachments().is_empty());
     assert!(!env.pin_dir.exists());
 }
@@ -382,12 +343,9 @@ fn pins_removed_by_someone_else_are_restored_and_the_datapath_survives() {
 
     // Still accelerating, and it survives the daemon: the pins hold it.
     daemon.kill9();
-    assert_eq!(env.attachments(), vec!["accel_sockops".to_string()]);
-    let port = free_port();
-    let cap = Capture::start(port);
-    let out = loadgen(&env, port, &["--conns", "5", "--sizes", "100,65536"]);
-    assert_clean_run(&out, 5);
-    assert_eq!(cap.stop().psh_data, 0);
+    env.assert_one_attachment("with the daemon killed: the restored pins hold it");
+    let (_, psh) = env.short_load(LOADGEN, 5);
+    assert_eq!(psh, 0, "the restored pins hold an accelerating datapath");
 }
 
 #[test]
@@ -397,20 +355,9 @@ fn a_full_sockhash_sends_new_connections_over_tcp_counted_and_intact() {
     let _daemon = env.start_daemon(&["--sockhash-size", "8"]);
     let port = free_port();
     let cap = Capture::start(port);
-    let child = spawn_loadgen(
-        &env,
-        port,
-        &[
-            "--conns",
-            "40",
-            "--sizes",
-            "1,1500,65536",
-            "--duration-ms",
-            "1500",
-        ],
-    );
+    let child = spawn_timed_load(&env, port, 40, "1,1500,65536", 1500);
     let out = child.wait_with_output().expect("loadgen");
-    assert_clean_run(&out, 40);
+    assert_clean_load(&out, 40);
     let status = env.status_json();
     assert!(
         counter_of(&status, "record_failed") > 0,
@@ -447,9 +394,7 @@ fn old_kernel_release_runs_unaccelerated_ready_and_says_why() {
     assert!(metrics.contains("sidecar_accel_enabled 0"), "{metrics}");
     assert!(metrics.contains("older than 5.10"), "{metrics}");
 
-    let mut args = vec!["run".to_string()];
-    args.extend(env.daemon_args());
-    args.extend(["--kernel-release", "5.4.0", "--require-acceleration"].map(String::from));
+    let args = env.run_args(&["--kernel-release", "5.4.0", "--require-acceleration"]);
     let out = Command::new(accel_tests::daemon_bin())
         .args(&args)
         .output()
@@ -476,15 +421,7 @@ fn half_close_then_blocking_read_never_sees_eagain() {
         port,
         &["--conns", "120", "--sizes", "1,1500,65536", "--half-close"],
     );
-    assert_clean_run(&out, 120);
-}
-
-fn map_entries(status: &accel_tests::Value, name: &str) -> u64 {
-    status["datapath"]["maps"]
-        .as_array()
-        .and_then(|maps| maps.iter().find(|m| m["name"] == name))
-        .and_then(|m| m["entries"].as_u64())
-        .unwrap_or_else(|| panic!("map {name} missing from status: {status}"))
+    assert_clean_load(&out, 120);
 }
 
 #[test]
@@ -493,10 +430,8 @@ fn a_datapath_of_another_version_is_retired_cleanly() {
     // An "old version" datapath pinned next to ours, left behind by a daemon
     // that was killed (as an upgrade from a previous release would find it).
     let old_pin = env.pin_root.join("v0").display().to_string();
-    let mut args = vec!["run".to_string()];
-    args.extend(env.daemon_args());
-    let idx = args.iter().position(|a| a == "--pin-dir").expect("pin arg") + 1;
-    args[idx] = old_pin.clone();
+    let mut args = env.run_args(&[]);
+    set_flag(&mut args, "--pin-dir", &old_pin);
     let mut old = accel_tests::Daemon::start(&args);
     old.kill9();
     assert_eq!(env.attachments().len(), 1);
@@ -511,24 +446,16 @@ fn a_datapath_of_another_version_is_retired_cleanly() {
         !std::path::Path::new(&old_pin).exists(),
         "old pins left behind"
     );
-    assert_eq!(
-        env.attachments(),
-        vec!["accel_sockops".to_string()],
-        "exactly one attachment"
-    );
-    let port = free_port();
-    let cap = Capture::start(port);
-    let out = loadgen(&env, port, &["--conns", "5", "--sizes", "100,65536"]);
-    assert_clean_run(&out, 5);
-    assert_eq!(cap.stop().psh_data, 0, "the new datapath accelerates");
+    env.assert_one_attachment("after retiring the old version");
+    let (_, psh) = env.short_load(LOADGEN, 5);
+    assert_eq!(psh, 0, "the new datapath accelerates");
 }
 
 #[test]
 fn a_non_root_run_fails_with_one_clear_line() {
     use std::os::unix::process::CommandExt;
     let env = TestEnv::new("nonroot");
-    let mut args = vec!["run".to_string()];
-    args.extend(env.daemon_args());
+    let args = env.run_args(&[]);
     let out = Command::new(accel_tests::daemon_bin())
         .args(&args)
         .uid(65534)
@@ -572,6 +499,8 @@ fn bad_input_fails_with_one_clear_line_and_attaches_nothing() {
         v.extend(extra.iter().map(|s| s.to_string()));
         v
     };
+    // The test's own cgroup and pin dir, so only `extra` can be wrong.
+    let sandboxed = |extra: &[&str]| base(&[&["--cgroup", &cg, "--pin-dir", &pin], extra].concat());
 
     let e = run_fails(&env, &["run", "--no-such-flag"]);
     assert!(e.contains("--no-such-flag"), "{e}");
@@ -587,26 +516,12 @@ fn bad_input_fails_with_one_clear_line_and_attaches_nothing() {
 
     let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let busy_addr = busy.local_addr().expect("addr").to_string();
-    let a = base(&[
-        "--cgroup",
-        &cg,
-        "--pin-dir",
-        &pin,
-        "--metrics-addr",
-        &busy_addr,
-    ]);
+    let a = sandboxed(&["--metrics-addr", &busy_addr]);
     let e = run_fails(&env, &refs(&a));
     assert!(e.contains("--metrics-addr"), "{e}");
     assert!(!env.pin_dir.exists());
 
-    let a = base(&[
-        "--cgroup",
-        &cg,
-        "--pin-dir",
-        &pin,
-        "--local-endpoint",
-        "127.0.0.1",
-    ]);
+    let a = sandboxed(&["--local-endpoint", "127.0.0.1"]);
     let e = run_fails(&env, &refs(&a));
     assert!(e.contains("loopback"), "{e}");
 
@@ -621,14 +536,7 @@ fn bad_input_fails_with_one_clear_line_and_attaches_nothing() {
         .status()
         .expect("bpftool");
     assert!(st.success());
-    let a = base(&[
-        "--cgroup",
-        &cg,
-        "--pin-dir",
-        &pin,
-        "--metrics-addr",
-        "127.0.0.1:0",
-    ]);
+    let a = sandboxed(&["--metrics-addr", "127.0.0.1:0"]);
     let e = run_fails(&env, &refs(&a));
     assert!(e.contains("not a datapath") && e.contains("unload"), "{e}");
 }

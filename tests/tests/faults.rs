@@ -16,14 +16,14 @@
 use std::{
     fs,
     path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
+    process::{Child, Command, Stdio},
     thread,
     time::{Duration, Instant},
 };
 
 use accel_tests::{
-    Capture, Daemon, LoadReport, TestEnv, Value, counter_of, daemon_bin, free_port,
-    parse_load_report,
+    Capture, Daemon, LoadReport, TestEnv, Value, assert_clean_load, counter_of, daemon_bin,
+    free_port, set_flag,
 };
 
 const LOADGEN: &str = env!("CARGO_BIN_EXE_accel-loadgen");
@@ -34,53 +34,26 @@ const SIZES: &str = "1,1500,65536";
 
 /// Continuous echo traffic inside the test's cgroup.
 fn spawn_load(env: &TestEnv, conns: usize, duration_ms: u64) -> Child {
-    let mut cmd = Command::new(LOADGEN);
-    cmd.arg("--listen")
-        .arg(format!("127.0.0.1:{}", free_port()))
-        .args(["--conns", &conns.to_string(), "--sizes", SIZES])
-        .args(["--duration-ms", &duration_ms.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let _procs = env.in_cgroup(&mut cmd);
-    cmd.spawn().expect("spawn accel-loadgen")
-}
-
-/// A short run on a port of its own, captured: returns the report and the
-/// number of PSH-flagged data segments (0 means every byte was redirected).
-fn short_run(env: &TestEnv, conns: usize) -> (LoadReport, usize) {
-    let port = free_port();
-    let cap = Capture::start(port);
-    let mut cmd = Command::new(LOADGEN);
-    cmd.arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .args(["--conns", &conns.to_string(), "--sizes", "100,65536"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let _procs = env.in_cgroup(&mut cmd);
-    let out = cmd.output().expect("run accel-loadgen");
-    let psh = cap.stop().psh_data;
-    (assert_clean(&out, conns), psh)
-}
-
-/// The traffic ended without a single connection error, every byte checked.
-fn assert_clean(out: &Output, conns: usize) -> LoadReport {
-    let r = parse_load_report(out);
-    assert!(
-        r.errors.is_empty() && out.status.success(),
-        "traffic failed: {:?}\nstderr: {}",
-        r.errors,
-        String::from_utf8_lossy(&out.stderr)
+    let (mut cmd, _procs) = env.loadgen(
+        LOADGEN,
+        free_port(),
+        &[
+            "--conns",
+            &conns.to_string(),
+            "--sizes",
+            SIZES,
+            "--duration-ms",
+            &duration_ms.to_string(),
+        ],
     );
-    assert_eq!(r.connections, conns);
-    assert!(r.bytes_each_way > 0 && r.messages > 0, "no traffic: {r:?}");
-    r
+    cmd.stdin(Stdio::null())
+        .spawn()
+        .expect("spawn accel-loadgen")
 }
 
 fn finish_load(child: Child) -> LoadReport {
     let out = child.wait_with_output().expect("wait accel-loadgen");
-    let r = assert_clean(&out, CONNS);
+    let r = assert_clean_load(&out, CONNS);
     eprintln!(
         "traffic: {} connections, {} messages, {} bytes each way, byte-exact",
         r.connections, r.messages, r.bytes_each_way
@@ -127,21 +100,10 @@ fn attached_ids(cgroup: &Path) -> Vec<u64> {
         .unwrap_or_default()
 }
 
-fn assert_one_attachment(env: &TestEnv, when: &str) {
-    assert_eq!(
-        env.attachments(),
-        vec!["accel_sockops".to_string()],
-        "exactly one sock_ops attachment {when}"
-    );
-}
-
 /// `run` arguments of `env` with another pin dir.
 fn args_with_pin_dir(env: &TestEnv, pin_dir: &Path, extra: &[&str]) -> Vec<String> {
-    let mut args = vec!["run".to_string()];
-    args.extend(env.daemon_args());
-    let idx = args.iter().position(|a| a == "--pin-dir").expect("pin arg") + 1;
-    args[idx] = pin_dir.display().to_string();
-    args.extend(extra.iter().map(|s| s.to_string()));
+    let mut args = env.run_args(extra);
+    set_flag(&mut args, "--pin-dir", &pin_dir.display().to_string());
     args
 }
 
@@ -178,7 +140,7 @@ fn repeated_kill9_and_restart_under_load_adopt_the_same_program() {
         let load = spawn_load(&env, CONNS, 6_000);
         thread::sleep(Duration::from_millis(700));
         daemon.kill9();
-        assert_one_attachment(&env, &format!("after kill -9 #{cycle}"));
+        env.assert_one_attachment(&format!("after kill -9 #{cycle}"));
         let gone = env.counter("redirect_msgs");
         assert!(
             wait_for("redirects without a daemon", Duration::from_secs(3), || {
@@ -188,7 +150,7 @@ fn repeated_kill9_and_restart_under_load_adopt_the_same_program() {
         );
         daemon = env.start_daemon(&[]);
         assert!(daemon.log().contains("adopted"), "{}", daemon.log());
-        assert_one_attachment(&env, &format!("after restart #{cycle}"));
+        env.assert_one_attachment(&format!("after restart #{cycle}"));
         assert_eq!(
             program_id(&env.status_json()),
             prog,
@@ -198,7 +160,7 @@ fn repeated_kill9_and_restart_under_load_adopt_the_same_program() {
         finish_load(load);
         eprintln!("cycle {cycle} done at {:?}", t0.elapsed());
     }
-    let (_, psh) = short_run(&env, 5);
+    let (_, psh) = env.short_load(LOADGEN, 5);
     assert_eq!(psh, 0, "new connections after the restarts are accelerated");
 }
 
@@ -229,14 +191,14 @@ fn upgrade_under_load_retires_the_old_version_and_loses_nothing() {
         "{log}"
     );
     assert!(!old_pin.exists(), "old pins left behind");
-    assert_one_attachment(&env, "after the upgrade");
+    env.assert_one_attachment("after the upgrade");
     let new_prog = program_id(&env.status_json());
     assert_ne!(new_prog, old_prog, "a new program was installed");
     assert_eq!(attached_ids(&env.cgroup), vec![new_prog]);
 
     // While the old connections still run: new ones get the new version.
     let before = env.counter("redirect_msgs");
-    let (_, psh) = short_run(&env, 5);
+    let (_, psh) = env.short_load(LOADGEN, 5);
     assert_eq!(psh, 0, "new connections are accelerated by v1");
     assert!(env.counter("redirect_msgs") > before);
     finish_load(load);
@@ -253,8 +215,7 @@ fn upgrade_with_the_old_daemon_still_running_leaves_one_datapath() {
     let old_pin = env.pin_root.join("v0");
     let old_state = env.state_dir.with_extension("old");
     let mut args = args_with_pin_dir(&env, &old_pin, &["--endpoint-sync-secs", "1"]);
-    let idx = args.iter().position(|a| a == "--state-dir").expect("state") + 1;
-    args[idx] = old_state.display().to_string();
+    set_flag(&mut args, "--state-dir", &old_state.display().to_string());
     let old = Daemon::start(&args);
     let load = spawn_load(&env, CONNS, 6000);
     thread::sleep(Duration::from_millis(1000));
@@ -288,12 +249,7 @@ fn unload_under_load_with_the_daemon_still_running_leaves_nothing() {
     let daemon = env.start_daemon(&["--endpoint-sync-secs", "1"]);
     let load = spawn_load(&env, CONNS, 5000);
     thread::sleep(Duration::from_millis(1500));
-    let unload = env.unload();
-    assert!(
-        unload.status.success(),
-        "unload failed: {}",
-        String::from_utf8_lossy(&unload.stderr)
-    );
+    env.unload_ok();
     let attached_right_after = env.attachments().len();
     // Give the still-running daemon three sync ticks.
     thread::sleep(Duration::from_millis(3500));
@@ -367,12 +323,7 @@ fn unload_under_load_frees_every_program_and_map_in_the_kernel() {
     let load = spawn_load(&env, CONNS, 4000);
     thread::sleep(Duration::from_millis(1500));
     assert_eq!(daemon.terminate(), Some(0));
-    let unload = env.unload();
-    assert!(
-        unload.status.success(),
-        "unload failed: {}",
-        String::from_utf8_lossy(&unload.stderr)
-    );
+    env.unload_ok();
     finish_load(load);
     assert!(env.attachments().is_empty(), "sock_ops still attached");
     assert!(!env.pin_dir.exists(), "pins left behind");
@@ -420,16 +371,22 @@ fn full_sockhash_under_load_falls_back_to_tcp_counted_in_status_and_metrics() {
     let daemon = env.start_daemon(&["--sockhash-size", "8"]);
     let port = free_port();
     let cap = Capture::start(port);
-    let mut cmd = Command::new(LOADGEN);
-    cmd.arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .args(["--conns", &CONNS.to_string(), "--sizes", SIZES])
-        .args(["--duration-ms", "3000"])
+    let (mut cmd, procs) = env.loadgen(
+        LOADGEN,
+        port,
+        &[
+            "--conns",
+            &CONNS.to_string(),
+            "--sizes",
+            SIZES,
+            "--duration-ms",
+            "3000",
+        ],
+    );
+    let load = cmd
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let procs = env.in_cgroup(&mut cmd);
-    let load = cmd.spawn().expect("spawn accel-loadgen");
+        .spawn()
+        .expect("spawn accel-loadgen");
     drop(procs);
     thread::sleep(Duration::from_millis(1500));
     let mid = env.status_json();
@@ -460,7 +417,7 @@ fn full_sockhash_under_load_falls_back_to_tcp_counted_in_status_and_metrics() {
         "{metrics}"
     );
     // Once the connections closed, the map has room again.
-    let (_, psh) = short_run(&env, 2);
+    let (_, psh) = env.short_load(LOADGEN, 2);
     assert_eq!(psh, 0, "freed entries are reused");
 }
 
@@ -491,12 +448,12 @@ fn pin_files_removed_under_load_are_detected_restored_and_hold_the_datapath() {
         "pins not restored:\n{}",
         daemon.log()
     );
-    assert_one_attachment(&env, "after the pins were restored");
+    env.assert_one_attachment("after the pins were restored");
     assert_eq!(program_id(&env.status_json()), prog);
     finish_load(load);
     daemon.kill9();
-    assert_one_attachment(&env, "with the daemon gone: the restored pins hold it");
-    let (_, psh) = short_run(&env, 5);
+    env.assert_one_attachment("with the daemon gone: the restored pins hold it");
+    let (_, psh) = env.short_load(LOADGEN, 5);
     assert_eq!(psh, 0);
 }
 
@@ -602,7 +559,7 @@ fn bpffs_unmounted_under_load_is_reported_and_recovered_when_it_returns() {
         vec![prog],
         "the restored pins hold the datapath without the daemon"
     );
-    let (_, psh) = short_run(&env, 5);
+    let (_, psh) = env.short_load(LOADGEN, 5);
     assert_eq!(psh, 0);
     let unload = Command::new(daemon_bin())
         .arg("unload")
@@ -754,5 +711,5 @@ fn api_server_down_under_load_leaves_the_datapath_untouched() {
         back.elapsed()
     );
     let _ = fs::remove_file(&kubeconfig);
-    assert_one_attachment(&env, "after the outage");
+    env.assert_one_attachment("after the outage");
 }

@@ -8,24 +8,14 @@
 //!
 //! Default: 1 run of 2 connections per case. `ACCEL_SOAK=1`: 10 runs of 10.
 
-use std::{
-    io::{BufRead, BufReader},
-    process::Stdio,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
-    },
-    thread,
-    time::Duration,
-};
+use std::process::Stdio;
 
 use accel_tests::{
-    TestEnv, counter_of, free_port, parse_load_report,
-    topology::{Mesh, Node, pod_bin},
+    TestEnv, counter_of, free_port, parse_load_report, peak_tcp_mem, spawn_listening,
+    topology::{Node, pod_bin},
 };
 
 const LOADGEN: &str = env!("CARGO_BIN_EXE_accel-loadgen");
-const PAGE: u64 = 4096;
 const STREAM: u64 = 32 << 20;
 
 fn soak() -> (usize, usize) {
@@ -36,41 +26,6 @@ fn soak() -> (usize, usize) {
     }
 }
 
-fn tcp_mem_pages() -> u64 {
-    std::fs::read_to_string("/proc/net/sockstat")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("TCP:")).and_then(|l| {
-                l.split_whitespace()
-                    .skip_while(|w| *w != "mem")
-                    .nth(1)
-                    .map(str::to_owned)
-            })
-        })
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-/// Runs `f` while sampling TCP memory; returns the peak above the start, in bytes.
-fn peak_while(f: impl FnOnce()) -> u64 {
-    let base = tcp_mem_pages();
-    let peak = Arc::new(AtomicU64::new(base));
-    let stop = Arc::new(AtomicBool::new(false));
-    let sampler = {
-        let (peak, stop) = (peak.clone(), stop.clone());
-        thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                peak.fetch_max(tcp_mem_pages(), Ordering::Relaxed);
-                thread::sleep(Duration::from_millis(5));
-            }
-        })
-    };
-    f();
-    stop.store(true, Ordering::Relaxed);
-    let _ = sampler.join();
-    peak.load(Ordering::Relaxed).saturating_sub(base) * PAGE
-}
-
 /// Loopback stream into a slow reader inside meshed pod `pod`: in the
 /// daemon's cgroup (accelerated) or outside it (plain TCP, same namespace).
 fn loopback_stream(
@@ -79,7 +34,7 @@ fn loopback_stream(
     pinned: bool,
     conns: usize,
 ) -> u64 {
-    peak_while(|| {
+    peak_tcp_mem(|| {
         let program = if pinned { "taskset" } else { LOADGEN };
         let mut cmd = if accelerated {
             pod.command(program)
@@ -118,27 +73,18 @@ fn mesh_stream(
     conns: usize,
 ) -> u64 {
     let port = 9100;
-    let mut sink = b
-        .command(pod_bin())
-        .args([
-            "sink",
-            "--listen",
-            &format!("0.0.0.0:{port}"),
-            "--conns",
-            &conns.to_string(),
-        ])
-        .args(["--read-size", "16384", "--delay-us", "500"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("sink");
-    let mut lines = BufReader::new(sink.stdout.take().expect("stdout")).lines();
-    assert_eq!(
-        lines.next().and_then(Result::ok).as_deref(),
-        Some("listening")
+    let (mut sink, mut lines) = spawn_listening(
+        b.command(pod_bin())
+            .args([
+                "sink",
+                "--listen",
+                &format!("0.0.0.0:{port}"),
+                "--conns",
+                &conns.to_string(),
+            ])
+            .args(["--read-size", "16384", "--delay-us", "500"]),
     );
-    let peak = peak_while(|| {
+    let peak = peak_tcp_mem(|| {
         let out = a
             .command(pod_bin())
             .args(["source", "--connect", &b.addr_v4(port).to_string()])
@@ -189,8 +135,7 @@ fn slow_readers_never_make_the_kernel_queue_much_more_than_plain_tcp() {
     let (runs, conns) = soak();
     let env = TestEnv::new("flow");
     let node = Node::new(&env, "fl");
-    let a = node.meshed_pod("a", Mesh::default());
-    let b = node.meshed_pod("b", Mesh::default());
+    let [a, b] = node.meshed_pods(["a", "b"]);
 
     // Baselines first, with nothing attached.
     let mesh_plain = mesh_stream(&a, &b, conns);

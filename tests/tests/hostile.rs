@@ -12,13 +12,13 @@ use std::{
     fs,
     io::{BufRead, BufReader},
     path::{Path, PathBuf},
-    process::{Command, Output, Stdio},
+    process::{Child, Command, Output, Stdio},
     sync::mpsc,
     thread,
     time::{Duration, Instant},
 };
 
-use accel_tests::{Daemon, TestEnv, daemon_bin, free_port};
+use accel_tests::{Daemon, TestEnv, daemon_bin, free_port, set_flag};
 
 /// The daemon's stderr must read like an operator error, not a crash.
 fn assert_one_clean_error(what: &str, out: &Output) -> String {
@@ -61,18 +61,7 @@ fn run_daemon_with_caps(
     timeout: Duration,
 ) -> Result<Output, String> {
     let mut cmd = match caps {
-        Some(caps) => {
-            let mut c = Command::new("setpriv");
-            c.args([
-                "--bounding-set",
-                &format!("-all,{caps}"),
-                "--inh-caps",
-                "-all",
-                "--",
-            ])
-            .arg(daemon_bin());
-            c
-        }
+        Some(caps) => daemon_with_caps(caps),
         None => Command::new(daemon_bin()),
     };
     let mut child = cmd
@@ -84,19 +73,7 @@ fn run_daemon_with_caps(
         .stderr(Stdio::piped())
         .spawn()
         .expect("FAILING LOUDLY: spawn accel-daemon (setpriv is in util-linux)");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = mpsc::channel();
-    let reader = thread::spawn(move || {
-        let mut all = String::new();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("listening on") {
-                let _ = tx.send(());
-            }
-            all.push_str(&line);
-            all.push('\n');
-        }
-        all
-    });
+    let (rx, reader) = collect_stderr(&mut child);
     let deadline = Instant::now() + timeout;
     let mut ready = false;
     let status = loop {
@@ -121,11 +98,66 @@ fn run_daemon_with_caps(
     })
 }
 
-fn run_args(env: &TestEnv, extra: &[&str]) -> Vec<String> {
-    let mut args = vec!["run".to_string()];
-    args.extend(env.daemon_args());
-    args.extend(extra.iter().map(|s| s.to_string()));
-    args
+/// The daemon run as uid 0 limited to the capabilities `caps` (setpriv's
+/// syntax, e.g. "+net_admin,+sys_admin").
+fn daemon_with_caps(caps: &str) -> Command {
+    let mut c = Command::new("setpriv");
+    c.args([
+        "--bounding-set",
+        &format!("-all,{caps}"),
+        "--inh-caps",
+        "-all",
+        "--",
+    ])
+    .arg(daemon_bin());
+    c
+}
+
+/// Collects the daemon's stderr on a thread, which returns all of it once
+/// the daemon exits; the channel hears when the daemon is ready.
+fn collect_stderr(child: &mut Child) -> (mpsc::Receiver<()>, thread::JoinHandle<String>) {
+    let stderr = child.stderr.take().expect("stderr piped");
+    let (tx, rx) = mpsc::channel();
+    let reader = thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("listening on") {
+                let _ = tx.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    (rx, reader)
+}
+
+/// Runs the daemon command `cmd` at trace level, lets it work for `busy`
+/// once it is ready (60 s at most), then kills it. Returns whether it
+/// became ready and all it wrote: stderr, then stdout if `cmd` piped it.
+fn run_at_trace_level(cmd: &mut Command, busy: Duration) -> (bool, String) {
+    let mut child = cmd
+        .env("RUST_LOG", "trace")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn accel-daemon");
+    let (rx, reader) = collect_stderr(&mut child);
+    let ready = rx.recv_timeout(Duration::from_secs(60)).is_ok();
+    thread::sleep(busy);
+    let _ = child.kill();
+    let _ = child.wait();
+    let stdout = child
+        .stdout
+        .take()
+        .map(|mut s| {
+            let mut v = String::new();
+            let _ = std::io::Read::read_to_string(&mut s, &mut v);
+            v
+        })
+        .unwrap_or_default();
+    (ready, reader.join().unwrap_or_default() + &stdout)
 }
 
 fn assert_nothing_left(env: &TestEnv, what: &str) {
@@ -164,9 +196,8 @@ fn a_read_only_bpffs_fails_with_one_clear_line_and_attaches_nothing() {
     let env = TestEnv::new("h-robpffs");
     let ro = PrivateBpffs::new(&env, "ro");
     let pin_dir = ro.dir.join("v1");
-    let mut args = run_args(&env, &[]);
-    let idx = args.iter().position(|a| a == "--pin-dir").expect("pin") + 1;
-    args[idx] = pin_dir.display().to_string();
+    let mut args = env.run_args(&[]);
+    set_flag(&mut args, "--pin-dir", &pin_dir.display().to_string());
     let out = run_daemon(&args, Duration::from_secs(60))
         .unwrap_or_else(|log| panic!("the daemon ran on a read-only bpffs:\n{log}"));
     let e = assert_one_clean_error("read-only bpffs", &out);
@@ -215,7 +246,7 @@ fn a_pods_file_of_10000_pods_is_handled_without_crash_or_half_state() {
     let size = fs::metadata(&pods).map(|m| m.len()).unwrap_or(0);
     let start = Instant::now();
     let result = run_daemon(
-        &run_args(&env, &["--pods-file", &pods.display().to_string()]),
+        &env.run_args(&["--pods-file", &pods.display().to_string()]),
         Duration::from_secs(30),
     );
     let took = start.elapsed();
@@ -352,7 +383,7 @@ fn malformed_pods_files_fail_with_one_line_naming_the_problem() {
     for (what, text, needle) in cases {
         fs::write(&pods, &text).expect("write pods file");
         let out = run_daemon(
-            &run_args(&env, &["--pods-file", &pods.display().to_string()]),
+            &env.run_args(&["--pods-file", &pods.display().to_string()]),
             Duration::from_secs(60),
         )
         .unwrap_or_else(|log| panic!("{what}: the daemon accepted it:\n{log}"));
@@ -432,7 +463,7 @@ fn bad_values_for_every_flag_fail_with_one_clear_line() {
     ];
     let mut accepted = Vec::new();
     for (flag, value) in &run_cases {
-        let mut args = run_args(&env, &[]);
+        let mut args = env.run_args(&[]);
         // Replace the sandbox's own value of this flag, or append it.
         match args.iter().position(|a| a == flag) {
             Some(i) => args[i + 1] = value.to_string(),
@@ -501,13 +532,8 @@ fn the_metrics_endpoint_binds_exactly_where_configured() {
     let env = TestEnv::new("h-bind");
     let port = free_port();
     let addr = format!("127.0.0.2:{port}");
-    let mut args = run_args(&env, &[]);
-    let idx = args
-        .iter()
-        .position(|a| a == "--metrics-addr")
-        .expect("addr")
-        + 1;
-    args[idx] = addr.clone();
+    let mut args = env.run_args(&[]);
+    set_flag(&mut args, "--metrics-addr", &addr);
     let daemon = Daemon::start(&args);
     assert_eq!(daemon.metrics_addr, addr);
     assert_eq!(daemon.http_get("/healthz").0, 200);
@@ -541,48 +567,18 @@ fn no_secret_from_the_environment_reaches_the_logs() {
     );
     let pods = env.state_dir.with_extension("pods.toml");
     fs::write(&pods, "[[pod]]\nname = \"a\"\nips = [\"10.1.2.3\"]\n").expect("write");
-    let mut args = run_args(&env, &["--pods-file", &pods.display().to_string()]);
+    let mut args = env.run_args(&["--pods-file", &pods.display().to_string()]);
     args.extend(["--endpoint-sync-secs".into(), "1".into()]);
-    let mut child = Command::new(daemon_bin())
-        .args(&args)
-        .env("RUST_LOG", "trace")
-        .env("NO_COLOR", "1")
-        .env("ACCEL_TEST_SECRET", &token)
-        .env("AWS_SECRET_ACCESS_KEY", &token)
-        .env("KUBERNETES_TOKEN", &token)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = mpsc::channel();
-    let reader = thread::spawn(move || {
-        let mut all = String::new();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("listening on") {
-                let _ = tx.send(());
-            }
-            all.push_str(&line);
-            all.push('\n');
-        }
-        all
-    });
-    let ready = rx.recv_timeout(Duration::from_secs(60)).is_ok();
     // A few sync ticks at trace level, and a scrape.
-    thread::sleep(Duration::from_millis(2500));
-    let _ = child.kill();
-    let _ = child.wait();
-    let stdout = child
-        .stdout
-        .take()
-        .map(|mut s| {
-            let mut v = String::new();
-            let _ = std::io::Read::read_to_string(&mut s, &mut v);
-            v
-        })
-        .unwrap_or_default();
-    let log = reader.join().unwrap_or_default() + &stdout;
+    let (ready, log) = run_at_trace_level(
+        Command::new(daemon_bin())
+            .args(&args)
+            .env("ACCEL_TEST_SECRET", &token)
+            .env("AWS_SECRET_ACCESS_KEY", &token)
+            .env("KUBERNETES_TOKEN", &token)
+            .stdout(Stdio::piped()),
+        Duration::from_millis(2500),
+    );
     let _ = fs::remove_file(&pods);
     assert!(ready, "daemon never became ready:\n{log}");
     assert!(
@@ -611,7 +607,7 @@ fn map_sizes_the_kernel_refuses_are_refused_at_start() {
         ("--pairing-size", "4294967295"),
     ] {
         let what = format!("run {flag} {value}");
-        let out = run_daemon(&run_args(&env, &[flag, value]), Duration::from_secs(60))
+        let out = run_daemon(&env.run_args(&[flag, value]), Duration::from_secs(60))
             .unwrap_or_else(|log| {
                 let why = log
                     .lines()
@@ -630,9 +626,8 @@ fn map_sizes_the_kernel_refuses_are_refused_at_start() {
 #[test]
 fn an_unwritable_state_dir_fails_before_anything_is_attached() {
     let env = TestEnv::new("h-statedir");
-    let mut args = run_args(&env, &[]);
-    let idx = args.iter().position(|a| a == "--state-dir").expect("state") + 1;
-    args[idx] = "/proc/version".into();
+    let mut args = env.run_args(&[]);
+    set_flag(&mut args, "--state-dir", "/proc/version");
     let out =
         run_daemon(&args, Duration::from_secs(60)).unwrap_or_else(|log| panic!("accepted:\n{log}"));
     let e = assert_one_clean_error("--state-dir /proc/version", &out);
@@ -675,49 +670,23 @@ fn the_api_token_never_reaches_the_logs_at_trace_level() {
         "current-context": "fake",
     });
     fs::write(&kubeconfig, cfg.to_string()).expect("write kubeconfig");
-    let args = run_args(
-        &env,
-        &[
-            "--endpoint-source",
-            "kubernetes",
-            "--node-name",
-            &node_name,
-            "--kubeconfig",
-            &kubeconfig.display().to_string(),
-            "--node-poll-secs",
-            "1",
-            "--endpoint-sync-secs",
-            "1",
-        ],
-    );
-    let mut child = Command::new(daemon_bin())
-        .args(&args)
-        .env("RUST_LOG", "trace")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = mpsc::channel();
-    let reader = thread::spawn(move || {
-        let mut all = String::new();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("listening on") {
-                let _ = tx.send(());
-            }
-            all.push_str(&line);
-            all.push('\n');
-        }
-        all
-    });
-    let ready = rx.recv_timeout(Duration::from_secs(60)).is_ok();
+    let args = env.run_args(&[
+        "--endpoint-source",
+        "kubernetes",
+        "--node-name",
+        &node_name,
+        "--kubeconfig",
+        &kubeconfig.display().to_string(),
+        "--node-poll-secs",
+        "1",
+        "--endpoint-sync-secs",
+        "1",
+    ]);
     // The pod list, the watch, a few node-status writes.
-    thread::sleep(Duration::from_millis(3000));
-    let _ = child.kill();
-    let _ = child.wait();
-    let log = reader.join().unwrap_or_default();
+    let (ready, log) = run_at_trace_level(
+        Command::new(daemon_bin()).args(&args).stdout(Stdio::null()),
+        Duration::from_millis(3000),
+    );
     let _ = fs::remove_file(&token_file);
     let _ = fs::remove_file(&kubeconfig);
     assert!(ready, "daemon never became ready:\n{log}");
@@ -747,28 +716,20 @@ fn the_api_token_never_reaches_the_logs_at_trace_level() {
 fn the_fewest_capabilities_that_work_are_net_admin_and_sys_admin() {
     let env = TestEnv::new("h-caps");
     let minimal = "+net_admin,+sys_admin";
-    let log = run_daemon_with_caps(Some(minimal), &run_args(&env, &[]), Duration::from_secs(60))
+    let log = run_daemon_with_caps(Some(minimal), &env.run_args(&[]), Duration::from_secs(60))
         .err()
         .unwrap_or_else(|| panic!("the daemon exited with only {minimal}"));
     assert!(
         log.contains("accelerated=true"),
         "not accelerated with {minimal}:\n{log}"
     );
-    assert_eq!(env.attachments(), vec!["accel_sockops".to_string()]);
-    let log = run_daemon_with_caps(Some(minimal), &run_args(&env, &[]), Duration::from_secs(60))
+    env.assert_one_attachment(&format!("with only {minimal}"));
+    let log = run_daemon_with_caps(Some(minimal), &env.run_args(&[]), Duration::from_secs(60))
         .err()
         .unwrap_or_else(|| panic!("the restart exited with only {minimal}"));
     assert!(log.contains("adopted"), "{log}");
     let pin = env.pin_dir.display().to_string();
-    let unload = Command::new("setpriv")
-        .args([
-            "--bounding-set",
-            &format!("-all,{minimal}"),
-            "--inh-caps",
-            "-all",
-            "--",
-        ])
-        .arg(daemon_bin())
+    let unload = daemon_with_caps(minimal)
         .args(["unload", "--pin-dir", &pin, "--drain-timeout", "10"])
         .output()
         .expect("setpriv unload");
@@ -796,7 +757,7 @@ fn the_fewest_capabilities_that_work_are_net_admin_and_sys_admin() {
         let what = format!("DaemonSet capabilities without {needed}");
         let out = run_daemon_with_caps(
             Some(&caps.join(",")),
-            &run_args(&env, &[]),
+            &env.run_args(&[]),
             Duration::from_secs(60),
         )
         .unwrap_or_else(|log| panic!("{what}: the daemon started:\n{log}"));

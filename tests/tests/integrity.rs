@@ -12,17 +12,15 @@
 
 use std::{
     process::{Command, Output, Stdio},
-    sync::{
-        Arc, RwLock,
-        atomic::{AtomicBool, AtomicU64, Ordering},
-    },
+    sync::{RwLock, RwLockReadGuard},
     thread,
     time::{Duration, Instant},
 };
 
 use accel_tests::{
-    Capture, TestEnv, Value, counter_of, free_port,
-    topology::{Mesh, Node, Pod, PodsFile},
+    Capture, CaptureCounts, Daemon, TestEnv, Value, counter_of, free_port, map_entries,
+    peak_tcp_mem, spawn_listening,
+    topology::{Node, Pod, PodsFile},
 };
 
 const DRIVER: &str = env!("CARGO_BIN_EXE_accel-integrity");
@@ -32,16 +30,46 @@ static NODE_WIDE: RwLock<()> = RwLock::new(());
 /// The daemon's default `--flow-budget-bytes`.
 const FLOW_BUDGET: u64 = 4 << 20;
 
+/// The read side of `NODE_WIDE`, a test environment and its daemon with
+/// default flags. Bind all three (`_shared`, not `_`): they drop in reverse,
+/// the daemon first and the lock last.
+fn shared_env_with_daemon(tag: &str) -> (RwLockReadGuard<'static, ()>, TestEnv, Daemon) {
+    let shared = NODE_WIDE.read().unwrap_or_else(|e| e.into_inner());
+    let env = TestEnv::new(tag);
+    let daemon = env.start_daemon(&[]);
+    (shared, env, daemon)
+}
+
 fn soak() -> bool {
     std::env::var_os("ACCEL_SOAK").is_some()
 }
 
-/// Runs the driver inside the test's cgroup (accelerated) or outside it
-/// (plain TCP, the baseline), returning its output and JSON report.
-fn drive(env: &TestEnv, accelerated: bool, args: &[&str]) -> (Output, Value) {
+/// Runs the driver inside the test's cgroup (accelerated), returning its
+/// output and JSON report.
+fn drive(env: &TestEnv, args: &[&str]) -> (Output, Value) {
     let mut cmd = Command::new(DRIVER);
-    let _procs = accelerated.then(|| env.in_cgroup(&mut cmd));
+    let _procs = env.in_cgroup(&mut cmd);
     run_driver(cmd, args)
+}
+
+/// `drive`, with the counters' movements during the run.
+fn drive_measured(env: &TestEnv, args: &[&str]) -> (Output, Value, Delta) {
+    let ((out, report), d) = measured(env, || drive(env, args));
+    (out, report, d)
+}
+
+/// `drive_measured` of `command` on a loopback port of its own, captured
+/// (the counts of that port's segments come last).
+fn drive_captured(
+    env: &TestEnv,
+    command: &str,
+    args: &[&str],
+) -> (Output, Value, Delta, CaptureCounts) {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let cap = Capture::start(port);
+    let (out, report, d) = drive_measured(env, &[&[command, "--listen", &listen], args].concat());
+    (out, report, d, cap.stop())
 }
 
 /// Runs a prepared driver command (placed by the caller: a pod, a cgroup)
@@ -107,21 +135,15 @@ impl Delta {
     }
 }
 
-fn measured(env: &TestEnv, f: impl FnOnce()) -> Delta {
+/// What `f` returned, and the counters' movements while it ran.
+fn measured<T>(env: &TestEnv, f: impl FnOnce() -> T) -> (T, Delta) {
     let before = env.status_json();
-    f();
-    Delta {
+    let result = f();
+    let d = Delta {
         before,
         after: env.status_json(),
-    }
-}
-
-fn map_entries(status: &Value, name: &str) -> u64 {
-    status["datapath"]["maps"]
-        .as_array()
-        .and_then(|maps| maps.iter().find(|m| m["name"] == name))
-        .and_then(|m| m["entries"].as_u64())
-        .unwrap_or_else(|| panic!("map {name} missing from status: {status}"))
+    };
+    (result, d)
 }
 
 /// Every recorded socket left the maps once its connection closed.
@@ -152,41 +174,28 @@ const RECV_WORKING: &str = "read,recv,readv,peek,fionread,poll,epoll-et,nonblock
 
 #[test]
 fn a_thousand_concurrent_connections_with_random_sizes_are_byte_exact() {
-    let _shared = NODE_WIDE.read().unwrap_or_else(|e| e.into_inner());
-    let env = TestEnv::new("int-echo");
-    let _daemon = env.start_daemon(&[]);
-    let port = free_port();
+    let (_shared, env, _daemon) = shared_env_with_daemon("int-echo");
     let (conns, msgs) = if soak() {
         ("1000", "40")
     } else {
         ("1000", "6")
     };
-    let listen = format!("127.0.0.1:{port}");
-    let cap = Capture::start(port);
-    let mut result = None;
-    let d = measured(&env, || {
-        result = Some(drive(
-            &env,
-            true,
-            &[
-                "echo",
-                "--listen",
-                &listen,
-                "--conns",
-                conns,
-                "--msgs",
-                msgs,
-                "--max-msg",
-                "65536",
-                "--big-conns",
-                "16",
-                "--big-max",
-                "4194304",
-            ],
-        ));
-    });
-    let counts = cap.stop();
-    let (out, report) = result.expect("ran");
+    let (out, report, d, counts) = drive_captured(
+        &env,
+        "echo",
+        &[
+            "--conns",
+            conns,
+            "--msgs",
+            msgs,
+            "--max-msg",
+            "65536",
+            "--big-conns",
+            "16",
+            "--big-max",
+            "4194304",
+        ],
+    );
     eprintln!(
         "echo: {report}\ncounters: {}\ncapture: {counts:?}",
         d.show()
@@ -235,35 +244,28 @@ fn a_thousand_concurrent_connections_with_random_sizes_are_byte_exact() {
 #[test]
 #[ignore = "finding: a blocking read mid-stream returns EAGAIN on connections that flow control switched between redirect and TCP (tcp_bpf_recvmsg)"]
 fn blocking_echo_servers_never_see_eagain_when_flow_control_switches() {
-    let _shared = NODE_WIDE.read().unwrap_or_else(|e| e.into_inner());
-    let env = TestEnv::new("int-echo-flow");
-    let _daemon = env.start_daemon(&[]);
+    let (_shared, env, _daemon) = shared_env_with_daemon("int-echo-flow");
     let mut failures = Vec::new();
     let mut switches = 0;
     for run in 0..5 {
-        let mut result = None;
-        let d = measured(&env, || {
-            result = Some(drive(
-                &env,
-                true,
-                &[
-                    "echo",
-                    "--conns",
-                    "32",
-                    "--msgs",
-                    "40",
-                    "--big-conns",
-                    "32",
-                    "--big-max",
-                    "4194304",
-                    "--recv",
-                    "read",
-                    "--timeout-secs",
-                    "300",
-                ],
-            ));
-        });
-        let (out, report) = result.expect("ran");
+        let (out, report, d) = drive_measured(
+            &env,
+            &[
+                "echo",
+                "--conns",
+                "32",
+                "--msgs",
+                "40",
+                "--big-conns",
+                "32",
+                "--big-max",
+                "4194304",
+                "--recv",
+                "read",
+                "--timeout-secs",
+                "300",
+            ],
+        );
         eprintln!("run {run}: {report}\ncounters: {}", d.show());
         switches += d.of("flow_reader_behind_to_tcp");
         if !out.status.success() {
@@ -276,44 +278,31 @@ fn blocking_echo_servers_never_see_eagain_when_flow_control_switches() {
 
 #[test]
 fn every_send_interface_against_every_receive_interface_is_byte_exact() {
-    let _shared = NODE_WIDE.read().unwrap_or_else(|e| e.into_inner());
-    let env = TestEnv::new("int-matrix");
-    let _daemon = env.start_daemon(&[]);
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
+    let (_shared, env, _daemon) = shared_env_with_daemon("int-matrix");
     let (conns, bytes, max_msg) = if soak() {
         (4u64, 16u64 << 20, 4u64 << 20)
     } else {
         (2, 2 << 20, 1 << 20)
     };
     let pairs = 6 * 8;
-    let cap = Capture::start(port);
-    let mut result = None;
-    let d = measured(&env, || {
-        result = Some(drive(
-            &env,
-            true,
-            &[
-                "stream",
-                "--listen",
-                &listen,
-                "--send",
-                SEND_ALL,
-                "--recv",
-                RECV_WORKING,
-                "--conns",
-                &conns.to_string(),
-                "--bytes",
-                &bytes.to_string(),
-                "--max-msg",
-                &max_msg.to_string(),
-                "--timeout-secs",
-                "240",
-            ],
-        ));
-    });
-    let counts = cap.stop();
-    let (out, report) = result.expect("ran");
+    let (out, report, d, counts) = drive_captured(
+        &env,
+        "stream",
+        &[
+            "--send",
+            SEND_ALL,
+            "--recv",
+            RECV_WORKING,
+            "--conns",
+            &conns.to_string(),
+            "--bytes",
+            &bytes.to_string(),
+            "--max-msg",
+            &max_msg.to_string(),
+            "--timeout-secs",
+            "240",
+        ],
+    );
     eprintln!(
         "matrix: {report}\ncounters: {}\ncapture: {counts:?}",
         d.show()
@@ -353,34 +342,27 @@ fn every_send_interface_against_every_receive_interface_is_byte_exact() {
 #[test]
 #[ignore = "finding: FIONREAD says 0 while bytes that flow control sent over TCP are readable (tcp_bpf ioctl counts only the ingress queue)"]
 fn fionread_counts_bytes_that_flow_control_sent_over_tcp() {
-    let _shared = NODE_WIDE.read().unwrap_or_else(|e| e.into_inner());
-    let env = TestEnv::new("int-fionread");
-    let _daemon = env.start_daemon(&[]);
-    let mut result = None;
-    let d = measured(&env, || {
-        result = Some(drive(
-            &env,
-            true,
-            &[
-                "stream",
-                "--send",
-                "write",
-                "--recv",
-                "fionread",
-                "--conns",
-                "4",
-                "--bytes",
-                "33554432",
-                "--max-msg",
-                "4194304",
-                "--delay-us",
-                "200",
-                "--timeout-secs",
-                "120",
-            ],
-        ));
-    });
-    let (out, report) = result.expect("ran");
+    let (_shared, env, _daemon) = shared_env_with_daemon("int-fionread");
+    let (out, report, d) = drive_measured(
+        &env,
+        &[
+            "stream",
+            "--send",
+            "write",
+            "--recv",
+            "fionread",
+            "--conns",
+            "4",
+            "--bytes",
+            "33554432",
+            "--max-msg",
+            "4194304",
+            "--delay-us",
+            "200",
+            "--timeout-secs",
+            "120",
+        ],
+    );
     eprintln!("FIONREAD readers: {report}\ncounters: {}", d.show());
     assert!(
         d.of("flow_reader_behind_to_tcp") > 0,
@@ -401,12 +383,9 @@ fn fionread_counts_bytes_that_flow_control_sent_over_tcp() {
 #[test]
 #[ignore = "finding: receive-side splice returns EOF (or blocks) without the redirected bytes (tcp_splice_read ignores the psock ingress queue)"]
 fn receive_side_splice_gets_every_byte() {
-    let _shared = NODE_WIDE.read().unwrap_or_else(|e| e.into_inner());
-    let env = TestEnv::new("int-splice");
-    let _daemon = env.start_daemon(&[]);
+    let (_shared, env, _daemon) = shared_env_with_daemon("int-splice");
     let (out, report) = drive(
         &env,
-        true,
         &[
             "stream",
             "--send",
@@ -426,28 +405,23 @@ fn receive_side_splice_gets_every_byte() {
 }
 
 fn half_close(env: &TestEnv, first: &str, recv: &str) -> (Output, Value, Delta) {
-    let mut result = None;
     let conns = if soak() { "500" } else { "50" };
-    let d = measured(env, || {
-        result = Some(drive(
-            env,
-            true,
-            &[
-                "half-close",
-                "--first",
-                first,
-                "--recv",
-                recv,
-                "--conns",
-                conns,
-                "--bytes",
-                "262144",
-                "--timeout-secs",
-                if soak() { "600" } else { "60" },
-            ],
-        ));
-    });
-    let (out, report) = result.expect("ran");
+    let (out, report, d) = drive_measured(
+        env,
+        &[
+            "half-close",
+            "--first",
+            first,
+            "--recv",
+            recv,
+            "--conns",
+            conns,
+            "--bytes",
+            "262144",
+            "--timeout-secs",
+            if soak() { "600" } else { "60" },
+        ],
+    );
     eprintln!(
         "half-close first={first} recv={recv}: {report}\ncounters: {}",
         d.show()
@@ -461,9 +435,7 @@ fn half_close(env: &TestEnv, first: &str, recv: &str) -> (Output, Value, Delta) 
 /// halves arrives, in order, then EOF. Blocking readers: see the next test.
 #[test]
 fn half_close_in_both_directions_delivers_every_byte_then_eof() {
-    let _shared = NODE_WIDE.read().unwrap_or_else(|e| e.into_inner());
-    let env = TestEnv::new("int-half");
-    let _daemon = env.start_daemon(&[]);
+    let (_shared, env, _daemon) = shared_env_with_daemon("int-half");
     for first in ["client", "server"] {
         for recv in ["poll", "epoll-et", "nonblock"] {
             let (out, report, d) = half_close(&env, first, recv);
@@ -488,9 +460,7 @@ fn half_close_in_both_directions_delivers_every_byte_then_eof() {
 #[test]
 #[ignore = "finding: a blocking read after our own shutdown(SHUT_WR) returns EAGAIN (kernel tcp_bpf_recvmsg)"]
 fn half_close_blocking_readers_never_see_eagain() {
-    let _shared = NODE_WIDE.read().unwrap_or_else(|e| e.into_inner());
-    let env = TestEnv::new("int-half-blk");
-    let _daemon = env.start_daemon(&[]);
+    let (_shared, env, _daemon) = shared_env_with_daemon("int-half-blk");
     let mut failures = Vec::new();
     for first in ["client", "server"] {
         for recv in ["read", "recv", "readv", "peek"] {
@@ -504,27 +474,22 @@ fn half_close_blocking_readers_never_see_eagain() {
 }
 
 fn rst(env: &TestEnv, conns: &str, recv: &str) -> (Output, Value, Delta) {
-    let mut result = None;
-    let d = measured(env, || {
-        result = Some(drive(
-            env,
-            true,
-            &[
-                "rst",
-                "--conns",
-                conns,
-                "--bytes",
-                "4194304",
-                "--every",
-                "4",
-                "--recv",
-                recv,
-                "--timeout-secs",
-                "120",
-            ],
-        ));
-    });
-    let (out, report) = result.expect("ran");
+    let (out, report, d) = drive_measured(
+        env,
+        &[
+            "rst",
+            "--conns",
+            conns,
+            "--bytes",
+            "4194304",
+            "--every",
+            "4",
+            "--recv",
+            recv,
+            "--timeout-secs",
+            "120",
+        ],
+    );
     eprintln!("rst (readers: {recv}): {report}\ncounters: {}", d.show());
     (out, report, d)
 }
@@ -536,9 +501,7 @@ fn rst(env: &TestEnv, conns: &str, recv: &str) -> (Output, Value, Delta) {
 /// sees ECONNRESET or EOF, and the other connections complete intact.
 #[test]
 fn rst_mid_stream_never_delivers_wrong_bytes_and_spares_other_connections() {
-    let _shared = NODE_WIDE.read().unwrap_or_else(|e| e.into_inner());
-    let env = TestEnv::new("int-rst");
-    let _daemon = env.start_daemon(&[]);
+    let (_shared, env, _daemon) = shared_env_with_daemon("int-rst");
     let conns = if soak() { "400" } else { "100" };
     let (out, report, d) = rst(&env, conns, "poll");
     assert_clean("RST mid-stream", &out, &report);
@@ -571,9 +534,7 @@ fn rst_mid_stream_never_delivers_wrong_bytes_and_spares_other_connections() {
 #[test]
 #[ignore = "finding: a blocking read after the peer's RST can return EAGAIN instead of ECONNRESET (tcp_bpf_recvmsg)"]
 fn rst_mid_stream_blocking_readers_see_reset_not_eagain() {
-    let _shared = NODE_WIDE.read().unwrap_or_else(|e| e.into_inner());
-    let env = TestEnv::new("int-rst-blk");
-    let _daemon = env.start_daemon(&[]);
+    let (_shared, env, _daemon) = shared_env_with_daemon("int-rst-blk");
     for _ in 0..3 {
         let (out, report, _) = rst(&env, "200", "read");
         assert_clean("RST mid-stream, blocking readers", &out, &report);
@@ -607,8 +568,7 @@ fn nginx_serves_a_large_file_to_curl_through_two_sidecars_sha256_equal() {
     let _shared = NODE_WIDE.read().unwrap_or_else(|e| e.into_inner());
     let env = TestEnv::new("int-nginx");
     let node = Node::new(&env, "ng");
-    let a = node.meshed_pod("a", Mesh::default());
-    let b = node.meshed_pod("b", Mesh::default());
+    let [a, b] = node.meshed_pods(["a", "b"]);
     b.start_nginx_with(b"placeholder", true);
     let size: usize = if soak() { 1 << 30 } else { 64 << 20 };
     let served = b.dir.join("nginx/www/big");
@@ -626,7 +586,7 @@ fn nginx_serves_a_large_file_to_curl_through_two_sidecars_sha256_equal() {
     let _daemon = env.start_daemon(&["--pods-file", &pods.arg()]);
     let got = a.dir.join("big.out");
     let started = Instant::now();
-    let d = measured(&env, || {
+    let ((), d) = measured(&env, || {
         let out = a
             .command("curl")
             .args(["-sS", "-g", "--fail", "--max-time", "900", "-o"])
@@ -678,42 +638,9 @@ fn nginx_serves_a_large_file_to_curl_through_two_sidecars_sha256_equal() {
 // 1b. Backpressure
 // ---------------------------------------------------------------------------
 
-const PAGE: u64 = 4096;
-
-fn tcp_mem_pages() -> u64 {
-    std::fs::read_to_string("/proc/net/sockstat")
-        .ok()
-        .and_then(|s| {
-            let line = s.lines().find(|l| l.starts_with("TCP:"))?.to_string();
-            let mut words = line.split_whitespace();
-            words.find(|w| *w == "mem")?;
-            words.next()?.parse().ok()
-        })
-        .unwrap_or(0)
-}
-
-/// Peak node TCP memory above the starting level while `f` runs, in bytes.
-fn peak_tcp_mem(f: impl FnOnce()) -> u64 {
-    let base = tcp_mem_pages();
-    let peak = Arc::new(AtomicU64::new(base));
-    let stop = Arc::new(AtomicBool::new(false));
-    let sampler = {
-        let (peak, stop) = (peak.clone(), stop.clone());
-        thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                peak.fetch_max(tcp_mem_pages(), Ordering::Relaxed);
-                thread::sleep(Duration::from_millis(5));
-            }
-        })
-    };
-    f();
-    stop.store(true, Ordering::Relaxed);
-    let _ = sampler.join();
-    peak.load(Ordering::Relaxed).saturating_sub(base) * PAGE
-}
-
-const SLOW_READ: &str = "16384";
-const SLOW_DELAY_US: &str = "500";
+/// The slow readers of every backpressure case: blocking reads of at most
+/// 16 KiB, a 0.5 ms pause after each.
+const SLOW_READERS: [&str; 6] = ["--recv", "read", "--max-read", "16384", "--delay-us", "500"];
 
 /// 100 loopback streams inside `pod` into slow readers: in the test's
 /// cgroup (accelerated) or outside it (plain TCP, same namespace).
@@ -729,26 +656,24 @@ fn loopback_slow_readers(pod: &Pod, accelerated: bool, conns: u64, bytes: u64) -
         let (out, r) = run_driver(
             cmd,
             &[
-                "stream",
-                "--listen",
-                "127.0.0.1:9200",
-                "--send",
-                "write",
-                "--recv",
-                "read",
-                "--conns",
-                &conns,
-                "--bytes",
-                &bytes,
-                "--max-msg",
-                "65536",
-                "--max-read",
-                SLOW_READ,
-                "--delay-us",
-                SLOW_DELAY_US,
-                "--timeout-secs",
-                "900",
-            ],
+                &[
+                    "stream",
+                    "--listen",
+                    "127.0.0.1:9200",
+                    "--send",
+                    "write",
+                    "--conns",
+                    &conns,
+                    "--bytes",
+                    &bytes,
+                    "--max-msg",
+                    "65536",
+                    "--timeout-secs",
+                    "900",
+                ],
+                &SLOW_READERS[..],
+            ]
+            .concat(),
         );
         assert_clean(
             &format!("loopback slow readers, accelerated {accelerated}"),
@@ -762,36 +687,19 @@ fn loopback_slow_readers(pod: &Pod, accelerated: bool, conns: u64, bytes: u64) -
 
 /// Fast writers in pod A -> A's sidecar -> B's sidecar -> slow readers in B.
 fn mesh_slow_readers(a: &Pod, b: &Pod, conns: u64, bytes: u64) -> u64 {
-    use std::io::{BufRead, BufReader};
     let (conns, bytes) = (conns.to_string(), bytes.to_string());
-    let mut sink = b
-        .command(DRIVER)
-        .args([
-            "sink",
-            "--listen",
-            "0.0.0.0:9100",
-            "--conns",
-            &conns,
-            "--bytes",
-            &bytes,
-            "--recv",
-            "read",
-            "--max-read",
-            SLOW_READ,
-            "--delay-us",
-            SLOW_DELAY_US,
-            "--timeout-secs",
-            "900",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn the sink");
-    let mut lines = BufReader::new(sink.stdout.take().expect("stdout")).lines();
-    assert_eq!(
-        lines.next().and_then(Result::ok).as_deref(),
-        Some("listening")
+    let (sink, mut lines) = spawn_listening(
+        b.command(DRIVER)
+            .args(["sink", "--listen", "0.0.0.0:9100"])
+            .args([
+                "--conns",
+                &conns,
+                "--bytes",
+                &bytes,
+                "--timeout-secs",
+                "900",
+            ])
+            .args(SLOW_READERS),
     );
     let target = b.addr_v4(9100).to_string();
     let peak = peak_tcp_mem(|| {
@@ -847,8 +755,7 @@ fn a_hundred_slow_readers_stay_near_plain_tcp_memory_without_failures() {
     let _exclusive = NODE_WIDE.write().unwrap_or_else(|e| e.into_inner());
     let env = TestEnv::new("int-backpressure");
     let node = Node::new(&env, "bp");
-    let a = node.meshed_pod("a", Mesh::default());
-    let b = node.meshed_pod("b", Mesh::default());
+    let [a, b] = node.meshed_pods(["a", "b"]);
     let (runs, bytes) = if soak() {
         (3, 32u64 << 20)
     } else {
@@ -867,11 +774,8 @@ fn a_hundred_slow_readers_stay_near_plain_tcp_memory_without_failures() {
     let mut engaged = 0;
     for run in 0..runs {
         let (_, plain) = loopback_slow_readers(&a, false, conns, bytes);
-        let mut accel = 0;
         let started = Instant::now();
-        let d = measured(&env, || {
-            accel = loopback_slow_readers(&a, true, conns, bytes).1
-        });
+        let ((_, accel), d) = measured(&env, || loopback_slow_readers(&a, true, conns, bytes));
         eprintln!(
             "run {run}: loopback accelerated {:.1} s, counters {}",
             started.elapsed().as_secs_f64(),
@@ -882,9 +786,8 @@ fn a_hundred_slow_readers_stay_near_plain_tcp_memory_without_failures() {
         engaged += d.of("flow_reader_behind_to_tcp");
         assert_near_plain(&format!("run {run}, loopback"), accel, plain);
 
-        let mut accel = 0;
         let started = Instant::now();
-        let d = measured(&env, || accel = mesh_slow_readers(&a, &b, conns, bytes));
+        let (accel, d) = measured(&env, || mesh_slow_readers(&a, &b, conns, bytes));
         eprintln!(
             "run {run}: through the sidecars accelerated {:.1} s, counters {}",
             started.elapsed().as_secs_f64(),

@@ -13,7 +13,7 @@ use std::{
 };
 
 use accel_tests::{
-    Capture, TestEnv, Value, counter_of,
+    Capture, TestEnv, Value, counter_of, map_entries,
     topology::{BOUND_SOURCE_PORTS, ECHO_PORT, Mesh, Node, OUTBOUND_PORT, Pod, PodsFile},
 };
 
@@ -120,11 +120,12 @@ impl Collider {
         stdin.flush().expect("flush");
     }
 
-    /// The report, read while the connections are still held.
-    fn report(&mut self) -> Value {
+    /// The report, read while the connections are still held, checked by
+    /// `assert_own_streams`.
+    fn own_streams(&mut self, expect_conns: usize) -> Vec<(String, String)> {
         let line = self.lines.next().and_then(Result::ok).unwrap_or_default();
         match serde_json::from_str(&line) {
-            Ok(v) => v,
+            Ok(report) => assert_own_streams(&self.what, &report, expect_conns),
             Err(e) => {
                 let words = self.driver_stderr();
                 panic!(
@@ -133,6 +134,15 @@ impl Collider {
                 )
             }
         }
+    }
+
+    /// A collider alone: releases its traffic, checks the report and waits
+    /// for a clean exit; returns the (local, peer) pairs.
+    fn run_to_end(mut self, expect_conns: usize) -> Vec<(String, String)> {
+        self.go();
+        let pairs = self.own_streams(expect_conns);
+        self.finish();
+        pairs
     }
 
     fn finish(mut self) {
@@ -180,6 +190,18 @@ fn assert_own_streams(what: &str, report: &Value, expect_conns: usize) -> Vec<(S
         .collect()
 }
 
+/// No redirect failed and no socket was refused for a token or namespace
+/// that did not match: colliding tuples never confuse the datapath.
+fn assert_nothing_failed_or_refused(delta: impl Fn(&str) -> u64) {
+    for c in [
+        "redirect_failed",
+        "refused_unknown_token",
+        "refused_netns_mismatch",
+    ] {
+        assert_eq!(delta(c), 0, "{c}");
+    }
+}
+
 fn addrs(ip: &str, ports: impl IntoIterator<Item = u16>) -> Vec<SocketAddr> {
     ports
         .into_iter()
@@ -201,14 +223,6 @@ fn counters(status: &Value) -> Vec<(String, u64)> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-fn map_entries(status: &Value, name: &str) -> u64 {
-    status["datapath"]["maps"]
-        .as_array()
-        .and_then(|maps| maps.iter().find(|m| m["name"] == name))
-        .and_then(|m| m["entries"].as_u64())
-        .unwrap_or_else(|| panic!("map {name} missing from status: {status}"))
 }
 
 /// The same loopback 4-tuples (127.0.0.1:P -> 127.0.0.1:8080) in many pod
@@ -253,8 +267,7 @@ fn identical_loopback_four_tuples_in_many_pods_at_once_never_cross_deliver() {
     }
     let mut tuples = std::collections::BTreeMap::<(String, String), usize>::new();
     for c in &mut colliders {
-        let r = c.report();
-        for t in assert_own_streams(&c.what.clone(), &r, sources.len()) {
+        for t in c.own_streams(sources.len()) {
             *tuples.entry(t).or_default() += 1;
         }
     }
@@ -287,13 +300,7 @@ fn identical_loopback_four_tuples_in_many_pods_at_once_never_cross_deliver() {
         "not accelerated"
     );
     assert_eq!(psh, 0, "accelerated loopback showed PSH segments");
-    for c in [
-        "redirect_failed",
-        "refused_unknown_token",
-        "refused_netns_mismatch",
-    ] {
-        assert_eq!(delta(c), 0, "{c}");
-    }
+    assert_nothing_failed_or_refused(delta);
 }
 
 /// One source port bound (SO_REUSEADDR) for connections to many
@@ -312,7 +319,7 @@ fn reused_source_ports_to_many_destinations_never_cross_deliver() {
         BOUND_SOURCE_PORTS + 2000..BOUND_SOURCE_PORTS + 2000 + n_src,
     );
     let cap = pod.capture("lo", "tcp portrange 9001-9100");
-    let mut c = Collider::start(
+    let c = Collider::start(
         pod.command(DRIVER),
         "port reuse",
         &targets,
@@ -320,10 +327,7 @@ fn reused_source_ports_to_many_destinations_never_cross_deliver() {
         &targets,
         7_000_000,
     );
-    c.go();
-    let r = c.report();
-    let pairs = assert_own_streams("port reuse", &r, sources.len() * targets.len());
-    c.finish();
+    let pairs = c.run_to_end(sources.len() * targets.len());
     let psh = cap.stop().psh_data;
     let after = env.status_json();
     let delta = |c: &str| counter_of(&after, c) - counter_of(&before, c);
@@ -378,7 +382,7 @@ fn nat_source_port_remap_clashes_never_cross_deliver() {
     );
     let targets: Vec<SocketAddr> = peers.iter().map(|p| p.addr_v4(ECHO_PORT)).collect();
     let cap = a.capture("lo", &format!("tcp port {OUTBOUND_PORT}"));
-    let mut c = Collider::start(
+    let c = Collider::start(
         a.command(DRIVER),
         "NAT remap",
         &[],
@@ -388,20 +392,12 @@ fn nat_source_port_remap_clashes_never_cross_deliver() {
     );
     // While all are held: how many of them did netfilter remap at A's sidecar?
     let source_ports: Vec<u16> = sources.iter().map(SocketAddr::port).collect();
-    let at_sidecar: Vec<u16> = a
-        .sockets()
-        .iter()
-        .filter(|s| s.local.port() == OUTBOUND_PORT && s.peer.ip() == a.ipv4)
-        .map(|s| s.peer.port())
-        .collect();
+    let at_sidecar = a.ports_at_outbound_sidecar();
     let remapped = at_sidecar
         .iter()
         .filter(|p| !source_ports.contains(p))
         .count();
-    c.go();
-    let r = c.report();
-    let pairs = assert_own_streams("NAT remap", &r, sources.len() * targets.len());
-    c.finish();
+    let pairs = c.run_to_end(sources.len() * targets.len());
     let psh = cap.stop().psh_data;
     let after = env.status_json();
     let delta = |c: &str| counter_of(&after, c) - counter_of(&before, c);
@@ -435,13 +431,7 @@ fn nat_source_port_remap_clashes_never_cross_deliver() {
         "not accelerated on every leg"
     );
     assert_eq!(psh, 0, "app -> sidecar legs crossed TCP");
-    for c in [
-        "redirect_failed",
-        "refused_unknown_token",
-        "refused_netns_mismatch",
-    ] {
-        assert_eq!(delta(c), 0, "{c}");
-    }
+    assert_nothing_failed_or_refused(delta);
 }
 
 /// Traffic of processes outside the daemon's cgroup, on the host's loopback
@@ -495,9 +485,8 @@ fn processes_outside_the_daemon_cgroup_are_never_touched() {
     }
     host.go();
     in_pod.go();
-    let (hr, pr) = (host.report(), in_pod.report());
-    assert_own_streams("host", &hr, 60);
-    assert_own_streams("pod", &pr, 60);
+    host.own_streams(60);
+    in_pod.own_streams(60);
     host.finish();
     in_pod.finish();
     let (hc, pc) = (host_cap.stop(), pod_cap.stop());

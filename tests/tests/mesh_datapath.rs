@@ -2,7 +2,7 @@
 //! with Istio's interception and real sidecars, every leg checked.
 
 use accel_tests::{
-    TestEnv, counter_of,
+    TestEnv, counter_of, map_entries,
     topology::{
         BOUND_SOURCE_PORTS, ECHO_PORT, Mesh, Node, OUTBOUND_PORT, PodsFile, pattern, sha256_hex,
     },
@@ -12,8 +12,7 @@ use accel_tests::{
 fn meshed_echo_is_accelerated_on_all_three_legs() {
     let env = TestEnv::new("mesh-echo");
     let node = Node::new(&env, "me");
-    let a = node.meshed_pod("a", Mesh::default());
-    let b = node.meshed_pod("b", Mesh::default());
+    let [a, b] = node.meshed_pods(["a", "b"]);
     b.start_echo();
     // Node mode: a pods file, so loopback (leg 1 is 127.0.0.1:15001) takes
     // part only because A's namespace is listed.
@@ -21,16 +20,12 @@ fn meshed_echo_is_accelerated_on_all_three_legs() {
     let _daemon = env.start_daemon(&["--pods-file", &pods.arg()]);
 
     let target = b.addr_v4(ECHO_PORT);
-    let cap_a_lo = a.capture("lo", &format!("tcp port {OUTBOUND_PORT}"));
-    let cap_bridge = node.capture(&a.host_veth, &format!("tcp port {ECHO_PORT}"));
-    let cap_b_lo = b.capture("lo", &format!("tcp port {ECHO_PORT}"));
+    let legs = node.capture_legs(&a, &b, ECHO_PORT);
     const BYTES: usize = 512 * 1024;
     let client = a.echo_client(target, BYTES);
-    let r = client.report.clone();
-    assert!(r.equal, "{r:?}");
-    assert_eq!(r.received_sha256, sha256_hex(&pattern(1, BYTES)));
+    client.report.assert_pattern_echoed(BYTES);
     client.finish();
-    let (a_lo, bridge, b_lo) = (cap_a_lo.stop(), cap_bridge.stop(), cap_b_lo.stop());
+    let (a_lo, bridge, b_lo) = legs.stop();
     let status = env.status_json();
     eprintln!("PSH: A lo {a_lo:?}, bridge {bridge:?}, B lo {b_lo:?}");
     eprintln!("counters: {}", status["datapath"]["counters"]);
@@ -112,9 +107,7 @@ fn assert_own_pattern(reports: &[accel_tests::Value]) {
 fn port_reuse_and_nat_remap_never_cross_deliver() {
     let env = TestEnv::new("mesh-reuse");
     let node = Node::new(&env, "ru");
-    let a = node.meshed_pod("a", Mesh::default());
-    let b = node.meshed_pod("b", Mesh::default());
-    let c = node.meshed_pod("c", Mesh::default());
+    let [a, b, c] = node.meshed_pods(["a", "b", "c"]);
     b.start_echo();
     c.start_echo();
     let ips: Vec<String> = [&a, &b, &c].iter().map(|p| p.ipv4.to_string()).collect();
@@ -136,12 +129,7 @@ fn port_reuse_and_nat_remap_never_cross_deliver() {
         let source = a.addr_v4(port);
         let targets = [b.addr_v4(ECHO_PORT), c.addr_v4(ECHO_PORT)];
         let reports = reuse(&a, source, &targets, 1000 + 10 * u64::from(round), || {
-            let at_sidecar: Vec<u16> = a
-                .sockets()
-                .iter()
-                .filter(|s| s.local.port() == OUTBOUND_PORT && s.peer.ip() == a.ipv4)
-                .map(|s| s.peer.port())
-                .collect();
+            let at_sidecar = a.ports_at_outbound_sidecar();
             assert_eq!(
                 at_sidecar.len(),
                 2,
@@ -187,8 +175,7 @@ fn port_reuse_and_nat_remap_never_cross_deliver() {
 fn identical_loopback_four_tuples_in_two_pods_never_cross_deliver() {
     let env = TestEnv::new("mesh-loop");
     let node = Node::new(&env, "lp");
-    let x = node.meshed_pod("x", Mesh::default());
-    let y = node.meshed_pod("y", Mesh::default());
+    let [x, y] = node.meshed_pods(["x", "y"]);
     x.start_echo();
     y.start_echo();
     let _daemon = env.start_daemon(&[]);
@@ -314,22 +301,12 @@ fn pods_file_scopes_loopback_to_meshed_pods_and_applies_opt_outs() {
     assert_eq!(cap_bridge.stop().psh_data, 0);
 }
 
-fn map_entries(status: &accel_tests::Value, name: &str) -> u64 {
-    status["datapath"]["maps"]
-        .as_array()
-        .and_then(|maps| maps.iter().find(|m| m["name"] == name))
-        .and_then(|m| m["entries"].as_u64())
-        .unwrap_or_else(|| panic!("map {name} missing from status: {status}"))
-}
-
 #[test]
 fn http_through_both_sidecars_is_accelerated_with_and_without_sendfile() {
     use accel_tests::topology::{HTTP_FILE, HTTP_PORT};
     let env = TestEnv::new("mesh-http");
     let node = Node::new(&env, "ht");
-    let a = node.meshed_pod("a", Mesh::default());
-    let b = node.meshed_pod("b", Mesh::default());
-    let c = node.meshed_pod("c", Mesh::default());
+    let [a, b, c] = node.meshed_pods(["a", "b", "c"]);
     // Under the 4 MiB flow-control budget: a larger response into a reader
     // that lags would (correctly) finish over TCP; see flow_control.rs.
     let file = pattern(11, 2 * 1024 * 1024 + 3);
@@ -338,14 +315,12 @@ fn http_through_both_sidecars_is_accelerated_with_and_without_sendfile() {
     let pods = PodsFile::write(&env, &[(&a, ""), (&b, ""), (&c, "")]).expect("pods file");
     let _daemon = env.start_daemon(&["--pods-file", &pods.arg()]);
     for (server, sendfile) in [(&b, "on"), (&c, "off")] {
-        let cap_a_lo = a.capture("lo", &format!("tcp port {OUTBOUND_PORT}"));
-        let cap_bridge = node.capture(&a.host_veth, &format!("tcp port {HTTP_PORT}"));
-        let cap_srv_lo = server.capture("lo", &format!("tcp port {HTTP_PORT}"));
+        let legs = node.capture_legs(&a, server, HTTP_PORT);
         for _ in 0..3 {
             let body = a.curl(&format!("http://{}{HTTP_FILE}", server.ipv4));
             assert_eq!(sha256_hex(&body), sha256_hex(&file), "sendfile {sendfile}");
         }
-        let (a_lo, bridge, srv_lo) = (cap_a_lo.stop(), cap_bridge.stop(), cap_srv_lo.stop());
+        let (a_lo, bridge, srv_lo) = legs.stop();
         eprintln!("sendfile {sendfile}: A lo {a_lo:?}, bridge {bridge:?}, server lo {srv_lo:?}");
         assert_eq!(a_lo.psh_data, 0, "sendfile {sendfile}: leg 1 crossed TCP");
         assert_eq!(bridge.psh_data, 0, "sendfile {sendfile}: leg 2 crossed TCP");
@@ -357,15 +332,12 @@ fn http_through_both_sidecars_is_accelerated_with_and_without_sendfile() {
 fn ipv6_meshed_pods_are_accelerated_on_all_three_legs() {
     let env = TestEnv::new("mesh-v6");
     let node = Node::new(&env, "v6");
-    let a = node.meshed_pod("a", Mesh::default());
-    let b = node.meshed_pod("b", Mesh::default());
+    let [a, b] = node.meshed_pods(["a", "b"]);
     b.start_echo();
     let pods = PodsFile::write(&env, &[(&a, ""), (&b, "")]).expect("pods file");
     let _daemon = env.start_daemon(&["--pods-file", &pods.arg()]);
     let target = b.addr_v6(ECHO_PORT);
-    let cap_a_lo = a.capture("lo", &format!("tcp port {OUTBOUND_PORT}"));
-    let cap_bridge = node.capture(&a.host_veth, &format!("tcp port {ECHO_PORT}"));
-    let cap_b_lo = b.capture("lo", &format!("tcp port {ECHO_PORT}"));
+    let legs = node.capture_legs(&a, &b, ECHO_PORT);
     let paired = env.counter("passive_paired");
     assert_own_pattern(&reuse(
         &a,
@@ -374,7 +346,7 @@ fn ipv6_meshed_pods_are_accelerated_on_all_three_legs() {
         300,
         || {},
     ));
-    let (a_lo, bridge, b_lo) = (cap_a_lo.stop(), cap_bridge.stop(), cap_b_lo.stop());
+    let (a_lo, bridge, b_lo) = legs.stop();
     eprintln!("IPv6: A lo {a_lo:?}, bridge {bridge:?}, B lo {b_lo:?}");
     assert!(
         env.counter("passive_paired") >= paired + 3,
@@ -432,8 +404,7 @@ fn unmeshed_traffic_is_untouched() {
 fn ten_thousand_short_connections_leave_every_map_empty() {
     let env = TestEnv::new("mesh-churn");
     let node = Node::new(&env, "ch");
-    let a = node.meshed_pod("a", Mesh::default());
-    let b = node.meshed_pod("b", Mesh::default());
+    let [a, b] = node.meshed_pods(["a", "b"]);
     b.start_echo();
     let pods = PodsFile::write(&env, &[(&a, ""), (&b, "")]).expect("pods file");
     let _daemon = env.start_daemon(&["--pods-file", &pods.arg()]);
@@ -473,8 +444,7 @@ fn connections_from_before_the_daemon_are_never_switched_mid_stream() {
     use std::io::{BufRead, BufReader, Write};
     let env = TestEnv::new("mesh-pre");
     let node = Node::new(&env, "pr");
-    let a = node.meshed_pod("a", Mesh::default());
-    let b = node.meshed_pod("b", Mesh::default());
+    let [a, b] = node.meshed_pods(["a", "b"]);
     b.start_echo();
     let mut client = a
         .command(accel_tests::topology::pod_bin())
@@ -510,13 +480,11 @@ fn connections_from_before_the_daemon_are_never_switched_mid_stream() {
     let _daemon = env.start_daemon(&["--pods-file", &pods.arg()]);
     let offered = env.counter("active_offered");
     let redirected = env.counter("redirect_msgs");
-    let cap_a_lo = a.capture("lo", &format!("tcp port {OUTBOUND_PORT}"));
-    let cap_bridge = node.capture(&a.host_veth, &format!("tcp port {ECHO_PORT}"));
-    let cap_b_lo = b.capture("lo", &format!("tcp port {ECHO_PORT}"));
+    let legs = node.capture_legs(&a, &b, ECHO_PORT);
     for n in 1..=5 {
         round(n);
     }
-    let (a_lo, bridge, b_lo) = (cap_a_lo.stop(), cap_bridge.stop(), cap_b_lo.stop());
+    let (a_lo, bridge, b_lo) = legs.stop();
     drop(stdin);
     assert!(client.wait().expect("client").success());
     assert_eq!(
@@ -549,13 +517,11 @@ fn proxy_only_pods_accelerate_the_sidecar_hop_and_leave_applications_on_tcp() {
     const PORT: u16 = 9100;
     const CONNS: usize = 4;
     const BYTES: u64 = 4 << 20;
-    use std::io::{BufRead, BufReader};
     use std::process::Stdio;
 
     let env = TestEnv::new("mesh-proxy-only");
     let node = Node::new(&env, "po");
-    let a = node.meshed_pod("a", Mesh::default());
-    let b = node.meshed_pod("b", Mesh::default());
+    let [a, b] = node.meshed_pods(["a", "b"]);
     let pods = PodsFile::write(&env, &[(&a, "acceleration = \"proxy-only\""), (&b, "")])
         .expect("pods file");
     let _daemon = env.start_daemon(&[
@@ -573,20 +539,11 @@ fn proxy_only_pods_accelerate_the_sidecar_hop_and_leave_applications_on_tcp() {
         .collect();
     assert_eq!(modes, ["proxy-only", "proxy-only"], "{status}");
 
-    let mut sink = b
-        .command(DRIVER)
-        .args(["sink", "--listen", &format!("0.0.0.0:{PORT}")])
-        .args(["--conns", &CONNS.to_string(), "--bytes", &BYTES.to_string()])
-        .args(["--recv", "splice", "--timeout-secs", "60"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn the splice sink");
-    let mut lines = BufReader::new(sink.stdout.take().expect("stdout")).lines();
-    assert_eq!(
-        lines.next().and_then(Result::ok).as_deref(),
-        Some("listening")
+    let (mut sink, mut lines) = accel_tests::spawn_listening(
+        b.command(DRIVER)
+            .args(["sink", "--listen", &format!("0.0.0.0:{PORT}")])
+            .args(["--conns", &CONNS.to_string(), "--bytes", &BYTES.to_string()])
+            .args(["--recv", "splice", "--timeout-secs", "60"]),
     );
     let before = |name: &str| env.counter(name);
     let (redirected, refused, passed, unanswered) = (
@@ -595,9 +552,7 @@ fn proxy_only_pods_accelerate_the_sidecar_hop_and_leave_applications_on_tcp() {
         before("pass_bytes"),
         before("active_unanswered"),
     );
-    let cap_a_lo = a.capture("lo", &format!("tcp port {OUTBOUND_PORT}"));
-    let cap_bridge = node.capture(&a.host_veth, &format!("tcp port {PORT}"));
-    let cap_b_lo = b.capture("lo", &format!("tcp port {PORT}"));
+    let legs = node.capture_legs(&a, &b, PORT);
     let out = a
         .command(DRIVER)
         .args(["source", "--connect", &b.addr_v4(PORT).to_string()])
@@ -612,7 +567,7 @@ fn proxy_only_pods_accelerate_the_sidecar_hop_and_leave_applications_on_tcp() {
     );
     let report = lines.next().and_then(Result::ok).unwrap_or_default();
     let done = sink.wait().expect("sink");
-    let (a_lo, bridge, b_lo) = (cap_a_lo.stop(), cap_bridge.stop(), cap_b_lo.stop());
+    let (a_lo, bridge, b_lo) = legs.stop();
     let status = env.status_json();
     eprintln!("splice sink: {report}\nPSH: A lo {a_lo:?}, bridge {bridge:?}, B lo {b_lo:?}");
     eprintln!("checks: {}", status["daemon"]["checks"]);
@@ -706,9 +661,7 @@ fn a_sidecars_connections_off_the_node_are_not_recorded() {
     let cap_a_lo = a.capture("lo", &format!("tcp port {OUTBOUND_PORT}"));
     const BYTES: usize = 256 * 1024;
     let client = a.echo_client(u.addr_v4(ECHO_PORT), BYTES);
-    let r = client.report.clone();
-    assert!(r.equal, "{r:?}");
-    assert_eq!(r.received_sha256, sha256_hex(&pattern(1, BYTES)));
+    client.report.assert_pattern_echoed(BYTES);
     client.finish();
     let a_lo = cap_a_lo.stop();
     let status = env.status_json();

@@ -48,8 +48,7 @@ fn assert_three_legs(a: &Pod, b: &Pod, client_local: SocketAddr, target: SocketA
 fn meshed_to_meshed_has_three_legs_carrying_every_byte() {
     let env = TestEnv::new("topo-mm");
     let node = Node::new(&env, "mm");
-    let a = node.meshed_pod("a", Mesh::default());
-    let b = node.meshed_pod("b", Mesh::default());
+    let [a, b] = node.meshed_pods(["a", "b"]);
     b.start_echo();
 
     // The exact Istio rule set is what iptables holds in A.
@@ -68,17 +67,12 @@ fn meshed_to_meshed_has_three_legs_carrying_every_byte() {
     }
 
     let target = b.addr_v4(ECHO_PORT);
-    let cap_a_lo = a.capture("lo", &format!("tcp port {OUTBOUND_PORT}"));
-    let cap_bridge = node.capture(&a.host_veth, &format!("tcp port {ECHO_PORT}"));
-    let cap_b_lo = b.capture("lo", &format!("tcp port {ECHO_PORT}"));
+    let legs = node.capture_legs(&a, &b, ECHO_PORT);
 
     const BYTES: usize = 512 * 1024;
     let client = a.echo_client(target, BYTES);
     let r = client.report.clone();
-    assert!(r.equal, "{r:?}");
-    assert_eq!(r.bytes, BYTES as u64);
-    assert_eq!(r.sent_sha256, sha256_hex(&pattern(1, BYTES)));
-    assert_eq!(r.received_sha256, r.sent_sha256);
+    r.assert_pattern_echoed(BYTES);
     assert_eq!(r.peer, target);
     assert_three_legs(&a, &b, r.local, target);
     // The client really runs in the pod and in the test cgroup.
@@ -96,7 +90,7 @@ fn meshed_to_meshed_has_three_legs_carrying_every_byte() {
     }
     client.finish();
 
-    let (a_lo, bridge, b_lo) = (cap_a_lo.stop(), cap_bridge.stop(), cap_b_lo.stop());
+    let (a_lo, bridge, b_lo) = legs.stop();
     eprintln!("PSH segments: A lo {a_lo:?}, bridge {bridge:?}, B lo {b_lo:?}");
     assert!(a_lo.psh_data > 0, "no data on A's lo (leg 1): {a_lo:?}");
     assert!(
@@ -110,8 +104,7 @@ fn meshed_to_meshed_has_three_legs_carrying_every_byte() {
 fn http_through_both_sidecars_is_byte_exact() {
     let env = TestEnv::new("topo-http");
     let node = Node::new(&env, "http");
-    let a = node.meshed_pod("a", Mesh::default());
-    let b = node.meshed_pod("b", Mesh::default());
+    let [a, b] = node.meshed_pods(["a", "b"]);
     let file = pattern(7, 3 * 1024 * 1024 + 17);
     b.start_nginx(&file);
     let cap_b_lo = b.capture("lo", &format!("tcp port {HTTP_PORT}"));
@@ -183,8 +176,7 @@ fn unmeshed_clients_reach_meshed_and_unmeshed_pods() {
 fn ipv6_meshed_pair() {
     let env = TestEnv::new("topo-v6");
     let node = Node::new(&env, "v6");
-    let a = node.meshed_pod("a", Mesh::default());
-    let b = node.meshed_pod("b", Mesh::default());
+    let [a, b] = node.meshed_pods(["a", "b"]);
     b.start_echo();
     let file = pattern(9, 1024 * 1024);
     b.start_nginx(&file);
@@ -312,8 +304,7 @@ fn assert_gone(seen: &Seen, env: &TestEnv) {
 
 fn busy_node(env: &TestEnv, tag: &str, seen: &Mutex<Seen>) -> Node {
     let node = Node::new(env, tag);
-    let a = node.meshed_pod("a", Mesh::default());
-    let b = node.meshed_pod("b", Mesh::default());
+    let [a, b] = node.meshed_pods(["a", "b"]);
     b.start_echo();
     b.start_nginx(b"hello");
     let client = a.echo_client(b.addr_v4(ECHO_PORT), 10_000);

@@ -129,6 +129,55 @@ struct PairReport {
     errors: Vec<String>,
 }
 
+/// Opens a `stream` or `source` connection: a 16-byte header (the seed,
+/// little-endian, then the index of the receive mode the reader is to use),
+/// then `bytes` of the seed's pattern in messages of up to `max_msg`.
+fn send_seeded(
+    s: &mut TcpStream,
+    seed: u64,
+    recv_index: u8,
+    bytes: u64,
+    max_msg: u64,
+    mode: SendMode,
+) -> Result<()> {
+    let mut hdr = [0u8; 16];
+    hdr[..8].copy_from_slice(&seed.to_le_bytes());
+    hdr[8] = recv_index;
+    s.write_all(&hdr).context("send the header")?;
+    let mut rng = Rng::new(seed);
+    let sizes = io::message_sizes(bytes, max_msg, &mut rng);
+    io::send_stream(s.as_raw_fd(), seed, &sizes, mode, &mut rng)
+}
+
+/// The seed and receive-mode index of `send_seeded`'s header.
+fn read_header(s: &mut TcpStream) -> Result<(u64, u8)> {
+    let mut hdr = [0u8; 16];
+    s.read_exact(&mut hdr).context("read the header")?;
+    Ok((u64::from_le_bytes(hdr[..8].try_into()?), hdr[8]))
+}
+
+/// Reads the rest of a `send_seeded` stream to EOF, checking every byte
+/// against the seed's pattern.
+fn recv_seeded(
+    s: &TcpStream,
+    seed: u64,
+    mode: RecvMode,
+    max_read: usize,
+    delay: Duration,
+) -> Result<std::result::Result<RecvStats, RecvEnd>> {
+    let mut rng = Rng::new(seed ^ 0xabc);
+    io::recv_stream(
+        s.as_raw_fd(),
+        seed,
+        0,
+        mode,
+        max_read,
+        delay,
+        None,
+        &mut rng,
+    )
+}
+
 pub fn stream(a: StreamArgs) -> Result<()> {
     let listener = listen(a.listen)?;
     let target = connect_addr(&listener)?;
@@ -144,22 +193,9 @@ pub fn stream(a: StreamArgs) -> Result<()> {
         for _ in 0..total_conns {
             let (mut s, _) = listener.accept()?;
             readers.push(spawn(move || -> Result<(u64, Result<RecvStats>)> {
-                let mut hdr = [0u8; 16];
-                s.read_exact(&mut hdr).context("read the header")?;
-                let seed = u64::from_le_bytes(hdr[..8].try_into()?);
-                let mode = RecvMode::from_index(hdr[8]).ok_or_else(|| anyhow!("bad mode"))?;
-                let mut rng = Rng::new(seed ^ 0xabc);
-                let r = io::recv_stream(
-                    s.as_raw_fd(),
-                    seed,
-                    0,
-                    mode,
-                    max_read,
-                    delay,
-                    None,
-                    &mut rng,
-                )
-                .and_then(|r| match r {
+                let (seed, mode) = read_header(&mut s)?;
+                let mode = RecvMode::from_index(mode).ok_or_else(|| anyhow!("bad mode"))?;
+                let r = recv_seeded(&s, seed, mode, max_read, delay).and_then(|r| match r {
                     Ok(st) => Ok(st),
                     Err(RecvEnd::Reset(st)) => bail!("reset after {} bytes", st.bytes),
                 });
@@ -179,13 +215,7 @@ pub fn stream(a: StreamArgs) -> Result<()> {
                 pi,
                 spawn(move || -> Result<u64> {
                     let mut s = TcpStream::connect(target).context("connect")?;
-                    let mut hdr = [0u8; 16];
-                    hdr[..8].copy_from_slice(&seed.to_le_bytes());
-                    hdr[8] = recv.index();
-                    s.write_all(&hdr).context("send the header")?;
-                    let mut rng = Rng::new(seed);
-                    let sizes = io::message_sizes(bytes, max_msg, &mut rng);
-                    io::send_stream(s.as_raw_fd(), seed, &sizes, send, &mut rng)
+                    send_seeded(&mut s, seed, recv.index(), bytes, max_msg, send)
                         .with_context(|| format!("{send:?}"))?;
                     Ok(bytes)
                 }),
@@ -260,21 +290,10 @@ pub fn sink(
         let label = format!("reader #{i}");
         pending_add(&label);
         readers.push(spawn(move || -> Result<RecvStats> {
-            let mut hdr = [0u8; 16];
-            s.read_exact(&mut hdr).context("read the header")?;
-            let seed = u64::from_le_bytes(hdr[..8].try_into()?);
-            let mut rng = Rng::new(seed ^ 0xabc);
-            let r = io::recv_stream(
-                s.as_raw_fd(),
-                seed,
-                0,
-                mode,
-                max_read,
-                delay,
-                None,
-                &mut rng,
-            )
-            .with_context(|| format!("stream {seed}"))?;
+            // The sink reads as its own --recv says, whatever the header asks.
+            let (seed, _) = read_header(&mut s)?;
+            let r = recv_seeded(&s, seed, mode, max_read, delay)
+                .with_context(|| format!("stream {seed}"))?;
             pending_done(&label);
             match r {
                 Ok(st) if st.bytes == bytes => Ok(st),
@@ -309,12 +328,7 @@ pub fn source(
             let seed = seed * 1_000_000 + c;
             spawn(move || -> Result<()> {
                 let mut s = TcpStream::connect(to).with_context(|| format!("connect {to}"))?;
-                let mut hdr = [0u8; 16];
-                hdr[..8].copy_from_slice(&seed.to_le_bytes());
-                s.write_all(&hdr).context("send the header")?;
-                let mut rng = Rng::new(seed);
-                let sizes = io::message_sizes(bytes, max_msg, &mut rng);
-                io::send_stream(s.as_raw_fd(), seed, &sizes, mode, &mut rng)
+                send_seeded(&mut s, seed, 0, bytes, max_msg, mode)
                     .with_context(|| format!("stream {seed}"))
             })
         })
