@@ -14,6 +14,7 @@ const BPF_OBJECTS: &[(&str, &str, &[&str])] = &[
     ("datapath_flow", "datapath", &["-DACCEL_FLOW_CONTROL"]),
     ("probes", "probes", &[]),
     ("drain", "drain", &[]),
+    ("drain_probe", "drain_probe", &[]),
 ];
 
 fn main() {

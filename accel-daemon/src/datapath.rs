@@ -746,7 +746,11 @@ impl Datapath {
         // 2. Drain: removing a socket from the sockhash frees what is still
         //    queued on it, so wait until the drain check sees no queue.
         let start = Instant::now();
-        let outcome = wait_for_empty_queues(self.sockhash_fd(), timeout);
+        let outcome = wait_for_empty_queues(
+            self.sockhash_fd(),
+            &self.pin_dir.join(map::SOCKHASH),
+            timeout,
+        );
         let drain_proven = matches!(outcome, Drained::Proven);
         match outcome {
             Drained::Proven => {}
@@ -805,7 +809,8 @@ impl Datapath {
 enum Drained {
     /// The drain check saw every ingress queue empty, twice in a row.
     Proven,
-    /// The check could not run (no kernel BTF); waited the timeout instead.
+    /// The check could not run (no kernel BTF, or neither an iterator nor
+    /// the per-socket probe loads); waited the timeout instead.
     Unproven(String),
     /// Sockets with unread data after the timeout.
     Pending(usize),
@@ -814,8 +819,12 @@ enum Drained {
 /// Polls the drain check until it reports no pending socket on two
 /// consecutive checks (a sender that took its redirect decision just before
 /// passthrough may still be queueing), or the timeout passes.
-fn wait_for_empty_queues(sockhash: std::os::fd::BorrowedFd<'_>, timeout: Duration) -> Drained {
-    let check = match crate::drain::DrainCheck::load() {
+fn wait_for_empty_queues(
+    sockhash: std::os::fd::BorrowedFd<'_>,
+    sockhash_pin: &Path,
+    timeout: Duration,
+) -> Drained {
+    let check = match crate::drain::DrainCheck::load(sockhash, sockhash_pin) {
         Ok(c) => c,
         Err(e) => {
             thread::sleep(timeout.min(Duration::from_secs(5)));
@@ -925,7 +934,8 @@ pub fn retire_foreign(dir: &Path, timeout: Duration, force: bool) -> bool {
         && data.info().and_then(|i| i.map_type()).ok() == Some(MapType::SockHash)
     {
         use std::os::fd::AsFd;
-        if let Drained::Pending(n) = wait_for_empty_queues(data.fd().as_fd(), timeout)
+        if let Drained::Pending(n) =
+            wait_for_empty_queues(data.fd().as_fd(), &dir.join(map::SOCKHASH), timeout)
             && !force
         {
             tracing::warn!(

@@ -4,6 +4,9 @@
 //! its ingress list (the defect that makes other sockmap products lose data
 //! on uninstall). The drain check runs an `iter/sockmap` program over the
 //! sockhash and lists the sockets whose ingress queue is not empty.
+//! Kernels that refuse tracing programs (iterators are tracing programs)
+//! get the same answer per socket: a classifier bound to the pinned
+//! sockhash, test-run once per key.
 //!
 //! aya attaches iterators without parameters, and a sockmap iterator needs
 //! the map, so the link is created with a raw bpf(2) call (see bpf_sys).
@@ -11,12 +14,17 @@
 use std::{
     io::Read,
     os::fd::{AsFd, AsRawFd, BorrowedFd},
+    path::Path,
 };
 
-use accel_bpf::{DRAIN_OBJ, prog};
+use accel_bpf::{DRAIN_OBJ, DRAIN_PROBE_OBJ, drain_probe, map, prog};
 
 use crate::bpf_sys::{iter_create, link_create_sockmap_iter};
-use aya::{Btf, Ebpf, EbpfLoader, programs::Iter};
+use aya::{
+    Btf, Ebpf, EbpfLoader,
+    maps::{MapData, SockHash},
+    programs::{Iter, SchedClassifier, TestRun, TestRunOptions},
+};
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -29,50 +37,210 @@ pub enum DrainError {
     Run(std::io::Error),
 }
 
-/// A loaded drain-check program, reusable for repeated checks.
+/// Forces a drain-check method; see [`DrainCheck::load`].
+pub const DRAIN_CHECK_ENV: &str = "ACCEL_DRAIN_CHECK";
+
+/// A loaded drain check, reusable for repeated checks of one sockhash.
 pub struct DrainCheck {
-    ebpf: Ebpf,
+    how: How,
+}
+
+enum How {
+    /// `iter/sockmap` walks the sockhash in one read.
+    Walker(Ebpf),
+    /// Kernels that refuse tracing programs: a classifier bound to the
+    /// pinned sockhash, test-run once per key.
+    PerSocket(Ebpf),
 }
 
 impl DrainCheck {
-    pub fn load() -> Result<Self, DrainError> {
+    /// Loads the check for the sockhash open as `sockhash` and pinned at
+    /// `sockhash_pin` (the per-socket probe binds to the pin, and is refused
+    /// unless the pin is that very map).
+    ///
+    /// `ACCEL_DRAIN_CHECK=iterator|per-socket` forces one method (to compare
+    /// them, or to test the fallback on kernels where the iterator loads);
+    /// unset or `auto` tries the iterator first.
+    pub fn load(sockhash: BorrowedFd<'_>, sockhash_pin: &Path) -> Result<Self, DrainError> {
         let btf = Btf::from_sys_fs().map_err(|e| DrainError::Btf(e.to_string()))?;
-        let mut ebpf = EbpfLoader::new()
-            .btf(Some(&btf))
-            .load(DRAIN_OBJ)
-            .map_err(|e| DrainError::Load(e.to_string()))?;
-        let iter: &mut Iter = ebpf
-            .program_mut(prog::DRAIN_CHECK)
-            .ok_or_else(|| DrainError::Load("drain program missing".into()))?
-            .try_into()
-            .map_err(|e: aya::programs::ProgramError| DrainError::Load(e.to_string()))?;
-        iter.load("sockmap", &btf)
-            .map_err(|e| DrainError::Load(e.to_string()))?;
-        Ok(DrainCheck { ebpf })
+        let forced = std::env::var(DRAIN_CHECK_ENV).unwrap_or_default();
+        let walker = match forced.as_str() {
+            "" | "auto" => load_walker(&btf),
+            "iterator" => {
+                return load_walker(&btf).map(|ebpf| DrainCheck {
+                    how: How::Walker(ebpf),
+                });
+            }
+            "per-socket" => Err(DrainError::Load(format!(
+                "not tried ({DRAIN_CHECK_ENV}=per-socket)"
+            ))),
+            other => {
+                return Err(DrainError::Load(format!(
+                    "{DRAIN_CHECK_ENV}={other:?}: use auto, iterator or per-socket"
+                )));
+            }
+        };
+        match walker {
+            Ok(ebpf) => Ok(DrainCheck {
+                how: How::Walker(ebpf),
+            }),
+            Err(walker) => match load_per_socket(&btf, sockhash, sockhash_pin) {
+                Ok(ebpf) => {
+                    tracing::info!(
+                        %walker,
+                        "iter/sockmap unavailable; checking receive queues socket by socket"
+                    );
+                    Ok(DrainCheck {
+                        how: How::PerSocket(ebpf),
+                    })
+                }
+                Err(per_socket) => Err(DrainError::Load(format!(
+                    "iter/sockmap: {walker}; per-socket probe: {per_socket}"
+                ))),
+            },
+        }
     }
 
     /// Cookies of the sockets in `sockhash` that still have unread
     /// redirected messages.
     pub fn pending(&self, sockhash: BorrowedFd<'_>) -> Result<Vec<u64>, DrainError> {
-        let iter: &Iter = self
-            .ebpf
-            .program(prog::DRAIN_CHECK)
-            .ok_or_else(|| DrainError::Load("drain program missing".into()))?
-            .try_into()
-            .map_err(|e: aya::programs::ProgramError| DrainError::Load(e.to_string()))?;
-        let prog_fd = iter
-            .fd()
-            .map_err(|e| DrainError::Load(e.to_string()))?
-            .as_fd()
-            .as_raw_fd();
-        let link =
-            link_create_sockmap_iter(prog_fd, sockhash.as_raw_fd()).map_err(DrainError::Run)?;
-        let mut out = iter_create(&link).map_err(DrainError::Run)?;
-        let mut buf = Vec::new();
-        out.read_to_end(&mut buf).map_err(DrainError::Run)?;
-        Ok(buf
-            .chunks_exact(8)
-            .map(|c| u64::from_ne_bytes(c.try_into().unwrap_or([0; 8])))
-            .collect())
+        match &self.how {
+            How::Walker(ebpf) => walk(ebpf, sockhash),
+            How::PerSocket(ebpf) => probe_each(ebpf),
+        }
     }
+}
+
+fn load_walker(btf: &Btf) -> Result<Ebpf, DrainError> {
+    let mut ebpf = EbpfLoader::new()
+        .btf(Some(btf))
+        .load(DRAIN_OBJ)
+        .map_err(|e| DrainError::Load(e.to_string()))?;
+    let iter: &mut Iter = ebpf
+        .program_mut(prog::DRAIN_CHECK)
+        .ok_or_else(|| DrainError::Load("drain program missing".into()))?
+        .try_into()
+        .map_err(|e: aya::programs::ProgramError| DrainError::Load(e.to_string()))?;
+    iter.load("sockmap", btf)
+        .map_err(|e| DrainError::Load(e.to_string()))?;
+    Ok(ebpf)
+}
+
+fn load_per_socket(
+    btf: &Btf,
+    sockhash: BorrowedFd<'_>,
+    sockhash_pin: &Path,
+) -> Result<Ebpf, DrainError> {
+    // aya creates and pins a fresh map where no pin exists: never let the
+    // probe look at an empty map of its own and call it drained.
+    if !sockhash_pin.exists() {
+        return Err(DrainError::Load(format!(
+            "{} is not pinned",
+            sockhash_pin.display()
+        )));
+    }
+    let mut ebpf = EbpfLoader::new()
+        .btf(Some(btf))
+        .map_pin_path(map::SOCKHASH, sockhash_pin)
+        .load(DRAIN_PROBE_OBJ)
+        .map_err(|e| DrainError::Load(e.to_string()))?;
+    let bound = ebpf
+        .map(map::SOCKHASH)
+        .ok_or_else(|| DrainError::Load("probe map missing".into()))
+        .and_then(|m| map_id(sockhash_data(m)?))?;
+    let wanted = sockhash
+        .try_clone_to_owned()
+        .map_err(DrainError::Run)
+        .and_then(|fd| MapData::from_fd(fd).map_err(|e| DrainError::Load(e.to_string())))
+        .and_then(|m| map_id(&m))?;
+    if bound != wanted {
+        return Err(DrainError::Load(format!(
+            "{} is map {bound}, not the sockhash being drained (map {wanted})",
+            sockhash_pin.display()
+        )));
+    }
+    let probe: &mut SchedClassifier = ebpf
+        .program_mut(prog::DRAIN_PROBE)
+        .ok_or_else(|| DrainError::Load("drain probe missing".into()))?
+        .try_into()
+        .map_err(|e: aya::programs::ProgramError| DrainError::Load(e.to_string()))?;
+    probe.load().map_err(|e| DrainError::Load(e.to_string()))?;
+    Ok(ebpf)
+}
+
+fn sockhash_data(m: &aya::maps::Map) -> Result<&MapData, DrainError> {
+    match m {
+        aya::maps::Map::SockHash(d) => Ok(d),
+        _ => Err(DrainError::Load(
+            "the pinned sockhash is not a sockhash".into(),
+        )),
+    }
+}
+
+fn map_id(m: &MapData) -> Result<u32, DrainError> {
+    m.info()
+        .map(|i| i.id())
+        .map_err(|e| DrainError::Load(e.to_string()))
+}
+
+fn walk(ebpf: &Ebpf, sockhash: BorrowedFd<'_>) -> Result<Vec<u64>, DrainError> {
+    let iter: &Iter = ebpf
+        .program(prog::DRAIN_CHECK)
+        .ok_or_else(|| DrainError::Load("drain program missing".into()))?
+        .try_into()
+        .map_err(|e: aya::programs::ProgramError| DrainError::Load(e.to_string()))?;
+    let prog_fd = iter
+        .fd()
+        .map_err(|e| DrainError::Load(e.to_string()))?
+        .as_fd()
+        .as_raw_fd();
+    let link = link_create_sockmap_iter(prog_fd, sockhash.as_raw_fd()).map_err(DrainError::Run)?;
+    let mut out = iter_create(&link).map_err(DrainError::Run)?;
+    let mut buf = Vec::new();
+    out.read_to_end(&mut buf).map_err(DrainError::Run)?;
+    Ok(buf
+        .chunks_exact(8)
+        .map(|c| u64::from_ne_bytes(c.try_into().unwrap_or([0; 8])))
+        .collect())
+}
+
+fn probe_each(ebpf: &Ebpf) -> Result<Vec<u64>, DrainError> {
+    let run_err = |e: String| DrainError::Run(std::io::Error::other(e));
+    let sockhash: SockHash<&MapData, u64> = ebpf
+        .map(map::SOCKHASH)
+        .ok_or_else(|| DrainError::Load("probe map missing".into()))
+        .and_then(|m| SockHash::try_from(m).map_err(|e| DrainError::Load(e.to_string())))?;
+    let probe: &SchedClassifier = ebpf
+        .program(prog::DRAIN_PROBE)
+        .ok_or_else(|| DrainError::Load("drain probe missing".into()))?
+        .try_into()
+        .map_err(|e: aya::programs::ProgramError| DrainError::Load(e.to_string()))?;
+    let mut pending = Vec::new();
+    for key in sockhash.keys() {
+        // A key that vanishes mid-walk is a socket that closed: the walk
+        // goes on; any other error ends it (nothing proven).
+        let key = match key {
+            Ok(k) => k,
+            Err(aya::maps::MapError::KeyNotFound) => continue,
+            Err(e) => return Err(run_err(format!("listing the sockhash: {e}"))),
+        };
+        let packet = drain_probe::packet(key);
+        let verdict = probe
+            .test_run(TestRunOptions {
+                data_in: Some(&packet),
+                ..TestRunOptions::default()
+            })
+            .map_err(|e| run_err(format!("test run: {e}")))?
+            .return_value;
+        match verdict {
+            drain_probe::EMPTY | drain_probe::GONE => {}
+            drain_probe::PENDING => pending.push(key),
+            other => {
+                return Err(run_err(format!(
+                    "the probe could not read socket {key:#x} (verdict {other})"
+                )));
+            }
+        }
+    }
+    Ok(pending)
 }

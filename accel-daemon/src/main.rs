@@ -840,7 +840,7 @@ fn unload(args: UnloadArgs) -> Result<()> {
         if report.drain_proven {
             "proven empty"
         } else {
-            "not inspectable (no kernel BTF), waited"
+            "not inspectable (see the warning above), waited"
         },
         report.drained_for.as_secs_f64()
     );

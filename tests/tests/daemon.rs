@@ -237,7 +237,19 @@ fn unload_during_traffic_loses_nothing_and_leaves_nothing() {
 
 #[test]
 fn unload_waits_for_unread_queues_and_never_discards_them() {
-    let env = TestEnv::new("drain");
+    unload_refuses_then_drains("drain", None);
+}
+
+/// The same with the per-socket drain probe forced, so that it is proven on
+/// kernels where the iterator loads (and auto would never pick it).
+#[test]
+fn the_per_socket_drain_probe_also_refuses_to_discard_unread_data() {
+    unload_refuses_then_drains("drainps", Some("per-socket"));
+}
+
+/// `drain_check`: the `ACCEL_DRAIN_CHECK` override (None: the daemon picks).
+fn unload_refuses_then_drains(name: &str, drain_check: Option<&str>) {
+    let env = TestEnv::new(name);
     let mut daemon = env.start_daemon(&[]);
     let port = free_port();
     // Clients send 1 MiB each at once; the server reads nothing for 6 s, so
@@ -257,11 +269,20 @@ fn unload_waits_for_unread_queues_and_never_discards_them() {
     thread::sleep(Duration::from_millis(1500));
     assert_eq!(daemon.terminate(), Some(0));
     let pin = env.pin_dir.display().to_string();
-    let impatient = env.daemon_cmd(&["unload", "--pin-dir", &pin, "--drain-timeout", "1"]);
+    let unload = |timeout: &str| -> Output {
+        let mut cmd = Command::new(accel_tests::daemon_bin());
+        cmd.args(["unload", "--pin-dir", &pin, "--drain-timeout", timeout])
+            .stdin(Stdio::null());
+        if let Some(how) = drain_check {
+            cmd.env("ACCEL_DRAIN_CHECK", how);
+        }
+        cmd.output().expect("run accel-daemon unload")
+    };
+    let impatient = unload("1");
     let stderr = String::from_utf8_lossy(&impatient.stderr);
     assert!(
         !impatient.status.success(),
-        "unload must not discard unread data"
+        "unload must not discard unread data: {stderr}"
     );
     assert!(
         stderr.contains("have not read") && stderr.contains("nothing was lost"),
@@ -270,13 +291,17 @@ fn unload_waits_for_unread_queues_and_never_discards_them() {
     assert!(env.pin_dir.exists(), "pins must stay while data is queued");
     env.assert_one_attachment("while data is queued");
 
-    let patient = env.daemon_cmd(&["unload", "--pin-dir", &pin, "--drain-timeout", "30"]);
+    let patient = unload("30");
     assert!(
         patient.status.success(),
         "{}",
         String::from_utf8_lossy(&patient.stderr)
     );
-    assert!(String::from_utf8_lossy(&patient.stdout).contains("proven empty"));
+    assert!(
+        String::from_utf8_lossy(&patient.stdout).contains("proven empty"),
+        "{}",
+        String::from_utf8_lossy(&patient.stdout)
+    );
     let out = child.wait_with_output().expect("loadgen");
     assert_clean_load(&out, 8);
     assert!(env.attachments().is_empty());
