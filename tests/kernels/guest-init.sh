@@ -17,7 +17,11 @@ START=$(cut -d' ' -f1 /proc/uptime)
 echo "@@KERNEL $(uname -r)"
 echo "@@BTF $( [ -e /sys/kernel/btf/vmlinux ] && echo yes || echo no )"
 mkdir /sys/fs/cgroup/accel
-ARGS="--cgroup /sys/fs/cgroup/accel --pin-dir /sys/fs/bpf/accel/v1 --state-dir /run/accel --metrics-addr 127.0.0.1:0"
+# A 1 MiB flow budget (default 4 MiB): under TCG the writer of the 8 MiB
+# slow-reader stream below may run only a little faster than its reader, and
+# whether flow control engages must not hang on the host's speed (a CI run
+# peaked at 4.0 MiB unread, just under the default, and never switched).
+ARGS="--cgroup /sys/fs/cgroup/accel --pin-dir /sys/fs/bpf/accel/v1 --state-dir /run/accel --metrics-addr 127.0.0.1:0 --flow-budget-bytes 1048576"
 NO_COLOR=1 accel-daemon run $ARGS >/tmp/daemon.log 2>&1 &
 i=0
 while ! grep -q "ready" /tmp/daemon.log && [ $i -lt 600 ]; do sleep 0.2; i=$((i+1)); done
