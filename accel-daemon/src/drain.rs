@@ -86,6 +86,14 @@ impl DrainCheck {
             }),
             Err(walker) => match load_per_socket(&btf, sockhash, sockhash_pin) {
                 Ok(ebpf) => {
+                    // The verifier's log comes in several lines: one log line.
+                    let walker = walker
+                        .to_string()
+                        .lines()
+                        .map(str::trim)
+                        .filter(|l| !l.is_empty())
+                        .collect::<Vec<_>>()
+                        .join("; ");
                     tracing::info!(
                         %walker,
                         "iter/sockmap unavailable; checking receive queues socket by socket"
