@@ -12,20 +12,11 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
 
+#include "psock.h"
+
 char LICENSE[] SEC("license") = "GPL"; /* bpf_seq_write and probe reads */
 
-struct list_head {
-	struct list_head *next;
-} __attribute__((preserve_access_index));
-
-struct sk_psock {
-	struct list_head ingress_msg;
-} __attribute__((preserve_access_index));
-
-struct sock {
-	void *sk_user_data;
-} __attribute__((preserve_access_index));
-
+struct sock;
 struct seq_file;
 
 struct bpf_iter_meta {
@@ -38,30 +29,17 @@ struct bpf_iter__sockmap {
 	struct sock *sk;
 } __attribute__((preserve_access_index));
 
-/* Low bits of sk_user_data are flags (NOCOPY, BPF, PSOCK); pointers are
- * 8-byte aligned, so masking three bits is right on every kernel. */
-#define SK_USER_DATA_PTRMASK (~7UL)
-
 SEC("iter/sockmap")
 int accel_drain_check(struct bpf_iter__sockmap *ctx)
 {
 	struct seq_file *seq = ctx->meta->seq;
 	struct sock *sk = ctx->sk;
-	unsigned long psock, head, next = 0;
 	__u64 key = 0;
 
-	if (!sk)
+	if (!sk || psock_ingress_pending((unsigned long)sk) != PSOCK_PENDING)
 		return 0;
-	psock = (unsigned long)BPF_CORE_READ(sk, sk_user_data) & SK_USER_DATA_PTRMASK;
-	if (!psock)
-		return 0;
-	head = psock + bpf_core_field_offset(struct sk_psock, ingress_msg);
-	if (bpf_probe_read_kernel(&next, sizeof(next), (void *)head))
-		return 0;
-	if (next != head) {
-		if (ctx->key)
-			bpf_probe_read_kernel(&key, sizeof(key), ctx->key);
-		bpf_seq_write(seq, &key, sizeof(key)); /* the socket's cookie */
-	}
+	if (ctx->key)
+		bpf_probe_read_kernel(&key, sizeof(key), ctx->key);
+	bpf_seq_write(seq, &key, sizeof(key)); /* the socket's cookie */
 	return 0;
 }

@@ -22,6 +22,7 @@
 #include <bpf/bpf_core_read.h>
 
 #include "drain_probe.h"
+#include "psock.h"
 
 char LICENSE[] SEC("license") = "GPL"; /* bpf_probe_read_kernel */
 
@@ -32,35 +33,16 @@ struct {
 	__type(value, __u32);
 } accel_sockhash SEC(".maps");
 
-struct list_head___probe {
-	struct list_head___probe *next;
-} __attribute__((preserve_access_index));
-
-struct sk_psock___probe {
-	struct list_head___probe ingress_msg;
-} __attribute__((preserve_access_index));
-
-struct sock___probe {
-	void *sk_user_data;
-} __attribute__((preserve_access_index));
-
-/* Low bits of sk_user_data are flags; pointers are 8-byte aligned. */
-#define SK_USER_DATA_PTRMASK (~7UL)
-
-static __always_inline int ingress_pending(unsigned long sk)
+static __always_inline int verdict_of(unsigned long sk)
 {
-	unsigned long psock = 0, head, next = 0;
-
-	if (bpf_probe_read_kernel(&psock, sizeof(psock),
-				  (void *)(sk + bpf_core_field_offset(struct sock___probe, sk_user_data))))
+	switch (psock_ingress_pending(sk)) {
+	case PSOCK_EMPTY:
+		return DRAIN_PROBE_EMPTY;
+	case PSOCK_PENDING:
+		return DRAIN_PROBE_PENDING;
+	default:
 		return DRAIN_PROBE_UNREADABLE;
-	psock &= SK_USER_DATA_PTRMASK;
-	if (!psock)
-		return DRAIN_PROBE_EMPTY; /* no psock: nothing can be queued on it */
-	head = psock + bpf_core_field_offset(struct sk_psock___probe, ingress_msg);
-	if (bpf_probe_read_kernel(&next, sizeof(next), (void *)head))
-		return DRAIN_PROBE_UNREADABLE;
-	return next != head ? DRAIN_PROBE_PENDING : DRAIN_PROBE_EMPTY;
+	}
 }
 
 SEC("classifier")
@@ -81,7 +63,7 @@ int accel_drain_probe(struct __sk_buff *skb)
 		return DRAIN_PROBE_GONE;
 	/* A typed pointer: struct sock sits at offset 0 of tcp_sock. */
 	tp = bpf_skc_to_tcp_sock(sk);
-	verdict = tp ? ingress_pending((unsigned long)tp) : DRAIN_PROBE_UNREADABLE;
+	verdict = tp ? verdict_of((unsigned long)tp) : DRAIN_PROBE_UNREADABLE;
 	bpf_sk_release(sk);
 	return verdict;
 }
