@@ -64,49 +64,50 @@ impl DrainCheck {
     pub fn load(sockhash: BorrowedFd<'_>, sockhash_pin: &Path) -> Result<Self, DrainError> {
         let btf = Btf::from_sys_fs().map_err(|e| DrainError::Btf(e.to_string()))?;
         let forced = std::env::var(DRAIN_CHECK_ENV).unwrap_or_default();
-        let walker = match forced.as_str() {
-            "" | "auto" => load_walker(&btf),
-            "iterator" => {
-                return load_walker(&btf).map(|ebpf| DrainCheck {
-                    how: How::Walker(ebpf),
-                });
-            }
-            "per-socket" => Err(DrainError::Load(format!(
-                "not tried ({DRAIN_CHECK_ENV}=per-socket)"
-            ))),
+        let (walker, per_socket) = match forced.as_str() {
+            "" | "auto" => (true, true),
+            "iterator" => (true, false),
+            "per-socket" => (false, true),
             other => {
                 return Err(DrainError::Load(format!(
                     "{DRAIN_CHECK_ENV}={other:?}: use auto, iterator or per-socket"
                 )));
             }
         };
-        match walker {
-            Ok(ebpf) => Ok(DrainCheck {
-                how: How::Walker(ebpf),
-            }),
-            Err(walker) => match load_per_socket(&btf, sockhash, sockhash_pin) {
+        let walker_failed = if walker {
+            match load_walker(&btf) {
                 Ok(ebpf) => {
-                    // The verifier's log comes in several lines: one log line.
-                    let walker = walker
-                        .to_string()
-                        .lines()
-                        .map(str::trim)
-                        .filter(|l| !l.is_empty())
-                        .collect::<Vec<_>>()
-                        .join("; ");
-                    tracing::info!(
-                        %walker,
-                        "iter/sockmap unavailable; checking receive queues socket by socket"
-                    );
-                    Ok(DrainCheck {
-                        how: How::PerSocket(ebpf),
-                    })
+                    return Ok(DrainCheck {
+                        how: How::Walker(ebpf),
+                    });
                 }
-                Err(per_socket) => Err(DrainError::Load(format!(
-                    "iter/sockmap: {walker}; per-socket probe: {per_socket}"
-                ))),
-            },
+                // The verifier's log comes in several lines: one log line.
+                Err(e) => e
+                    .to_string()
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            }
+        } else {
+            format!("not tried ({DRAIN_CHECK_ENV}={forced})")
+        };
+        if !per_socket {
+            return Err(DrainError::Load(format!("iter/sockmap: {walker_failed}")));
         }
+        let ebpf = load_per_socket(&btf, sockhash, sockhash_pin).map_err(|e| {
+            DrainError::Load(format!(
+                "iter/sockmap: {walker_failed}; per-socket probe: {e}"
+            ))
+        })?;
+        tracing::info!(
+            walker = %walker_failed,
+            "iter/sockmap unavailable; checking receive queues socket by socket"
+        );
+        Ok(DrainCheck {
+            how: How::PerSocket(ebpf),
+        })
     }
 
     /// Cookies of the sockets in `sockhash` that still have unread
@@ -119,16 +120,33 @@ impl DrainCheck {
     }
 }
 
+/// The program `name` of `ebpf` as its type.
+fn program<'a, P>(ebpf: &'a Ebpf, name: &str) -> Result<&'a P, DrainError>
+where
+    &'a P: TryFrom<&'a aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program(name)
+        .ok_or_else(|| DrainError::Load(format!("{name} missing from its object")))?
+        .try_into()
+        .map_err(|e: aya::programs::ProgramError| DrainError::Load(e.to_string()))
+}
+
+fn program_mut<'a, P>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut P, DrainError>
+where
+    &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or_else(|| DrainError::Load(format!("{name} missing from its object")))?
+        .try_into()
+        .map_err(|e: aya::programs::ProgramError| DrainError::Load(e.to_string()))
+}
+
 fn load_walker(btf: &Btf) -> Result<Ebpf, DrainError> {
     let mut ebpf = EbpfLoader::new()
         .btf(Some(btf))
         .load(DRAIN_OBJ)
         .map_err(|e| DrainError::Load(e.to_string()))?;
-    let iter: &mut Iter = ebpf
-        .program_mut(prog::DRAIN_CHECK)
-        .ok_or_else(|| DrainError::Load("drain program missing".into()))?
-        .try_into()
-        .map_err(|e: aya::programs::ProgramError| DrainError::Load(e.to_string()))?;
+    let iter: &mut Iter = program_mut(&mut ebpf, prog::DRAIN_CHECK)?;
     iter.load("sockmap", btf)
         .map_err(|e| DrainError::Load(e.to_string()))?;
     Ok(ebpf)
@@ -167,11 +185,7 @@ fn load_per_socket(
             sockhash_pin.display()
         )));
     }
-    let probe: &mut SchedClassifier = ebpf
-        .program_mut(prog::DRAIN_PROBE)
-        .ok_or_else(|| DrainError::Load("drain probe missing".into()))?
-        .try_into()
-        .map_err(|e: aya::programs::ProgramError| DrainError::Load(e.to_string()))?;
+    let probe: &mut SchedClassifier = program_mut(&mut ebpf, prog::DRAIN_PROBE)?;
     probe.load().map_err(|e| DrainError::Load(e.to_string()))?;
     Ok(ebpf)
 }
@@ -192,11 +206,7 @@ fn map_id(m: &MapData) -> Result<u32, DrainError> {
 }
 
 fn walk(ebpf: &Ebpf, sockhash: BorrowedFd<'_>) -> Result<Vec<u64>, DrainError> {
-    let iter: &Iter = ebpf
-        .program(prog::DRAIN_CHECK)
-        .ok_or_else(|| DrainError::Load("drain program missing".into()))?
-        .try_into()
-        .map_err(|e: aya::programs::ProgramError| DrainError::Load(e.to_string()))?;
+    let iter: &Iter = program(ebpf, prog::DRAIN_CHECK)?;
     let prog_fd = iter
         .fd()
         .map_err(|e| DrainError::Load(e.to_string()))?
@@ -218,11 +228,7 @@ fn probe_each(ebpf: &Ebpf) -> Result<Vec<u64>, DrainError> {
         .map(map::SOCKHASH)
         .ok_or_else(|| DrainError::Load("probe map missing".into()))
         .and_then(|m| SockHash::try_from(m).map_err(|e| DrainError::Load(e.to_string())))?;
-    let probe: &SchedClassifier = ebpf
-        .program(prog::DRAIN_PROBE)
-        .ok_or_else(|| DrainError::Load("drain probe missing".into()))?
-        .try_into()
-        .map_err(|e: aya::programs::ProgramError| DrainError::Load(e.to_string()))?;
+    let probe: &SchedClassifier = program(ebpf, prog::DRAIN_PROBE)?;
     let mut pending = Vec::new();
     for key in sockhash.keys() {
         // A key that vanishes mid-walk is a socket that closed: the walk
