@@ -383,21 +383,33 @@ fn tcp_mem_pages() -> u64 {
 pub fn peak_tcp_mem(f: impl FnOnce()) -> u64 {
     const PAGE: u64 = 4096;
     let base = tcp_mem_pages();
-    let peak = Arc::new(AtomicU64::new(base));
+    let (peak, ()) = peak_while(base, Duration::from_millis(5), tcp_mem_pages, f);
+    peak.saturating_sub(base) * PAGE
+}
+
+/// Runs `f` while a thread samples `sample` every `every`; returns the
+/// largest sample (at least `floor`) and what `f` returned.
+pub fn peak_while<T>(
+    floor: u64,
+    every: Duration,
+    sample: impl Fn() -> u64 + Send + 'static,
+    f: impl FnOnce() -> T,
+) -> (u64, T) {
+    let peak = Arc::new(AtomicU64::new(floor));
     let stop = Arc::new(AtomicBool::new(false));
     let sampler = {
         let (peak, stop) = (peak.clone(), stop.clone());
         thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
-                peak.fetch_max(tcp_mem_pages(), Ordering::Relaxed);
-                thread::sleep(Duration::from_millis(5));
+                peak.fetch_max(sample(), Ordering::Relaxed);
+                thread::sleep(every);
             }
         })
     };
-    f();
+    let out = f();
     stop.store(true, Ordering::Relaxed);
     let _ = sampler.join();
-    peak.load(Ordering::Relaxed).saturating_sub(base) * PAGE
+    (peak.load(Ordering::Relaxed), out)
 }
 
 pub fn attachments(cgroup: &Path) -> Vec<String> {
@@ -827,6 +839,24 @@ pub fn assert_clean_load(out: &Output, conns: usize) -> LoadReport {
     assert_eq!(r.connections, conns, "connections in the report: {r:?}");
     assert!(r.bytes_each_way > 0 && r.messages > 0, "no traffic: {r:?}");
     r
+}
+
+/// Reads `child`'s piped stderr on a thread, handing each line to `on_line`;
+/// the thread returns all of it once the child has closed it.
+pub fn collect_stderr(
+    child: &mut Child,
+    mut on_line: impl FnMut(&str) + Send + 'static,
+) -> thread::JoinHandle<String> {
+    let stderr = child.stderr.take().expect("stderr piped");
+    thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            on_line(&line);
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    })
 }
 
 /// Spawns a sink (`cmd`: stdin closed, stdout and stderr piped) and returns

@@ -11,15 +11,11 @@
 use std::{
     path::Path,
     process::{Command, Stdio},
-    sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
-    },
     thread,
     time::{Duration, Instant},
 };
 
-use accel_tests::{Netns, TestEnv, Value, counter_of};
+use accel_tests::{Netns, TestEnv, Value, counter_of, peak_while};
 
 const DRIVER: &str = env!("CARGO_BIN_EXE_accel-integrity");
 const SOCKHASH_SIZE: u64 = 1 << 20;
@@ -150,21 +146,13 @@ fn churn_at_full_speed_leaks_no_map_entry_and_no_daemon_memory() {
     let rss_before = vm_rss_kib(pid);
     let before = env.status_json();
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let peak = Arc::new(AtomicU64::new(rss_before));
-    let sampler = {
-        let (stop, peak) = (stop.clone(), peak.clone());
-        thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                peak.fetch_max(vm_rss_kib(pid), Ordering::Relaxed);
-                thread::sleep(Duration::from_millis(200));
-            }
-        })
-    };
     let duration = Duration::from_secs(if soak() { 60 } else { 10 });
-    let report = churn(&env, &ns, true, duration);
-    stop.store(true, Ordering::Relaxed);
-    let _ = sampler.join();
+    let (peak, report) = peak_while(
+        rss_before,
+        Duration::from_millis(200),
+        move || vm_rss_kib(pid),
+        || churn(&env, &ns, true, duration),
+    );
 
     // TIME_WAIT sockets are no longer full sockets; the last closes settle
     // within a moment.
@@ -192,7 +180,7 @@ fn churn_at_full_speed_leaks_no_map_entry_and_no_daemon_memory() {
         report["elapsed_s"].as_f64().unwrap_or(0.0),
         report["rate_per_s"].as_f64().unwrap_or(0.0),
         report["per_second"],
-        peak.load(Ordering::Relaxed),
+        peak,
         delta("active_paired"),
         delta("passive_paired"),
         delta("redirect_msgs"),

@@ -10,7 +10,6 @@
 
 use std::{
     fs,
-    io::{BufRead, BufReader},
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
     sync::mpsc,
@@ -116,18 +115,11 @@ fn daemon_with_caps(caps: &str) -> Command {
 /// Collects the daemon's stderr on a thread, which returns all of it once
 /// the daemon exits; the channel hears when the daemon is ready.
 fn collect_stderr(child: &mut Child) -> (mpsc::Receiver<()>, thread::JoinHandle<String>) {
-    let stderr = child.stderr.take().expect("stderr piped");
     let (tx, rx) = mpsc::channel();
-    let reader = thread::spawn(move || {
-        let mut all = String::new();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("listening on") {
-                let _ = tx.send(());
-            }
-            all.push_str(&line);
-            all.push('\n');
+    let reader = accel_tests::collect_stderr(child, move |line| {
+        if line.contains("listening on") {
+            let _ = tx.send(());
         }
-        all
     });
     (rx, reader)
 }

@@ -8,12 +8,11 @@ use std::{
     io::{BufRead, BufReader, Write},
     net::SocketAddr,
     process::{Child, ChildStdin, ChildStdout, Command, Stdio},
-    sync::{Arc, Mutex},
     thread::JoinHandle,
 };
 
 use accel_tests::{
-    Capture, TestEnv, Value, counter_of, map_entries,
+    Capture, TestEnv, Value, collect_stderr, counter_of, map_entries,
     topology::{BOUND_SOURCE_PORTS, ECHO_PORT, Mesh, Node, OUTBOUND_PORT, Pod, PodsFile},
 };
 
@@ -31,8 +30,7 @@ struct Collider {
     stdin: Option<ChildStdin>,
     lines: std::io::Lines<BufReader<ChildStdout>>,
     what: String,
-    stderr: Arc<Mutex<String>>,
-    stderr_reader: Option<JoinHandle<()>>,
+    stderr: Option<JoinHandle<String>>,
 }
 
 impl Collider {
@@ -71,19 +69,9 @@ impl Collider {
         let stdin = child.stdin.take();
         // The driver's own words travel with a failure: a CI log shows only
         // the panic, not the interleaved stderr of a child.
-        let stderr: Arc<Mutex<String>> = Arc::default();
-        let stderr_reader = child.stderr.take().map(|e| {
-            let sink = stderr.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(e).lines().map_while(Result::ok) {
-                    eprintln!("[collide] {line}");
-                    if let Ok(mut s) = sink.lock() {
-                        s.push_str(&line);
-                        s.push('\n');
-                    }
-                }
-            })
-        });
+        let stderr = Some(collect_stderr(&mut child, |line| {
+            eprintln!("[collide] {line}")
+        }));
         let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
         let first = lines.next().and_then(Result::ok).unwrap_or_default();
         let mut c = Collider {
@@ -92,7 +80,6 @@ impl Collider {
             lines,
             what: what.to_string(),
             stderr,
-            stderr_reader,
         };
         let want = format!("established {}", sources.len() * targets.len());
         if first != want {
@@ -108,10 +95,10 @@ impl Collider {
     fn driver_stderr(&mut self) -> String {
         drop(self.stdin.take());
         let _ = self.child.wait();
-        if let Some(t) = self.stderr_reader.take() {
-            let _ = t.join();
-        }
-        self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
+        self.stderr
+            .take()
+            .and_then(|t| t.join().ok())
+            .unwrap_or_default()
     }
 
     fn go(&mut self) {
