@@ -816,40 +816,25 @@ enum Drained {
     Pending(usize),
 }
 
-/// Polls the drain check until it reports no pending socket on two
-/// consecutive checks (a sender that took its redirect decision just before
-/// passthrough may still be queueing), or the timeout passes.
+/// Loads the drain check and polls it (see [`crate::drain::poll`]).
 fn wait_for_empty_queues(
     sockhash: std::os::fd::BorrowedFd<'_>,
     sockhash_pin: &Path,
     timeout: Duration,
 ) -> Drained {
-    let check = match crate::drain::DrainCheck::load(sockhash, sockhash_pin) {
+    use crate::drain::{DrainCheck, Scope, Verdict, poll};
+    let check = match DrainCheck::load(sockhash, sockhash_pin) {
         Ok(c) => c,
         Err(e) => {
             thread::sleep(timeout.min(Duration::from_secs(5)));
             return Drained::Unproven(e.to_string());
         }
     };
-    let start = Instant::now();
-    let mut empty_in_a_row = 0;
-    loop {
-        match check.pending(sockhash) {
-            Ok(p) if p.is_empty() => {
-                empty_in_a_row += 1;
-                if empty_in_a_row >= 2 {
-                    return Drained::Proven;
-                }
-            }
-            Ok(p) => {
-                empty_in_a_row = 0;
-                if start.elapsed() >= timeout {
-                    return Drained::Pending(p.len());
-                }
-            }
-            Err(e) => return Drained::Unproven(e.to_string()),
-        }
-        thread::sleep(Duration::from_millis(50));
+    let checks = |scope: Scope<'_>| check.pending(sockhash, scope);
+    match poll(checks, timeout, Duration::from_millis(50)) {
+        Ok(Verdict::Empty) => Drained::Proven,
+        Ok(Verdict::Pending(n)) => Drained::Pending(n),
+        Err(e) => Drained::Unproven(e.to_string()),
     }
 }
 

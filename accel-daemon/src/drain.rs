@@ -15,6 +15,7 @@ use std::{
     io::Read,
     os::fd::{AsFd, AsRawFd, BorrowedFd},
     path::Path,
+    time::{Duration, Instant},
 };
 
 use accel_bpf::{DRAIN_OBJ, DRAIN_PROBE_OBJ, drain_probe, map, prog};
@@ -110,13 +111,104 @@ impl DrainCheck {
         })
     }
 
-    /// Cookies of the sockets in `sockhash` that still have unread
-    /// redirected messages.
-    pub fn pending(&self, sockhash: BorrowedFd<'_>) -> Result<Vec<u64>, DrainError> {
+    /// The sockets in `sockhash` that still have unread redirected
+    /// messages, among `scope`.
+    ///
+    /// The iterator reads the whole sockhash in one call, so it always
+    /// covers every socket. The per-socket probe costs one
+    /// `BPF_PROG_TEST_RUN` per socket; `Scope::Only` lets a caller re-check
+    /// just the sockets that were pending, which on a node with tens of
+    /// thousands of accelerated sockets is the difference between a drain
+    /// that idles and one that keeps a core busy.
+    pub fn pending(&self, sockhash: BorrowedFd<'_>, scope: Scope<'_>) -> Result<Pass, DrainError> {
         match &self.how {
-            How::Walker(ebpf) => walk(ebpf, sockhash),
-            How::PerSocket(ebpf) => probe_each(ebpf),
+            How::Walker(ebpf) => Ok(Pass {
+                pending: walk(ebpf, sockhash)?,
+                covered_every_socket: true,
+            }),
+            How::PerSocket(ebpf) => match scope {
+                Scope::Every => Ok(Pass {
+                    pending: probe(ebpf, None)?,
+                    covered_every_socket: true,
+                }),
+                Scope::Only(keys) => Ok(Pass {
+                    pending: probe(ebpf, Some(keys))?,
+                    covered_every_socket: false,
+                }),
+            },
         }
+    }
+}
+
+/// Which sockets a drain check looks at.
+#[derive(Clone, Copy, Debug)]
+pub enum Scope<'a> {
+    /// Every socket in the sockhash.
+    Every,
+    /// These cookies (sockets that were pending before); a cookie no longer
+    /// in the sockhash counts as drained.
+    Only(&'a [u64]),
+}
+
+/// One drain check's answer.
+#[derive(Debug)]
+pub struct Pass {
+    /// Cookies of the sockets with unread redirected messages.
+    pub pending: Vec<u64>,
+    /// Whether every socket in the sockhash was looked at; only such a pass
+    /// can prove the datapath drained.
+    pub covered_every_socket: bool,
+}
+
+/// What polling the drain check concluded.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Two consecutive checks of every socket found nothing queued.
+    Empty,
+    /// This many sockets still held unread data at the last check of every
+    /// socket, after the timeout.
+    Pending(usize),
+}
+
+/// Runs `check` until two consecutive checks of every socket find nothing
+/// pending (a sender that took its redirect decision just before
+/// passthrough may still be queueing), or `timeout` passes.
+///
+/// Between full checks only the sockets still pending are re-checked: with
+/// the per-socket probe a full check costs a test run per socket. Checks are
+/// spaced by `min_interval`, or by the time the last one took if longer, so
+/// a drain on a big node leaves the CPU mostly idle. After the timeout one
+/// more full check gives the verdict and the count the operator is told.
+pub fn poll(
+    mut check: impl FnMut(Scope<'_>) -> Result<Pass, DrainError>,
+    timeout: Duration,
+    min_interval: Duration,
+) -> Result<Verdict, DrainError> {
+    let start = Instant::now();
+    let mut full_empty_in_a_row = 0;
+    // Sockets pending at the last check; None: look at every socket.
+    let mut suspects: Option<Vec<u64>> = None;
+    loop {
+        let began = Instant::now();
+        let pass = check(suspects.as_deref().map_or(Scope::Every, Scope::Only))?;
+        if pass.pending.is_empty() {
+            if pass.covered_every_socket {
+                full_empty_in_a_row += 1;
+                if full_empty_in_a_row >= 2 {
+                    return Ok(Verdict::Empty);
+                }
+            }
+            // The suspects drained: the next check looks at everyone again.
+            suspects = None;
+        } else {
+            full_empty_in_a_row = 0;
+            let late = start.elapsed() >= timeout;
+            if late && pass.covered_every_socket {
+                return Ok(Verdict::Pending(pass.pending.len()));
+            }
+            suspects = (!late).then_some(pass.pending);
+        }
+        std::thread::sleep(began.elapsed().max(min_interval));
     }
 }
 
@@ -222,17 +314,23 @@ fn walk(ebpf: &Ebpf, sockhash: BorrowedFd<'_>) -> Result<Vec<u64>, DrainError> {
         .collect())
 }
 
-fn probe_each(ebpf: &Ebpf) -> Result<Vec<u64>, DrainError> {
+/// Test-runs the probe for each key of the sockhash, or for `only`.
+fn probe(ebpf: &Ebpf, only: Option<&[u64]>) -> Result<Vec<u64>, DrainError> {
     let run_err = |e: String| DrainError::Run(std::io::Error::other(e));
     let sockhash: SockHash<&MapData, u64> = ebpf
         .map(map::SOCKHASH)
         .ok_or_else(|| DrainError::Load("probe map missing".into()))
         .and_then(|m| SockHash::try_from(m).map_err(|e| DrainError::Load(e.to_string())))?;
     let probe: &SchedClassifier = program(ebpf, prog::DRAIN_PROBE)?;
+    let keys: Box<dyn Iterator<Item = Result<u64, aya::maps::MapError>>> = match only {
+        Some(keys) => Box::new(keys.iter().copied().map(Ok)),
+        None => Box::new(sockhash.keys()),
+    };
     let mut pending = Vec::new();
-    for key in sockhash.keys() {
+    for key in keys {
         // A key that vanishes mid-walk is a socket that closed: the walk
-        // goes on; any other error ends it (nothing proven).
+        // goes on; any other error ends it (nothing proven). A cookie given
+        // in `only` that has gone answers GONE below.
         let key = match key {
             Ok(k) => k,
             Err(aya::maps::MapError::KeyNotFound) => continue,
@@ -257,4 +355,103 @@ fn probe_each(ebpf: &Ebpf) -> Result<Vec<u64>, DrainError> {
         }
     }
     Ok(pending)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A drain check played from a script: each call answers the next list
+    /// of pending sockets and records the scope it was asked for. Like the
+    /// real ones, the iterator always covers every socket and the
+    /// per-socket probe covers what it is asked.
+    struct Scripted {
+        iterator: bool,
+        answers: Vec<Vec<u64>>,
+        asked: Vec<Option<Vec<u64>>>,
+    }
+
+    impl Scripted {
+        fn new(iterator: bool, answers: &[&[u64]]) -> Self {
+            Scripted {
+                iterator,
+                answers: answers.iter().map(|p| p.to_vec()).collect(),
+                asked: Vec::new(),
+            }
+        }
+
+        fn check(&mut self, scope: Scope<'_>) -> Result<Pass, DrainError> {
+            let asked = match scope {
+                Scope::Every => None,
+                Scope::Only(k) => Some(k.to_vec()),
+            };
+            let covered_every_socket = self.iterator || asked.is_none();
+            self.asked.push(asked);
+            Ok(Pass {
+                pending: self.answers.remove(0),
+                covered_every_socket,
+            })
+        }
+    }
+
+    const NO_WAIT: Duration = Duration::ZERO;
+    const FOREVER: Duration = Duration::from_secs(3600);
+
+    #[test]
+    fn only_the_pending_sockets_are_rechecked_until_they_drain() {
+        let mut s = Scripted::new(false, &[&[7, 9], &[9], &[], &[], &[]]);
+        let v = poll(|sc| s.check(sc), FOREVER, NO_WAIT);
+        assert_eq!(v.ok(), Some(Verdict::Empty));
+        // After the suspects drained, two full checks (not one) prove it.
+        assert_eq!(
+            s.asked,
+            vec![None, Some(vec![7, 9]), Some(vec![9]), None, None]
+        );
+    }
+
+    #[test]
+    fn a_late_sender_between_full_checks_restarts_the_proof() {
+        let mut s = Scripted::new(false, &[&[], &[3], &[], &[], &[]]);
+        let v = poll(|sc| s.check(sc), FOREVER, NO_WAIT);
+        assert_eq!(v.ok(), Some(Verdict::Empty));
+        assert_eq!(s.asked, vec![None, None, Some(vec![3]), None, None]);
+    }
+
+    #[test]
+    fn with_the_iterator_every_check_counts_as_full() {
+        let mut s = Scripted::new(true, &[&[5], &[], &[]]);
+        let v = poll(|sc| s.check(sc), FOREVER, NO_WAIT);
+        assert_eq!(v.ok(), Some(Verdict::Empty));
+        assert_eq!(s.asked.len(), 3);
+    }
+
+    #[test]
+    fn after_the_timeout_a_full_check_counts_what_is_pending() {
+        // Before the timeout: socket 1 pending. After it, the re-check of
+        // socket 1 alone gives no verdict; the full check after it does,
+        // and sees the late ones too.
+        let mut s = Scripted::new(false, &[&[1], &[1], &[1, 2, 3]]);
+        let v = poll(
+            |sc| s.check(sc),
+            Duration::from_millis(20),
+            Duration::from_millis(30),
+        );
+        assert_eq!(v.ok(), Some(Verdict::Pending(3)));
+        assert_eq!(s.asked, vec![None, Some(vec![1]), None]);
+    }
+
+    #[test]
+    fn a_failed_check_ends_the_wait_unproven() {
+        let mut calls = 0;
+        let r = poll(
+            |_| {
+                calls += 1;
+                Err(DrainError::Run(std::io::Error::other("probe refused")))
+            },
+            FOREVER,
+            NO_WAIT,
+        );
+        assert!(matches!(r, Err(DrainError::Run(_))));
+        assert_eq!(calls, 1);
+    }
 }
