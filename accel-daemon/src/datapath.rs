@@ -56,6 +56,13 @@ pub enum DatapathError {
     },
     #[error("self-test failed: {0}")]
     SelfTest(String),
+    #[error(
+        "flow control cannot load on this kernel ({0}); without it redirected bytes are \
+         not bounded by the reader and an unload cannot prove receive queues drained, so \
+         this node runs unaccelerated. Use a kernel with BTF (CONFIG_DEBUG_INFO_BTF), or \
+         accept both risks with --allow-no-flow-control"
+    )]
+    NoFlowControl(String),
     #[error("{0}")]
     Map(String),
 }
@@ -150,6 +157,11 @@ pub struct InstallOptions<'a> {
     pub cgroup: &'a Path,
     pub sizes: MapSizes,
     pub have_netns_cookie: bool,
+    /// Load the build without flow control where the flow-control one
+    /// cannot load, instead of refusing.
+    pub allow_no_flow_control: bool,
+    /// Behave as if the kernel had no BTF (tests of the refusal).
+    pub pretend_no_btf: bool,
 }
 
 /// Which build of the datapath runs.
@@ -184,24 +196,30 @@ pub fn install(
 ) -> Result<(Datapath, Variant), DatapathError> {
     let staging = staging_dir(opts.pin_dir);
     fresh_dir(&staging)?;
-    let staged = match Btf::from_sys_fs() {
+    // Without flow control the datapath has the defects this product exists
+    // to avoid (unbounded queues, no drain proof): only on request.
+    let plain_or_refuse = |why: String| {
+        if !opts.allow_no_flow_control {
+            return Err(DatapathError::NoFlowControl(why));
+        }
+        tracing::warn!(%why, "--allow-no-flow-control: loading the datapath without flow control");
+        fresh_dir(&staging)?;
+        stage(opts, &staging, DATAPATH_OBJ, None).map(|l| (l, Variant::Plain { why }))
+    };
+    let btf = if opts.pretend_no_btf {
+        Err("--pretend-no-btf".to_string())
+    } else {
+        Btf::from_sys_fs().map_err(|e| e.to_string())
+    };
+    let staged = match btf {
         Ok(btf) => match stage(opts, &staging, DATAPATH_FLOW_OBJ, Some(&btf)) {
             Ok(link) => Ok((link, Variant::FlowControl)),
             Err(DatapathError::Load(why)) => {
-                tracing::warn!(%why, "flow-control datapath refused by this kernel; loading the plain one");
-                fresh_dir(&staging)?;
-                stage(opts, &staging, DATAPATH_OBJ, None).map(|l| (l, Variant::Plain { why }))
+                plain_or_refuse(format!("the flow-control build was refused: {why}"))
             }
             Err(e) => Err(e),
         },
-        Err(e) => stage(opts, &staging, DATAPATH_OBJ, None).map(|l| {
-            (
-                l,
-                Variant::Plain {
-                    why: format!("no kernel BTF ({e})"),
-                },
-            )
-        }),
+        Err(e) => plain_or_refuse(format!("no kernel BTF: {e}")),
     };
     let mut variant = None;
     let result = staged.and_then(|(link, v)| {

@@ -87,6 +87,17 @@ struct RunArgs {
     /// Pretend the kernel has this release (for testing the gate).
     #[arg(long)]
     kernel_release: Option<String>,
+    /// Pretend the kernel has no BTF (for testing the gate).
+    #[arg(long)]
+    pretend_no_btf: bool,
+    /// Accelerate even where flow control cannot load (no kernel BTF, or its
+    /// build refused by the verifier). Redirected bytes are then not bounded
+    /// by the reader (a slow reader can exhaust the node's TCP memory) and
+    /// an unload cannot prove receive queues drained (it waits, then removes
+    /// the datapath, which can discard unread bytes). Off: such a node runs
+    /// unaccelerated and says why.
+    #[arg(long)]
+    allow_no_flow_control: bool,
     /// Exit non-zero instead of running unaccelerated when a gate fails.
     #[arg(long)]
     require_acceleration: bool,
@@ -551,6 +562,8 @@ fn decide_gate(
             ..MapSizes::default()
         },
         have_netns_cookie: probes.has(probes::NETNS_COOKIE_SOCKOPS),
+        allow_no_flow_control: args.allow_no_flow_control,
+        pretend_no_btf: args.pretend_no_btf,
     };
     let installed = datapath::install(&opts, |staged| {
         let report = selftest::run(cgroup, staged).map_err(|e| format!("{e:#}"))?;
@@ -582,6 +595,12 @@ fn decide_gate(
                 dp: Box::new(dp),
                 adopted: false,
             })
+        }
+        Err(e @ DatapathError::NoFlowControl(_)) => {
+            state
+                .checks
+                .push(Check::new("flow control", false, e.to_string()));
+            Ok(Gate::Off(e.to_string()))
         }
         Err(e @ (DatapathError::SelfTest(_) | DatapathError::Load(_))) => {
             state

@@ -3,6 +3,7 @@
 //! without it.
 
 use std::{
+    fs,
     io::{BufRead, BufReader, Write},
     process::{Child, Command, Output, Stdio},
     thread,
@@ -426,6 +427,67 @@ fn old_kernel_release_runs_unaccelerated_ready_and_says_why() {
         .expect("run");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--require-acceleration"));
+}
+
+fn check_named(status: &serde_json::Value, name: &str) -> serde_json::Value {
+    status["daemon"]["checks"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["name"] == name))
+        .cloned()
+        .unwrap_or_else(|| panic!("no {name:?} check in {status}"))
+}
+
+/// Without kernel BTF the flow-control build cannot load, and neither can
+/// the drain check: a datapath without them queues without bound and cannot
+/// be removed provably. Such a node runs unaccelerated and says so, unless
+/// the operator accepts both with --allow-no-flow-control.
+#[test]
+fn a_kernel_without_btf_runs_unaccelerated_unless_the_operator_accepts_the_risk() {
+    let env = TestEnv::new("nobtf");
+    let mut daemon = env.start_daemon(&["--pretend-no-btf"]);
+    assert!(
+        daemon.log().contains("running unaccelerated"),
+        "{}",
+        daemon.log()
+    );
+    assert_eq!(daemon.http_get("/readyz").0, 200);
+    let status = env.status_json();
+    assert_eq!(status["daemon"]["accelerated"], false, "{status}");
+    let reason = status["daemon"]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("no kernel BTF") && reason.contains("--allow-no-flow-control"),
+        "the reason names the cause and the way out: {reason}"
+    );
+    assert_eq!(check_named(&status, "flow control")["ok"], false);
+    assert!(env.attachments().is_empty(), "nothing attached");
+    assert!(!env.pin_dir.exists(), "nothing pinned");
+    let staging_left: Vec<_> = fs::read_dir(env.pin_dir.parent().expect("pin dir parent"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        !staging_left
+            .iter()
+            .any(|n| n.to_string_lossy().contains("staging")),
+        "staging pins left: {staging_left:?}"
+    );
+    let (_, metrics) = daemon.http_get("/metrics");
+    assert!(metrics.contains("sidecar_accel_enabled 0"), "{metrics}");
+    assert!(metrics.contains("no kernel BTF"), "{metrics}");
+    let (_, psh) = env.short_load(LOADGEN, 3);
+    assert!(psh > 0, "traffic stays on TCP");
+    assert_eq!(daemon.terminate(), Some(0));
+
+    let mut daemon = env.start_daemon(&["--pretend-no-btf", "--allow-no-flow-control"]);
+    let status = env.status_json();
+    assert_eq!(status["daemon"]["accelerated"], true, "{status}");
+    let flow = check_named(&status, "flow control");
+    assert_eq!(flow["ok"], false, "status says flow control is off: {flow}");
+    env.assert_one_attachment("with --allow-no-flow-control");
+    let (_, psh) = env.short_load(LOADGEN, 3);
+    assert_eq!(psh, 0, "accelerated without flow control");
+    assert_eq!(daemon.terminate(), Some(0));
+    env.unload_ok();
+    assert!(env.attachments().is_empty());
 }
 
 /// Reproduces a kernel defect rather than hiding it: tcp_bpf_recvmsg()
