@@ -396,10 +396,9 @@ fn a_full_sockhash_sends_new_connections_over_tcp_counted_and_intact() {
     assert!(cap.stop().psh_data > 0, "the ones that did not fit use TCP");
 }
 
-#[test]
-fn old_kernel_release_runs_unaccelerated_ready_and_says_why() {
-    let env = TestEnv::new("gate");
-    let daemon = env.start_daemon(&["--kernel-release", "5.4.0"]);
+/// A gated-off daemon: it says so, is ready, and attached and pinned
+/// nothing. Returns its status and the reason it gives.
+fn assert_gated_off(env: &TestEnv, daemon: &accel_tests::Daemon) -> (serde_json::Value, String) {
     assert!(
         daemon.log().contains("running unaccelerated"),
         "{}",
@@ -407,15 +406,26 @@ fn old_kernel_release_runs_unaccelerated_ready_and_says_why() {
     );
     assert_eq!(daemon.http_get("/readyz").0, 200);
     let status = env.status_json();
-    assert_eq!(status["daemon"]["accelerated"], false);
-    let reason = status["daemon"]["reason"].as_str().unwrap_or_default();
+    assert_eq!(status["daemon"]["accelerated"], false, "{status}");
+    assert!(status["datapath"].is_null(), "{status}");
+    assert!(env.attachments().is_empty(), "nothing attached");
+    assert!(!env.pin_dir.exists(), "nothing pinned");
+    let reason = status["daemon"]["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    (status, reason)
+}
+
+#[test]
+fn old_kernel_release_runs_unaccelerated_ready_and_says_why() {
+    let env = TestEnv::new("gate");
+    let daemon = env.start_daemon(&["--kernel-release", "5.4.0"]);
+    let (_, reason) = assert_gated_off(&env, &daemon);
     assert!(
         reason.contains("5.4.0") && reason.contains("5.10"),
         "{reason}"
     );
-    assert!(status["datapath"].is_null());
-    assert!(env.attachments().is_empty());
-    assert!(!env.pin_dir.exists());
     let (_, metrics) = daemon.http_get("/metrics");
     assert!(metrics.contains("sidecar_accel_enabled 0"), "{metrics}");
     assert!(metrics.contains("older than 5.10"), "{metrics}");
@@ -445,22 +455,12 @@ fn check_named(status: &serde_json::Value, name: &str) -> serde_json::Value {
 fn a_kernel_without_btf_runs_unaccelerated_unless_the_operator_accepts_the_risk() {
     let env = TestEnv::new("nobtf");
     let mut daemon = env.start_daemon(&["--pretend-no-btf"]);
-    assert!(
-        daemon.log().contains("running unaccelerated"),
-        "{}",
-        daemon.log()
-    );
-    assert_eq!(daemon.http_get("/readyz").0, 200);
-    let status = env.status_json();
-    assert_eq!(status["daemon"]["accelerated"], false, "{status}");
-    let reason = status["daemon"]["reason"].as_str().unwrap_or_default();
+    let (status, reason) = assert_gated_off(&env, &daemon);
     assert!(
         reason.contains("no kernel BTF") && reason.contains("--allow-no-flow-control"),
         "the reason names the cause and the way out: {reason}"
     );
     assert_eq!(check_named(&status, "flow control")["ok"], false);
-    assert!(env.attachments().is_empty(), "nothing attached");
-    assert!(!env.pin_dir.exists(), "nothing pinned");
     let staging_left: Vec<_> = fs::read_dir(env.pin_dir.parent().expect("pin dir parent"))
         .map(|d| d.flatten().map(|e| e.file_name()).collect())
         .unwrap_or_default();
