@@ -28,9 +28,10 @@ static __always_inline void pod_traffic_add(__u16 src, __u16 dst, __u32 size)
 			return;
 		}
 	}
-	/* This CPU's slot of a per-CPU value: no other writer. */
-	t->msgs++;
-	t->bytes += size;
+	/* This CPU's slot, but a preempted writer on this CPU may be mid-update
+	 * (see stat_add). */
+	__sync_fetch_and_add(&t->msgs, 1);
+	__sync_fetch_and_add(&t->bytes, size);
 }
 
 #endif /* ACCEL_TRAFFIC_H */
