@@ -12,8 +12,9 @@ static __always_inline void stat_add(enum accel_stat idx, __u64 n)
 	/* Atomic although the slot is this CPU's: BPF programs run with
 	 * migration disabled, not preemption (preempt=full, PREEMPT_RT), and
 	 * sock_ops in softirq can interrupt a process-context program (sk_msg,
-	 * or sock_ops on connect) on the same CPU. A plain += could lose increments that tests and the benchmark's
-	 * proof of acceleration count on. Uncontended, it costs a few ns. */
+	 * or sock_ops on connect) on the same CPU. A plain += could lose
+	 * increments that tests and the benchmark's proof of acceleration
+	 * count on. Uncontended, it costs a few ns. */
 	if (v)
 		__sync_fetch_and_add(v, n);
 }
