@@ -617,7 +617,9 @@ fn nginx_serves_a_large_file_to_curl_through_two_sidecars_sha256_equal() {
     );
     // Every leg carries the file through recorded sockets once. (Measured:
     // the counters account for ~99.6% of 3 x the file here, exactly 100% on
-    // loopback; the sha256 above is the integrity check.)
+    // loopback: after a failed non-blocking TCP send the kernel sends the
+    // next message on its cached verdict, unseen by sk_msg, RELIABILITY.md
+    // I-6. The sha256 above is the integrity check.)
     let carried = d.of("redirect_bytes") + d.of("pass_bytes");
     assert!(
         carried * 100 >= 3 * size as u64 * 99,
