@@ -26,6 +26,8 @@
 
 #include <bpf/bpf_core_read.h>
 
+#include "psock.h"
+
 struct list_head___accel {
 	struct list_head___accel *next;
 } __attribute__((preserve_access_index));
@@ -48,7 +50,6 @@ struct sk_psock___accel {
 #define FLOW_WALK_MAX 64
 
 struct sock___accel {
-	void *sk_user_data;
 	int sk_rcvbuf;
 } __attribute__((preserve_access_index));
 
@@ -58,8 +59,6 @@ struct tcp_sock___accel {
 	__u32 snd_una;
 	__u32 write_seq;
 } __attribute__((preserve_access_index));
-
-#define SK_USER_DATA_PTRMASK (~7UL)
 
 /* The peer is looked at once per budget/FLOW_CHECK_DIVISOR redirected bytes,
  * not on every message: the backlog can overshoot the budget by that much,
@@ -109,17 +108,10 @@ static __always_inline int flow_unread(unsigned long psock, __u32 *unread)
 /* Returns 0 and fills *p, or -1 when anything could not be read. */
 static __always_inline int flow_read_peer(__u64 peer_sk, struct flow_peer *p)
 {
-	unsigned long psock = 0;
+	unsigned long psock;
 	int rcvbuf = 0;
 
-	if (!peer_sk)
-		return -1;
-	if (bpf_probe_read_kernel(&psock, sizeof(psock),
-				  (void *)(peer_sk + bpf_core_field_offset(struct sock___accel,
-									   sk_user_data))))
-		return -1;
-	psock &= SK_USER_DATA_PTRMASK;
-	if (!psock)
+	if (!peer_sk || psock_of(peer_sk, &psock) || !psock)
 		return -1;
 	if (flow_unread(psock, &p->unread) ||
 	    bpf_probe_read_kernel(&rcvbuf, sizeof(rcvbuf),
