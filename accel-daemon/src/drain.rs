@@ -126,16 +126,16 @@ impl DrainCheck {
                 pending: walk(ebpf, sockhash)?,
                 covered_every_socket: true,
             }),
-            How::PerSocket(ebpf) => match scope {
-                Scope::Every => Ok(Pass {
-                    pending: probe(ebpf, None)?,
-                    covered_every_socket: true,
-                }),
-                Scope::Only(keys) => Ok(Pass {
-                    pending: probe(ebpf, Some(keys))?,
-                    covered_every_socket: false,
-                }),
-            },
+            How::PerSocket(ebpf) => {
+                let only = match scope {
+                    Scope::Every => None,
+                    Scope::Only(keys) => Some(keys),
+                };
+                Ok(Pass {
+                    pending: probe(ebpf, only)?,
+                    covered_every_socket: only.is_none(),
+                })
+            }
         }
     }
 }

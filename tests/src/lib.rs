@@ -355,6 +355,16 @@ pub fn counter_of(status: &Value, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("counter {name} missing from status: {status}"))
 }
 
+/// The daemon's check `name` (`status.daemon.checks`), from a `status --json`
+/// snapshot; panics if the daemon reported no such check.
+pub fn check_named(status: &Value, name: &str) -> Value {
+    status["daemon"]["checks"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["name"] == name))
+        .cloned()
+        .unwrap_or_else(|| panic!("no {name:?} check in {status}"))
+}
+
 /// Entries in the datapath map `name`, from a `status --json` snapshot.
 pub fn map_entries(status: &Value, name: &str) -> u64 {
     status["datapath"]["maps"]

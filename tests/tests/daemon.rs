@@ -11,7 +11,7 @@ use std::{
 };
 
 use accel_tests::{
-    Capture, TestEnv, assert_clean_load, counter_of, free_port, map_entries, set_flag,
+    Capture, TestEnv, assert_clean_load, check_named, counter_of, free_port, map_entries, set_flag,
 };
 
 const LOADGEN: &str = env!("CARGO_BIN_EXE_accel-loadgen");
@@ -437,14 +437,6 @@ fn old_kernel_release_runs_unaccelerated_ready_and_says_why() {
         .expect("run");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--require-acceleration"));
-}
-
-fn check_named(status: &serde_json::Value, name: &str) -> serde_json::Value {
-    status["daemon"]["checks"]
-        .as_array()
-        .and_then(|c| c.iter().find(|c| c["name"] == name))
-        .cloned()
-        .unwrap_or_else(|| panic!("no {name:?} check in {status}"))
 }
 
 /// Without kernel BTF the flow-control build cannot load, and neither can

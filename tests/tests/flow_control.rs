@@ -143,11 +143,7 @@ fn slow_readers_never_make_the_kernel_queue_much_more_than_plain_tcp() {
         accel_tests::topology::PodsFile::write(&env, &[(&a, ""), (&b, "")]).expect("pods file");
     let _daemon = env.start_daemon(&["--pods-file", &pods.arg()]);
     let status = env.status_json();
-    let flow = status["daemon"]["checks"]
-        .as_array()
-        .and_then(|c| c.iter().find(|c| c["name"] == "flow control"))
-        .cloned()
-        .unwrap_or_default();
+    let flow = accel_tests::check_named(&status, "flow control");
     assert_eq!(
         flow["ok"], true,
         "flow control must be available on this kernel: {flow}"
