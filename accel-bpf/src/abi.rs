@@ -4,7 +4,7 @@
 
 use std::net::{IpAddr, Ipv6Addr};
 
-pub const ABI_VERSION: u32 = 3;
+pub const ABI_VERSION: u32 = 4;
 
 pub const TCPOPT_KIND: u8 = 253;
 pub const TCPOPT_EXID: u16 = 0xACCE;
@@ -23,8 +23,26 @@ pub const REASON_UNPAIRED: u8 = 1;
 pub const REASON_PASSTHROUGH: u8 = 2;
 pub const REASON_PEER_GONE: u8 = 3;
 pub const REASON_FLOW: u8 = 4;
+/// An application socket (this one or its peer) is blocking (guard.h).
+pub const REASON_BLOCKING: u8 = 5;
+/// The peer is an `auto` application: it receives by TCP.
+pub const REASON_APP_READS_TCP: u8 = 6;
 
 pub const SF_OPT_PENDING: u8 = 1;
+pub const SF_APP_GUARDED: u8 = 2;
+pub const SF_PROVEN: u8 = 4;
+pub const SF_LEAVING: u8 = 8;
+
+pub const INGRESS_OPEN: u8 = 0;
+pub const INGRESS_CLOSED: u8 = 1;
+pub const INGRESS_UNLESS_BLOCKING: u8 = 2;
+
+pub const READER_BLOCKING: u8 = 1;
+
+/// Why a pod's socket was kept off the redirect path (`accel_pod_held`).
+pub const HELD_BLOCKING: u16 = 1;
+pub const HELD_NO_FILE: u16 = 2;
+pub const HELD_APP_READS_TCP: u16 = 3;
 
 pub const PAIR_OFFER: u32 = 1;
 pub const PAIR_ANSWER: u32 = 2;
@@ -35,6 +53,10 @@ pub const MODE_PASSTHROUGH: u32 = 1;
 pub const EP_MESHED: u32 = 1;
 /// Only the sidecar proxy's own sockets (owner uid [`Config::proxy_uid`]) take part.
 pub const EP_PROXY_ONLY: u32 = 2;
+/// Application sockets take part only while their file is non-blocking.
+pub const EP_APP_NONBLOCKING_ONLY: u32 = 4;
+/// Nothing is redirected into application sockets (they receive by TCP).
+pub const EP_APP_SEND_ONLY: u32 = 8;
 
 pub const CFG_LOOPBACK_MESHED_ONLY: u32 = 1;
 
@@ -72,10 +94,15 @@ pub enum Stat {
     PodTrafficFull,
     RefusedProxyOnly,
     ProxyOffNode,
+    AppBlockingSkipped,
+    AppBlockingLeft,
+    AppLeft,
+    AppReceivesByTcp,
+    AppPairSkipped,
 }
 
 impl Stat {
-    pub const ALL: [Stat; 25] = [
+    pub const ALL: [Stat; 30] = [
         Stat::ActiveOffered,
         Stat::PassivePaired,
         Stat::ActivePaired,
@@ -101,6 +128,11 @@ impl Stat {
         Stat::PodTrafficFull,
         Stat::RefusedProxyOnly,
         Stat::ProxyOffNode,
+        Stat::AppBlockingSkipped,
+        Stat::AppBlockingLeft,
+        Stat::AppLeft,
+        Stat::AppReceivesByTcp,
+        Stat::AppPairSkipped,
     ];
 
     /// Stable snake_case name, used in status output and metric labels.
@@ -131,6 +163,11 @@ impl Stat {
             Stat::PodTrafficFull => "pod_traffic_map_full",
             Stat::RefusedProxyOnly => "refused_proxy_only",
             Stat::ProxyOffNode => "proxy_off_node_not_recorded",
+            Stat::AppBlockingSkipped => "app_blocking_not_recorded",
+            Stat::AppBlockingLeft => "app_blocking_seen_later",
+            Stat::AppLeft => "app_left_sockhash",
+            Stat::AppReceivesByTcp => "app_receives_by_tcp",
+            Stat::AppPairSkipped => "app_to_app_not_recorded",
         }
     }
 }
@@ -144,6 +181,8 @@ pub struct Config {
     pub flow_budget: u32,
     /// Owner uid of the sidecar proxy's sockets, for proxy-only pods.
     pub proxy_uid: u32,
+    /// `EP_*` of loopback in namespaces nobody listed (the node's mode).
+    pub default_ep_flags: u32,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -164,6 +203,14 @@ pub struct SockState {
     pub peer_sk: u64,
     pub flow_switches: u64,
     pub flow_unchecked: u64,
+    /// The socket's own cookie (its sockhash key).
+    pub cookie: u64,
+    /// `INGRESS_*`: may bytes be redirected into this socket.
+    pub ingress: u8,
+    /// `INGRESS_*` of the peer.
+    pub peer_ingress: u8,
+    pub _pad0: u16,
+    pub _pad1: u32,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -181,7 +228,8 @@ pub struct PairValue {
     pub netns_cookie: u64,
     pub sk_addr: u64,
     pub pod: u16,
-    pub _pad0: u16,
+    /// `INGRESS_*` of that socket.
+    pub ingress: u16,
     pub _pad1: u32,
 }
 
@@ -286,6 +334,14 @@ pub struct PodPair {
     pub dst: u16,
 }
 
+/// Key of the held-back sockets map: a pod and a `HELD_*` reason.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(C)]
+pub struct PodHeldKey {
+    pub pod: u16,
+    pub reason: u16,
+}
+
 /// Redirected traffic of one pod pair (one CPU's share in the map).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[repr(C)]
@@ -305,6 +361,7 @@ unsafe impl aya::Pod for Endpoint {}
 unsafe impl aya::Pod for MeshedNetns {}
 unsafe impl aya::Pod for PodPair {}
 unsafe impl aya::Pod for PodTraffic {}
+unsafe impl aya::Pod for PodHeldKey {}
 unsafe impl aya::Pod for ExcludedPortKey {}
 unsafe impl aya::Pod for ExcludedCidrKey {}
 
@@ -461,18 +518,47 @@ mod layout_tests {
             offset_of!(PodTraffic, bytes),
             c::OFFSETOF_accel_pod_traffic_bytes
         );
+        assert_eq!(
+            offset_of!(Config, default_ep_flags),
+            c::OFFSETOF_accel_config_default_ep_flags
+        );
+        assert_eq!(
+            offset_of!(SockState, cookie),
+            c::OFFSETOF_accel_sock_state_cookie
+        );
+        assert_eq!(
+            offset_of!(SockState, ingress),
+            c::OFFSETOF_accel_sock_state_ingress
+        );
+        assert_eq!(
+            offset_of!(SockState, peer_ingress),
+            c::OFFSETOF_accel_sock_state_peer_ingress
+        );
+        assert_eq!(
+            offset_of!(PairValue, ingress),
+            c::OFFSETOF_accel_pair_value_ingress
+        );
+        assert_eq!(size_of::<PodHeldKey>(), c::SIZEOF_accel_pod_held_key);
+        assert_eq!(
+            offset_of!(PodHeldKey, reason),
+            c::OFFSETOF_accel_pod_held_key_reason
+        );
     }
 
     #[test]
     fn no_implicit_padding() {
         // Sum of field sizes equals the struct size: every hole is a named _pad.
-        assert_eq!(size_of::<SockState>(), 8 + 8 + 4 + 2 + 2 + 7 * 8);
+        assert_eq!(
+            size_of::<SockState>(),
+            8 + 8 + 4 + 2 + 2 + 8 * 8 + 1 + 1 + 2 + 4
+        );
+        assert_eq!(size_of::<PodHeldKey>(), 2 + 2);
         assert_eq!(size_of::<PairValue>(), 3 * 8 + 2 + 2 + 4);
         assert_eq!(size_of::<MeshedNetns>(), 2 + 2);
         assert_eq!(size_of::<PodPair>(), 2 + 2);
         assert_eq!(size_of::<PodTraffic>(), 8 + 8);
         assert_eq!(size_of::<PairKey>(), 8 + 4 + 4);
-        assert_eq!(size_of::<Config>(), 4 * 4);
+        assert_eq!(size_of::<Config>(), 5 * 4);
         assert_eq!(size_of::<Endpoint>(), 4 + 2 + 2);
         assert_eq!(size_of::<ExcludedPortKey>(), 16 + 2 + 1 + 1);
         assert_eq!(size_of::<ExcludedCidrKey>(), 4 + 16 + 16);
@@ -496,6 +582,29 @@ mod layout_tests {
         assert_eq!(u64::from(REASON_PASSTHROUGH), c::ACCEL_REASON_PASSTHROUGH);
         assert_eq!(u64::from(REASON_PEER_GONE), c::ACCEL_REASON_PEER_GONE);
         assert_eq!(u64::from(SF_OPT_PENDING), c::ACCEL_SF_OPT_PENDING);
+        assert_eq!(u64::from(SF_APP_GUARDED), c::ACCEL_SF_APP_GUARDED);
+        assert_eq!(u64::from(SF_PROVEN), c::ACCEL_SF_PROVEN);
+        assert_eq!(u64::from(SF_LEAVING), c::ACCEL_SF_LEAVING);
+        assert_eq!(u64::from(REASON_BLOCKING), c::ACCEL_REASON_BLOCKING);
+        assert_eq!(
+            u64::from(REASON_APP_READS_TCP),
+            c::ACCEL_REASON_APP_READS_TCP
+        );
+        assert_eq!(u64::from(INGRESS_OPEN), c::ACCEL_INGRESS_OPEN);
+        assert_eq!(u64::from(INGRESS_CLOSED), c::ACCEL_INGRESS_CLOSED);
+        assert_eq!(
+            u64::from(INGRESS_UNLESS_BLOCKING),
+            c::ACCEL_INGRESS_UNLESS_BLOCKING
+        );
+        assert_eq!(u64::from(READER_BLOCKING), c::ACCEL_READER_BLOCKING);
+        assert_eq!(u64::from(HELD_BLOCKING), c::ACCEL_HELD_BLOCKING);
+        assert_eq!(u64::from(HELD_NO_FILE), c::ACCEL_HELD_NO_FILE);
+        assert_eq!(u64::from(HELD_APP_READS_TCP), c::ACCEL_HELD_APP_READS_TCP);
+        assert_eq!(
+            u64::from(EP_APP_NONBLOCKING_ONLY),
+            c::ACCEL_EP_APP_NONBLOCKING_ONLY
+        );
+        assert_eq!(u64::from(EP_APP_SEND_ONLY), c::ACCEL_EP_APP_SEND_ONLY);
         assert_eq!(u64::from(PAIR_OFFER), c::ACCEL_PAIR_OFFER);
         assert_eq!(u64::from(PAIR_ANSWER), c::ACCEL_PAIR_ANSWER);
         assert_eq!(u64::from(MODE_ACCELERATE), c::ACCEL_MODE_ACCELERATE);

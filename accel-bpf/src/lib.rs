@@ -105,8 +105,10 @@ pub mod map {
     pub const EXCLUDED_PORTS: &str = "accel_excluded_ports";
     pub const EXCLUDED_CIDRS: &str = "accel_excluded_cidrs";
     pub const POD_TRAFFIC: &str = "accel_pod_traffic";
+    pub const READER: &str = "accel_reader";
+    pub const POD_HELD: &str = "accel_pod_held";
     /// Every pinned map, in the order status reports them.
-    pub const ALL: [&str; 10] = [
+    pub const ALL: [&str; 12] = [
         SOCKHASH,
         SOCK_STATE,
         PAIRING,
@@ -117,6 +119,8 @@ pub mod map {
         EXCLUDED_PORTS,
         EXCLUDED_CIDRS,
         POD_TRAFFIC,
+        READER,
+        POD_HELD,
     ];
 }
 

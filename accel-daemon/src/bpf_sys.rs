@@ -6,6 +6,8 @@ use std::{
 };
 
 // From <linux/bpf.h>: stable UAPI numbers.
+const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
+const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_LINK_CREATE: libc::c_long = 28;
 const BPF_LINK_GET_FD_BY_ID: libc::c_long = 30;
 const BPF_ITER_CREATE: libc::c_long = 33;
@@ -72,4 +74,34 @@ pub fn link_detach_by_id(id: u32) -> std::io::Result<()> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Sets the first u32 of slot 0 of an array map to `value`, keeping the
+/// rest of the slot: the `mode` of an `accel_config` of any ABI version
+/// (its first field in every version), whose value size differs from ours.
+pub fn array_slot0_set_first_u32(
+    map: &impl AsRawFd,
+    value_size: u32,
+    value: u32,
+) -> std::io::Result<()> {
+    let key = 0u32;
+    let mut slot = vec![0u8; value_size.max(4) as usize];
+    let call = |cmd: libc::c_long, slot: &mut [u8]| -> std::io::Result<()> {
+        let mut attr = [0u8; 128];
+        // map_fd @0, key @8, value @16, flags @24 (BPF_ANY).
+        attr[0..4].copy_from_slice(&(map.as_raw_fd() as u32).to_ne_bytes());
+        attr[8..16].copy_from_slice(&(&key as *const u32 as u64).to_ne_bytes());
+        attr[16..24].copy_from_slice(&(slot.as_mut_ptr() as u64).to_ne_bytes());
+        // SAFETY: attr points at a key and a value buffer of the map's sizes
+        // that outlive the call; these commands return 0 or -1.
+        let ret =
+            unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), attr.len() as u32) };
+        if ret < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    call(BPF_MAP_LOOKUP_ELEM, &mut slot)?;
+    slot[0..4].copy_from_slice(&value.to_ne_bytes());
+    call(BPF_MAP_UPDATE_ELEM, &mut slot)
 }

@@ -90,7 +90,7 @@ impl Default for MapSizes {
 
 /// (name, type, key size, value size) of every pinned map: checked on
 /// adoption because the kernel happily hands back any map at a pin path.
-fn expected_maps() -> [(&'static str, MapType, u32, u32); 10] {
+fn expected_maps() -> [(&'static str, MapType, u32, u32); 12] {
     use std::mem::size_of;
     [
         (map::SOCKHASH, MapType::SockHash, 8, 4),
@@ -138,6 +138,13 @@ fn expected_maps() -> [(&'static str, MapType, u32, u32); 10] {
             size_of::<abi::PodPair>() as u32,
             size_of::<abi::PodTraffic>() as u32,
         ),
+        (map::READER, MapType::Hash, 8, 1),
+        (
+            map::POD_HELD,
+            MapType::Hash,
+            size_of::<abi::PodHeldKey>() as u32,
+            8,
+        ),
     ]
 }
 
@@ -162,6 +169,10 @@ pub struct InstallOptions<'a> {
     pub allow_no_flow_control: bool,
     /// Behave as if the kernel had no BTF (tests of the refusal).
     pub pretend_no_btf: bool,
+    /// The config slot as it must be before sock_ops sees its first
+    /// socket: the node's mode and proxy uid apply from the first
+    /// connection on, never a looser default.
+    pub config: Config,
 }
 
 /// Which build of the datapath runs.
@@ -270,11 +281,20 @@ fn stage(
         .btf(btf)
         .map_max_entries(map::SOCKHASH, opts.sizes.sockhash)
         .map_max_entries(map::PAIRING, opts.sizes.pairing)
+        // One entry at most per recorded socket.
+        .map_max_entries(map::READER, opts.sizes.sockhash)
         .map_max_entries(map::ENDPOINTS, opts.sizes.endpoints)
         .override_global(global::HAVE_NETNS_COOKIE, &have_netns, true)
         .load(object)
         .map_err(|e| DatapathError::Load(error_chain(&e)))?;
 
+    {
+        let m = ebpf
+            .map_mut(map::CONFIG)
+            .ok_or_else(|| DatapathError::Load("config map missing from object".into()))?;
+        let mut config: Array<&mut MapData, Config> = Array::try_from(m).map_err(map_err)?;
+        config.set(0, opts.config, 0).map_err(map_err)?;
+    }
     let sockhash_fd = {
         let m = ebpf
             .map(map::SOCKHASH)
@@ -388,6 +408,8 @@ pub struct Datapath {
     excluded_ports: HashMap<MapData, ExcludedPortKey, u8>,
     excluded_cidrs: LpmTrie<MapData, [u8; 32], u8>,
     pod_traffic: PerCpuHashMap<MapData, abi::PodPair, abi::PodTraffic>,
+    reader: HashMap<MapData, u64, u8>,
+    pod_held: HashMap<MapData, abi::PodHeldKey, u64>,
     infos: Vec<(&'static str, MapInfo)>,
     /// A second handle on every map, to pin it again if its pin disappears.
     repin: Vec<(&'static str, MapData)>,
@@ -482,6 +504,8 @@ impl Datapath {
         let excluded_ports = HashMap::try_from(Map::HashMap(next()?)).map_err(map_err)?;
         let excluded_cidrs = LpmTrie::try_from(Map::LpmTrie(next()?)).map_err(map_err)?;
         let pod_traffic = PerCpuHashMap::try_from(Map::PerCpuHashMap(next()?)).map_err(map_err)?;
+        let reader = HashMap::try_from(Map::HashMap(next()?)).map_err(map_err)?;
+        let pod_held = HashMap::try_from(Map::HashMap(next()?)).map_err(map_err)?;
         Ok(Datapath {
             pin_dir: pin_dir.into(),
             sockhash,
@@ -493,6 +517,8 @@ impl Datapath {
             excluded_ports,
             excluded_cidrs,
             pod_traffic,
+            reader,
+            pod_held,
             infos,
             repin,
             link: Some(link),
@@ -573,6 +599,29 @@ impl Datapath {
             self.config.set(0, cfg, 0).map_err(map_err)?;
         }
         Ok(())
+    }
+
+    /// `EP_*` flags of loopback in namespaces no pod source listed: the
+    /// node's `--pod-acceleration` on a host without a pod source.
+    pub fn set_default_ep_flags(&mut self, flags: u32) -> Result<(), DatapathError> {
+        let mut cfg = self.config.get(&0, 0).map_err(map_err)?;
+        if cfg.default_ep_flags != flags {
+            cfg.default_ep_flags = flags;
+            self.config.set(0, cfg, 0).map_err(map_err)?;
+        }
+        Ok(())
+    }
+
+    /// Sockets kept off the redirect path, per pod and reason.
+    pub fn pod_held(&self) -> Result<Vec<(abi::PodHeldKey, u64)>, DatapathError> {
+        self.pod_held
+            .iter()
+            .collect::<Result<Vec<_>, MapError>>()
+            .map_err(map_err)
+    }
+
+    pub fn remove_pod_held(&mut self, key: &abi::PodHeldKey) -> Result<(), DatapathError> {
+        ignore_missing(self.pod_held.remove(key))
     }
 
     /// Redirected traffic per pod pair, summed over CPUs.
@@ -658,6 +707,8 @@ impl Datapath {
                     n if n == map::ENDPOINTS => Some(self.endpoints.keys().count() as u64),
                     n if n == map::MESHED_NETNS => Some(self.meshed_netns.keys().count() as u64),
                     n if n == map::POD_TRAFFIC => Some(self.pod_traffic.keys().count() as u64),
+                    n if n == map::READER => Some(self.reader.keys().count() as u64),
+                    n if n == map::POD_HELD => Some(self.pod_held.keys().count() as u64),
                     _ => None,
                 },
                 capacity: info.max_entries(),
@@ -920,34 +971,33 @@ pub fn other_versions(pin_dir: &Path) -> Vec<PathBuf> {
 /// passthrough) when readers did not catch up: it is retried at the next
 /// start rather than losing their data.
 pub fn retire_foreign(dir: &Path, timeout: Duration, force: bool) -> bool {
+    use std::os::fd::AsFd;
+    // Its config may be of another size: `mode` is the first field in
+    // every ABI version, so only that is written.
     let config_path = dir.join(map::CONFIG);
     if let Ok(data) = MapData::from_pin(&config_path)
-        && let Ok(mut arr) = Array::<MapData, Config>::try_from(Map::Array(data))
+        && let Ok(info) = data.info()
+        && info.map_type().ok() == Some(MapType::Array)
+        && let Err(e) = crate::bpf_sys::array_slot0_set_first_u32(
+            &data.fd().as_fd(),
+            info.value_size(),
+            abi::MODE_PASSTHROUGH,
+        )
     {
-        let _ = arr.set(
-            0,
-            Config {
-                mode: abi::MODE_PASSTHROUGH,
-                ..Config::default()
-            },
-            0,
-        );
+        tracing::warn!(dir = %dir.display(), error = %e, "could not switch the old datapath to passthrough");
     }
     if let Ok(data) = MapData::from_pin(dir.join(map::SOCKHASH))
         && data.info().and_then(|i| i.map_type()).ok() == Some(MapType::SockHash)
-    {
-        use std::os::fd::AsFd;
-        if let Drained::Pending(n) =
+        && let Drained::Pending(n) =
             wait_for_empty_queues(data.fd().as_fd(), &dir.join(map::SOCKHASH), timeout)
-            && !force
-        {
-            tracing::warn!(
-                dir = %dir.display(),
-                sockets = n,
-                "old datapath keeps sockets with unread data: left in passthrough, retried at next start"
-            );
-            return false;
-        }
+        && !force
+    {
+        tracing::warn!(
+            dir = %dir.display(),
+            sockets = n,
+            "old datapath keeps sockets with unread data: left in passthrough, retried at next start"
+        );
+        return false;
     }
     if let Ok(link) = PinnedLink::from_pin(dir.join(LINK_PIN)) {
         detach_quietly(link);

@@ -14,8 +14,8 @@ use std::{
 };
 
 use accel_bpf::abi::{
-    DIR_INBOUND, DIR_OUTBOUND, EP_MESHED, EP_PROXY_ONLY, Endpoint, EndpointKey, ExcludedCidrKey,
-    ExcludedPortKey, MeshedNetns,
+    DIR_INBOUND, DIR_OUTBOUND, EP_APP_NONBLOCKING_ONLY, EP_APP_SEND_ONLY, EP_MESHED, EP_PROXY_ONLY,
+    Endpoint, EndpointKey, ExcludedCidrKey, ExcludedPortKey, MeshedNetns,
 };
 pub use accel_k8s::{
     net::cidr_contains,
@@ -319,6 +319,18 @@ pub struct SyncContext {
     pub pod_ids: PodIds,
     /// For pods that do not say (`--pod-acceleration`).
     pub default_acceleration: Acceleration,
+    /// What the log already said about held-back sockets.
+    pub held_log: crate::held::HeldLog,
+}
+
+/// The datapath's endpoint flags for a pod's mode (guard.h, owner.h).
+pub fn mode_flags(mode: Acceleration) -> u32 {
+    match mode {
+        Acceleration::Auto => EP_APP_NONBLOCKING_ONLY | EP_APP_SEND_ONLY,
+        Acceleration::AppSafe => EP_APP_NONBLOCKING_ONLY,
+        Acceleration::All => 0,
+        Acceleration::ProxyOnly => EP_PROXY_ONLY,
+    }
 }
 
 /// Brings every endpoint map to exactly `snap`: adds new entries, removes
@@ -331,6 +343,8 @@ pub fn sync(
 ) -> Result<SyncResult, DatapathError> {
     let mut result = SyncResult::default();
     dp.set_loopback_meshed_only(snap.loopback_meshed_only)?;
+    // Namespaces nobody listed get the node's mode, not a looser one.
+    dp.set_default_ep_flags(mode_flags(ctx.default_acceleration))?;
 
     let have_eps: BTreeMap<EndpointKey, Endpoint> = dp.endpoints()?.into_iter().collect();
     let have_netns: BTreeMap<u64, MeshedNetns> = dp.meshed_netns()?.into_iter().collect();
@@ -386,11 +400,7 @@ pub fn sync(
     let mut want_cidrs = BTreeMap::new();
     for (ep, cookie) in snap.endpoints.iter().zip(&netns_of) {
         let pod = ctx.pod_ids.by_name.get(&ep.name).copied().unwrap_or(0);
-        let flags = EP_MESHED
-            | match ep.acceleration.unwrap_or(ctx.default_acceleration) {
-                Acceleration::All => 0,
-                Acceleration::ProxyOnly => EP_PROXY_ONLY,
-            };
+        let flags = EP_MESHED | mode_flags(ep.acceleration.unwrap_or(ctx.default_acceleration));
         if let Some(c) = cookie {
             // Both flags fit: the netns value keeps them in 16 bits.
             want_netns.insert(
@@ -499,6 +509,14 @@ pub fn sync(
         if !taken.contains(&pair.src) || !taken.contains(&pair.dst) {
             dp.remove_pod_traffic(&pair)?;
         }
+    }
+    for (key, _) in dp.pod_held()? {
+        if key.pod != 0 && !taken.contains(&key.pod) {
+            dp.remove_pod_held(&key)?;
+        }
+    }
+    if let Ok(rows) = crate::held::read(dp) {
+        ctx.held_log.update(&rows, &ctx.pod_ids.names());
     }
     Ok(result)
 }

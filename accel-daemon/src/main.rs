@@ -7,6 +7,7 @@ mod bpf_sys;
 mod datapath;
 mod drain;
 mod endpoints;
+mod held;
 mod host;
 mod kubernetes;
 mod node_agent;
@@ -63,6 +64,9 @@ enum Command {
     SelfTestWorker {
         #[arg(long)]
         pin_dir: PathBuf,
+        /// Create the sockets as this user (the proxy's: trusted by every mode).
+        #[arg(long)]
+        as_uid: u32,
     },
 }
 
@@ -119,11 +123,13 @@ struct RunArgs {
     /// receive buffer) before its sender falls back to TCP; 0 turns it off.
     #[arg(long, default_value_t = 4 * 1024 * 1024)]
     flow_budget_bytes: u32,
-    /// How much of a meshed pod takes part when the pod does not say (pods
-    /// file `acceleration`, annotation `sidecar-accel.io/accelerate`):
-    /// `all` its sockets, or `proxy-only` (its sidecar proxy's sockets only:
-    /// the application's sockets stay plain TCP).
-    #[arg(long, value_enum, default_value_t = PodAcceleration::All)]
+    /// How much of a pod takes part when the pod does not say (pods file
+    /// `acceleration`, annotation `sidecar-accel.io/accelerate`), and of
+    /// loopback in namespaces nobody listed: `auto` (the proxy's sockets,
+    /// and the application's only where it cannot tell: non-blocking, and
+    /// receiving by TCP), `app-safe` (`auto`, and bytes to the application
+    /// are redirected too), `all` (every socket, unguarded) or `proxy-only`.
+    #[arg(long, value_enum, default_value_t = PodAcceleration::Auto)]
     pod_acceleration: PodAcceleration,
     /// Owner uid of the sidecar proxy's sockets, for proxy-only pods
     /// (Istio and ASM run the proxy as 1337).
@@ -168,6 +174,8 @@ struct RunArgs {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum PodAcceleration {
+    Auto,
+    AppSafe,
     All,
     ProxyOnly,
 }
@@ -175,6 +183,8 @@ enum PodAcceleration {
 impl From<PodAcceleration> for accel_k8s::pods_file::Acceleration {
     fn from(p: PodAcceleration) -> Self {
         match p {
+            PodAcceleration::Auto => Self::Auto,
+            PodAcceleration::AppSafe => Self::AppSafe,
             PodAcceleration::All => Self::All,
             PodAcceleration::ProxyOnly => Self::ProxyOnly,
         }
@@ -236,9 +246,11 @@ fn main() -> ExitCode {
         Command::Status(args) => status(args),
         Command::Unload(args) => unload(args),
         Command::Verify(args) => return verify::run(&args.capture, &args.pin_dir, &args.state_dir),
-        Command::SelfTestWorker { pin_dir } => selftest::worker(&pin_dir).map(|r| {
-            println!("{}", serde_json::to_string(&r).unwrap_or_default());
-        }),
+        Command::SelfTestWorker { pin_dir, as_uid } => {
+            selftest::worker(&pin_dir, as_uid).map(|r| {
+                println!("{}", serde_json::to_string(&r).unwrap_or_default());
+            })
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -413,6 +425,7 @@ fn run(args: RunArgs) -> Result<()> {
         Gate::On { mut dp, adopted } => {
             dp.set_flow_budget(args.flow_budget_bytes)?;
             dp.set_proxy_uid(args.proxy_uid)?;
+            dp.set_default_ep_flags(endpoints::mode_flags(args.pod_acceleration.into()))?;
             // The datapath is attached: from here on a problem with the
             // endpoint set is reported, never a reason to exit (and leave
             // an attached datapath without its daemon).
@@ -452,6 +465,7 @@ fn run(args: RunArgs) -> Result<()> {
     }
     if let Some(initial) = &initial {
         state.set_endpoints(initial, cookies.default_acceleration);
+        state.pod_names = cookies.pod_ids.names();
         shared.publish_endpoints(initial, &cookies.pod_ids);
     }
     state.write(&args.state_dir)?;
@@ -564,9 +578,15 @@ fn decide_gate(
         have_netns_cookie: probes.has(probes::NETNS_COOKIE_SOCKOPS),
         allow_no_flow_control: args.allow_no_flow_control,
         pretend_no_btf: args.pretend_no_btf,
+        config: abi::Config {
+            flow_budget: args.flow_budget_bytes,
+            proxy_uid: args.proxy_uid,
+            default_ep_flags: endpoints::mode_flags(args.pod_acceleration.into()),
+            ..abi::Config::default()
+        },
     };
     let installed = datapath::install(&opts, |staged| {
-        let report = selftest::run(cgroup, staged).map_err(|e| format!("{e:#}"))?;
+        let report = selftest::run(cgroup, staged, args.proxy_uid).map_err(|e| format!("{e:#}"))?;
         info!(families = ?report.families, bytes = report.redirected_bytes, "self-test passed: loopback redirect verified byte for byte");
         Ok(())
     });
@@ -761,9 +781,19 @@ fn sync_endpoints(
     }
     drop(guard);
     shared.publish_endpoints(&snap, &cookies.pod_ids);
-    let before = (state.endpoints.clone(), state.pods.clone());
+    let before = (
+        state.endpoints.clone(),
+        state.pods.clone(),
+        state.pod_names.clone(),
+    );
     state.set_endpoints(&snap, cookies.default_acceleration);
-    if before != (state.endpoints.clone(), state.pods.clone())
+    state.pod_names = cookies.pod_ids.names();
+    if before
+        != (
+            state.endpoints.clone(),
+            state.pods.clone(),
+            state.pod_names.clone(),
+        )
         && let Err(e) = state.write(state_dir)
     {
         warn!(error = %e, "writing state file");

@@ -46,6 +46,9 @@ pub struct DaemonState {
     /// Empty, or why the running datapath has no pins.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub pin_problem: String,
+    /// `namespace/name` of each pod id in the datapath's maps.
+    #[serde(default)]
+    pub pod_names: std::collections::BTreeMap<u16, String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -126,6 +129,8 @@ pub struct DatapathReport {
     pub sock_ops_program_id: u32,
     pub maps: Vec<MapUsage>,
     pub counters: Vec<(String, u64)>,
+    /// Sockets the application guard kept off the redirect path, per pod.
+    pub held: Vec<crate::held::Held>,
 }
 
 impl DatapathReport {
@@ -145,6 +150,7 @@ impl DatapathReport {
                 .into_iter()
                 .map(|(s, v): (Stat, u64)| (s.name().to_string(), v))
                 .collect(),
+            held: crate::held::read(dp)?,
         })
     }
 }
@@ -267,6 +273,23 @@ impl Status {
                 println!("counters:");
                 for (name, v) in &dp.counters {
                     println!("  {name:<24} {v}");
+                }
+                if !dp.held.is_empty() {
+                    let names = self
+                        .daemon
+                        .as_ref()
+                        .map(|d| d.pod_names.clone())
+                        .unwrap_or_default();
+                    println!("held back (application sockets kept off the redirect path):");
+                    for h in &dp.held {
+                        println!(
+                            "  {} {}: {} sockets; {}",
+                            crate::held::pod_label(&names, h.pod),
+                            h.reason,
+                            h.sockets,
+                            crate::held::hint(h.reason)
+                        );
+                    }
                 }
             }
             (None, Some(e)) => println!("datapath:      {e}"),

@@ -34,8 +34,10 @@ pub struct WorkerReport {
     pub redirected_bytes: u64,
 }
 
-/// Runs the worker in `<cgroup>/accel-selftest-<pid>` against the staged pins.
-pub fn run(cgroup: &Path, pin_dir: &Path) -> Result<WorkerReport> {
+/// Runs the worker in `<cgroup>/accel-selftest-<pid>` against the staged
+/// pins, its sockets owned by `proxy_uid` (the sidecar proxy's, which every
+/// mode accelerates).
+pub fn run(cgroup: &Path, pin_dir: &Path, proxy_uid: u32) -> Result<WorkerReport> {
     let child_cg = cgroup.join(format!("accel-selftest-{}", std::process::id()));
     let _ = fs::remove_dir(&child_cg);
     fs::create_dir(&child_cg)
@@ -52,6 +54,8 @@ pub fn run(cgroup: &Path, pin_dir: &Path) -> Result<WorkerReport> {
     cmd.arg("self-test-worker")
         .arg("--pin-dir")
         .arg(pin_dir)
+        .arg("--as-uid")
+        .arg(proxy_uid.to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -108,9 +112,13 @@ impl Drop for CgroupGuard {
 }
 
 /// The worker body (runs inside the self-test cgroup).
-pub fn worker(pin_dir: &Path) -> Result<WorkerReport> {
+pub fn worker(pin_dir: &Path, as_uid: u32) -> Result<WorkerReport> {
     let data = MapData::from_pin(pin_dir.join(map::SOCK_STATE))
         .context("opening the socket-state map pin")?;
+    // A socket's owner (sk_uid) is the creator's fsuid; only this thread
+    // creates sockets, and an accepted one inherits its listener's owner.
+    // SAFETY: setfsuid has no memory effects; it cannot fail for root.
+    unsafe { libc::setfsuid(as_uid) };
     let storage: SkStorage<MapData, SockState> =
         SkStorage::try_from(Map::SkStorage(data)).context("socket-state map type")?;
     let mut families = Vec::new();

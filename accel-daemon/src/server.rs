@@ -226,6 +226,30 @@ impl Collector for DatapathCollector {
                 }
             }
         }
+        if let Ok(held) = crate::held::read(dp) {
+            let names = shared
+                .pod_names
+                .lock()
+                .map(|n| n.clone())
+                .unwrap_or_default();
+            let mut m = enc.encode_descriptor(
+                "sidecar_accel_pod_sockets_held",
+                "Application sockets the guard kept off the redirect path, by pod and reason \
+                 (blocking: blocking I/O, on TCP; receives_by_tcp: bytes to the application go by \
+                 TCP in mode auto; no_file: kernel sockets)",
+                None,
+                MetricType::Counter,
+            )?;
+            for h in &held {
+                let label = crate::held::pod_label(&names, h.pod);
+                let (ns, pod) = label.split_once('/').unwrap_or(("", label.as_str()));
+                ConstCounter::new(h.sockets).encode(m.encode_family(&[
+                    ("namespace", ns),
+                    ("pod", pod),
+                    ("reason", h.reason),
+                ])?)?;
+            }
+        }
         let usage = dp.usage();
         {
             let mut m = enc.encode_descriptor(

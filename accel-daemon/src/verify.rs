@@ -139,6 +139,31 @@ impl Explainer for DaemonExplainer {
                     .to_string(),
             );
         }
+        let guarded = [
+            (
+                "app_blocking_not_recorded",
+                "blocking application sockets kept on TCP",
+            ),
+            (
+                "app_blocking_seen_later",
+                "application sockets seen blocking later",
+            ),
+            (
+                "app_receives_by_tcp",
+                "sidecar sockets sending to mode-auto applications by TCP (the application's \
+                 own sends are redirected; annotate the pod app-safe to redirect both ways)",
+            ),
+        ]
+        .iter()
+        .filter(|(c, _)| self.counter(c) > 0)
+        .map(|(c, what)| format!("{} {what}", self.counter(c)))
+        .collect::<Vec<_>>();
+        if !guarded.is_empty() {
+            return Some(format!(
+                "application guard (see `accel-daemon status`, held back): {}",
+                guarded.join("; ")
+            ));
+        }
         let refused: u64 = self
             .counters
             .iter()

@@ -43,6 +43,43 @@ pub enum PodClass {
     Inactive(&'static str),
     /// Meshed, but an annotation we must honour cannot be read: kept on TCP.
     Invalid(String),
+    /// The mode annotation names no mode: the pod keeps the setting it had
+    /// (`pod`), or stays on TCP (`None`) if it never had a good one.
+    BadMode {
+        last_good: Option<Box<MeshedPod>>,
+        why: String,
+    },
+}
+
+impl PodClass {
+    /// The pod as it takes part, if it does.
+    pub fn meshed(&self) -> Option<&MeshedPod> {
+        match self {
+            PodClass::Meshed(m) => Some(m),
+            PodClass::BadMode { last_good, .. } => last_good.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// Why an annotation of the pod cannot be honoured, if so.
+    pub fn problem(&self) -> Option<&String> {
+        match self {
+            PodClass::Invalid(why) | PodClass::BadMode { why, .. } => Some(why),
+            _ => None,
+        }
+    }
+
+    /// This verdict, given what the pod was before: a pod whose mode
+    /// annotation turned bad keeps its last good setting.
+    pub fn after(self, before: Option<&PodClass>) -> PodClass {
+        match self {
+            PodClass::BadMode { why, .. } => PodClass::BadMode {
+                last_good: before.and_then(PodClass::meshed).cloned().map(Box::new),
+                why,
+            },
+            other => other,
+        }
+    }
 }
 
 /// Does the pod carry the Istio/ASM sidecar? An `istio-proxy` container, the
@@ -82,16 +119,22 @@ pub fn classify(pod: &Pod) -> PodClass {
         .get(keys::POD_OPT_OUT_ANNOTATION)
         .map(|v| v.trim())
     {
-        None => None,
-        Some("true") => Some(Acceleration::All),
-        Some("proxy-only") => Some(Acceleration::ProxyOnly),
+        None | Some("true") => None,
         Some("false") => return PodClass::OptedOut,
-        Some(other) => {
-            return PodClass::Invalid(format!(
-                "annotation {}={other:?}: expected \"true\", \"proxy-only\" or \"false\"",
-                keys::POD_OPT_OUT_ANNOTATION
-            ));
-        }
+        Some(other) => match other.parse::<Acceleration>() {
+            Ok(mode) => Some(mode),
+            Err(_) => {
+                return PodClass::BadMode {
+                    last_good: None,
+                    why: format!(
+                        "annotation {}={other:?} names no mode (accepted: true, false, {}); \
+                         the pod keeps its last good setting",
+                        keys::POD_OPT_OUT_ANNOTATION,
+                        Acceleration::ACCEPTED
+                    ),
+                };
+            }
+        },
     };
     if pod
         .spec
@@ -323,11 +366,14 @@ mod tests {
     }
 
     #[test]
-    fn acceleration_annotation_selects_all_or_proxy_only() {
+    fn acceleration_annotation_selects_a_mode() {
         for (value, want) in [
-            ("true", Acceleration::All),
-            ("proxy-only", Acceleration::ProxyOnly),
-            (" proxy-only ", Acceleration::ProxyOnly),
+            ("true", None),
+            ("auto", Some(Acceleration::Auto)),
+            ("app-safe", Some(Acceleration::AppSafe)),
+            ("all", Some(Acceleration::All)),
+            ("proxy-only", Some(Acceleration::ProxyOnly)),
+            (" proxy-only ", Some(Acceleration::ProxyOnly)),
         ] {
             let p = pod(
                 &["istio-proxy"],
@@ -337,16 +383,32 @@ mod tests {
             let PodClass::Meshed(m) = classify(&p) else {
                 panic!("{value}: {:?}", classify(&p));
             };
-            assert_eq!(m.acceleration, Some(want), "{value}");
+            assert_eq!(m.acceleration, want, "{value}");
         }
-        // Close misspellings are not guessed at: the pod stays on TCP.
-        for value in ["proxy_only", "ProxyOnly", "proxy"] {
+        // Close misspellings are not guessed at: named in the error, with
+        // the accepted values, and the pod keeps its last good setting.
+        for value in ["proxy_only", "ProxyOnly", "proxy", "fast"] {
             let p = pod(
                 &["istio-proxy"],
                 &[(keys::POD_OPT_OUT_ANNOTATION, value)],
                 &["10.0.0.5"],
             );
-            assert!(matches!(classify(&p), PodClass::Invalid(_)), "{value}");
+            let class = classify(&p);
+            let why = class.problem().expect("an error").clone();
+            assert!(why.contains(value) && why.contains("app-safe"), "{why}");
+            assert_eq!(class.meshed(), None, "never good: stays on TCP");
+            let before = classify(&pod(
+                &["istio-proxy"],
+                &[(keys::POD_OPT_OUT_ANNOTATION, "proxy-only")],
+                &["10.0.0.5"],
+            ));
+            let kept = classify(&p).after(Some(&before));
+            assert_eq!(
+                kept.meshed().and_then(|m| m.acceleration),
+                Some(Acceleration::ProxyOnly),
+                "{value}: the last good setting stays"
+            );
+            assert!(kept.problem().is_some());
         }
     }
 
@@ -376,9 +438,10 @@ mod tests {
             (keys::ISTIO_EXCLUDE_OUTBOUND_IP_RANGES, "10.0.0.0/40"),
             (keys::POD_OPT_OUT_ANNOTATION, "maybe"),
         ] {
-            match classify(&pod(&["istio-proxy"], &[(k, v)], &["10.0.0.5"])) {
-                PodClass::Invalid(why) => assert!(why.contains(k), "{why}"),
-                other => panic!("{k}={v}: {other:?}"),
+            let class = classify(&pod(&["istio-proxy"], &[(k, v)], &["10.0.0.5"]));
+            match (class.problem(), class.meshed()) {
+                (Some(why), None) => assert!(why.contains(k), "{why}"),
+                _ => panic!("{k}={v}: {class:?}"),
             }
         }
         assert!(matches!(

@@ -28,9 +28,21 @@ impl NetnsRef {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Acceleration {
-    /// Every socket of the pod: application <-> sidecar over loopback, and
-    /// sidecar <-> sidecar.
+    /// The default: the sidecar proxy's sockets always; the application's
+    /// only while the kernel's sockmap receive behaviours cannot reach it.
+    /// Its sockets take part only while non-blocking, and bytes TO it go by
+    /// TCP (receive-side splice and FIONREAD see them), while its own sends
+    /// to the proxy are redirected.
     #[default]
+    Auto,
+    /// `auto`, and the pod declares its application safe to receive
+    /// redirected bytes (it reads with read/recv, not splice, and does not
+    /// rely on FIONREAD on kernels without the fix): bytes to it are
+    /// redirected too, unless its socket is blocking.
+    AppSafe,
+    /// Every socket of the pod, with no guard (the reference add-on's
+    /// behaviour): blocking application reads can see EAGAIN, splice
+    /// readers lose bytes.
     All,
     /// Only the sidecar proxy's own sockets (sidecar <-> sidecar): the
     /// application's sockets never enter the sockhash, so they behave exactly
@@ -39,11 +51,35 @@ pub enum Acceleration {
 }
 
 impl Acceleration {
+    /// Every mode, as written in annotations, pods files and flags.
+    pub const ALL: [Acceleration; 4] = [
+        Acceleration::Auto,
+        Acceleration::AppSafe,
+        Acceleration::All,
+        Acceleration::ProxyOnly,
+    ];
+    /// The accepted values, for error messages.
+    pub const ACCEPTED: &str = "auto, app-safe, all, proxy-only";
+
     pub fn as_str(self) -> &'static str {
         match self {
+            Acceleration::Auto => "auto",
+            Acceleration::AppSafe => "app-safe",
             Acceleration::All => "all",
             Acceleration::ProxyOnly => "proxy-only",
         }
+    }
+}
+
+impl std::str::FromStr for Acceleration {
+    type Err = String;
+
+    /// Exact names only: a close misspelling is not guessed at.
+    fn from_str(s: &str) -> Result<Self, String> {
+        Acceleration::ALL
+            .into_iter()
+            .find(|a| a.as_str() == s)
+            .ok_or_else(|| format!("{s:?} is not a mode (accepted: {})", Acceleration::ACCEPTED))
     }
 }
 
@@ -73,7 +109,8 @@ pub struct LocalEndpoint {
     pub exclude_outbound_ports: Vec<u16>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exclude_outbound_ip_ranges: Vec<Cidr>,
-    /// `"all"` or `"proxy-only"`; absent: the daemon's `--pod-acceleration`.
+    /// `"auto"`, `"app-safe"`, `"all"` or `"proxy-only"`; absent: the
+    /// daemon's `--pod-acceleration`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub acceleration: Option<Acceleration>,
 }
@@ -97,6 +134,7 @@ struct PodsFile {
 
 /// Parses and checks a pods file; the error says what is wrong and where.
 pub fn parse(text: &str) -> Result<Vec<LocalEndpoint>, String> {
+    check_modes(text)?;
     let file: PodsFile = toml::from_str(text).map_err(|e| e.to_string())?;
     for (i, p) in file.pod.iter().enumerate() {
         let who = if p.name.is_empty() {
@@ -119,4 +157,33 @@ pub fn parse(text: &str) -> Result<Vec<LocalEndpoint>, String> {
         }
     }
     Ok(file.pod)
+}
+
+/// An unknown `acceleration` names its pod and the accepted values (the
+/// typed parse below would only give a line and column).
+fn check_modes(text: &str) -> Result<(), String> {
+    let Ok(value) = toml::from_str::<toml::Table>(text) else {
+        return Ok(()); // the typed parse reports it
+    };
+    let pods = value.get("pod").and_then(|p| p.as_array());
+    for (i, pod) in pods.into_iter().flatten().enumerate() {
+        let Some(mode) = pod.get("acceleration") else {
+            continue;
+        };
+        let name = pod
+            .get("name")
+            .and_then(|n| n.as_str())
+            .filter(|n| !n.is_empty())
+            .map_or_else(|| format!("pod #{}", i + 1), str::to_owned);
+        match mode.as_str() {
+            Some(m) if m.parse::<Acceleration>().is_ok() => {}
+            _ => {
+                return Err(format!(
+                    "{name}: acceleration = {mode} is not a mode (accepted: {})",
+                    Acceleration::ACCEPTED
+                ));
+            }
+        }
+    }
+    Ok(())
 }

@@ -36,18 +36,15 @@ pub struct PodView {
 
 impl PodView {
     pub fn meshed(&self) -> impl Iterator<Item = &mesh::MeshedPod> {
-        self.pods.values().filter_map(|c| match c {
-            PodClass::Meshed(m) => Some(m),
-            _ => None,
-        })
+        self.pods.values().filter_map(PodClass::meshed)
     }
 
-    /// Meshed pods kept on TCP because an annotation cannot be read, with the reason.
+    /// Meshed pods with an annotation that cannot be honoured (kept on TCP,
+    /// or on their last good mode), with the reason.
     pub fn invalid(&self) -> impl Iterator<Item = (&String, &String)> {
-        self.pods.iter().filter_map(|(k, c)| match c {
-            PodClass::Invalid(why) => Some((k, why)),
-            _ => None,
-        })
+        self.pods
+            .iter()
+            .filter_map(|(k, c)| c.problem().map(|why| (k, why)))
     }
 }
 
@@ -120,9 +117,10 @@ pub fn spawn_pod_watcher(
                     false
                 }
                 Ok(watcher::Event::InitApply(pod)) => {
+                    let class = mesh::classify(&pod).after(view.pods.get(&key(&pod)));
                     relist
                         .get_or_insert_with(BTreeMap::new)
-                        .insert(key(&pod), mesh::classify(&pod));
+                        .insert(key(&pod), class);
                     false
                 }
                 Ok(watcher::Event::InitDone) => {
@@ -138,7 +136,7 @@ pub fn spawn_pod_watcher(
                     changed
                 }
                 Ok(watcher::Event::Apply(pod)) => {
-                    let class = mesh::classify(&pod);
+                    let class = mesh::classify(&pod).after(view.pods.get(&key(&pod)));
                     debug!(pod = %key(&pod), ?class, "pod changed");
                     view.pods.insert(key(&pod), class.clone()) != Some(class)
                 }

@@ -18,8 +18,11 @@
 /* 2: pod identities (endpoint, meshed netns, pairing, socket state) and
  *    the per pod pair traffic map.
  * 3: proxy-only pods (ACCEL_EP_PROXY_ONLY, accel_meshed_netns.flags,
- *    accel_config.proxy_uid). */
-#define ACCEL_ABI_VERSION 3
+ *    accel_config.proxy_uid).
+ * 4: application guards (ACCEL_EP_APP_*, accel_config.default_ep_flags,
+ *    accel_pair_value.ingress, the socket state's cookie and ingress
+ *    fields, accel_reader and accel_pod_held). */
+#define ACCEL_ABI_VERSION 4
 
 /* Pairing token carried in the handshake's final ACK: RFC 6994 shared
  * experimental option (kind 253) with a 16-bit ExID, then the token. */
@@ -48,9 +51,37 @@
 #define ACCEL_REASON_PASSTHROUGH 2  /* datapath draining or disabled */
 #define ACCEL_REASON_PEER_GONE 3    /* peer left the sockhash */
 #define ACCEL_REASON_FLOW 4         /* peer's reader behind (ACCEL_DECISION_TCP_FLOW) */
+#define ACCEL_REASON_BLOCKING 5     /* an application socket (this one or the peer) is blocking */
+#define ACCEL_REASON_APP_READS_TCP 6 /* the peer is an application that receives by TCP (auto) */
 
 /* struct accel_sock_state.flags */
 #define ACCEL_SF_OPT_PENDING (1U << 0) /* token not yet written to the wire */
+/* An application socket under the guard (guard.h): its file's blocking
+ * mode is checked at its sends and in its own sock_ops callbacks. */
+#define ACCEL_SF_APP_GUARDED (1U << 1)
+/* Seen non-blocking where the check means something (guard.h). */
+#define ACCEL_SF_PROVEN (1U << 2)
+/* Blocking, or of no more use in the sockhash: it sends by TCP and takes
+ * itself out of the sockhash at its next callback with nothing queued. */
+#define ACCEL_SF_LEAVING (1U << 3)
+
+/* struct accel_sock_state.ingress / peer_ingress and
+ * struct accel_pair_value.ingress: may bytes be redirected INTO a socket?
+ * Learnt by each side about its peer at pairing. */
+#define ACCEL_INGRESS_OPEN 0   /* the proxy's, or an application of an `all` pod */
+#define ACCEL_INGRESS_CLOSED 1 /* an application of an `auto` pod: it receives by TCP */
+/* An application declared safe (`app-safe`): redirected to unless
+ * accel_reader says its file is blocking. */
+#define ACCEL_INGRESS_UNLESS_BLOCKING 2
+
+/* Values of accel_reader (socket cookie -> what its reader is). */
+#define ACCEL_READER_BLOCKING 1
+
+/* struct accel_pod_held_key.reason: why a pod's socket was kept off the
+ * redirect path (one count per socket). */
+#define ACCEL_HELD_BLOCKING 1      /* application socket with a blocking file */
+#define ACCEL_HELD_NO_FILE 2       /* application socket without a file (kernel socket) */
+#define ACCEL_HELD_APP_READS_TCP 3 /* bytes to an `auto` application socket go by TCP */
 
 /* Keys of the pairing map: the active side offers, the passive side answers. */
 #define ACCEL_PAIR_OFFER 1
@@ -78,6 +109,13 @@
  * kernel behaviour of sockmap sockets (receive-side splice, blocking reads
  * woken without data, FIONREAD) can reach the application. */
 #define ACCEL_EP_PROXY_ONLY (1U << 1)
+/* Application sockets (not the proxy's) take part only while their file is
+ * non-blocking: a blocking reader of a sockhash socket can get EAGAIN
+ * (tcp_bpf_recvmsg after a wake-up without data). `auto` and `app-safe`. */
+#define ACCEL_EP_APP_NONBLOCKING_ONLY (1U << 2)
+/* Nothing is redirected INTO application sockets: they receive by TCP, so
+ * receive-side splice and FIONREAD see every byte. `auto`. */
+#define ACCEL_EP_APP_SEND_ONLY (1U << 3)
 
 /* Per-CPU counters (accel_stats). Slots are reserved up to ACCEL_STATS_SLOTS
  * so new counters do not change the map size (an ABI change). */
@@ -107,6 +145,11 @@ enum accel_stat {
 	ACCEL_STAT_POD_TRAFFIC_FULL,    /* pod pair not counted: accel_pod_traffic full */
 	ACCEL_STAT_REFUSED_PROXY_ONLY,  /* proxy-only pod: an app socket, or inside the pod */
 	ACCEL_STAT_PROXY_OFF_NODE,      /* the proxy's connection to no pod here: not recorded */
+	ACCEL_STAT_APP_BLOCKING_SKIPPED, /* application socket blocking (or no file) at connect: not recorded */
+	ACCEL_STAT_APP_BLOCKING_LEFT,   /* application socket seen blocking later: sends by TCP, leaves */
+	ACCEL_STAT_APP_LEFT,            /* guarded sockets that took themselves out of the sockhash */
+	ACCEL_STAT_APP_RECEIVES_BY_TCP, /* senders to an `auto` application socket: TCP by policy */
+	ACCEL_STAT_APP_PAIR_SKIPPED,    /* both ends `auto` applications: nothing to gain, not recorded */
 	ACCEL_STAT_COUNT,
 };
 #define ACCEL_STATS_SLOTS 32
@@ -119,6 +162,9 @@ struct accel_config {
 	__u32 flow_budget;
 	/* Owner of the sidecar proxy's sockets (Istio: 1337), for proxy-only pods. */
 	__u32 proxy_uid;
+	/* ACCEL_EP_* for loopback in namespaces the daemon was not told about
+	 * (a host without ACCEL_CFG_LOOPBACK_MESHED_ONLY): the node's mode. */
+	__u32 default_ep_flags;
 };
 
 /* Per-socket state, in BPF socket storage: freed by the kernel with the
@@ -145,6 +191,11 @@ struct accel_sock_state {
 	__u64 peer_sk;
 	__u64 flow_switches; /* redirect <-> TCP_FLOW transitions */
 	__u64 flow_unchecked; /* bytes redirected since the peer was last looked at */
+	__u64 cookie;        /* this socket's own cookie (its sockhash key) */
+	__u8 ingress;        /* ACCEL_INGRESS_*: may bytes be redirected into this socket */
+	__u8 peer_ingress;   /* ACCEL_INGRESS_*: may this socket redirect into its peer */
+	__u16 _pad0;
+	__u32 _pad1;
 };
 
 struct accel_pair_key {
@@ -161,7 +212,7 @@ struct accel_pair_value {
 	 * true ends (the active socket still names the pre-NAT destination),
 	 * so each side learns its peer's pod from the other. */
 	__u16 pod;
-	__u16 _pad0;
+	__u16 ingress;      /* ACCEL_INGRESS_* of that socket */
 	__u32 _pad1;
 };
 
@@ -188,6 +239,12 @@ struct accel_meshed_netns {
 struct accel_pod_pair {
 	__u16 src;
 	__u16 dst;
+};
+
+/* Key of accel_pod_held: sockets of a pod kept off the redirect path. */
+struct accel_pod_held_key {
+	__u16 pod;
+	__u16 reason; /* ACCEL_HELD_* */
 };
 
 struct accel_pod_traffic {

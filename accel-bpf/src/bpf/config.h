@@ -27,4 +27,10 @@ static __always_inline int cfg_loopback_meshed_only(const struct accel_config *c
 	return cfg && (cfg->flags & ACCEL_CFG_LOOPBACK_MESHED_ONLY);
 }
 
+/* Endpoint flags of loopback in namespaces nobody listed. */
+static __always_inline __u32 cfg_default_ep_flags(const struct accel_config *cfg)
+{
+	return cfg ? cfg->default_ep_flags : 0;
+}
+
 #endif /* ACCEL_CONFIG_H */

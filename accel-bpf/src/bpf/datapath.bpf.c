@@ -20,7 +20,9 @@
  *   bpf_probe_read_kernel     the peer's unread redirected bytes, receive
  *                             buffer and read position (CO-RE offsets)
  *   bpf_skc_to_tcp_sock       the sender's own TCP sequence state; the
- *                             owner uid of a proxy-only pod's socket
+ *                             owner uid of a proxy-only pod's socket; an
+ *                             application socket's file flags (guard.h)
+ *   bpf_map_delete_elem       (sockhash) a guarded socket leaving (guard.h)
  */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -33,6 +35,7 @@
 #include "pairing.h"
 #include "traffic.h"
 #include "owner.h"
+#include "guard.h"
 #ifdef ACCEL_FLOW_CONTROL
 #include "flow.h"
 #endif
@@ -101,6 +104,7 @@ static __always_inline struct accel_sock_state *record_socket(struct bpf_sock_op
 		stat_inc(ACCEL_STAT_RECORD_FAILED);
 		return 0;
 	}
+	st->cookie = *cookie;
 	return st;
 }
 
@@ -121,15 +125,18 @@ static __always_inline void on_active_established(struct bpf_sock_ops *skops)
 
 	struct accel_config *cfg;
 	__u64 netns;
+	int guarded, file;
+	__u32 cb_flags;
 
 	cfg = accel_config_get();
 	if (cfg_passthrough(cfg) || !ep_keys_of(skops, &local, &remote))
 		return;
 	netns = netns_cookie_of(skops);
-	if (!ep_lookup(&local, netns, cfg_loopback_meshed_only(cfg), &info))
+	if (!ep_lookup(&local, netns, cfg_loopback_meshed_only(cfg), cfg_default_ep_flags(cfg),
+		       &info))
 		return;
 	dest_here = ep_dest_on_node(&info, &remote, &peer_pod);
-	if ((info.flags & ACCEL_EP_PROXY_ONLY) || !dest_here)
+	if ((info.flags & (ACCEL_EP_PROXY_ONLY | ACCEL_EP_APP_NONBLOCKING_ONLY)) || !dest_here)
 		owner = sock_owner(skops, cfg);
 	if (!proxy_only_allowed(&info, peer_pod, owner)) {
 		stat_inc(ACCEL_STAT_REFUSED_PROXY_ONLY);
@@ -151,15 +158,30 @@ static __always_inline void on_active_established(struct bpf_sock_ops *skops)
 		stat_inc(ACCEL_STAT_EXCLUDED);
 		return;
 	}
+	/* A blocking application socket never enters the sockhash (guard.h). */
+	guarded = guard_applies(info.flags, owner);
+	if (guarded) {
+		file = file_mode_of(skops->sk);
+		if (file != FILE_NONBLOCKING) {
+			stat_inc(ACCEL_STAT_APP_BLOCKING_SKIPPED);
+			held_inc(info.pod,
+				 file == FILE_BLOCKING ? ACCEL_HELD_BLOCKING : ACCEL_HELD_NO_FILE);
+			return;
+		}
+	}
 	st = record_socket(skops, &cookie);
 	if (!st)
 		return;
+	st->ingress = guard_ingress_of(info.flags, guarded);
+	if (guarded)
+		st->flags |= ACCEL_SF_APP_GUARDED;
 
 	pkey.token = pairing_new_token();
 	offer.cookie = cookie;
 	offer.netns_cookie = netns;
 	offer.sk_addr = sk_addr_of(skops);
 	offer.pod = info.pod;
+	offer.ingress = st->ingress;
 	st->local_pod = info.pod;
 	if (bpf_map_update_elem(&accel_pairing, &pkey, &offer, BPF_NOEXIST)) {
 		stat_inc(ACCEL_STAT_PAIRING_FULL);
@@ -169,11 +191,17 @@ static __always_inline void on_active_established(struct bpf_sock_ops *skops)
 	}
 
 	/* WRITE_HDR_OPT: carry the token in the final ACK. STATE: clean the
-	 * offer up if the socket closes before its first send. */
-	err = bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |
-						   BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG |
-						   BPF_SOCK_OPS_STATE_CB_FLAG);
+	 * offer up if the socket closes before its first send. A guarded
+	 * socket keeps them, with its received segments, for the guard. */
+	cb_flags = BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG | BPF_SOCK_OPS_STATE_CB_FLAG;
+	if (guarded)
+		cb_flags |= GUARD_CB_FLAGS;
+	err = bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | cb_flags);
 	if (err) {
+		/* Unpaired, so never redirected to; a guarded socket without
+		 * its callbacks must not stay where a blocking read sees it. */
+		if (guarded)
+			bpf_map_delete_elem(&accel_sockhash, &cookie);
 		bpf_map_delete_elem(&accel_pairing, &pkey);
 		stat_inc(ACCEL_STAT_HDR_OPT_FAILED);
 		st->decision = ACCEL_DECISION_TCP;
@@ -200,15 +228,18 @@ static __always_inline void on_passive_established(struct bpf_sock_ops *skops)
 
 	struct accel_config *cfg;
 	__u64 netns;
-	int meshed_only;
+	int meshed_only, owner = OWNER_UNKNOWN, guarded;
+	__u32 default_flags;
+	__u8 ingress;
 
 	cfg = accel_config_get();
 	if (cfg_passthrough(cfg) || !ep_keys_of(skops, &local, &remote))
 		return;
 	netns = netns_cookie_of(skops);
 	meshed_only = cfg_loopback_meshed_only(cfg);
-	if (!ep_lookup(&local, netns, meshed_only, &info) ||
-	    !ep_lookup(&remote, netns, meshed_only, &remote_info))
+	default_flags = cfg_default_ep_flags(cfg);
+	if (!ep_lookup(&local, netns, meshed_only, default_flags, &info) ||
+	    !ep_lookup(&remote, netns, meshed_only, default_flags, &remote_info))
 		return;
 	if (!ep_is_loopback(&local) &&
 	    ep_port_excluded(&local, skops->local_port, ACCEL_DIR_INBOUND)) {
@@ -217,9 +248,9 @@ static __always_inline void on_passive_established(struct bpf_sock_ops *skops)
 	}
 	/* The remote end's owner is checked on its own side: without it
 	 * there is no token to claim. */
-	if (!proxy_only_allowed(&info, remote_info.pod,
-				(info.flags & ACCEL_EP_PROXY_ONLY) ? sock_owner(skops, cfg) :
-								     OWNER_UNKNOWN)) {
+	if (info.flags & (ACCEL_EP_PROXY_ONLY | ACCEL_EP_APP_NONBLOCKING_ONLY))
+		owner = sock_owner(skops, cfg);
+	if (!proxy_only_allowed(&info, remote_info.pod, owner)) {
 		stat_inc(ACCEL_STAT_REFUSED_PROXY_ONLY);
 		return;
 	}
@@ -248,9 +279,27 @@ static __always_inline void on_passive_established(struct bpf_sock_ops *skops)
 		stat_inc(ACCEL_STAT_REFUSED_NETNS);
 		return;
 	}
+	/* No file until accept(): a guarded socket is recorded, and its own
+	 * callbacks check its file afterwards (guard.h). Two `auto`
+	 * applications could redirect to neither: not recorded at all. */
+	guarded = guard_applies(info.flags, owner);
+	ingress = guard_ingress_of(info.flags, guarded);
+	if (ingress == ACCEL_INGRESS_CLOSED && offer.ingress == ACCEL_INGRESS_CLOSED) {
+		stat_inc(ACCEL_STAT_APP_PAIR_SKIPPED);
+		return;
+	}
+	if (guarded && bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |
+								GUARD_CB_FLAGS)) {
+		stat_inc(ACCEL_STAT_HDR_OPT_FAILED);
+		return;
+	}
 	st = record_socket(skops, &cookie);
 	if (!st)
 		return;
+	st->ingress = ingress;
+	st->peer_ingress = offer.ingress;
+	if (guarded)
+		st->flags |= ACCEL_SF_APP_GUARDED;
 	st->role = ACCEL_ROLE_PASSIVE;
 	st->peer_cookie = offer.cookie;
 	st->peer_sk = offer.sk_addr;
@@ -263,6 +312,7 @@ static __always_inline void on_passive_established(struct bpf_sock_ops *skops)
 	answer.cookie = cookie;
 	answer.sk_addr = sk_addr_of(skops);
 	answer.pod = st->local_pod;
+	answer.ingress = st->ingress;
 	if (bpf_map_update_elem(&accel_pairing, &pkey, &answer, BPF_NOEXIST))
 		stat_inc(ACCEL_STAT_PAIRING_FULL);
 	stat_inc(ACCEL_STAT_PASSIVE_PAIRED);
@@ -272,8 +322,11 @@ static __always_inline void on_hdr_opt_len(struct bpf_sock_ops *skops)
 {
 	struct accel_sock_state *st = state_of(skops);
 
-	if (!st || !(st->flags & ACCEL_SF_OPT_PENDING))
+	if (!st)
 		return; /* another program asked for header-option callbacks */
+	guard_on_callback(skops, st);
+	if (!(st->flags & ACCEL_SF_OPT_PENDING))
+		return;
 	if (bpf_reserve_hdr_opt(skops, ACCEL_TCPOPT_LEN, 0))
 		stat_inc(ACCEL_STAT_HDR_OPT_FAILED);
 }
@@ -288,23 +341,39 @@ static __always_inline void on_write_hdr_opt(struct bpf_sock_ops *skops)
 	pairing_fill_opt(&opt, st->token);
 	if (bpf_store_hdr_opt(skops, &opt, sizeof(opt), 0))
 		stat_inc(ACCEL_STAT_HDR_OPT_FAILED); /* the passive side will refuse: TCP */
-	/* One packet carries the token; later segments stay untouched. */
+	/* One packet carries the token; later segments stay untouched (a
+	 * guarded socket keeps the callback for the guard). */
 	st->flags &= ~ACCEL_SF_OPT_PENDING;
-	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags &
-						 ~BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG);
+	if (!(st->flags & ACCEL_SF_APP_GUARDED))
+		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags &
+							 ~BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG);
+}
+
+static __always_inline void on_parse_hdr(struct bpf_sock_ops *skops)
+{
+	struct accel_sock_state *st = state_of(skops);
+
+	if (st)
+		guard_on_callback(skops, st);
 }
 
 static __always_inline void on_state_change(struct bpf_sock_ops *skops)
 {
 	struct accel_sock_state *st;
 
-	if (skops->args[1] != BPF_TCP_CLOSE)
-		return;
 	st = state_of(skops);
 	if (!st)
 		return;
+	if (skops->args[1] != BPF_TCP_CLOSE) {
+		/* e.g. shutdown(SHUT_WR), in the caller's own context: a
+		 * blocking reader leaves before it reads. */
+		guard_on_callback(skops, st);
+		return;
+	}
 	if (st->token)
 		pairing_forget(st->token);
+	if (st->ingress == ACCEL_INGRESS_UNLESS_BLOCKING)
+		bpf_map_delete_elem(&accel_reader, &st->cookie);
 	stat_inc(ACCEL_STAT_CLOSED);
 }
 
@@ -324,11 +393,25 @@ int accel_sockops(struct bpf_sock_ops *skops)
 	case BPF_SOCK_OPS_WRITE_HDR_OPT_CB:
 		on_write_hdr_opt(skops);
 		break;
+	case BPF_SOCK_OPS_PARSE_HDR_OPT_CB:
+		on_parse_hdr(skops);
+		break;
 	case BPF_SOCK_OPS_STATE_CB:
 		on_state_change(skops);
 		break;
 	}
 	return 1;
+}
+
+/* An `auto` application receives by TCP: its senders never redirect. */
+static __always_inline void decide_for_peer(struct accel_sock_state *st)
+{
+	if (st->peer_ingress != ACCEL_INGRESS_CLOSED)
+		return;
+	st->decision = ACCEL_DECISION_TCP;
+	st->reason = ACCEL_REASON_APP_READS_TCP;
+	stat_inc(ACCEL_STAT_APP_RECEIVES_BY_TCP);
+	held_inc(st->peer_pod, ACCEL_HELD_APP_READS_TCP);
 }
 
 /* First send of a recorded socket: decide, once, how it sends. */
@@ -344,6 +427,7 @@ static __always_inline void decide(struct accel_sock_state *st, int passthrough)
 	}
 	if (st->role == ACCEL_ROLE_PASSIVE) {
 		st->decision = ACCEL_DECISION_REDIRECT;
+		decide_for_peer(st);
 		return;
 	}
 	if (st->role != ACCEL_ROLE_ACTIVE) {
@@ -356,9 +440,11 @@ static __always_inline void decide(struct accel_sock_state *st, int passthrough)
 		st->peer_cookie = answer->cookie;
 		st->peer_sk = answer->sk_addr;
 		st->peer_pod = answer->pod;
+		st->peer_ingress = answer->ingress;
 		st->decision = ACCEL_DECISION_REDIRECT;
 		bpf_map_delete_elem(&accel_pairing, &pkey);
 		stat_inc(ACCEL_STAT_ACTIVE_PAIRED);
+		decide_for_peer(st);
 		return;
 	}
 	/* Withdraw the offer so no later claim can pair with a TCP sender. */
@@ -391,6 +477,15 @@ int accel_sk_msg(struct sk_msg_md *msg)
 		st->decision = ACCEL_DECISION_TCP;
 		st->reason = ACCEL_REASON_PASSTHROUGH;
 		stat_inc(ACCEL_STAT_PASSTHROUGH_SWITCH);
+	}
+	if (st->flags & ACCEL_SF_APP_GUARDED)
+		guard_on_send(msg, st);
+	/* An `app-safe` application seen blocking: redirect -> TCP, order-safe. */
+	if (st->decision != ACCEL_DECISION_TCP &&
+	    st->peer_ingress == ACCEL_INGRESS_UNLESS_BLOCKING &&
+	    bpf_map_lookup_elem(&accel_reader, &st->peer_cookie)) {
+		st->decision = ACCEL_DECISION_TCP;
+		st->reason = ACCEL_REASON_BLOCKING;
 	}
 #ifdef ACCEL_FLOW_CONTROL
 	if (cfg && cfg->flow_budget) {

@@ -93,12 +93,13 @@ struct ep_info {
 };
 
 /* Does the end take part, and for which pod? Loopback ends in namespace
- * `netns` take part everywhere on a standalone host; on a node only inside
- * meshed pods, which needs the socket's namespace (0: the kernel cannot
- * tell, so it does not). Other addresses take part when the daemon listed
- * them. One lookup serves both questions. */
+ * `netns` take part everywhere on a standalone host (with the node's mode,
+ * `default_flags`, where the namespace is not a listed pod's); on a node
+ * only inside meshed pods, which needs the socket's namespace (0: the
+ * kernel cannot tell, so it does not). Other addresses take part when the
+ * daemon listed them. One lookup serves both questions. */
 static __always_inline int ep_lookup(const struct accel_endpoint_key *k, __u64 netns,
-				     int meshed_only, struct ep_info *info)
+				     int meshed_only, __u32 default_flags, struct ep_info *info)
 {
 	struct accel_meshed_netns *ns;
 	struct accel_endpoint *ep;
@@ -110,6 +111,8 @@ static __always_inline int ep_lookup(const struct accel_endpoint_key *k, __u64 n
 		if (ns) {
 			info->flags = ns->flags;
 			info->pod = ns->pod;
+		} else {
+			info->flags = default_flags;
 		}
 		return ns || !meshed_only;
 	}

@@ -73,6 +73,29 @@ struct {
 	__type(value, struct accel_pod_traffic);
 } accel_pod_traffic SEC(".maps");
 
+/* Application sockets of `app-safe` pods whose file was seen blocking
+ * (socket cookie -> ACCEL_READER_BLOCKING): their peers stop redirecting
+ * into them. Written by the socket's own programs (guard.h), which delete
+ * the entry when it leaves the sockhash or closes. Full: the peer keeps
+ * redirecting until the socket has left (then its redirects fail to TCP). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, __u8);
+} accel_reader SEC(".maps");
+
+/* Sockets of each pod kept off the redirect path, by reason (ACCEL_HELD_*):
+ * the operator's view of what the guards held back. Written by the
+ * programs (one count per socket); the daemon deletes a pod's entries
+ * before it reuses the pod's id. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct accel_pod_held_key);
+	__type(value, __u64);
+} accel_pod_held SEC(".maps");
+
 /* Istio's excludeInboundPorts / excludeOutboundPorts per pod address.
  * Written only by the daemon's endpoint source. */
 struct {
