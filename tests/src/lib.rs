@@ -22,6 +22,7 @@ use std::{
 pub use serde_json::Value;
 
 pub mod topology;
+pub mod traffic;
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
@@ -194,7 +195,7 @@ impl TestEnv {
         fs::create_dir(&cgroup).expect("create test cgroup");
         let pin_root = Path::new("/sys/fs/bpf").join(&name);
         // The daemon's versioned layout (…/v<ABI>), under the test's own root.
-        let pin_dir = pin_root.join("v3");
+        let pin_dir = pin_root.join(format!("v{}", accel_bpf::abi::ABI_VERSION));
         let state_dir = std::env::temp_dir().join(&name);
         TestEnv {
             name,
@@ -220,7 +221,20 @@ impl TestEnv {
     }
 
     /// The whole `run` command line of a sandboxed daemon, then `extra`.
+    /// The datapath suites exercise every socket their traffic opens, as
+    /// root in the test's cgroup (an application, to the datapath), so the
+    /// node mode is `all` unless `extra` names one; the default mode has
+    /// its own suite ([`TestEnv::run_args_default_mode`]).
     pub fn run_args(&self, extra: &[&str]) -> Vec<String> {
+        let mut args = self.run_args_default_mode(extra);
+        if !extra.iter().any(|a| a.starts_with("--pod-acceleration")) {
+            args.extend(["--pod-acceleration".into(), "all".into()]);
+        }
+        args
+    }
+
+    /// [`TestEnv::run_args`] without a mode: the daemon's own default.
+    pub fn run_args_default_mode(&self, extra: &[&str]) -> Vec<String> {
         let mut args: Vec<String> = vec!["run".into()];
         args.extend(self.daemon_args());
         args.extend(extra.iter().map(|s| s.to_string()));
@@ -229,6 +243,11 @@ impl TestEnv {
 
     pub fn start_daemon(&self, extra: &[&str]) -> Daemon {
         Daemon::start(&self.run_args(extra))
+    }
+
+    /// A daemon in the default mode (no `--pod-acceleration`).
+    pub fn start_daemon_default_mode(&self, extra: &[&str]) -> Daemon {
+        Daemon::start(&self.run_args_default_mode(extra))
     }
 
     /// Runs an `accel-daemon` subcommand to completion.

@@ -1407,7 +1407,7 @@ pub mod sock {
         }
     }
 
-    fn to_raw(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    pub fn to_raw(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
         // SAFETY: all-zero is a valid sockaddr_storage.
         let mut ss: libc::sockaddr_storage = unsafe { mem::zeroed() };
         let len = match addr {

