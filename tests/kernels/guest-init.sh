@@ -21,8 +21,12 @@ mkdir /sys/fs/cgroup/accel
 # slow-reader stream below may run only a little faster than its reader, and
 # whether flow control engages must not hang on the host's speed (a CI run
 # peaked at 4.0 MiB unread, just under the default, and never switched).
+# The traffic below runs as root on both ends (applications, to the default
+# mode, which would keep that pair on TCP): `all` exercises the datapath's
+# mechanics; the default mode has its own section after the flow check.
 ARGS="--cgroup /sys/fs/cgroup/accel --pin-dir /sys/fs/bpf/accel/v1 --state-dir /run/accel --metrics-addr 127.0.0.1:0 --flow-budget-bytes 1048576"
-NO_COLOR=1 accel-daemon run $ARGS >/tmp/daemon.log 2>&1 &
+NO_COLOR=1 accel-daemon run $ARGS --pod-acceleration all >/tmp/daemon.log 2>&1 &
+DAEMON=$!
 i=0
 while ! grep -q "ready" /tmp/daemon.log && [ $i -lt 600 ]; do sleep 0.2; i=$((i+1)); done
 echo "@@BEGIN daemon-log"; cat /tmp/daemon.log; echo "@@END daemon-log"
@@ -49,8 +53,25 @@ STREAM="accel-loadgen --listen 127.0.0.1:7070 --conns 1 --stream-bytes 8388608 -
 echo "@@FLOW_PLAIN $(peak_of $STREAM)"
 echo "@@FLOW_ACCEL $(peak_of sh -c "echo \$\$ > /sys/fs/cgroup/accel/cgroup.procs; exec $STREAM")"
 echo "@@BEGIN status-flow"; accel-daemon status --json --pin-dir /sys/fs/bpf/accel/v1 --state-dir /run/accel; echo "@@END status-flow"
+# The default mode: the daemon restarted without --pod-acceleration adopts
+# the datapath and applies `auto`. An application with each I/O style talks
+# to a "sidecar" owned by uid 1337: blocking sockets must leave the
+# sockhash (guard.h's file-flag reads and self-delete on this kernel), the
+# non-blocking application's sends must still be redirected.
+kill $DAEMON; wait $DAEMON 2>/dev/null
+NO_COLOR=1 accel-daemon run $ARGS >/tmp/daemon2.log 2>&1 &
+DAEMON=$!
+i=0
+while ! grep -q "ready" /tmp/daemon2.log && [ $i -lt 600 ]; do sleep 0.2; i=$((i+1)); done
+echo "@@BEGIN status-guard-before"; accel-daemon status --json --pin-dir /sys/fs/bpf/accel/v1 --state-dir /run/accel; echo "@@END status-guard-before"
+echo "@@BEGIN guard"
+for style in "blocking --app-side server" "connect-timeout --app-side client" "nonblocking --app-side client"; do
+  sh -c "echo \$\$ > /sys/fs/cgroup/accel/cgroup.procs; exec accel-integrity app-proxy --app $style --conns 10 --rounds 5 --timeout-secs 300"
+done
+echo "@@END guard"
+echo "@@BEGIN status-guard"; accel-daemon status --json --pin-dir /sys/fs/bpf/accel/v1 --state-dir /run/accel; echo "@@END status-guard"
 echo "@@BEGIN unload"; accel-daemon unload --pin-dir /sys/fs/bpf/accel/v1 --drain-timeout 10; echo "@@UNLOAD_RC $?"; echo "@@END unload"
-kill %1 2>/dev/null
+kill $DAEMON 2>/dev/null
 # The gate's refusal path: no kernel older than 5.10 can be fetched, so
 # pretend one and check the daemon stays up, unaccelerated, and says why.
 mkdir /sys/fs/cgroup/gate

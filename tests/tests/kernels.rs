@@ -15,6 +15,7 @@ use std::{
 use accel_tests::{TestEnv, Value, counter_of, daemon_bin, parse_load_report, require_root};
 
 const LOADGEN: &str = env!("CARGO_BIN_EXE_accel-loadgen");
+const DRIVER: &str = env!("CARGO_BIN_EXE_accel-integrity");
 const GUEST_BYTES: u64 = 10 * (1 + 100 + 1500 + 65536 + 1048576);
 
 struct Row {
@@ -31,8 +32,20 @@ struct Row {
     /// Peak TCP memory (KiB) of a slow-reader stream: plain, accelerated,
     /// and how often the sender fell back to TCP.
     flow: Option<(u64, u64, u64)>,
+    /// The default mode (`auto`): application sockets that left the
+    /// sockhash for being blocking, senders to applications that used TCP
+    /// by policy, bytes redirected (the applications' own sends), and the
+    /// guard runs' errors (none: byte-exact, no EAGAIN).
+    guard: Option<Guard>,
     gate_note: &'static str,
     seconds: f64,
+}
+
+struct Guard {
+    left_blocking: u64,
+    receives_by_tcp: u64,
+    redirected: u64,
+    errors: Vec<String>,
 }
 
 fn section<'a>(out: &'a str, name: &str) -> &'a str {
@@ -72,6 +85,7 @@ fn boot(package: &str, work: &Path) -> Row {
         .arg(work)
         .arg(daemon_bin())
         .arg(LOADGEN)
+        .arg(DRIVER)
         .output()
         .expect("FAILING LOUDLY: cannot run tests/kernels/build-guest.sh");
     assert!(
@@ -136,6 +150,30 @@ fn boot(package: &str, work: &Path) -> Row {
         v.get(1).copied().unwrap_or(0) * 4
     };
     let flow_status = json_in(section(&console, "status-flow"));
+    let (g0, g1) = (
+        json_in(section(&console, "status-guard-before")),
+        json_in(section(&console, "status-guard")),
+    );
+    let grew = |c: &str| counter_of(&g1, c) - counter_of(&g0, c);
+    let guard_reports: Vec<Value> = section(&console, "guard")
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let mut guard_errors: Vec<String> = guard_reports
+        .iter()
+        .flat_map(|r| r["errors"].as_array().cloned().unwrap_or_default())
+        .map(|e| e.to_string())
+        .collect();
+    if guard_reports.len() != 3 {
+        guard_errors.push(format!("{} of 3 guard runs reported", guard_reports.len()));
+    }
+    let guard = Guard {
+        left_blocking: grew("app_blocking_seen_later"),
+        receives_by_tcp: grew("app_receives_by_tcp"),
+        redirected: grew("redirect_bytes"),
+        errors: guard_errors,
+    };
     let load: accel_tests::LoadReport = serde_json::from_str(
         section(&console, "loadgen")
             .lines()
@@ -182,6 +220,7 @@ fn boot(package: &str, work: &Path) -> Row {
             flow_peak("@@FLOW_ACCEL"),
             counter_of(&flow_status, "flow_reader_behind_to_tcp"),
         )),
+        guard: Some(guard),
         gate_note: "unaccelerated, ready, says why",
         seconds: started.elapsed().as_secs_f64(),
     }
@@ -222,6 +261,7 @@ fn host_row() -> Row {
         gate_refusal: true,
         unload_ok: unload.status.success(),
         flow: None,
+        guard: None,
         gate_note: "see tests/daemon.rs",
         seconds: started.elapsed().as_secs_f64(),
     }
@@ -237,11 +277,11 @@ fn has(row: &Row, needle: &str) -> &'static str {
 
 fn table(rows: &[Row]) -> String {
     let mut t = String::from(
-        "| kernel | BTF | hdr options | sk_storage in sk_msg | netns cookie (sock_ops) | netns cookie (sk_msg) | flow control | accelerated | redirected | integrity | loopback pairs | netns refusals | slow reader: peak TCP memory plain / accelerated (fallbacks) | gate refusal (`--kernel-release 5.4.0`) | unload | time |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| kernel | BTF | hdr options | sk_storage in sk_msg | netns cookie (sock_ops) | netns cookie (sk_msg) | flow control | accelerated | redirected | integrity | loopback pairs | netns refusals | slow reader: peak TCP memory plain / accelerated (fallbacks) | default mode: blocking apps left / sent to apps by TCP / redirected | gate refusal (`--kernel-release 5.4.0`) | unload | time |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         t += &format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} B | {} | {} | {} | {} | {} | {} | {:.0} s |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} B | {} | {} | {} | {} | {} | {} | {} | {:.0} s |\n",
             r.kernel,
             if r.btf { "yes" } else { "no" },
             has(r, "header options"),
@@ -257,6 +297,14 @@ fn table(rows: &[Row]) -> String {
             match r.flow {
                 Some((plain, accel, n)) => format!("{plain} / {accel} KiB ({n})"),
                 None => "see tests/flow_control.rs".to_string(),
+            },
+            match &r.guard {
+                Some(g) if g.errors.is_empty() => format!(
+                    "{} / {} / {} B, 0 EAGAIN, byte-exact",
+                    g.left_blocking, g.receives_by_tcp, g.redirected
+                ),
+                Some(g) => format!("FAILED: {}", g.errors.join("; ")),
+                None => "see tests/transparency.rs".to_string(),
             },
             if r.gate_refusal {
                 r.gate_note
@@ -310,6 +358,18 @@ fn the_daemon_runs_on_debians_kernels() {
             r.kernel
         );
         assert!(r.gate_refusal && r.unload_ok, "{}\n{t}", r.kernel);
+        if let Some(g) = &r.guard {
+            assert!(
+                g.errors.is_empty() && g.left_blocking >= 20 && g.receives_by_tcp >= 10,
+                "{}: the default mode's guard\n{t}",
+                r.kernel
+            );
+            assert!(
+                g.redirected > 0,
+                "{}: default mode redirected nothing\n{t}",
+                r.kernel
+            );
+        }
         if let Some((plain, accel, fallbacks)) = r.flow {
             assert!(
                 fallbacks > 0,
