@@ -53,7 +53,11 @@ echo "   tcpdump on lo: $(psh_count $PORT)"
 
 echo
 echo "== 2. starting accel-daemon (cgroup $CG, pins $PIN)"
-$BIN/accel-daemon run --cgroup "$CG" --pin-dir "$PIN" --state-dir "$STATE" --metrics-addr 127.0.0.1:0 >"$LOG" 2>&1 &
+echo "   --pod-acceleration all: both demo ends are plain applications with blocking"
+echo "   sockets, which the default mode (auto) deliberately keeps on TCP (a blocking"
+echo "   read of a sockmap socket can return EAGAIN); 'all' shows the redirect itself."
+$BIN/accel-daemon run --cgroup "$CG" --pin-dir "$PIN" --state-dir "$STATE" --metrics-addr 127.0.0.1:0 \
+  --pod-acceleration all >"$LOG" 2>&1 &
 DAEMON=$!
 for _ in $(seq 100); do grep -q "ready" "$LOG" && break; sleep 0.1; done
 grep -q "ready" "$LOG" || { cat "$LOG"; exit 1; }
