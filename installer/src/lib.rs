@@ -2,6 +2,7 @@
 //! sidecar acceleration add-on, one or several clusters (kubeconfig contexts)
 //! per run. A library so tests drive it in-process; `main.rs` is a thin shell.
 
+pub mod chart;
 pub mod cluster;
 mod install;
 pub mod manifests;

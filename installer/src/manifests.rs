@@ -183,15 +183,20 @@ pub fn render(opts: &Options) -> Result<Vec<Value>, ManifestError> {
             out.push(doc);
         }
     }
-    // Stable: objects of one rank keep their file order.
-    out.sort_by_key(|d| {
+    sort_for_apply(&mut out);
+    Ok(out)
+}
+
+/// Apply order: what others refer to first. Stable: objects of one rank
+/// keep their order.
+pub fn sort_for_apply(objects: &mut [Value]) {
+    objects.sort_by_key(|d| {
         kind_info(
             d["apiVersion"].as_str().unwrap_or_default(),
             d["kind"].as_str().unwrap_or_default(),
         )
         .map_or(u8::MAX, |k| k.rank)
     });
-    Ok(out)
 }
 
 fn customize(
