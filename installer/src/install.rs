@@ -14,9 +14,9 @@ use accel_k8s::keys;
 use accel_k8s::node::unload_request;
 
 use crate::cluster::{Cluster, Explain, transient};
-use crate::manifests::{self, MONITORING_GROUP, Monitor, Options};
+use crate::manifests::{self, MONITORING_GROUP};
 use crate::nodes::{self, Rollout};
-use crate::{Ui, exit};
+use crate::{Ui, exit, source};
 
 pub const FACTS: &[&str] = &[
     "Connections established before the install are not accelerated: restart workloads \
@@ -26,25 +26,38 @@ pub const FACTS: &[&str] = &[
      (`accel-daemon verify` on a node does it for you).",
 ];
 
-pub async fn run(
-    cluster: &Cluster,
-    ui: &mut Ui<'_>,
-    opts: &Options,
-    timeout: Duration,
-    poll: Duration,
-) -> anyhow::Result<i32> {
-    let mut opts = opts.clone();
-    if opts.monitor != Monitor::None {
+/// What to install, rendered from the kustomize manifests or a chart.
+pub struct Target<'a> {
+    /// In apply order.
+    pub objects: &'a [serde_json::Value],
+    /// For objects rendered without one (--namespace).
+    pub namespace: &'a str,
+    pub timeout: Duration,
+    pub poll: Duration,
+}
+
+fn is_monitor(obj: &serde_json::Value) -> bool {
+    obj["apiVersion"]
+        .as_str()
+        .is_some_and(|a| a.starts_with(&format!("{MONITORING_GROUP}/")))
+}
+
+pub async fn run(cluster: &Cluster, ui: &mut Ui<'_>, target: &Target<'_>) -> anyhow::Result<i32> {
+    let mut objects = target.objects.to_vec();
+    if objects.iter().any(is_monitor) {
         let groups = nodes::api_groups(cluster).await?;
         if !groups.contains(MONITORING_GROUP) {
-            ui.line(format!(
-                "monitoring: skipped the {} ({MONITORING_GROUP} API not found: Prometheus Operator not installed)",
-                if opts.monitor == Monitor::PodMonitor { "PodMonitor" } else { "ServiceMonitor" }
-            ));
-            opts.monitor = Monitor::None;
+            for obj in objects.iter().filter(|o| is_monitor(o)) {
+                ui.line(format!(
+                    "monitoring: skipped the {} ({MONITORING_GROUP} API not found: Prometheus Operator not installed)",
+                    obj["kind"].as_str().unwrap_or("monitor")
+                ));
+            }
+            objects.retain(|o| !is_monitor(o));
         }
     }
-    let objects = manifests::render(&opts)?;
+    let namespace =
+        source::daemon_namespace(&objects).unwrap_or_else(|| target.namespace.to_string());
 
     resume_nodes(cluster, ui).await?;
 
@@ -57,14 +70,15 @@ pub async fn run(
         )
         .ok_or_else(|| anyhow::anyhow!("no API mapping for {what}"))?;
         let name = obj["metadata"]["name"].as_str().unwrap_or_default();
-        nodes::dynamic_api(cluster, info, &opts.namespace)
+        let ns = obj["metadata"]["namespace"].as_str().unwrap_or(&namespace);
+        nodes::dynamic_api(cluster, info, ns)
             .patch(name, &params, &Patch::Apply(obj))
             .await
             .explain(cluster, "patch (server-side apply)", info.plural)?;
         ui.line(format!("applied {what}"));
     }
 
-    let code = wait_rollout(cluster, ui, &opts.namespace, timeout, poll).await?;
+    let code = wait_rollout(cluster, ui, &namespace, target.timeout, target.poll).await?;
     if code != exit::OK {
         return Ok(code);
     }

@@ -8,9 +8,11 @@ mod install;
 pub mod manifests;
 mod nodes;
 mod preflight;
+pub mod source;
 mod status;
 mod ui;
 mod uninstall;
+pub mod version;
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -96,6 +98,8 @@ pub struct DaemonOptions {
 pub struct InstallArgs {
     #[command(flatten)]
     pub daemon: DaemonOptions,
+    #[command(flatten)]
+    pub chart: source::ChartArgs,
     /// Do not apply the Prometheus Operator monitor even when its API exists.
     #[arg(long)]
     pub no_monitoring: bool,
@@ -113,6 +117,8 @@ pub struct UninstallArgs {
 pub struct RenderArgs {
     #[command(flatten)]
     pub daemon: DaemonOptions,
+    #[command(flatten)]
+    pub chart: source::ChartArgs,
     /// Include the Prometheus Operator monitor (needs the monitoring.coreos.com CRDs).
     #[arg(long)]
     pub observability: bool,
@@ -140,19 +146,25 @@ impl Cli {
     fn image(&self) -> String {
         self.image.clone().unwrap_or_else(manifests::default_image)
     }
+}
 
-    fn manifest_options(&self, daemon: &DaemonOptions, monitoring: bool) -> manifests::Options {
-        let monitor = match (monitoring, daemon.pod_monitor) {
-            (false, _) => manifests::Monitor::None,
-            (true, false) => manifests::Monitor::ServiceMonitor,
-            (true, true) => manifests::Monitor::PodMonitor,
+impl RenderArgs {
+    fn objects(&self, cli: &Cli) -> anyhow::Result<Vec<serde_json::Value>> {
+        let monitor = self.observability.then_some(true);
+        source::objects(cli, &self.daemon, &self.chart, monitor)
+    }
+}
+
+impl InstallArgs {
+    /// Kustomize: the monitor unless --no-monitoring. A chart: its values
+    /// decide, unless --no-monitoring or --pod-monitor says.
+    fn objects(&self, cli: &Cli) -> anyhow::Result<Vec<serde_json::Value>> {
+        let monitor = match (self.no_monitoring, self.chart.chart.is_some()) {
+            (true, _) => Some(false),
+            (false, false) => Some(true),
+            (false, true) => self.daemon.pod_monitor.then_some(true),
         };
-        manifests::Options {
-            namespace: self.namespace.clone(),
-            image: self.image(),
-            log_level: daemon.log_level.clone(),
-            monitor,
-        }
+        source::objects(cli, &self.daemon, &self.chart, monitor)
     }
 }
 
@@ -181,18 +193,29 @@ where
         }
     };
     if let Command::Render(args) = &cli.command {
-        let opts = cli.manifest_options(&args.daemon, args.observability);
-        return match manifests::render(&opts).and_then(|o| manifests::to_yaml(&o)) {
+        let text = args.objects(&cli).and_then(|o| Ok(manifests::to_yaml(&o)?));
+        return match text {
             Ok(text) => {
                 let _ = write!(out, "{text}");
                 exit::OK
             }
             Err(e) => {
-                let _ = writeln!(err, "error: {e}");
+                let _ = writeln!(err, "error: {e:#}");
                 exit::ERROR
             }
         };
     }
+    // Bad input fails before any cluster is contacted.
+    let objects = match &cli.command {
+        Command::Install(args) => match args.objects(&cli) {
+            Ok(o) => o,
+            Err(e) => {
+                let _ = writeln!(err, "error: {e:#}");
+                return exit::ERROR;
+            }
+        },
+        _ => Vec::new(),
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -203,11 +226,17 @@ where
             return exit::ERROR;
         }
     };
-    runtime.block_on(run_clusters(&cli, out, err, tty))
+    runtime.block_on(run_clusters(&cli, &objects, out, err, tty))
 }
 
 /// The command once per context, each under its own header.
-async fn run_clusters(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write, tty: bool) -> i32 {
+async fn run_clusters(
+    cli: &Cli,
+    objects: &[serde_json::Value],
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+    tty: bool,
+) -> i32 {
     let targets: Vec<Option<&str>> = if cli.contexts.is_empty() {
         vec![None]
     } else {
@@ -227,7 +256,7 @@ async fn run_clusters(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write, tty: 
                     "=== context {} ({}) ===",
                     cluster.context, cluster.url
                 ));
-                run_one(cli, &cluster, &mut ui).await
+                run_one(cli, objects, &cluster, &mut ui).await
             }
             Err(e) => {
                 ui.line(format!("=== context {} ===", target.unwrap_or("(current)")));
@@ -255,13 +284,23 @@ async fn run_clusters(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write, tty: 
     worst
 }
 
-async fn run_one(cli: &Cli, cluster: &cluster::Cluster, ui: &mut Ui<'_>) -> anyhow::Result<i32> {
+async fn run_one(
+    cli: &Cli,
+    objects: &[serde_json::Value],
+    cluster: &cluster::Cluster,
+    ui: &mut Ui<'_>,
+) -> anyhow::Result<i32> {
     match &cli.command {
         Command::Preflight => preflight::run(cluster, ui).await,
-        Command::Install(args) => {
-            let opts = cli.manifest_options(&args.daemon, !args.no_monitoring);
+        Command::Install(_) => {
             let timeout = cli.timeout.unwrap_or(Duration::from_secs(300));
-            install::run(cluster, ui, &opts, timeout, cli.poll_interval).await
+            let target = install::Target {
+                objects,
+                namespace: &cli.namespace,
+                timeout,
+                poll: cli.poll_interval,
+            };
+            install::run(cluster, ui, &target).await
         }
         Command::Status => status::run(cluster, ui, &cli.namespace).await,
         Command::Uninstall(args) => {
