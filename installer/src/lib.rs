@@ -55,9 +55,12 @@ pub struct Cli {
     #[arg(long, short = 'n', global = true, default_value = keys::DEFAULT_NAMESPACE)]
     pub namespace: String,
     /// Daemon image (default: the image in manifests/base/kustomization.yaml, a placeholder
-    /// registry until the project publishes one).
+    /// registry until the project publishes one). Its tag must be this installer's version.
     #[arg(long, global = true)]
     pub image: Option<String>,
+    /// Render or install an image whose tag is not this installer's version.
+    #[arg(long, global = true)]
+    pub allow_version_mismatch: bool,
     /// How long install waits for the rollout (default 300s) and uninstall for the nodes to
     /// unload (default 120s). Examples: 90, 90s, 5m.
     #[arg(long, global = true, value_parser = parse_duration, value_name = "DURATION")]

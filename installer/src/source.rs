@@ -1,5 +1,6 @@
 //! Where `render` and `install` take their objects from: the embedded
-//! kustomize manifests (the default) or a Helm chart directory (`--chart`).
+//! kustomize manifests (the default) or a Helm chart directory (`--chart`),
+//! and the check that the daemon image is this installer's version.
 
 use std::path::PathBuf;
 
@@ -7,9 +8,11 @@ use anyhow::Context as _;
 use clap::Args;
 use serde_json::{Value, json};
 
+use accel_k8s::keys;
+
 use crate::chart::{self, Chart, Request};
 use crate::manifests::{self, Monitor};
-use crate::version::ImageRef;
+use crate::version::{self, ImageRef};
 use crate::{Cli, DaemonOptions};
 
 #[derive(Args, Debug, Clone, Default)]
@@ -31,14 +34,14 @@ pub struct ChartArgs {
 /// source's own choice (the chart's values; none from kustomize).
 pub type MonitorChoice = Option<bool>;
 
-/// The objects to apply, in apply order.
+/// The objects to apply, in apply order, with the image's version checked.
 pub fn objects(
     cli: &Cli,
     daemon: &DaemonOptions,
     chart_args: &ChartArgs,
     monitor: MonitorChoice,
 ) -> anyhow::Result<Vec<Value>> {
-    Ok(match &chart_args.chart {
+    let objects = match &chart_args.chart {
         None => {
             let monitor = match (monitor, daemon.pod_monitor) {
                 (Some(true), false) => Monitor::ServiceMonitor,
@@ -57,7 +60,13 @@ pub fn objects(
             let chart = Chart::load(dir)?;
             chart.render(&chart_request(cli, daemon, chart_args, monitor)?)?
         }
-    })
+    };
+    if !cli.allow_version_mismatch {
+        for image in daemon_images(&objects) {
+            version::check_image(&image, version::OURS)?;
+        }
+    }
+    Ok(objects)
 }
 
 fn chart_request(
@@ -96,6 +105,22 @@ fn chart_request(
         sets: args.sets.clone(),
         overrides,
     })
+}
+
+/// The images of the daemon's containers.
+fn daemon_images(objects: &[Value]) -> Vec<String> {
+    objects
+        .iter()
+        .filter(|o| o["kind"] == "DaemonSet")
+        .flat_map(|o| {
+            o.pointer("/spec/template/spec/containers")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter(|c| c["name"] == keys::DAEMONSET)
+        .filter_map(|c| c["image"].as_str().map(str::to_string))
+        .collect()
 }
 
 /// The namespace the DaemonSet is rendered in (what install waits on).

@@ -1,4 +1,6 @@
-//! Image references: what --image says, split for the chart's values.
+//! The daemon image must be the installer's version: the node label and
+//! status annotation, the unload handshake and the manifests change
+//! together, release by release.
 
 /// An image reference split as a registry understands it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,6 +32,44 @@ impl ImageRef {
     }
 }
 
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum VersionError {
+    #[error(
+        "image {image} is version {tag}, but this accel-installer is version {ours}: use the \
+         image of the same version, or pass --allow-version-mismatch"
+    )]
+    Mismatch {
+        image: String,
+        tag: String,
+        ours: String,
+    },
+    #[error(
+        "image {image} has no tag, so its version cannot be checked against this \
+         accel-installer's ({ours}): give it as NAME:{ours} (NAME:{ours}@sha256:... to pin a \
+         digest), or pass --allow-version-mismatch"
+    )]
+    NoTag { image: String, ours: String },
+}
+
+/// This installer's version (the workspace's).
+pub const OURS: &str = env!("CARGO_PKG_VERSION");
+
+/// Ok when `image`'s tag is `ours` or `v{ours}`.
+pub fn check_image(image: &str, ours: &str) -> Result<(), VersionError> {
+    match ImageRef::parse(image).tag {
+        Some(tag) if tag == ours || tag.strip_prefix('v') == Some(ours) => Ok(()),
+        Some(tag) => Err(VersionError::Mismatch {
+            image: image.to_string(),
+            tag,
+            ours: ours.to_string(),
+        }),
+        None => Err(VersionError::NoTag {
+            image: image.to_string(),
+            ours: ours.to_string(),
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -58,5 +98,22 @@ mod tests {
             ImageRef::parse("a@sha256:ab"),
             r("a", None, Some("sha256:ab"))
         );
+    }
+
+    #[test]
+    fn accepts_only_the_same_version() {
+        assert!(check_image("a/b:0.1.0", "0.1.0").is_ok());
+        assert!(check_image("a/b:v0.1.0", "0.1.0").is_ok());
+        assert!(check_image("r:5000/b:0.1.0@sha256:ab", "0.1.0").is_ok());
+        let e = check_image("a/b:0.2.0", "0.1.0").unwrap_err().to_string();
+        assert!(
+            e.contains("version 0.2.0") && e.contains("version 0.1.0"),
+            "{e}"
+        );
+        assert!(matches!(
+            check_image("r:5000/b@sha256:ab", "0.1.0"),
+            Err(VersionError::NoTag { .. })
+        ));
+        assert!(check_image("a/b:0.1.0-rc1", "0.1.0").is_err());
     }
 }

@@ -1,4 +1,5 @@
-//! `accel-installer render|install --chart DIR`.
+//! `accel-installer render|install --chart DIR`, and the image version
+//! check (`--image`, `--allow-version-mismatch`) on both sources.
 
 use std::path::{Path, PathBuf};
 
@@ -132,6 +133,63 @@ fn bad_chart_input_fails_naming_the_value() {
     // --set and --values belong to --chart.
     let r = run(&["render", "--set", "podAcceleration=all"]);
     assert_eq!(r.code, 2, "{}", r.err);
+}
+
+#[test]
+fn an_image_of_another_version_is_refused_unless_allowed() {
+    let ours = env!("CARGO_PKG_VERSION");
+    let dir = chart_dir();
+    for source in [vec![], vec!["--chart", &dir]] {
+        for image in [
+            format!("example.com/accel:{ours}"),
+            format!("example.com/accel:v{ours}"),
+        ] {
+            let mut args = vec!["render", "--image", &image];
+            args.extend(&source);
+            let r = run(&args);
+            assert_eq!(r.code, 0, "{image}: {}", r.err);
+            assert!(r.out.contains(&format!("image: {image}")), "{}", r.out);
+        }
+        let mut args = vec!["render", "--image", "r.example:5000/accel:9.9.9"];
+        args.extend(&source);
+        let r = run(&args);
+        assert_eq!(r.code, 1, "{source:?}");
+        assert!(
+            r.err.contains("version 9.9.9") && r.err.contains(&format!("version {ours}")),
+            "{}",
+            r.err
+        );
+        assert!(r.err.contains("--allow-version-mismatch"), "{}", r.err);
+        args.push("--allow-version-mismatch");
+        let r = run(&args);
+        assert_eq!(r.code, 0, "{}", r.err);
+        assert!(
+            r.out.contains("image: r.example:5000/accel:9.9.9"),
+            "{}",
+            r.out
+        );
+        // A digest alone says no version.
+        let mut args = vec!["render", "--image", "example.com/accel@sha256:00ff"];
+        args.extend(&source);
+        let r = run(&args);
+        assert_eq!(r.code, 1);
+        assert!(r.err.contains("has no tag"), "{}", r.err);
+    }
+    // The chart's own tag is checked too.
+    let r = run(&["render", "--chart", &dir, "--set", "image.tag=0.0.9"]);
+    assert_eq!(r.code, 1);
+    assert!(r.err.contains("version 0.0.9"), "{}", r.err);
+    // install refuses before contacting any cluster.
+    let r = run(&[
+        "--kubeconfig",
+        "/nonexistent/kubeconfig",
+        "install",
+        "--image",
+        "example.com/accel:9.9.9",
+    ]);
+    assert_eq!(r.code, 1);
+    assert!(r.err.contains("version 9.9.9"), "{}", r.err);
+    assert!(!r.err.contains("kubeconfig"), "{}", r.err);
 }
 
 #[test]

@@ -286,7 +286,7 @@ fn install_applies_server_side_waits_for_the_rollout_and_is_idempotent() {
         per_step: Duration::from_millis(400),
     });
 
-    let r = env.run(&["install", "--image", "example.com/accel-daemon:1.2.3"]);
+    let r = env.run(&["install", "--image", "example.com/accel-daemon:0.1.0"]);
     assert_eq!(r.code, 0, "{r:?}");
     assert!(
         r.out
@@ -324,7 +324,7 @@ fn install_applies_server_side_waits_for_the_rollout_and_is_idempotent() {
         .unwrap();
     assert_eq!(
         ds["spec"]["template"]["spec"]["containers"][0]["image"],
-        "example.com/accel-daemon:1.2.3"
+        "example.com/accel-daemon:0.1.0"
     );
 
     // The progress climbed node by node (plain lines: not a terminal).
@@ -371,7 +371,7 @@ fn install_applies_server_side_waits_for_the_rollout_and_is_idempotent() {
     // Twice: same objects, nothing changes, success.
     let generation = ds["metadata"]["generation"].clone();
     env.server.clear_requests();
-    let again = env.run(&["install", "--image", "example.com/accel-daemon:1.2.3"]);
+    let again = env.run(&["install", "--image", "example.com/accel-daemon:0.1.0"]);
     assert_eq!(again.code, 0, "{again:?}");
     assert_eq!(applied(&env).len(), 6);
     let ds = env

@@ -472,6 +472,7 @@ fn render_is_the_manifests_with_the_chosen_values() {
             "mesh-accel",
             "--image",
             "example.com/accel-daemon:9.9.9",
+            "--allow-version-mismatch",
             "--log-level",
             "debug",
             "--observability",
