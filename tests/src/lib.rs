@@ -84,8 +84,16 @@ pub fn cgroup2_mount() -> PathBuf {
 
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
-/// Mounts bpffs at /sys/fs/bpf unless it is already there.
+/// Mounts bpffs at /sys/fs/bpf unless it is already there. Test binaries
+/// run in parallel: the check and the mount hold a lock, or two of them
+/// stack two bpffs mounts there on a fresh machine.
 pub fn mount_bpffs_if_needed() -> Result<(), String> {
+    let lock = fs::File::create("/run/accel-tests-bpffs.lock")
+        .map_err(|e| format!("creating /run/accel-tests-bpffs.lock: {e}"))?;
+    // SAFETY: flock on a file we hold; released when `lock` drops.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(format!("locking: {}", std::io::Error::last_os_error()));
+    }
     let path = c"/sys/fs/bpf";
     // SAFETY: statfs into a zeroed struct we own.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };

@@ -513,7 +513,7 @@ fn without_the_hosts_bpffs_the_node_stays_unaccelerated_and_says_why() {
     let env = TestEnv::new("k8s-nobpffs");
     let state = env.state_dir.display().to_string();
     let script = format!(
-        "umount -l /sys/fs/bpf && exec {} run --cgroup {} --pin-dir /sys/fs/bpf/sidecar-accel-test/v{} \
+        "while grep -q ' /sys/fs/bpf bpf ' /proc/self/mounts; do umount -l /sys/fs/bpf || exit 1; done; exec {} run --cgroup {} --pin-dir /sys/fs/bpf/sidecar-accel-test/v{} \
          --state-dir {state} --metrics-addr 127.0.0.1:0 --no-mount-bpffs",
         accel_tests::daemon_bin().display(),
         env.cgroup.display(),
