@@ -12,6 +12,7 @@
 
 mod load;
 mod mesh;
+mod nonblock;
 mod report;
 mod run_local;
 mod sandbox;
@@ -107,6 +108,9 @@ pub struct LoopbackArgs {
     /// The accel-daemon binary [default: next to this executable].
     #[arg(long)]
     daemon_bin: Option<PathBuf>,
+    /// The workers' I/O: blocking, or non-blocking driven by epoll.
+    #[arg(long, value_enum, default_value = "blocking")]
+    worker_io: worker::IoStyle,
     /// Where loopback.md and loopback.json go [default: bench/results/<YYYY-MM-DD>].
     #[arg(long)]
     out_dir: Option<PathBuf>,
@@ -221,6 +225,7 @@ pub struct Config {
     pub duration: Duration,
     pub warmup: Duration,
     pub repeats: usize,
+    pub worker_io: worker::IoStyle,
 }
 
 fn main() -> ExitCode {
@@ -275,6 +280,7 @@ fn loopback(mut args: LoopbackArgs) -> Result<()> {
         duration,
         warmup: (duration / 10).max(Duration::from_millis(20)),
         repeats: args.repeats,
+        worker_io: args.worker_io,
     };
     let daemon_bin = locate_daemon(&args.daemon_bin)?;
     let exe = std::env::current_exe().context("locating own executable")?;
@@ -579,6 +585,8 @@ fn exchange(
             cfg.duration.as_millis().to_string(),
             "--warmup-ms".into(),
             cfg.warmup.as_millis().to_string(),
+            "--io".into(),
+            cfg.worker_io.name().into(),
         ]
     };
     let mut sargs = common("server", server_cpu);

@@ -96,10 +96,16 @@ pub struct MeshArgs {
     /// Where mesh.md and mesh.json go [default: bench/results/<YYYY-MM-DD>].
     #[arg(long)]
     out_dir: Option<PathBuf>,
-    /// The accelerated mode's `accel-daemon run --pod-acceleration`: `all`
-    /// (three legs) or `proxy-only` (the sidecar-to-sidecar hop only).
-    #[arg(long, default_value = "all", value_parser = ["all", "proxy-only"])]
+    /// The accelerated mode's `accel-daemon run --pod-acceleration`:
+    /// `auto` (the default: the sidecar hop, and the applications' own sends
+    /// where they are non-blocking), `app-safe` or `all` (three legs),
+    /// `proxy-only` (the sidecar-to-sidecar hop only).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "app-safe", "all", "proxy-only"])]
     pod_acceleration: String,
+    /// The rr/stream workers' I/O: blocking, or non-blocking driven by
+    /// epoll (the two kinds of application `auto` treats differently).
+    #[arg(long, value_enum, default_value = "blocking")]
+    worker_io: crate::worker::IoStyle,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
@@ -225,6 +231,7 @@ pub struct MeshConfig {
     pub wrk_threads: u32,
     pub repeats: usize,
     pub pod_acceleration: String,
+    pub worker_io: crate::worker::IoStyle,
 }
 
 pub fn run(args: MeshArgs) -> Result<()> {
@@ -312,6 +319,7 @@ fn mesh(mut args: MeshArgs) -> Result<()> {
         wrk_threads: args.wrk_threads,
         repeats: args.repeats,
         pod_acceleration: args.pod_acceleration.clone(),
+        worker_io: args.worker_io,
     };
     let exe = topology_bins(
         &args.daemon_bin,
@@ -972,7 +980,8 @@ fn worker_cmd(
     ])
     .args(["--size", &case.size.to_string()])
     .args(["--duration-ms", &cfg.duration.as_millis().to_string()])
-    .args(["--warmup-ms", &cfg.warmup.as_millis().to_string()]);
+    .args(["--warmup-ms", &cfg.warmup.as_millis().to_string()])
+    .args(["--io", cfg.worker_io.name()]);
     if let Some(c) = cpu {
         cmd.args(["--cpu", &c.to_string()]);
     }

@@ -151,6 +151,10 @@ impl Sandbox {
             .arg("--state-dir")
             .arg(&self.state_dir)
             .args(["--metrics-addr", "127.0.0.1:0"])
+            // Both workers are root processes, applications to the default
+            // mode, which would leave an application-to-application pair on
+            // TCP: the loopback benchmark measures the datapath itself.
+            .args(["--pod-acceleration", "all"])
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())

@@ -25,6 +25,8 @@ use nix::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::nonblock;
+
 /// Read buffer of the streaming reader, the same for every transport.
 pub const STREAM_READ_BUF: usize = 256 * 1024;
 
@@ -42,6 +44,28 @@ pub enum Role {
 pub enum Family {
     Tcp,
     Unix,
+}
+
+/// How a worker does its I/O: the two kinds of application the datapath's
+/// default mode treats differently (blocking ones stay on TCP).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IoStyle {
+    /// Blocking sockets (threads-and-read(2) applications).
+    #[default]
+    Blocking,
+    /// Non-blocking from socket creation (connect, accept4), waiting in
+    /// epoll_wait (edge-triggered) as an event loop does.
+    Epoll,
+}
+
+impl IoStyle {
+    pub fn name(self) -> &'static str {
+        match self {
+            IoStyle::Blocking => "blocking",
+            IoStyle::Epoll => "epoll",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, ValueEnum, Serialize, Deserialize)]
@@ -79,6 +103,8 @@ pub struct WorkerArgs {
     /// Client: address (tcp) or path (unix) to connect to.
     #[arg(long)]
     pub connect: Option<String>,
+    #[arg(long, value_enum, default_value = "blocking")]
+    pub io: IoStyle,
 }
 
 /// The one JSON line a worker prints when it is done.
@@ -215,7 +241,7 @@ pub fn run(args: WorkerArgs) -> Result<()> {
             let l =
                 TcpListener::bind(&args.listen).with_context(|| format!("bind {}", args.listen))?;
             announce(&l.local_addr()?.to_string())?;
-            let (s, _) = l.accept().context("accept")?;
+            let s = nonblock::accept(&l, args.io == IoStyle::Epoll).context("accept")?;
             drop(l);
             s.set_nodelay(true)?;
             serve(&args, s)?
@@ -233,7 +259,8 @@ pub fn run(args: WorkerArgs) -> Result<()> {
         }
         (Role::Client, Family::Tcp) => {
             let addr = args.connect.clone().context("--connect needed")?;
-            let s = TcpStream::connect(&addr).with_context(|| format!("connect {addr}"))?;
+            let s = nonblock::connect(&addr, args.io == IoStyle::Epoll)
+                .with_context(|| format!("connect {addr}"))?;
             s.set_nodelay(true)?;
             drive(&args, s)?
         }
@@ -255,29 +282,61 @@ fn announce(addr: &str) -> Result<()> {
 }
 
 fn serve<C: Conn>(args: &WorkerArgs, s: C) -> Result<WorkerOut> {
+    let mut ea = Eagain::for_socket(args.io, &s)?;
     match args.workload {
-        Workload::Rr => serve_rr(args.size, s),
-        Workload::Stream => read_stream(Duration::from_millis(args.warmup_ms), s),
+        Workload::Rr => serve_rr(args.size, s, &mut ea),
+        Workload::Stream => read_stream(Duration::from_millis(args.warmup_ms), s, &mut ea),
     }
 }
 
 fn drive<C: Conn>(args: &WorkerArgs, s: C) -> Result<WorkerOut> {
     let warmup = Duration::from_millis(args.warmup_ms);
     let duration = Duration::from_millis(args.duration_ms);
+    let mut ea = Eagain::for_socket(args.io, &s)?;
     match args.workload {
-        Workload::Rr => client_rr(args.size, warmup, duration, s),
-        Workload::Stream => write_stream(args.size, warmup + duration, s),
+        Workload::Rr => client_rr(args.size, warmup, duration, s, &mut ea),
+        Workload::Stream => write_stream(args.size, warmup + duration, s, &mut ea),
     }
 }
 
 /// EAGAIN seen on a *blocking* socket, which must never happen. A sockmap
 /// ingress redirect does return it (send: peer receive memory exhausted;
 /// recv: a wake-up without data). The workers count every one (the driver
-/// reports them as an anomaly), wait for readiness, and retry.
+/// reports them as an anomaly), wait for readiness, and retry. An epoll
+/// worker expects EAGAIN and waits in epoll_wait instead.
 #[derive(Default)]
 struct Eagain {
     send: u64,
     recv: u64,
+    epoll: Option<nonblock::Epoll>,
+}
+
+impl Eagain {
+    fn for_socket(io: IoStyle, s: &impl AsRawFd) -> Result<Self> {
+        Ok(Eagain {
+            epoll: match io {
+                IoStyle::Blocking => None,
+                IoStyle::Epoll => Some(nonblock::Epoll::watch(s.as_raw_fd())?),
+            },
+            ..Default::default()
+        })
+    }
+
+    /// The socket said EAGAIN: count it if it is blocking, and wait.
+    fn wait(&mut self, fd: i32, events: libc::c_short) -> Result<()> {
+        match &self.epoll {
+            Some(ep) => ep.wait(),
+            None => {
+                if events == libc::POLLOUT {
+                    self.send += 1;
+                } else {
+                    self.recv += 1;
+                }
+                wait_ready(fd, events);
+                Ok(())
+            }
+        }
+    }
 }
 
 fn wait_ready(fd: i32, events: libc::c_short) {
@@ -300,8 +359,7 @@ fn send_all<C: Conn>(s: &mut C, mut buf: &[u8], ea: &mut Eagain) -> Result<()> {
             Ok(n) => buf = &buf[n..],
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                ea.send += 1;
-                wait_ready(s.as_raw_fd(), libc::POLLOUT);
+                ea.wait(s.as_raw_fd(), libc::POLLOUT)?;
             }
             Err(e) => return Err(e).context("send"),
         }
@@ -316,8 +374,7 @@ fn recv<C: Conn>(s: &mut C, buf: &mut [u8], ea: &mut Eagain) -> Result<usize> {
             Ok(n) => return Ok(n),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                ea.recv += 1;
-                wait_ready(s.as_raw_fd(), libc::POLLIN);
+                ea.wait(s.as_raw_fd(), libc::POLLIN)?;
             }
             Err(e) => return Err(e).context("recv"),
         }
@@ -349,12 +406,11 @@ fn drain<C: Conn>(s: &mut C, ea: &mut Eagain) -> Result<u64> {
     }
 }
 
-fn serve_rr<C: Conn>(size: usize, mut s: C) -> Result<WorkerOut> {
+fn serve_rr<C: Conn>(size: usize, mut s: C, ea: &mut Eagain) -> Result<WorkerOut> {
     let mut buf = vec![0u8; size];
     let mut n = 0u64;
-    let mut ea = Eagain::default();
-    while read_full(&mut s, &mut buf, &mut ea)? {
-        send_all(&mut s, &buf, &mut ea)?;
+    while read_full(&mut s, &mut buf, ea)? {
+        send_all(&mut s, &buf, ea)?;
         n += 1;
     }
     Ok(WorkerOut {
@@ -377,23 +433,23 @@ fn client_rr<C: Conn>(
     warmup: Duration,
     duration: Duration,
     mut s: C,
+    ea: &mut Eagain,
 ) -> Result<WorkerOut> {
     let first = pattern(size, 1);
     let out = pattern(size, 2);
     let mut back = vec![0u8; size];
     let mut echo_ok = true;
     let mut total = 0u64;
-    let mut ea = Eagain::default();
 
     // Warm-up (also the first content check).
-    send_all(&mut s, &first, &mut ea)?;
-    ensure!(read_full(&mut s, &mut back, &mut ea)?, "server closed");
+    send_all(&mut s, &first, ea)?;
+    ensure!(read_full(&mut s, &mut back, ea)?, "server closed");
     echo_ok &= back == first;
     total += 1;
     let start = Instant::now();
     while start.elapsed() < warmup {
-        send_all(&mut s, &out, &mut ea)?;
-        ensure!(read_full(&mut s, &mut back, &mut ea)?, "server closed");
+        send_all(&mut s, &out, ea)?;
+        ensure!(read_full(&mut s, &mut back, ea)?, "server closed");
         total += 1;
     }
 
@@ -402,8 +458,8 @@ fn client_rr<C: Conn>(
     let mut now = t0;
     while now.duration_since(t0) < duration {
         let t = now;
-        send_all(&mut s, &out, &mut ea)?;
-        ensure!(read_full(&mut s, &mut back, &mut ea)?, "server closed");
+        send_all(&mut s, &out, ea)?;
+        ensure!(read_full(&mut s, &mut back, ea)?, "server closed");
         now = Instant::now();
         lat.push(now.duration_since(t).as_nanos() as u64);
     }
@@ -412,7 +468,7 @@ fn client_rr<C: Conn>(
     echo_ok &= back == out;
 
     s.shutdown_write()?;
-    let rest = drain(&mut s, &mut ea)?;
+    let rest = drain(&mut s, ea)?;
     ensure!(rest == 0, "server sent {rest} unexpected bytes");
 
     let rts = lat.len() as u64;
@@ -445,18 +501,22 @@ pub fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-fn write_stream<C: Conn>(size: usize, run_for: Duration, mut s: C) -> Result<WorkerOut> {
+fn write_stream<C: Conn>(
+    size: usize,
+    run_for: Duration,
+    mut s: C,
+    ea: &mut Eagain,
+) -> Result<WorkerOut> {
     let msg = pattern(size, 3);
     let mut written = 0u64;
-    let mut ea = Eagain::default();
     let start = Instant::now();
     while start.elapsed() < run_for {
-        send_all(&mut s, &msg, &mut ea)?;
+        send_all(&mut s, &msg, ea)?;
         written += size as u64;
     }
     s.shutdown_write()?;
     // Wait for the reader to drain everything and close.
-    let rest = drain(&mut s, &mut ea)?;
+    let rest = drain(&mut s, ea)?;
     Ok(WorkerOut {
         role: "client".into(),
         bytes_written: written,
@@ -470,14 +530,13 @@ fn write_stream<C: Conn>(size: usize, run_for: Duration, mut s: C) -> Result<Wor
 /// Reads to EOF. The measured window starts `warmup` after the first byte
 /// and ends at EOF, so bytes still queued when the writer stops count, with
 /// the time it takes to read them.
-fn read_stream<C: Conn>(warmup: Duration, mut s: C) -> Result<WorkerOut> {
+fn read_stream<C: Conn>(warmup: Duration, mut s: C, ea: &mut Eagain) -> Result<WorkerOut> {
     let mut buf = vec![0u8; STREAM_READ_BUF];
     let mut total = 0u64;
     let mut first: Option<Instant> = None;
     let mut mark: Option<(Instant, u64)> = None;
-    let mut ea = Eagain::default();
     loop {
-        let n = recv(&mut s, &mut buf, &mut ea)?;
+        let n = recv(&mut s, &mut buf, ea)?;
         if n == 0 {
             break;
         }

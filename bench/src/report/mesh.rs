@@ -31,6 +31,9 @@ pub struct MeshFacts {
     /// Results from before the option existed accelerated every leg.
     #[serde(default = "all_legs")]
     pub pod_acceleration: String,
+    /// The rr/stream workers' I/O (results from before the option: blocking).
+    #[serde(default)]
+    pub worker_io: crate::worker::IoStyle,
     pub wrk_version: String,
     pub nginx_version: String,
     pub haproxy_version: String,
@@ -76,6 +79,7 @@ impl MeshFacts {
             wrk_threads: cfg.wrk_threads,
             repeats: cfg.repeats,
             pod_acceleration: cfg.pod_acceleration.clone(),
+            worker_io: cfg.worker_io,
             wrk_version: version("wrk", &["-v"]),
             nginx_version: version("nginx", &["-v"]),
             haproxy_version: version("haproxy", &["-v"]),
@@ -299,8 +303,11 @@ impl MeshReport {
              attached to the cgroup, no pins); **accelerated** = `accel-daemon run \
              --pod-acceleration {}` up (accelerated=true). Per case the modes alternate ABBA \
              (baseline, accelerated, accelerated, baseline, ...), {} repeats each; {} daemon \
-             start/stop toggles in the run",
-            fa.pod_acceleration, fa.repeats, fa.daemon_toggles
+             start/stop toggles in the run; rr/stream workers use {} I/O",
+            fa.pod_acceleration,
+            fa.repeats,
+            fa.daemon_toggles,
+            fa.worker_io.name()
         );
         let _ = writeln!(
             s,

@@ -1,0 +1,137 @@
+//! Non-blocking sockets for the epoll workers: created non-blocking (so the
+//! datapath sees an event-loop application from its first callback on) and
+//! waited on with edge-triggered epoll, as nginx, Envoy and Go do.
+
+use std::{
+    io,
+    net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs},
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+};
+
+use anyhow::{Context, Result, bail};
+
+fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+/// accept4, non-blocking from the start when asked.
+pub fn accept(l: &TcpListener, nonblocking: bool) -> io::Result<TcpStream> {
+    let flags = libc::SOCK_CLOEXEC | if nonblocking { libc::SOCK_NONBLOCK } else { 0 };
+    // SAFETY: accept4 without an address on a listening socket we own.
+    let fd = cvt(unsafe {
+        libc::accept4(
+            l.as_raw_fd(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            flags,
+        )
+    })?;
+    // SAFETY: a fresh fd we own.
+    Ok(unsafe { TcpStream::from_raw_fd(fd) })
+}
+
+/// connect(); a non-blocking socket waits for the handshake in epoll.
+pub fn connect(addr: &str, nonblocking: bool) -> Result<TcpStream> {
+    if !nonblocking {
+        return Ok(TcpStream::connect(addr)?);
+    }
+    let to: SocketAddr = addr
+        .to_socket_addrs()?
+        .next()
+        .with_context(|| format!("{addr} resolves to nothing"))?;
+    let (family, raw, len) = sockaddr(to);
+    let ty = libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+    // SAFETY: plain socket(2).
+    let fd = cvt(unsafe { libc::socket(family, ty, 0) })?;
+    // SAFETY: a fresh fd we own.
+    let s = unsafe { TcpStream::from_raw_fd(fd) };
+    // SAFETY: raw is a valid sockaddr of length len.
+    if let Err(e) =
+        cvt(unsafe { libc::connect(fd, (&raw as *const libc::sockaddr_storage).cast(), len) })
+        && e.raw_os_error() != Some(libc::EINPROGRESS)
+    {
+        return Err(e.into());
+    }
+    Epoll::watch(fd)?.wait()?;
+    if let Some(e) = s.take_error()? {
+        bail!("connect: {e}");
+    }
+    Ok(s)
+}
+
+fn sockaddr(to: SocketAddr) -> (libc::c_int, libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: all-zero is a valid sockaddr_storage.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let (family, len) = match to {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than sockaddr_in.
+            unsafe { std::ptr::write((&mut ss as *mut libc::sockaddr_storage).cast(), sin) };
+            (libc::AF_INET, std::mem::size_of::<libc::sockaddr_in>())
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: a.scope_id(),
+            };
+            // SAFETY: sockaddr_storage is larger than sockaddr_in6.
+            unsafe { std::ptr::write((&mut ss as *mut libc::sockaddr_storage).cast(), sin6) };
+            (libc::AF_INET6, std::mem::size_of::<libc::sockaddr_in6>())
+        }
+    };
+    (family, ss, len as libc::socklen_t)
+}
+
+/// One socket in an edge-triggered epoll set, for reading and writing.
+pub struct Epoll(OwnedFd);
+
+impl Epoll {
+    pub fn watch(fd: i32) -> io::Result<Self> {
+        // SAFETY: plain epoll_create1.
+        let ep = cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
+        // SAFETY: a fresh fd we own.
+        let ep = unsafe { OwnedFd::from_raw_fd(ep) };
+        let mut ev = libc::epoll_event {
+            events: (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32,
+            u64: 0,
+        };
+        // SAFETY: both fds are valid; ev outlives the call.
+        cvt(unsafe { libc::epoll_ctl(ep.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) })?;
+        Ok(Epoll(ep))
+    }
+
+    /// Waits for the next readiness edge (the caller retries its call).
+    pub fn wait(&self) -> Result<()> {
+        let mut ev = libc::epoll_event { events: 0, u64: 0 };
+        loop {
+            // SAFETY: one event slot; a 10 s bound catches a stuck peer.
+            let n = unsafe { libc::epoll_wait(self.0.as_raw_fd(), &mut ev, 1, 10_000) };
+            match n {
+                1 => return Ok(()),
+                0 => bail!("no readiness in 10 s"),
+                _ => {
+                    let e = io::Error::last_os_error();
+                    if e.kind() != io::ErrorKind::Interrupted {
+                        return Err(e).context("epoll_wait");
+                    }
+                }
+            }
+        }
+    }
+}
