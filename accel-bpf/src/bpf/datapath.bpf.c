@@ -349,6 +349,8 @@ static __always_inline void on_write_hdr_opt(struct bpf_sock_ops *skops)
 							 ~BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG);
 }
 
+/* A guarded socket's segment arrived, or (proven sockets) its TCP-sent
+ * data was acknowledged. */
 static __always_inline void on_parse_hdr(struct bpf_sock_ops *skops)
 {
 	struct accel_sock_state *st = state_of(skops);
@@ -394,6 +396,7 @@ int accel_sockops(struct bpf_sock_ops *skops)
 		on_write_hdr_opt(skops);
 		break;
 	case BPF_SOCK_OPS_PARSE_HDR_OPT_CB:
+	case BPF_SOCK_OPS_RTT_CB:
 		on_parse_hdr(skops);
 		break;
 	case BPF_SOCK_OPS_STATE_CB:

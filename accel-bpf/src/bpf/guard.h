@@ -47,11 +47,17 @@
 /* O_NONBLOCK on x86, arm64, riscv and every generic-ABI architecture. */
 #define ACCEL_O_NONBLOCK 04000
 
-/* Callbacks a guarded socket needs: one per segment it sends (header-option
- * length, run inside its own send) and per segment it receives. */
+/* Callbacks a guarded socket needs until it is proven non-blocking: one per
+ * segment it sends (header-option length, run inside its own send) and per
+ * segment it receives. Both run for every segment, acknowledgements
+ * included, so a proven socket drops them for GUARD_CB_PROVEN: state
+ * changes, and an RTT sample when its own TCP-sent data is acknowledged,
+ * which costs nothing while it sends by redirect and still takes it out
+ * soon after a late switch to blocking sent a message by TCP. */
 #define GUARD_CB_FLAGS                                                                       \
 	(BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG | BPF_SOCK_OPS_PARSE_ALL_HDR_OPT_CB_FLAG |        \
 	 BPF_SOCK_OPS_STATE_CB_FLAG)
+#define GUARD_CB_PROVEN (BPF_SOCK_OPS_STATE_CB_FLAG | BPF_SOCK_OPS_RTT_CB_FLAG)
 
 #ifdef ACCEL_FLOW_CONTROL /* the variant built with CO-RE relocations */
 #include "psock.h"
@@ -186,6 +192,7 @@ static __always_inline void guard_on_send(struct sk_msg_md *msg, struct accel_so
 static __always_inline void guard_on_callback(struct bpf_sock_ops *skops,
 					      struct accel_sock_state *st)
 {
+	__u32 want;
 	int mode;
 
 	/* Not before the pairing token is on the wire. */
@@ -210,12 +217,9 @@ static __always_inline void guard_on_callback(struct bpf_sock_ops *skops,
 			 * it there). */
 			if (st->role == ACCEL_ROLE_PASSIVE)
 				st->flags |= ACCEL_SF_PROVEN;
-			if (st->flags & ACCEL_SF_PROVEN)
-				/* Sends keep their callback: a later switch
-				 * to blocking is caught inside that send. */
-				bpf_sock_ops_cb_flags_set(skops,
-							  skops->bpf_sock_ops_cb_flags &
-								  ~BPF_SOCK_OPS_PARSE_ALL_HDR_OPT_CB_FLAG);
+			want = (skops->bpf_sock_ops_cb_flags & ~GUARD_CB_FLAGS) | GUARD_CB_PROVEN;
+			if ((st->flags & ACCEL_SF_PROVEN) && want != skops->bpf_sock_ops_cb_flags)
+				bpf_sock_ops_cb_flags_set(skops, want);
 			return;
 		}
 	}
@@ -227,9 +231,9 @@ static __always_inline void guard_on_callback(struct bpf_sock_ops *skops,
 	bpf_map_delete_elem(&accel_reader, &st->cookie);
 	st->flags &= ~(ACCEL_SF_APP_GUARDED | ACCEL_SF_PROVEN);
 	stat_inc(ACCEL_STAT_APP_LEFT);
-	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags &
-						 ~(BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG |
-						   BPF_SOCK_OPS_PARSE_ALL_HDR_OPT_CB_FLAG));
+	bpf_sock_ops_cb_flags_set(skops, (skops->bpf_sock_ops_cb_flags & ~GUARD_CB_FLAGS &
+					  ~BPF_SOCK_OPS_RTT_CB_FLAG) |
+						 BPF_SOCK_OPS_STATE_CB_FLAG);
 }
 
 #endif /* ACCEL_GUARD_H */
