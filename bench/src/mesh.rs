@@ -460,7 +460,7 @@ fn mesh(mut args: MeshArgs) -> Result<()> {
                         &mut rec,
                         &before,
                         &after,
-                        cfg.pod_acceleration == "proxy-only",
+                        matches!(cfg.pod_acceleration.as_str(), "proxy-only" | "auto"),
                     );
                     records.push(rec);
                 }
@@ -665,10 +665,12 @@ impl Drop for DaemonCtl<'_> {
     }
 }
 
-/// `proxy_only`: only the sidecar hop's sockets are recorded, so flow
-/// control's TCP bytes on that hop count as the datapath's (`pass_bytes`
-/// is only ever counted for recorded sockets).
-fn verify(rec: &mut MeshRecord, before: &ProofState, after: &ProofState, proxy_only: bool) {
+/// `partial`: a mode where some legs carry bytes by TCP on purpose
+/// (`proxy-only`: the application legs; `auto`: bytes to applications), so
+/// the TCP bytes of recorded sockets count as the datapath's (`pass_bytes`
+/// is only ever counted for recorded sockets). In `all` and `app-safe`
+/// every leg must redirect.
+fn verify(rec: &mut MeshRecord, before: &ProofState, after: &ProofState, partial: bool) {
     if let (Some(b), Some(a)) = (&before.counters, &after.counters) {
         rec.counters_delta = a
             .iter()
@@ -689,7 +691,7 @@ fn verify(rec: &mut MeshRecord, before: &ProofState, after: &ProofState, proxy_o
                 MeshWorkload::Wrk => rec.count.unwrap_or(0) * rec.size as u64,
                 _ => rec.bytes_moved,
             };
-            let carried = if proxy_only { rb + d("pass_bytes") } else { rb };
+            let carried = if partial { rb + d("pass_bytes") } else { rb };
             rec.verified = !rec.counters_delta.is_empty() && rb > 0 && carried >= floor as i64;
             if rec.bytes_moved > 0 {
                 rec.redirected_legs = Some(rb as f64 / rec.bytes_moved as f64);

@@ -356,20 +356,28 @@ impl MeshReport {
              before and after",
             acc_proven,
             acc,
-            if fa.pod_acceleration == "proxy-only" {
-                " plus `pass_bytes` (proxy-only: only the sidecar hop's sockets are recorded, \
-                 and flow control's TCP bytes there are counted in `pass_bytes`)"
-            } else {
-                ""
+            match fa.pod_acceleration.as_str() {
+                "proxy-only" => {
+                    " plus `pass_bytes` (proxy-only: only the sidecar hop's sockets are \
+                     recorded, and flow control's TCP bytes there are counted in `pass_bytes`)"
+                }
+                "auto" => {
+                    " plus `pass_bytes` (auto: the sidecars' bytes to the applications go by \
+                     TCP on purpose, counted in `pass_bytes`)"
+                }
+                _ => "",
             },
             self.redirected_bytes() as f64 / 1e9,
             legs.map(|l| l.median).unwrap_or(0.0),
             legs.map(|l| l.min).unwrap_or(0.0),
             legs.map(|l| l.max).unwrap_or(0.0),
-            if fa.pod_acceleration == "proxy-only" {
-                "; 1.00 = the sidecar hop only"
-            } else {
-                ""
+            match fa.pod_acceleration.as_str() {
+                "proxy-only" => "; 1.00 = the sidecar hop only",
+                "auto" => {
+                    "; 2.00 = the sidecar hop both ways and the applications' own sends, the \
+                     most `auto` redirects; 1.00 = the sidecar hop only (blocking applications)"
+                }
+                _ => "",
             },
             base_proven,
             base
