@@ -13,7 +13,7 @@ use crate::resources::{self, RESOURCES};
 use crate::selector::Selector;
 use crate::status::{self, ApiError};
 use crate::store::{Event, EventType, State, WriteKind};
-use crate::{Control, LoggedRequest, Shared, patch, util};
+use crate::{Control, LoggedRequest, RequestKey, Shared, patch, util};
 
 const MAX_BODY: usize = 64 << 20;
 
@@ -96,6 +96,11 @@ pub(crate) async fn handle(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(|s| s.split(';').next().unwrap_or(s).trim().to_string());
+    let user_agent = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let bytes = match axum::body::to_bytes(Body::new(req.into_body()), MAX_BODY).await {
         Ok(b) => b,
         Err(e) => {
@@ -119,38 +124,61 @@ pub(crate) async fn handle(
             Err(e) => Err(format!("body is not JSON: {e}")),
         }
     };
-    {
+    let mut verb = method_verb(&method);
+    let resp = {
         let mut st = shared.lock();
-        st.requests.push(LoggedRequest {
-            method: method.to_string(),
-            path: path.clone(),
-            query: params.0.clone(),
-            content_type: content_type.clone(),
-            field_manager: params.get("fieldManager").map(str::to_string),
-            body: body.as_ref().ok().cloned().flatten(),
-        });
-        if st.unavailable {
-            return Ok(error_response(&ApiError::new(
+        if st.log_requests {
+            st.requests.push(LoggedRequest {
+                method: method.to_string(),
+                path: path.clone(),
+                query: params.0.clone(),
+                content_type: content_type.clone(),
+                field_manager: params.get("fieldManager").map(str::to_string),
+                body: body.as_ref().ok().cloned().flatten(),
+                user_agent: user_agent.clone(),
+            });
+        }
+        st.unavailable.then(|| {
+            error_response(&ApiError::new(
                 503,
                 "ServiceUnavailable",
                 "the server is currently unable to handle the request",
-            )));
-        }
-    }
-    let body = match body {
-        Ok(b) => b,
-        Err(e) => return Ok(error_response(&ApiError::bad_request(e))),
+            ))
+        })
     };
-    let resp = route(
-        &shared,
-        &method,
-        &path,
-        &params,
-        content_type.as_deref(),
-        body,
-    );
+    let resp = match (resp, body) {
+        (Some(r), _) => r,
+        (None, Err(e)) => error_response(&ApiError::bad_request(e)),
+        (None, Ok(body)) => route(
+            &shared,
+            &method,
+            &path,
+            &params,
+            content_type.as_deref(),
+            body,
+            &mut verb,
+        ),
+    };
+    let key = RequestKey {
+        client: user_agent.unwrap_or_default(),
+        verb: verb.to_string(),
+        path,
+    };
+    *shared.lock().counts.entry(key).or_default() += 1;
     shared.flush_rollouts();
     Ok(resp)
+}
+
+/// The verb of a request before routing tells more (list, watch, deletecollection).
+fn method_verb(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "get",
+        Method::POST => "create",
+        Method::PUT => "update",
+        Method::PATCH => "patch",
+        Method::DELETE => "delete",
+        _ => "other",
+    }
 }
 
 struct Target {
@@ -201,6 +229,7 @@ fn route(
     params: &Params,
     content_type: Option<&str>,
     body: Option<Value>,
+    verb_out: &mut &'static str,
 ) -> Response<Body> {
     let segs: Vec<&str> = path
         .trim_matches('/')
@@ -248,6 +277,7 @@ fn route(
             ));
         }
     };
+    *verb_out = verb;
     let def = &RESOURCES[target.res];
     let rbac_resource = match &target.sub {
         Some(s) => format!("{}/{s}", def.plural),

@@ -12,7 +12,7 @@ use crate::resources::{RESOURCES, ResourceDef};
 use crate::rollout::{self, RolloutMode};
 use crate::status::ApiError;
 use crate::util;
-use crate::{LoggedRequest, patch};
+use crate::{LoggedRequest, RequestKey, patch};
 
 /// Events kept for watch replay; older ones are compacted away (watching from before → 410).
 pub const HISTORY_MAX: usize = 4096;
@@ -80,6 +80,8 @@ pub struct State {
     pub pending_rollouts: Vec<(ObjKey, u64)>,
     pub prometheus: bool,
     pub requests: Vec<LoggedRequest>,
+    pub log_requests: bool,
+    pub counts: BTreeMap<RequestKey, u64>,
     pub events_tx: broadcast::Sender<Arc<Event>>,
 }
 
@@ -130,6 +132,8 @@ impl State {
             pending_rollouts: Vec::new(),
             prometheus: false,
             requests: Vec::new(),
+            log_requests: true,
+            counts: BTreeMap::new(),
             events_tx,
         };
         // A fresh cluster has these; the installer may rely on kube-system existing.
@@ -362,6 +366,10 @@ impl State {
 
     fn nodes_changed(&mut self) {
         let ds = res_index("DaemonSet");
+        // Nothing to reschedule: skip copying every node (load tests write thousands).
+        if !self.objects.keys().any(|k| k.res == ds) {
+            return;
+        }
         let nodes: Vec<Value> = self.nodes().into_iter().cloned().collect();
         let node_refs: Vec<&Value> = nodes.iter().collect();
         // Only a change in the selected node count restarts a rollout: node heartbeats or

@@ -706,3 +706,88 @@ async fn watcher_converges_under_churn_and_watch_closes_with_client() {
     })
     .await;
 }
+
+/// A client whose requests carry `User-Agent: agent`, so counts can tell clients apart.
+fn client_as(s: &FakeApiServer, agent: &str) -> Client {
+    let mut cfg = s.kube_config();
+    cfg.headers.push((
+        axum::http::header::USER_AGENT,
+        axum::http::HeaderValue::from_str(agent).unwrap(),
+    ));
+    Client::try_from(cfg).unwrap()
+}
+
+#[tokio::test]
+async fn node_watch_by_name_sees_only_that_node_and_requests_are_counted_per_client() {
+    let s = FakeApiServer::start().unwrap();
+    s.upsert(fixtures::node("n1", "6.6.0", "Debian"));
+    s.upsert(fixtures::node("n2", "6.6.0", "Debian"));
+    let (reader, writer) = reflector::store();
+    let cfg = watcher::Config::default().fields("metadata.name=n1");
+    let stream = reflector(
+        writer,
+        watcher(Api::<Node>::all(client_as(&s, "agent-n1")), cfg),
+    )
+    .default_backoff();
+    let task = tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while stream.next().await.is_some() {}
+    });
+    let names = || {
+        let mut v: Vec<String> = reader.state().iter().map(|n| n.name_any()).collect();
+        v.sort();
+        v
+    };
+    wait_for(10, "n1 listed", || names() == ["n1"]).await;
+    wait_for(10, "watch open", || s.open_watches() == 1).await;
+    let annotated = |n: &str| {
+        fixtures::with_annotation(
+            fixtures::node(n, "6.6.0", "Debian"),
+            "sidecar-accel.io/unload-requested",
+            "tok",
+        )
+    };
+    s.upsert(annotated("n2"));
+    s.upsert(annotated("n1"));
+    wait_for(10, "n1's annotation", || {
+        reader.state().iter().any(|n| {
+            n.annotations().get("sidecar-accel.io/unload-requested") == Some(&"tok".to_string())
+        })
+    })
+    .await;
+    assert_eq!(names(), ["n1"], "n2 leaked through the field selector");
+
+    // Another client's requests are counted apart.
+    Api::<Node>::all(client_as(&s, "agent-n2"))
+        .get("n2")
+        .await
+        .unwrap();
+    let counts = s.request_counts();
+    let mine: Vec<(String, String, u64)> = counts
+        .0
+        .iter()
+        .filter(|(k, _)| k.client == "agent-n1")
+        .map(|(k, n)| (k.verb.clone(), k.path.clone(), *n))
+        .collect();
+    assert_eq!(
+        mine,
+        [
+            ("list".into(), "/api/v1/nodes".into(), 1),
+            ("watch".into(), "/api/v1/nodes".into(), 1)
+        ]
+    );
+    assert_eq!(counts.by_client()["agent-n2"], 1);
+    assert_eq!(
+        counts.by_path()[&("get".into(), "/api/v1/nodes/n2".into())],
+        1
+    );
+    assert_eq!(counts.total(), 3);
+    let before = s.request_counts();
+    Api::<Node>::all(client(&s)).get("n1").await.unwrap();
+    let delta = s.request_counts().since(&before);
+    assert_eq!(delta.by_client()[""], 1);
+    assert_eq!(delta.total(), 1);
+    s.reset_request_counts();
+    assert_eq!(s.request_counts().total(), 0);
+    task.abort();
+}
