@@ -235,6 +235,9 @@ impl State {
         } else {
             None
         };
+        if kind != WriteKind::Raw {
+            validate(def, &name, &obj)?;
+        }
         let key = Self::key_for(res, ns.as_deref(), &name);
         let old = self.objects.get(&key).cloned();
         if must_create && old.is_some() {
@@ -592,6 +595,41 @@ impl State {
         };
         Ok(result)
     }
+}
+
+/// The length limits the real server enforces on API writes: names are DNS subdomains (at
+/// most 253 characters); an Event's `reportingInstance` and `reportingController` at most 128.
+fn validate(def: &ResourceDef, name: &str, obj: &Value) -> Result<(), ApiError> {
+    let qualified = if def.group.is_empty() {
+        def.kind.to_string()
+    } else {
+        format!("{}.{}", def.kind, def.group)
+    };
+    let invalid = |field: &str, why: String| {
+        ApiError::new(
+            422,
+            "Invalid",
+            format!("{qualified} \"{name}\" is invalid: {field}: {why}"),
+        )
+    };
+    if name.len() > 253 {
+        return Err(invalid(
+            "metadata.name",
+            "Invalid value: must be no more than 253 characters".into(),
+        ));
+    }
+    if def.kind == "Event" {
+        for field in ["reportingInstance", "reportingController"] {
+            let len = obj.get(field).and_then(Value::as_str).map_or(0, str::len);
+            if len > 128 {
+                return Err(invalid(
+                    field,
+                    format!("Too long: may not be more than 128 bytes (got {len})"),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Who applies: the `fieldManager` and whether `force` was set.

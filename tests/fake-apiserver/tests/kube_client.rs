@@ -791,3 +791,39 @@ async fn node_watch_by_name_sees_only_that_node_and_requests_are_counted_per_cli
     assert_eq!(s.request_counts().total(), 0);
     task.abort();
 }
+
+#[tokio::test]
+async fn over_long_names_and_reporting_instances_are_invalid() {
+    let s = FakeApiServer::start().unwrap();
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client(&s), "default");
+    let event = |name: &str, instance: &str| {
+        serde_json::from_value(json!({
+            "apiVersion": "events.k8s.io/v1", "kind": "Event",
+            "metadata": {"name": name},
+            "eventTime": "2026-01-01T00:00:00.000000Z",
+            "reportingController": "sidecar-accel",
+            "reportingInstance": instance,
+            "action": "Gate", "reason": "R", "type": "Warning",
+        }))
+        .unwrap()
+    };
+    let pp = PostParams::default();
+    events
+        .create(&pp, &event("ok", &"i".repeat(128)))
+        .await
+        .unwrap();
+    let e = events
+        .create(&pp, &event("long-instance", &"i".repeat(129)))
+        .await
+        .unwrap_err();
+    let kube::Error::Api(status) = e else {
+        panic!("expected an API error, got {e:?}")
+    };
+    assert_eq!(status.code, 422);
+    assert!(status.message.contains("reportingInstance"), "{status:?}");
+    let e = events
+        .create(&pp, &event(&"n".repeat(254), "i"))
+        .await
+        .unwrap_err();
+    assert_eq!(api_code(e), 422);
+}
