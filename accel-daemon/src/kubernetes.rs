@@ -21,6 +21,30 @@ use tracing::{debug, warn};
 
 use crate::endpoints::{EndpointError, EndpointSource, LocalEndpoint, Snapshot};
 
+/// The daemon's log filter: `RUST_LOG` (default `info`) with kube's
+/// per-retry noise turned down. kube's HTTP layer logs an ERROR for every
+/// failed request, and its watcher a WARN for every 403: one line per retry
+/// while the API server is down or RBAC is missing. The daemon logs those
+/// failures itself, at most once a minute, with a hint. A `RUST_LOG` that
+/// names `kube_client` or `kube_runtime` is taken as it is.
+pub fn log_filter(rust_log: Option<&str>) -> String {
+    let mut filter = rust_log
+        .map(str::trim)
+        .filter(|f| !f.is_empty())
+        .unwrap_or("info")
+        .to_string();
+    for (module, directive) in [
+        ("kube_client", "kube_client::client::builder=off"),
+        ("kube_runtime", "kube_runtime::watcher=error"),
+    ] {
+        if !filter.contains(module) {
+            filter.push(',');
+            filter.push_str(directive);
+        }
+    }
+    filter
+}
+
 pub struct KubernetesEndpoints {
     node: String,
     view: watch::Receiver<Arc<PodView>>,

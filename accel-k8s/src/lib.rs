@@ -10,4 +10,5 @@ pub mod net;
 pub mod node;
 pub mod pods_file;
 pub mod report;
+pub mod throttle;
 pub mod watch;

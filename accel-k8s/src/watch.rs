@@ -16,14 +16,14 @@ use std::{
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
-use kube::{
-    Api, Client,
-    runtime::{WatchStreamExt, watcher},
-};
+use kube::{Api, Client, runtime::watcher};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use crate::mesh::{self, PodClass};
+use crate::{
+    mesh::{self, PodClass},
+    throttle::{Backoff, Throttle},
+};
 
 /// Every pod of the node, classified.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -107,10 +107,19 @@ pub fn spawn_pod_watcher(
     let config = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
     let h = health.clone();
     tokio::spawn(async move {
-        let mut stream = watcher(api, config).default_backoff().boxed();
+        let mut stream = watcher(api, config).boxed();
         let mut view = PodView::default();
         let mut relist: Option<BTreeMap<String, PodClass>> = None;
+        let mut quiet = Throttle::default();
+        let mut backoff = Backoff::default();
         while let Some(event) = stream.next().await {
+            // Init comes before every re-list attempt: not a sign of health.
+            if matches!(&event, Ok(e) if !matches!(e, watcher::Event::Init)) {
+                backoff.reset();
+                if let Some(failures) = quiet.success() {
+                    info!(failures, "pod watch recovered");
+                }
+            }
             let changed = match event {
                 Ok(watcher::Event::Init) => {
                     relist = Some(BTreeMap::new());
@@ -146,10 +155,15 @@ pub fn spawn_pod_watcher(
                 }
                 Err(e) => {
                     h.errors.fetch_add(1, Ordering::Relaxed);
-                    warn!(error = %e, hint = hint(&e), "pod watch failed; keeping the last state and retrying with backoff");
+                    if let Some(r) = quiet.failure() {
+                        warn!(error = %e, hint = hint(&e), failures = r.failures, suppressed = r.suppressed,
+                            "pod watch failed; keeping the last state and retrying with backoff (logged at most once a minute)");
+                    }
                     if let Ok(mut last) = h.last_error.lock() {
                         *last = Some(e.to_string());
                     }
+                    // The watcher retries when polled again: that is the backoff.
+                    tokio::time::sleep(backoff.next_delay()).await;
                     false
                 }
             };
