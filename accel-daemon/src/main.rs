@@ -167,9 +167,10 @@ struct RunArgs {
     /// daemon would vanish with the container).
     #[arg(long)]
     no_mount_bpffs: bool,
-    /// How often the node object is read for an uninstall request and the status refreshed.
-    #[arg(long, default_value = "2", value_name = "SECONDS")]
-    node_poll_secs: u64,
+    /// Deprecated and ignored: the daemon watches its node object instead of
+    /// polling it. Accepted for one release so existing manifests still start.
+    #[arg(long, value_name = "SECONDS", hide = true)]
+    node_poll_secs: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -654,7 +655,10 @@ async fn serve(
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut tick = tokio::time::interval(Duration::from_secs(args.endpoint_sync_secs.max(1)));
     tick.tick().await;
-    let mut node_tick = tokio::time::interval(Duration::from_secs(args.node_poll_secs.max(1)));
+    if args.node_poll_secs.is_some() {
+        warn!("--node-poll-secs is deprecated and ignored (the node object is watched); drop it");
+    }
+    let mut node_wake = agent.as_ref().map(node_agent::NodeAgent::waker);
     let notify = source.notifier();
     if let Ok(mut h) = shared.source_health.lock() {
         *h = source.health();
@@ -672,7 +676,7 @@ async fn serve(
             _ = tokio::signal::ctrl_c() => break,
             _ = tick.tick() => sync_endpoints(&shared, source.as_mut(), &mut cookies, &mut state, &args.state_dir),
             _ = news => sync_endpoints(&shared, source.as_mut(), &mut cookies, &mut state, &args.state_dir),
-            _ = node_tick.tick(), if agent.is_some() => {
+            _ = node_agent::wake(&mut node_wake), if agent.is_some() => {
                 if let Some(a) = agent.as_mut()
                     && matches!(a.tick(&shared, &mut state).await, node_agent::Next::Restart)
                 {

@@ -4,23 +4,76 @@
 //!
 //! Every call has a deadline: an API server that hangs must not stall the
 //! daemon loop, and the datapath itself never waits on the API server.
+//!
+//! # API cost
+//!
+//! O(1) per node at rest. The unload request arrives by a watch of the
+//! node's own object ([`accel_k8s::node_watch`]): the agent wakes when it
+//! changes, and otherwise every [`LOCAL_TICK`] to look at the daemon's own
+//! state, which costs no request. The status is patched when it changes and
+//! once per heartbeat ([`accel_k8s::report::HEARTBEAT`], 5 min). At rest a
+//! node's daemon sends about 0.6 requests per minute: 0.2 heartbeat patches
+//! and the two watches' renewals (one each per 290 s server-side timeout).
+//! Failed writes back off up to [`RETRY_MAX`].
 
 use std::{
     path::PathBuf,
     sync::{Arc, atomic::Ordering},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use accel_bpf::abi;
 use accel_k8s::{
     node::{NodeState, NodeStatus},
+    node_watch::NodeView,
     report::NodeReporter,
+    throttle::Throttle,
 };
+use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::{datapath::Datapath, report::DaemonState, server::Shared};
 
+#[cfg(test)]
+mod api_cost;
+#[cfg(test)]
+mod tests;
+
 const API_DEADLINE: Duration = Duration::from_secs(5);
+
+/// How often the agent looks at the daemon's state for a status change
+/// (no request unless it changed or the heartbeat is due).
+pub const LOCAL_TICK: Duration = Duration::from_secs(1);
+
+/// The longest wait between retries of a failed status patch or Event.
+pub const RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// Wakes the agent: on its own node's changes at once, else every [`LOCAL_TICK`].
+pub struct Wake {
+    tick: tokio::time::Interval,
+    node: watch::Receiver<NodeView>,
+    node_open: bool,
+}
+
+impl Wake {
+    pub async fn next(&mut self) {
+        tokio::select! {
+            _ = self.tick.tick() => {}
+            changed = self.node.changed(), if self.node_open => {
+                // The watcher task ended (shutdown): ticks only.
+                self.node_open = changed.is_ok();
+            }
+        }
+    }
+}
+
+/// The next wake-up of `w`, or never.
+pub async fn wake(w: &mut Option<Wake>) {
+    match w {
+        Some(w) => w.next().await,
+        None => std::future::pending().await,
+    }
+}
 
 /// What the loop must do after a tick.
 pub enum Next {
@@ -32,6 +85,7 @@ pub enum Next {
 
 pub struct NodeAgent {
     reporter: NodeReporter,
+    node: watch::Receiver<NodeView>,
     state: NodeState,
     /// The unload request handled (or being refused), by token.
     handled: Option<String>,
@@ -39,7 +93,9 @@ pub struct NodeAgent {
     pin_dir: PathBuf,
     drain_timeout: Duration,
     gate_event_sent: bool,
-    api_errors: u64,
+    quiet: Throttle,
+    /// After a failed write: not before then, and the wait after the next failure.
+    retry: Option<(Instant, Duration)>,
 }
 
 async fn deadline<T>(f: impl Future<Output = Result<T, kube::Error>>) -> Result<T, String> {
@@ -51,29 +107,60 @@ async fn deadline<T>(f: impl Future<Output = Result<T, kube::Error>>) -> Result<
 }
 
 impl NodeAgent {
+    /// Starts the watch of the node's object: call inside the runtime.
     pub fn new(reporter: NodeReporter, pin_dir: PathBuf, drain_timeout: Duration) -> Self {
+        let node = accel_k8s::node_watch::spawn_node_watcher(
+            reporter.client().clone(),
+            reporter.node_name(),
+        );
         NodeAgent {
             reporter,
+            node,
             state: NodeState::Unaccelerated,
             handled: None,
             reason_override: None,
             pin_dir,
             drain_timeout,
             gate_event_sent: false,
-            api_errors: 0,
+            quiet: Throttle::default(),
+            retry: None,
+        }
+    }
+
+    /// What wakes [`NodeAgent::tick`]; create inside the runtime.
+    pub fn waker(&self) -> Wake {
+        let mut tick = tokio::time::interval(LOCAL_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Wake {
+            tick,
+            node: self.node.clone(),
+            node_open: true,
         }
     }
 
     /// Before the gate: is an uninstall pending for this node? Then the
     /// daemon must not load anything (and removes what a previous run left).
+    /// Waits for the node watch's first list, at most [`API_DEADLINE`].
     pub async fn pending_unload(&mut self) -> Option<String> {
-        match deadline(self.reporter.unload_request()).await {
-            Ok(token) => token,
-            Err(e) => {
-                warn!(error = %e, "cannot read this node's object; assuming no uninstall is pending");
-                None
-            }
+        let mut rx = self.node.clone();
+        let first =
+            tokio::time::timeout(API_DEADLINE, rx.wait_for(|v| v.synced || v.error.is_some()))
+                .await;
+        let view = match first {
+            Ok(Ok(v)) => v.clone(),
+            Ok(Err(_)) => NodeView::default(),
+            Err(_) => NodeView {
+                error: Some(format!("no answer within {API_DEADLINE:?}")),
+                ..NodeView::default()
+            },
+        };
+        if !view.synced {
+            warn!(
+                error = view.error.as_deref().unwrap_or("node watch ended"),
+                "cannot read this node's object; assuming no uninstall is pending"
+            );
         }
+        view.unload_request
     }
 
     /// Removes the datapath for an uninstall that was pending at start.
@@ -139,12 +226,19 @@ impl NodeAgent {
             ),
             (None, _) => daemon.reason.clone(),
         };
+        // Pods the datapath accelerates: none on a node without one, however
+        // many meshed pods the watch lists.
+        let meshed_pods = if state.accelerated() {
+            u32::try_from(daemon.pods.len()).unwrap_or(u32::MAX)
+        } else {
+            0
+        };
         NodeStatus {
             state,
             reason,
             daemon_version: daemon.version.clone(),
             kernel: daemon.kernel_release.clone(),
-            meshed_pods: u32::try_from(daemon.pods.len()).unwrap_or(u32::MAX),
+            meshed_pods,
             failed_checks: daemon
                 .checks
                 .iter()
@@ -156,36 +250,62 @@ impl NodeAgent {
                 _ => None,
             },
             updated: accel_k8s::node::now_rfc3339(),
+            heartbeat_seconds: 0,
+        }
+    }
+
+    /// After a failed write: back off (1 s, doubling, up to [`RETRY_MAX`])
+    /// and log, at most once a minute.
+    fn failed(&mut self, what: &str, error: &str) {
+        let delay = self
+            .retry
+            .map_or(LOCAL_TICK, |(_, d)| (d * 2).min(RETRY_MAX));
+        self.retry = Some((Instant::now() + delay, delay));
+        if let Some(r) = self.quiet.failure() {
+            warn!(%error, failures = r.failures, suppressed = r.suppressed, retry_in = ?delay,
+                "{what} failed; will retry (logged at most once a minute)");
         }
     }
 
     async fn publish(&mut self, daemon: &DaemonState) {
+        if self.retry.is_some_and(|(at, _)| Instant::now() < at) {
+            return;
+        }
         let status = self.status(daemon);
         match deadline(self.reporter.publish(&status)).await {
-            Ok(true) => {
-                info!(node = self.reporter.node_name(), state = ?status.state, reason = %status.reason, "node status published")
-            }
-            Ok(false) => {}
-            Err(e) => {
-                self.api_errors += 1;
-                // Once, then quietly: the API server may be away for long.
-                if self.api_errors == 1 || self.api_errors.is_multiple_of(100) {
-                    warn!(error = %e, "publishing node status failed; will retry");
+            Ok(sent) => {
+                self.retry = None;
+                if let Some(failures) = self.quiet.success() {
+                    info!(failures, "node status written again after failures");
+                }
+                if sent {
+                    info!(node = self.reporter.node_name(), state = ?status.state, reason = %status.reason, "node status published");
                 }
             }
+            Err(e) => return self.failed("publishing node status", &e),
         }
         if status.state == NodeState::Unaccelerated && !self.gate_event_sent {
             match deadline(self.reporter.gate_failed(&status.reason)).await {
                 Ok(()) => self.gate_event_sent = true,
-                Err(e) => warn!(error = %e, "emitting the gate event failed; will retry"),
+                Err(e) => self.failed("emitting the gate event", &e),
             }
         }
     }
 
+    /// The status as it would be published now (tests).
+    #[cfg(test)]
+    pub fn current_status(&self, daemon: &DaemonState) -> NodeStatus {
+        self.status(daemon)
+    }
+
     /// One round: follow the unload request, publish the status.
     pub async fn tick(&mut self, shared: &Arc<Shared>, daemon: &mut DaemonState) -> Next {
-        // A failed read is retried next tick (publish below counts errors).
-        let request = deadline(self.reporter.unload_request()).await.ok();
+        // Unknown until the node watch has listed the node (and while the
+        // node object is gone): nothing to follow.
+        let request = {
+            let view = self.node.borrow();
+            (view.synced && view.exists).then(|| view.unload_request.clone())
+        };
         match request {
             Some(Some(token)) if self.handled.as_ref() != Some(&token) => {
                 self.unload(token, shared, daemon).await;

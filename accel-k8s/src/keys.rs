@@ -5,7 +5,8 @@
 /// event reporting component.
 pub const PRODUCT: &str = "sidecar-accel";
 
-/// Server-side apply field manager of the installer and of the daemon's node patches.
+/// Field manager of the installer's server-side applies and of the daemon's
+/// node status patches (`fieldManager` on the merge patch).
 pub const FIELD_MANAGER: &str = PRODUCT;
 
 /// Default namespace of the add-on.

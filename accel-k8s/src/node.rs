@@ -136,7 +136,10 @@ pub struct NodeStatus {
     pub reason: String,
     pub daemon_version: String,
     pub kernel: String,
-    /// Meshed pods the daemon applied to the datapath.
+    /// Meshed pods whose new connections the datapath accelerates: those
+    /// applied to the datapath while the node is accelerated
+    /// ([`NodeState::accelerated`]); 0 otherwise, however many meshed pods
+    /// the node runs.
     #[serde(default)]
     pub meshed_pods: u32,
     /// Failed checks and probes, by name, with details.
@@ -145,8 +148,17 @@ pub struct NodeStatus {
     /// The unload request this status answers, once handled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unload_token: Option<String>,
-    /// RFC 3339 time of the report.
+    /// RFC 3339 time of the report: rewritten when the status changes and
+    /// at least every [`heartbeat_seconds`](Self::heartbeat_seconds).
     pub updated: String,
+    /// The daemon rewrites this status at least this often while it runs
+    /// (0: a daemon without a heartbeat). See [`NodeStatus::is_stale`].
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub heartbeat_seconds: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl NodeStatus {
@@ -157,6 +169,20 @@ impl NodeStatus {
         } else {
             "false"
         }
+    }
+
+    /// The daemon has not rewritten this status for two heartbeats and a
+    /// minute: it is gone, stuck, or cut off from the API server. Statuses
+    /// without a heartbeat, or with an unreadable time, are never stale.
+    pub fn is_stale(&self, now: jiff::Timestamp) -> bool {
+        if self.heartbeat_seconds == 0 {
+            return false;
+        }
+        let Ok(updated) = self.updated.parse::<jiff::Timestamp>() else {
+            return false;
+        };
+        let limit = jiff::SignedDuration::from_secs(2 * i64::from(self.heartbeat_seconds) + 60);
+        now.duration_since(updated) > limit
     }
 
     /// The status a node's daemon last published, if any and readable.
@@ -259,6 +285,7 @@ mod tests {
             failed_checks: vec!["kernel >= 5.10: running 5.4.0".into()],
             unload_token: None,
             updated: "2026-11-23T16:00:00Z".into(),
+            heartbeat_seconds: 300,
         };
         let mut n = node("5.4.0", &[]);
         n.metadata.annotations = Some(BTreeMap::from([(
@@ -268,5 +295,31 @@ mod tests {
         let back = NodeStatus::of(&n).unwrap().unwrap();
         assert_eq!(back, s);
         assert_eq!(back.label_value(), "false");
+    }
+
+    #[test]
+    fn a_status_goes_stale_after_two_missed_heartbeats() {
+        let mut s = NodeStatus {
+            state: NodeState::Accelerating,
+            reason: String::new(),
+            daemon_version: "0.1.0".into(),
+            kernel: "6.1.0".into(),
+            meshed_pods: 3,
+            failed_checks: vec![],
+            unload_token: None,
+            updated: "2026-11-23T16:00:00Z".into(),
+            heartbeat_seconds: 300,
+        };
+        let at = |t: &str| t.parse::<jiff::Timestamp>().unwrap();
+        assert!(!s.is_stale(at("2026-11-23T16:10:59Z")));
+        assert!(s.is_stale(at("2026-11-23T16:11:01Z")));
+        // Written by a daemon without a heartbeat: unknown, not stale.
+        s.heartbeat_seconds = 0;
+        assert!(!s.is_stale(at("2027-01-01T00:00:00Z")));
+        let old: NodeStatus = serde_json::from_str(
+            r#"{"state":"accelerating","reason":"","daemonVersion":"0.1.0","kernel":"6.1.0","updated":"2026-11-23T16:00:00Z"}"#,
+        )
+        .unwrap();
+        assert_eq!(old.heartbeat_seconds, 0);
     }
 }

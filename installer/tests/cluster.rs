@@ -146,6 +146,7 @@ fn status(state: NodeState, reason: &str, kernel: &str) -> NodeStatus {
         failed_checks: Vec::new(),
         unload_token: None,
         updated: "2026-11-23T16:00:00Z".into(),
+        heartbeat_seconds: 0,
     }
 }
 

@@ -166,8 +166,6 @@ fn k8s_args<'a>(node_name: &'a str, kubeconfig: &'a str) -> Vec<&'a str> {
         kubeconfig,
         "--endpoint-sync-secs",
         "30", // changes must arrive by the watch, not by the periodic sync
-        "--node-poll-secs",
-        "1",
     ]
 }
 
@@ -296,7 +294,15 @@ fn pod_watch_drives_the_maps_within_a_second_and_survives_api_outages() {
     });
     eprintln!("map latency: update {updated:?}, delete {deleted:?}, add {added:?}");
 
+    // At rest the daemon sends nothing: both watches stay open, the node
+    // is not polled, an unchanged status is not rewritten.
+    let before = api.request_counts();
+    thread::sleep(Duration::from_secs(3));
+    let rest = api.request_counts().since(&before);
+    assert_eq!(rest.total(), 0, "requests at rest: {:?}", rest.by_path());
+
     // API server down: the datapath keeps its state and keeps working.
+    let log_before = daemon.log().len();
     api.stop();
     thread::sleep(Duration::from_secs(3));
     assert_eq!(
@@ -322,6 +328,16 @@ fn pod_watch_drives_the_maps_within_a_second_and_survives_api_outages() {
         !endpoint_ips(&env).contains(&b_ip)
     });
     eprintln!("caught up {caught_up:?} after the API server came back");
+    // The outage in the log: a warning per watch, no ERROR lines from kube.
+    let outage = daemon.log()[log_before..].to_string();
+    let at = |level: &str| outage.lines().filter(|l| l.contains(level)).count();
+    eprintln!(
+        "outage log: {} ERROR, {} WARN lines:\n{outage}",
+        at(" ERROR "),
+        at(" WARN ")
+    );
+    assert_eq!(at(" ERROR "), 0, "{outage}");
+    assert!(at(" WARN ") <= 4, "{outage}");
     assert!(
         daemon.log().contains("pod watch failed"),
         "outage not logged:\n{}",
@@ -346,11 +362,18 @@ fn uninstall_request_drains_unloads_and_keeps_the_node_idle() {
         "sidecar-accel.io/unload-requested",
         Some("tok-1"),
     );
+    // Followed by watch: well within the old 2 s poll plus the drain.
     let took = wait_until(Duration::from_secs(30), "unloaded status", || {
         node_status(&api, &node_name)
             .is_some_and(|s| s["state"] == "unloaded" && s["unloadToken"] == "tok-1")
     });
     eprintln!("unload handled in {took:?}");
+    let polled = api
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.path == format!("/api/v1/nodes/{node_name}"))
+        .count();
+    assert_eq!(polled, 0, "the node object was polled");
     assert!(!env.pin_dir.exists(), "pins left after unload");
     assert!(
         attachments(&env.cgroup).is_empty(),
@@ -396,8 +419,14 @@ fn failed_gate_labels_the_node_and_raises_an_event() {
     let node_name = format!("node-gate-{}", std::process::id());
     let (api, kubeconfig) = start_api(&env, &node_name, "5.4.0-150-generic");
     let mut args = k8s_args(&node_name, &kubeconfig);
-    args.extend(["--kernel-release", "5.4.0-150-generic"]);
-    let _daemon = env.start_daemon(&args);
+    // The deprecated flag still starts the daemon, with a warning.
+    args.extend([
+        "--kernel-release",
+        "5.4.0-150-generic",
+        "--node-poll-secs",
+        "1",
+    ]);
+    let daemon = env.start_daemon(&args);
     wait_until(Duration::from_secs(10), "unaccelerated status", || {
         node_status(&api, &node_name).is_some_and(|s| s["state"] == "unaccelerated")
     });
@@ -416,8 +445,22 @@ fn failed_gate_labels_the_node_and_raises_an_event() {
             e["reason"] == "AccelerationUnavailable"
                 && e["regarding"]["name"] == node_name.as_str()
                 && e["type"] == "Warning"
+                && e["reportingInstance"] == format!("accel-daemon-{node_name}").as_str()
         })
     });
+    // Not accelerated: no pod counts as accelerated.
+    assert_eq!(st["meshedPods"], 0, "{st}");
+    assert!(
+        daemon.log().contains("--node-poll-secs is deprecated"),
+        "{}",
+        daemon.log()
+    );
+    let patch = api
+        .requests()
+        .into_iter()
+        .find(|r| r.method == "PATCH" && r.path == format!("/api/v1/nodes/{node_name}"))
+        .expect("status patch");
+    assert_eq!(patch.field_manager.as_deref(), Some("sidecar-accel"));
 }
 
 #[test]
