@@ -85,8 +85,14 @@ pub fn spawn_node_watcher(client: Client, node: &str) -> watch::Receiver<NodeVie
                 }
                 Ok(_) => continue,
                 Err(e) => {
+                    let hint = match hint(&e) {
+                        h if h.contains("may not list/watch pods") => {
+                            "the daemon's service account may not list/watch nodes: check ClusterRole sidecar-accel-daemon (nodes get/list/watch/patch) and its binding"
+                        }
+                        h => h,
+                    };
                     if let Some(r) = quiet.failure() {
-                        warn!(error = %e, hint = hint(&e), failures = r.failures, suppressed = r.suppressed,
+                        warn!(error = %e, hint, failures = r.failures, suppressed = r.suppressed,
                             "node watch failed; an uninstall request is seen once it is back (logged at most once a minute)");
                     }
                     let mut v = tx.borrow().clone();

@@ -309,6 +309,8 @@ fn rbac_grants_exactly_the_minimum() {
         ("", "pods", "list"),
         ("", "pods", "watch"),
         ("", "nodes", "get"),
+        ("", "nodes", "list"),
+        ("", "nodes", "watch"),
         ("", "nodes", "patch"),
         ("", "events", "create"),
         ("", "events", "patch"),
