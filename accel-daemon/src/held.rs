@@ -74,9 +74,21 @@ pub fn pod_label(names: &BTreeMap<u16, String>, pod: u16) -> String {
 
 /// Logs each pod's first held-back socket of each reason, and then each
 /// tenfold growth: one calm line per pod and reason, not one per socket.
+/// The same moments are announced for a Kubernetes Event on the pod.
 #[derive(Debug, Default)]
 pub struct HeldLog {
     logged: BTreeMap<(u16, &'static str), u64>,
+    announced: Vec<Announcement>,
+}
+
+/// Announcements waiting for their Event at most.
+pub const ANNOUNCE_MAX: usize = 256;
+
+/// What to tell a pod's owner: `pod` is `namespace/name`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Announcement {
+    pub pod: String,
+    pub note: String,
 }
 
 impl HeldLog {
@@ -85,6 +97,17 @@ impl HeldLog {
             let last = self.logged.entry((h.pod, h.reason)).or_insert(0);
             if h.sockets > 0 && (*last == 0 || h.sockets >= last.saturating_mul(10)) {
                 *last = h.sockets;
+                if let Some(pod) = names.get(&h.pod) {
+                    self.announced.push(Announcement {
+                        pod: pod.clone(),
+                        note: format!(
+                            "{} application sockets kept off the redirect path ({}): {}",
+                            h.sockets,
+                            h.reason,
+                            hint(h.reason)
+                        ),
+                    });
+                }
                 info!(
                     pod = %pod_label(names, h.pod),
                     reason = h.reason,
@@ -94,6 +117,15 @@ impl HeldLog {
                 );
             }
         }
+    }
+
+    /// Hands the announcements since the last call to `queue`, which keeps
+    /// the newest [`ANNOUNCE_MAX`] (a daemon without a Kubernetes source
+    /// never empties it).
+    pub fn announce_into(&mut self, queue: &mut Vec<Announcement>) {
+        queue.append(&mut self.announced);
+        let excess = queue.len().saturating_sub(ANNOUNCE_MAX);
+        queue.drain(..excess);
     }
 }
 
@@ -126,6 +158,12 @@ mod tests {
             log.update(&[row(n)], &names);
         }
         assert_eq!(log.logged[&(3, "blocking")], 100);
+        let mut queue = Vec::new();
+        log.announce_into(&mut queue);
+        // 1, 10, 100: three announcements, each naming the pod.
+        assert_eq!(queue.len(), 3);
+        assert!(queue.iter().all(|a| a.pod == "shop/cart"));
+        assert!(queue[2].note.starts_with("100 application sockets"));
         assert_eq!(pod_label(&names, 3), "shop/cart");
         assert!(pod_label(&names, 0).contains("no pod source"));
     }

@@ -786,6 +786,9 @@ fn sync_endpoints(
         }
     }
     drop(guard);
+    if let Ok(mut queue) = shared.held_events.lock() {
+        cookies.held_log.announce_into(&mut queue);
+    }
     shared.publish_endpoints(&snap, &cookies.pod_ids);
     let before = (
         state.endpoints.clone(),

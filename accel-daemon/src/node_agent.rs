@@ -344,7 +344,26 @@ impl NodeAgent {
             _ => {}
         }
         self.publish(daemon).await;
+        self.announce_held(shared).await;
         Next::Continue
+    }
+
+    /// An Event on each pod whose application sockets the guard kept off
+    /// the redirect path (once per pod and reason, then at each tenfold).
+    async fn announce_held(&mut self, shared: &Arc<Shared>) {
+        let queue = shared
+            .held_events
+            .lock()
+            .map(|mut q| std::mem::take(&mut *q))
+            .unwrap_or_default();
+        for a in queue {
+            let Some((namespace, pod)) = a.pod.split_once('/') else {
+                continue;
+            };
+            if let Err(e) = deadline(self.reporter.pod_held_back(namespace, pod, &a.note)).await {
+                warn!(pod = %a.pod, error = %e, "could not post the held-back Event");
+            }
+        }
     }
 
     async fn unload(&mut self, token: String, shared: &Arc<Shared>, daemon: &mut DaemonState) {

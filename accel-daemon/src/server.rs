@@ -41,6 +41,9 @@ pub struct Shared {
     pub pins_missing: AtomicBool,
     /// Pod (`namespace/name`) of each pod id in the datapath.
     pub pod_names: Mutex<BTreeMap<u16, String>>,
+    /// Held-back sockets to announce as Events on their pods (Kubernetes
+    /// source), oldest first, at most [`crate::held::ANNOUNCE_MAX`].
+    pub held_events: Mutex<Vec<crate::held::Announcement>>,
 }
 
 impl fmt::Debug for Shared {
@@ -66,6 +69,7 @@ impl Shared {
             pins_restored: AtomicU64::new(0),
             pins_missing: AtomicBool::new(false),
             pod_names: Mutex::new(BTreeMap::new()),
+            held_events: Mutex::new(Vec::new()),
         })
     }
 }

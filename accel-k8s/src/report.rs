@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::{
     Resource,
     api::{
-        core::v1::{Node, ObjectReference},
+        core::v1::{Node, ObjectReference, Pod},
         events::v1::Event,
     },
     apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta},
@@ -125,32 +125,80 @@ impl NodeReporter {
     /// the Event `<node>.<nanos>` (too long for a 253-character node name)
     /// and cannot shorten `reportingInstance`.
     pub async fn gate_failed(&self, reason: &str) -> Result<(), kube::Error> {
+        let node = ObjectReference {
+            api_version: Some(Node::API_VERSION.to_string()),
+            kind: Some(Node::KIND.to_string()),
+            name: Some(self.node.clone()),
+            ..ObjectReference::default()
+        };
+        // Cluster-scoped objects' Events go to "default", as kubectl looks for them.
+        self.event(
+            "default",
+            node,
+            "Warning",
+            "AccelerationUnavailable",
+            "Gate",
+            reason,
+        )
+        .await
+    }
+
+    /// A Normal Event on a pod: the application guard kept some of its
+    /// sockets off the redirect path (`why` says which and what to change).
+    pub async fn pod_held_back(
+        &self,
+        namespace: &str,
+        pod: &str,
+        why: &str,
+    ) -> Result<(), kube::Error> {
+        let regarding = ObjectReference {
+            api_version: Some(Pod::API_VERSION.to_string()),
+            kind: Some(Pod::KIND.to_string()),
+            namespace: Some(namespace.to_string()),
+            name: Some(pod.to_string()),
+            ..ObjectReference::default()
+        };
+        self.event(
+            namespace,
+            regarding,
+            "Normal",
+            "ApplicationSocketsOnTcp",
+            "Guard",
+            why,
+        )
+        .await
+    }
+
+    async fn event(
+        &self,
+        namespace: &str,
+        regarding: ObjectReference,
+        type_: &str,
+        reason: &str,
+        action: &str,
+        note: &str,
+    ) -> Result<(), kube::Error> {
         let now = Timestamp::now();
         let stamp = format!("{:x}", now.as_nanosecond());
-        let prefix = names::bounded(&self.node, NAME_MAX - 1 - stamp.len());
+        let who = regarding.name.clone().unwrap_or_default();
+        let prefix = names::bounded(&who, NAME_MAX - 1 - stamp.len());
         let event = Event {
             metadata: ObjectMeta {
                 name: Some(format!("{prefix}.{stamp}")),
-                namespace: Some("default".into()),
+                namespace: Some(namespace.into()),
                 ..ObjectMeta::default()
             },
             event_time: Some(MicroTime(now)),
-            type_: Some("Warning".into()),
-            reason: Some("AccelerationUnavailable".into()),
-            action: Some("Gate".into()),
-            note: Some(truncate(reason, 1000)),
-            regarding: Some(ObjectReference {
-                api_version: Some(Node::API_VERSION.to_string()),
-                kind: Some(Node::KIND.to_string()),
-                name: Some(self.node.clone()),
-                ..ObjectReference::default()
-            }),
+            type_: Some(type_.into()),
+            reason: Some(reason.into()),
+            action: Some(action.into()),
+            note: Some(truncate(note, 1000)),
+            regarding: Some(regarding),
             reporting_controller: Some(keys::PRODUCT.into()),
             reporting_instance: Some(self.instance.clone()),
             ..Event::default()
         };
-        // Cluster-scoped objects' Events go to "default", as kubectl looks for them.
-        Api::<Event>::namespaced(self.client.clone(), "default")
+        Api::<Event>::namespaced(self.client.clone(), namespace)
             .create(&PostParams::default(), &event)
             .await?;
         Ok(())

@@ -463,6 +463,62 @@ fn failed_gate_labels_the_node_and_raises_an_event() {
     assert_eq!(patch.field_manager.as_deref(), Some("sidecar-accel"));
 }
 
+/// The default mode on a node: blocking applications (the topology's echo
+/// client and server) are kept on TCP, the sidecar hop is still redirected,
+/// and each pod whose sockets were held back gets an Event naming it, with
+/// the reason and what to change; the metric names the pod too.
+#[test]
+fn held_back_application_sockets_raise_an_event_on_their_pod() {
+    let env = TestEnv::new("k8s-held");
+    let node = Node::new(&env, "kh");
+    let a = node.meshed_pod("a", Mesh::default());
+    let b = node.meshed_pod("b", Mesh::default());
+    b.start_echo();
+    let node_name = format!("node-held-{}", std::process::id());
+    let (api, kubeconfig) = start_api(&env, &node_name, &running_kernel());
+    let ip = |p: &accel_tests::topology::Pod| IpAddr::from(p.ipv4).to_string();
+    // Events live in the pods' namespace, which must exist (as in a cluster).
+    api.upsert(fixtures::namespace(NS));
+    api.upsert(fixtures::istio_pod(NS, "a", &node_name, &[&ip(&a)]));
+    api.upsert(fixtures::istio_pod(NS, "b", &node_name, &[&ip(&b)]));
+    // Held-back counts are read at each sync: every second here.
+    let mut args = k8s_args(&node_name, &kubeconfig);
+    if let Some(i) = args.iter().position(|a| *a == "--endpoint-sync-secs") {
+        args[i + 1] = "1";
+    }
+    let daemon = env.start_daemon_default_mode(&args);
+    wait_until(Duration::from_secs(10), "pod namespaces resolved", || {
+        map_entries(&env, "accel_meshed_netns") == 2
+    });
+    let cap = node.capture(&a.host_veth, &format!("tcp port {ECHO_PORT}"));
+    let client = a.echo_client(b.addr_v4(ECHO_PORT), 64 * 1024);
+    assert!(client.report.equal, "{:?}", client.report);
+    client.finish();
+    assert_eq!(cap.stop().psh_data, 0, "sidecar -> sidecar crossed TCP");
+    for pod in ["a", "b"] {
+        wait_until(
+            Duration::from_secs(15),
+            &format!("held-back Event on pod {pod}"),
+            || {
+                api.list("events.k8s.io/v1", "Event").iter().any(|e| {
+                    e["reason"] == "ApplicationSocketsOnTcp"
+                        && e["regarding"]["kind"] == "Pod"
+                        && e["regarding"]["name"] == pod
+                        && e["regarding"]["namespace"] == NS
+                        && e["note"].as_str().unwrap_or("").contains("blocking")
+                })
+            },
+        );
+    }
+    let (_, body) = http_get(&daemon.metrics_addr, "/metrics");
+    assert!(
+        body.lines()
+            .any(|l| l.starts_with("sidecar_accel_pod_sockets_held_total")
+                && l.contains(&format!("namespace=\"{NS}\",pod=\"a\",reason=\"blocking\""))),
+        "{body}"
+    );
+}
+
 #[test]
 fn bad_kubernetes_flags_fail_with_one_clear_line() {
     let env = TestEnv::new("k8s-flags");
