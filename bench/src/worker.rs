@@ -60,6 +60,10 @@ pub enum IoStyle {
 }
 
 impl IoStyle {
+    pub fn is_blocking(&self) -> bool {
+        *self == IoStyle::Blocking
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             IoStyle::Blocking => "blocking",

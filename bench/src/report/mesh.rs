@@ -31,8 +31,9 @@ pub struct MeshFacts {
     /// Results from before the option existed accelerated every leg.
     #[serde(default = "all_legs")]
     pub pod_acceleration: String,
-    /// The rr/stream workers' I/O (results from before the option: blocking).
-    #[serde(default)]
+    /// The rr/stream workers' I/O (results from before the option: blocking;
+    /// written only when not blocking, so older results round-trip).
+    #[serde(default, skip_serializing_if = "crate::worker::IoStyle::is_blocking")]
     pub worker_io: crate::worker::IoStyle,
     pub wrk_version: String,
     pub nginx_version: String,
