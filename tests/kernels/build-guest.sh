@@ -31,6 +31,8 @@ else
     cat > "$cache/apt/sources.list" <<SRC
 deb http://deb.debian.org/debian bullseye main
 deb http://deb.debian.org/debian-security bookworm-security main
+deb http://deb.debian.org/debian trixie main
+deb http://deb.debian.org/debian-security trixie-security main
 SRC
     apt_opts=(-o Dir::Etc::sourcelist="$cache/apt/sources.list" -o Dir::Etc::sourceparts=-
               -o Dir::State::Lists="$cache/apt/lists" -o Dir::Cache="$cache/apt"

@@ -1,10 +1,11 @@
 //! Kernel matrix: the real daemon on Debian's own kernels under qemu (TCG).
 //!
 //! Default (CI): the 5.10 guest, the floor. `ACCEL_KERNEL_MATRIX=1`: 5.10,
-//! 6.1 and this machine's kernel, and the table in tests/kernels/README.md
-//! is regenerated. Each guest runs tests/kernels/guest-init.sh: the daemon's
-//! probes and self-test, byte-checked loopback traffic in a child cgroup, an
-//! unload, and the gate's refusal path (`--kernel-release 5.4.0`).
+//! 6.1, 6.12 and this machine's kernel, and the table in
+//! tests/kernels/README.md is regenerated. Each guest runs
+//! tests/kernels/guest-init.sh: the daemon's probes and self-test,
+//! byte-checked loopback traffic in a child cgroup, an unload, and the gate's
+//! refusal path (`--kernel-release 5.4.0`).
 
 use std::{
     path::{Path, PathBuf},
@@ -325,6 +326,8 @@ fn the_daemon_runs_on_debians_kernels() {
     let mut kernels = vec!["linux-image-5.10.0-32-cloud-amd64-unsigned"];
     if matrix {
         kernels.push("linux-image-6.1.0-56-cloud-amd64-unsigned");
+        // Debian 13 (trixie)'s kernel; trixie-security carries the same ABI.
+        kernels.push("linux-image-6.12.117+deb13-cloud-amd64-unsigned");
     }
     let work = std::env::temp_dir().join(format!("accel-kernels-{}", std::process::id()));
     let mut rows: Vec<Row> = kernels.iter().map(|k| boot(k, &work)).collect();
