@@ -43,7 +43,12 @@ pub fn connect(addr: &str, nonblocking: bool) -> Result<TcpStream> {
         .to_socket_addrs()?
         .next()
         .with_context(|| format!("{addr} resolves to nothing"))?;
-    let (family, raw, len) = sockaddr(to);
+    let family = if to.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    let (raw, len) = accel_tests::topology::sock::to_raw(to);
     let ty = libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
     // SAFETY: plain socket(2).
     let fd = cvt(unsafe { libc::socket(family, ty, 0) })?;
@@ -61,41 +66,6 @@ pub fn connect(addr: &str, nonblocking: bool) -> Result<TcpStream> {
         bail!("connect: {e}");
     }
     Ok(s)
-}
-
-fn sockaddr(to: SocketAddr) -> (libc::c_int, libc::sockaddr_storage, libc::socklen_t) {
-    // SAFETY: all-zero is a valid sockaddr_storage.
-    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let (family, len) = match to {
-        SocketAddr::V4(a) => {
-            let sin = libc::sockaddr_in {
-                sin_family: libc::AF_INET as libc::sa_family_t,
-                sin_port: a.port().to_be(),
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from_ne_bytes(a.ip().octets()),
-                },
-                sin_zero: [0; 8],
-            };
-            // SAFETY: sockaddr_storage is larger than sockaddr_in.
-            unsafe { std::ptr::write((&mut ss as *mut libc::sockaddr_storage).cast(), sin) };
-            (libc::AF_INET, std::mem::size_of::<libc::sockaddr_in>())
-        }
-        SocketAddr::V6(a) => {
-            let sin6 = libc::sockaddr_in6 {
-                sin6_family: libc::AF_INET6 as libc::sa_family_t,
-                sin6_port: a.port().to_be(),
-                sin6_flowinfo: a.flowinfo(),
-                sin6_addr: libc::in6_addr {
-                    s6_addr: a.ip().octets(),
-                },
-                sin6_scope_id: a.scope_id(),
-            };
-            // SAFETY: sockaddr_storage is larger than sockaddr_in6.
-            unsafe { std::ptr::write((&mut ss as *mut libc::sockaddr_storage).cast(), sin6) };
-            (libc::AF_INET6, std::mem::size_of::<libc::sockaddr_in6>())
-        }
-    };
-    (family, ss, len as libc::socklen_t)
 }
 
 /// One socket in an edge-triggered epoll set, for reading and writing.

@@ -36,15 +36,23 @@ pub enum AppIo {
     ConnectTimeout,
 }
 
+#[derive(clap::Args, Debug)]
 pub struct AppProxyArgs {
+    #[arg(long, default_value = "127.0.0.1:0")]
     pub listen: SocketAddr,
+    #[arg(long, default_value_t = 20)]
     pub conns: usize,
+    #[arg(long, default_value_t = 20)]
     pub rounds: usize,
+    #[arg(long, default_value_t = 65536)]
     pub max_msg: u64,
+    #[arg(long, value_enum)]
     pub app: AppIo,
+    #[arg(long, value_enum)]
     pub app_side: End,
     /// The sidecar sends a greeting first, which the application reads
     /// before it sends anything (SMTP, MySQL, SSH: server speaks first).
+    #[arg(long)]
     pub sidecar_first: bool,
 }
 

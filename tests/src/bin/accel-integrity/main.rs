@@ -170,22 +170,7 @@ enum Cmd {
     /// Short connections (connect, echo a few bytes, close) as fast as
     /// `threads` clients can, against in-process servers.
     /// An application and its sidecar (see app_proxy.rs).
-    AppProxy {
-        #[arg(long, default_value = "127.0.0.1:0")]
-        listen: SocketAddr,
-        #[arg(long, default_value_t = 20)]
-        conns: usize,
-        #[arg(long, default_value_t = 20)]
-        rounds: usize,
-        #[arg(long, default_value_t = 65536)]
-        max_msg: u64,
-        #[arg(long, value_enum)]
-        app: app_proxy::AppIo,
-        #[arg(long, value_enum)]
-        app_side: owner::End,
-        #[arg(long)]
-        sidecar_first: bool,
-    },
+    AppProxy(app_proxy::AppProxyArgs),
     Churn {
         #[arg(long, required = true)]
         listen: Vec<SocketAddr>,
@@ -211,23 +196,7 @@ fn main() -> Result<()> {
     commands::raise_fd_limit();
     commands::start_watchdog(Duration::from_secs(args.timeout_secs));
     match args.cmd {
-        Cmd::AppProxy {
-            listen,
-            conns,
-            rounds,
-            max_msg,
-            app,
-            app_side,
-            sidecar_first,
-        } => app_proxy::app_proxy(app_proxy::AppProxyArgs {
-            listen,
-            conns,
-            rounds,
-            max_msg,
-            app,
-            app_side,
-            sidecar_first,
-        }),
+        Cmd::AppProxy(a) => app_proxy::app_proxy(a),
         Cmd::Stream {
             listen,
             send,
