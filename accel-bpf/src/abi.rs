@@ -4,7 +4,7 @@
 
 use std::net::{IpAddr, Ipv6Addr};
 
-pub const ABI_VERSION: u32 = 4;
+pub const ABI_VERSION: u32 = 5;
 
 pub const TCPOPT_KIND: u8 = 253;
 pub const TCPOPT_EXID: u16 = 0xACCE;
@@ -32,6 +32,10 @@ pub const SF_OPT_PENDING: u8 = 1;
 pub const SF_APP_GUARDED: u8 = 2;
 pub const SF_PROVEN: u8 = 4;
 pub const SF_LEAVING: u8 = 8;
+/// In `accel_rx_sockhash`: only redirected to; its sends skip sk_msg.
+pub const SF_RX_ONLY: u8 = 16;
+/// Its peer is in `accel_rx_sockhash`.
+pub const SF_PEER_RX_ONLY: u8 = 32;
 
 pub const INGRESS_OPEN: u8 = 0;
 pub const INGRESS_CLOSED: u8 = 1;
@@ -46,6 +50,8 @@ pub const HELD_APP_READS_TCP: u16 = 3;
 
 pub const PAIR_OFFER: u32 = 1;
 pub const PAIR_ANSWER: u32 = 2;
+/// [`PairValue::flags`]: that socket is in `accel_rx_sockhash`.
+pub const PAIR_F_RX_ONLY: u32 = 1;
 
 pub const MODE_ACCELERATE: u32 = 0;
 pub const MODE_PASSTHROUGH: u32 = 1;
@@ -99,10 +105,11 @@ pub enum Stat {
     AppLeft,
     AppReceivesByTcp,
     AppPairSkipped,
+    RecordedRxOnly,
 }
 
 impl Stat {
-    pub const ALL: [Stat; 30] = [
+    pub const ALL: [Stat; 31] = [
         Stat::ActiveOffered,
         Stat::PassivePaired,
         Stat::ActivePaired,
@@ -133,6 +140,7 @@ impl Stat {
         Stat::AppLeft,
         Stat::AppReceivesByTcp,
         Stat::AppPairSkipped,
+        Stat::RecordedRxOnly,
     ];
 
     /// Stable snake_case name, used in status output and metric labels.
@@ -168,6 +176,7 @@ impl Stat {
             Stat::AppLeft => "app_left_sockhash",
             Stat::AppReceivesByTcp => "app_receives_by_tcp",
             Stat::AppPairSkipped => "app_to_app_not_recorded",
+            Stat::RecordedRxOnly => "recorded_receive_only",
         }
     }
 }
@@ -230,7 +239,8 @@ pub struct PairValue {
     pub pod: u16,
     /// `INGRESS_*` of that socket.
     pub ingress: u16,
-    pub _pad1: u32,
+    /// `PAIR_F_*`.
+    pub flags: u32,
 }
 
 /// An address as the datapath keys it: IPv4 as `::ffff:a.b.c.d`.
@@ -342,6 +352,19 @@ pub struct PodHeldKey {
     pub reason: u16,
 }
 
+/// Key of the `auto` application listeners map (`accel_app_listeners`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[repr(C)]
+pub struct AppListenerKey {
+    pub netns_cookie: u64,
+    /// As [`EndpointKey`]; all-zero: every address.
+    pub addr: [u8; 16],
+    /// Host byte order.
+    pub port: u16,
+    pub _pad0: u16,
+    pub _pad1: u32,
+}
+
 /// Redirected traffic of one pod pair (one CPU's share in the map).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[repr(C)]
@@ -362,6 +385,7 @@ unsafe impl aya::Pod for MeshedNetns {}
 unsafe impl aya::Pod for PodPair {}
 unsafe impl aya::Pod for PodTraffic {}
 unsafe impl aya::Pod for PodHeldKey {}
+unsafe impl aya::Pod for AppListenerKey {}
 unsafe impl aya::Pod for ExcludedPortKey {}
 unsafe impl aya::Pod for ExcludedCidrKey {}
 
@@ -538,7 +562,23 @@ mod layout_tests {
             offset_of!(PairValue, ingress),
             c::OFFSETOF_accel_pair_value_ingress
         );
+        assert_eq!(
+            offset_of!(PairValue, flags),
+            c::OFFSETOF_accel_pair_value_flags
+        );
         assert_eq!(size_of::<PodHeldKey>(), c::SIZEOF_accel_pod_held_key);
+        assert_eq!(
+            size_of::<AppListenerKey>(),
+            c::SIZEOF_accel_app_listener_key
+        );
+        assert_eq!(
+            offset_of!(AppListenerKey, addr),
+            c::OFFSETOF_accel_app_listener_key_addr
+        );
+        assert_eq!(
+            offset_of!(AppListenerKey, port),
+            c::OFFSETOF_accel_app_listener_key_port
+        );
         assert_eq!(
             offset_of!(PodHeldKey, reason),
             c::OFFSETOF_accel_pod_held_key_reason
@@ -553,6 +593,7 @@ mod layout_tests {
             8 + 8 + 4 + 2 + 2 + 8 * 8 + 1 + 1 + 2 + 4
         );
         assert_eq!(size_of::<PodHeldKey>(), 2 + 2);
+        assert_eq!(size_of::<AppListenerKey>(), 8 + 16 + 2 + 2 + 4);
         assert_eq!(size_of::<PairValue>(), 3 * 8 + 2 + 2 + 4);
         assert_eq!(size_of::<MeshedNetns>(), 2 + 2);
         assert_eq!(size_of::<PodPair>(), 2 + 2);
@@ -585,6 +626,9 @@ mod layout_tests {
         assert_eq!(u64::from(SF_APP_GUARDED), c::ACCEL_SF_APP_GUARDED);
         assert_eq!(u64::from(SF_PROVEN), c::ACCEL_SF_PROVEN);
         assert_eq!(u64::from(SF_LEAVING), c::ACCEL_SF_LEAVING);
+        assert_eq!(u64::from(SF_RX_ONLY), c::ACCEL_SF_RX_ONLY);
+        assert_eq!(u64::from(SF_PEER_RX_ONLY), c::ACCEL_SF_PEER_RX_ONLY);
+        assert_eq!(u64::from(PAIR_F_RX_ONLY), c::ACCEL_PAIR_F_RX_ONLY);
         assert_eq!(u64::from(REASON_BLOCKING), c::ACCEL_REASON_BLOCKING);
         assert_eq!(
             u64::from(REASON_APP_READS_TCP),

@@ -96,6 +96,8 @@ pub mod drain_probe {
 /// Map names inside [`DATAPATH_OBJ`] (also their pin file names).
 pub mod map {
     pub const SOCKHASH: &str = "accel_sockhash";
+    /// Receive-only sockets: redirect targets whose sends skip sk_msg.
+    pub const RX_SOCKHASH: &str = "accel_rx_sockhash";
     pub const SOCK_STATE: &str = "accel_sock_state";
     pub const PAIRING: &str = "accel_pairing";
     pub const ENDPOINTS: &str = "accel_endpoints";
@@ -107,9 +109,13 @@ pub mod map {
     pub const POD_TRAFFIC: &str = "accel_pod_traffic";
     pub const READER: &str = "accel_reader";
     pub const POD_HELD: &str = "accel_pod_held";
+    pub const APP_LISTENERS: &str = "accel_app_listeners";
+    /// The sockhashes, each drained before the datapath goes away.
+    pub const SOCKHASHES: [&str; 2] = [SOCKHASH, RX_SOCKHASH];
     /// Every pinned map, in the order status reports them.
-    pub const ALL: [&str; 12] = [
+    pub const ALL: [&str; 14] = [
         SOCKHASH,
+        RX_SOCKHASH,
         SOCK_STATE,
         PAIRING,
         ENDPOINTS,
@@ -121,6 +127,7 @@ pub mod map {
         POD_TRAFFIC,
         READER,
         POD_HELD,
+        APP_LISTENERS,
     ];
 }
 

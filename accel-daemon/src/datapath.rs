@@ -90,10 +90,11 @@ impl Default for MapSizes {
 
 /// (name, type, key size, value size) of every pinned map: checked on
 /// adoption because the kernel happily hands back any map at a pin path.
-fn expected_maps() -> [(&'static str, MapType, u32, u32); 12] {
+fn expected_maps() -> [(&'static str, MapType, u32, u32); 14] {
     use std::mem::size_of;
     [
         (map::SOCKHASH, MapType::SockHash, 8, 4),
+        (map::RX_SOCKHASH, MapType::SockHash, 8, 4),
         (
             map::SOCK_STATE,
             MapType::SkStorage,
@@ -144,6 +145,12 @@ fn expected_maps() -> [(&'static str, MapType, u32, u32); 12] {
             MapType::Hash,
             size_of::<abi::PodHeldKey>() as u32,
             8,
+        ),
+        (
+            map::APP_LISTENERS,
+            MapType::LruHash,
+            size_of::<abi::AppListenerKey>() as u32,
+            1,
         ),
     ]
 }
@@ -280,6 +287,7 @@ fn stage(
     let mut ebpf = EbpfLoader::new()
         .btf(btf)
         .map_max_entries(map::SOCKHASH, opts.sizes.sockhash)
+        .map_max_entries(map::RX_SOCKHASH, opts.sizes.sockhash)
         .map_max_entries(map::PAIRING, opts.sizes.pairing)
         // One entry at most per recorded socket.
         .map_max_entries(map::READER, opts.sizes.sockhash)
@@ -400,6 +408,7 @@ pub fn remove_pin_dir(dir: &Path) {
 pub struct Datapath {
     pub pin_dir: PathBuf,
     sockhash: SockHash<MapData, u64>,
+    rx_sockhash: SockHash<MapData, u64>,
     pairing: HashMap<MapData, PairKey, PairValue>,
     endpoints: HashMap<MapData, EndpointKey, Endpoint>,
     config: Array<MapData, Config>,
@@ -410,6 +419,7 @@ pub struct Datapath {
     pod_traffic: PerCpuHashMap<MapData, abi::PodPair, abi::PodTraffic>,
     reader: HashMap<MapData, u64, u8>,
     pod_held: HashMap<MapData, abi::PodHeldKey, u64>,
+    app_listeners: HashMap<MapData, abi::AppListenerKey, u8>,
     infos: Vec<(&'static str, MapInfo)>,
     /// A second handle on every map, to pin it again if its pin disappears.
     repin: Vec<(&'static str, MapData)>,
@@ -495,6 +505,7 @@ impl Datapath {
         let mut it = maps.into_iter();
         let mut next = || it.next().ok_or_else(|| map_err("map list exhausted"));
         let sockhash = SockHash::try_from(Map::SockHash(next()?)).map_err(map_err)?;
+        let rx_sockhash = SockHash::try_from(Map::SockHash(next()?)).map_err(map_err)?;
         let _sock_state = next()?;
         let pairing = HashMap::try_from(Map::HashMap(next()?)).map_err(map_err)?;
         let endpoints = HashMap::try_from(Map::HashMap(next()?)).map_err(map_err)?;
@@ -506,9 +517,11 @@ impl Datapath {
         let pod_traffic = PerCpuHashMap::try_from(Map::PerCpuHashMap(next()?)).map_err(map_err)?;
         let reader = HashMap::try_from(Map::HashMap(next()?)).map_err(map_err)?;
         let pod_held = HashMap::try_from(Map::HashMap(next()?)).map_err(map_err)?;
+        let app_listeners = HashMap::try_from(Map::LruHashMap(next()?)).map_err(map_err)?;
         Ok(Datapath {
             pin_dir: pin_dir.into(),
             sockhash,
+            rx_sockhash,
             pairing,
             endpoints,
             config,
@@ -519,6 +532,7 @@ impl Datapath {
             pod_traffic,
             reader,
             pod_held,
+            app_listeners,
             infos,
             repin,
             link: Some(link),
@@ -703,12 +717,14 @@ impl Datapath {
                 name,
                 entries: match *name {
                     n if n == map::SOCKHASH => Some(self.sockhash.keys().count() as u64),
+                    n if n == map::RX_SOCKHASH => Some(self.rx_sockhash.keys().count() as u64),
                     n if n == map::PAIRING => Some(self.pairing.keys().count() as u64),
                     n if n == map::ENDPOINTS => Some(self.endpoints.keys().count() as u64),
                     n if n == map::MESHED_NETNS => Some(self.meshed_netns.keys().count() as u64),
                     n if n == map::POD_TRAFFIC => Some(self.pod_traffic.keys().count() as u64),
                     n if n == map::READER => Some(self.reader.keys().count() as u64),
                     n if n == map::POD_HELD => Some(self.pod_held.keys().count() as u64),
+                    n if n == map::APP_LISTENERS => Some(self.app_listeners.keys().count() as u64),
                     _ => None,
                 },
                 capacity: info.max_entries(),
@@ -797,10 +813,16 @@ impl Datapath {
         Ok(restored)
     }
 
-    /// The sockhash, for the drain check.
-    pub fn sockhash_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+    /// Each sockhash with its pin, for the drain check.
+    fn sockhashes(&self) -> [(std::os::fd::BorrowedFd<'_>, PathBuf); 2] {
         use std::os::fd::AsFd;
-        self.sockhash.fd().as_fd()
+        [
+            (self.sockhash.fd().as_fd(), self.pin_dir.join(map::SOCKHASH)),
+            (
+                self.rx_sockhash.fd().as_fd(),
+                self.pin_dir.join(map::RX_SOCKHASH),
+            ),
+        ]
     }
 
     /// Stops recording and redirecting, waits until every receive queue the
@@ -815,11 +837,7 @@ impl Datapath {
         // 2. Drain: removing a socket from the sockhash frees what is still
         //    queued on it, so wait until the drain check sees no queue.
         let start = Instant::now();
-        let outcome = wait_for_empty_queues(
-            self.sockhash_fd(),
-            &self.pin_dir.join(map::SOCKHASH),
-            timeout,
-        );
+        let outcome = wait_for_empty_queues(&self.sockhashes(), timeout);
         let drain_proven = matches!(outcome, Drained::Proven);
         match outcome {
             Drained::Proven => {}
@@ -856,7 +874,7 @@ impl Datapath {
         fd_link
             .detach()
             .map_err(|e| map_err(format!("detaching sock_ops: {e}")))?;
-        let sockets_left = self.sockhash.keys().count() as u64;
+        let sockets_left = (self.sockhash.keys().count() + self.rx_sockhash.keys().count()) as u64;
         // 4. Unpin: the last reference to the maps goes with the pins.
         let dir = self.pin_dir.clone();
         drop(self);
@@ -885,22 +903,38 @@ enum Drained {
     Pending(usize),
 }
 
-/// Loads the drain check and polls it (see [`crate::drain::poll`]).
+/// Loads the drain check for each sockhash (open fd, pin) and polls them
+/// together (see [`crate::drain::poll`]).
 fn wait_for_empty_queues(
-    sockhash: std::os::fd::BorrowedFd<'_>,
-    sockhash_pin: &Path,
+    sockhashes: &[(std::os::fd::BorrowedFd<'_>, PathBuf)],
     timeout: Duration,
 ) -> Drained {
-    use crate::drain::{DrainCheck, Scope, Verdict, poll};
-    let check = match DrainCheck::load(sockhash, sockhash_pin) {
+    use crate::drain::{DrainCheck, Pass, Scope, Verdict, poll};
+    let loaded: Result<Vec<_>, _> = sockhashes
+        .iter()
+        .map(|(fd, pin)| DrainCheck::load(*fd, pin).map(|c| (c, *fd)))
+        .collect();
+    let checks = match loaded {
         Ok(c) => c,
         Err(e) => {
             thread::sleep(timeout.min(Duration::from_secs(5)));
             return Drained::Unproven(e.to_string());
         }
     };
-    let checks = |scope: Scope<'_>| check.pending(sockhash, scope);
-    match poll(checks, timeout, Duration::from_millis(50)) {
+    // Cookies are unique per boot, so one list of suspects serves both.
+    let check_all = |scope: Scope<'_>| {
+        let mut all = Pass {
+            pending: Vec::new(),
+            covered_every_socket: true,
+        };
+        for (check, fd) in &checks {
+            let pass = check.pending(*fd, scope)?;
+            all.pending.extend(pass.pending);
+            all.covered_every_socket &= pass.covered_every_socket;
+        }
+        Ok(all)
+    };
+    match poll(check_all, timeout, Duration::from_millis(50)) {
         Ok(Verdict::Empty) => Drained::Proven,
         Ok(Verdict::Pending(n)) => Drained::Pending(n),
         Err(e) => Drained::Unproven(e.to_string()),
@@ -986,10 +1020,19 @@ pub fn retire_foreign(dir: &Path, timeout: Duration, force: bool) -> bool {
     {
         tracing::warn!(dir = %dir.display(), error = %e, "could not switch the old datapath to passthrough");
     }
-    if let Ok(data) = MapData::from_pin(dir.join(map::SOCKHASH))
-        && data.info().and_then(|i| i.map_type()).ok() == Some(MapType::SockHash)
-        && let Drained::Pending(n) =
-            wait_for_empty_queues(data.fd().as_fd(), &dir.join(map::SOCKHASH), timeout)
+    // Older versions have only some of our sockhashes.
+    let sockhashes: Vec<(MapData, PathBuf)> = map::SOCKHASHES
+        .iter()
+        .map(|name| dir.join(name))
+        .filter_map(|pin| MapData::from_pin(&pin).ok().map(|data| (data, pin)))
+        .filter(|(data, _)| data.info().and_then(|i| i.map_type()).ok() == Some(MapType::SockHash))
+        .collect();
+    let borrowed: Vec<_> = sockhashes
+        .iter()
+        .map(|(data, pin)| (data.fd().as_fd(), pin.clone()))
+        .collect();
+    if !borrowed.is_empty()
+        && let Drained::Pending(n) = wait_for_empty_queues(&borrowed, timeout)
         && !force
     {
         tracing::warn!(

@@ -11,7 +11,10 @@
 //! guard really engaged (the counters), so a pass is never a datapath that
 //! simply did nothing.
 
-use std::process::{Command, Output};
+use std::{
+    io::{BufRead, BufReader, Write},
+    process::{Command, Output, Stdio},
+};
 
 use accel_tests::{
     Daemon, TestEnv, Value,
@@ -47,6 +50,7 @@ fn drive(env: &TestEnv, args: &[&str]) -> (Output, Value, Delta) {
         "app_left_sockhash",
         "app_receives_by_tcp",
         "app_to_app_not_recorded",
+        "recorded_receive_only",
     ]
     .iter()
     .map(|c| format!("{c}={}", d.of(c)))
@@ -123,10 +127,88 @@ fn nonblocking_applications_send_redirected_and_receive_by_tcp() {
         assert!(d.of("redirect_bytes") > 0, "{side}: {}", d.show());
         assert!(d.of("app_receives_by_tcp") >= 20, "{side}: {}", d.show());
         assert_eq!(d.of("app_blocking_seen_later"), 0, "{side}: {}", d.show());
-        // Half of each exchange is the application's: redirected; the
-        // sidecar's half went by TCP.
-        assert!(d.of("pass_bytes") > 0, "{side}: {}", d.show());
+        // Half of each exchange is the application's: redirected. The
+        // sidecar's half went by TCP from a receive-only socket, whose
+        // sends never pass through sk_msg (the plain TCP send path).
+        assert!(d.of("recorded_receive_only") >= 20, "{side}: {}", d.show());
+        assert_eq!(d.of("pass_bytes"), 0, "{side}: {}", d.show());
     }
+}
+
+/// An application listening since before the datapath was installed: its
+/// listen() was never seen, so the first sidecar connection to it is
+/// recorded as before (sending through sk_msg); the application's accepted
+/// socket teaches the datapath whose listener it is, and later sidecar
+/// connections are receive-only. Every byte still arrives, 0 EAGAIN.
+#[test]
+fn a_listener_older_than_the_datapath_is_learnt_from_its_first_connection() {
+    let env = TestEnv::new("tr-oldlisten");
+    let mut cmd = Command::new(DRIVER);
+    let _procs = env.in_cgroup(&mut cmd);
+    let mut child = cmd
+        .args([
+            "app-proxy",
+            "--app",
+            "nonblocking",
+            "--app-side",
+            "server",
+            "--conns",
+            "20",
+            "--hold",
+            "--timeout-secs",
+            "60",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn accel-integrity");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("read listening line");
+    assert!(line.starts_with("listening"), "{line}");
+
+    let _daemon = env.start_daemon_default_mode(&[]);
+    let (out, d) = measured(&env, || {
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(b"go\n")
+            .expect("release the clients");
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut stdout, &mut rest).expect("read report");
+        let out = child.wait_with_output().expect("wait accel-integrity");
+        (rest, out)
+    });
+    let (rest, out) = out;
+    let report: Value = rest
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "no report; stderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    assert!(
+        out.status.success(),
+        "{report} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(report["errors"], Value::Array(vec![]), "{report}");
+    assert_eq!(report["eagain_on_blocking"], 0, "{report}");
+    assert!(d.of("passive_paired") >= 20, "{}", d.show());
+    // The connections raced the first one's lesson: some were recorded as
+    // before, the rest receive-only.
+    assert!(d.of("recorded_receive_only") >= 1, "{}", d.show());
+    let listeners = env.status_json()["datapath"]["maps"]
+        .as_array()
+        .and_then(|maps| maps.iter().find(|m| m["name"] == "accel_app_listeners"))
+        .and_then(|m| m["entries"].as_u64());
+    assert_eq!(listeners, Some(1), "the listener was learnt once");
 }
 
 /// A pod that declares its application safe (`app-safe`) gets both

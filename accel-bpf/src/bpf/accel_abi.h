@@ -21,8 +21,10 @@
  *    accel_config.proxy_uid).
  * 4: application guards (ACCEL_EP_APP_*, accel_config.default_ep_flags,
  *    accel_pair_value.ingress, the socket state's cookie and ingress
- *    fields, accel_reader and accel_pod_held). */
-#define ACCEL_ABI_VERSION 4
+ *    fields, accel_reader and accel_pod_held).
+ * 5: receive-only sockets (accel_rx_sockhash, ACCEL_SF_RX_ONLY,
+ *    ACCEL_SF_PEER_RX_ONLY, accel_pair_value.flags, accel_app_listeners). */
+#define ACCEL_ABI_VERSION 5
 
 /* Pairing token carried in the handshake's final ACK: RFC 6994 shared
  * experimental option (kind 253) with a 16-bit ExID, then the token. */
@@ -64,6 +66,12 @@
 /* Blocking, or of no more use in the sockhash: it sends by TCP and takes
  * itself out of the sockhash at its next callback with nothing queued. */
 #define ACCEL_SF_LEAVING (1U << 3)
+/* Recorded in accel_rx_sockhash: a redirect target that never redirects
+ * (its peer receives by TCP), so no sk_msg program runs on its sends and
+ * they take the plain TCP path. */
+#define ACCEL_SF_RX_ONLY (1U << 4)
+/* Its peer is in accel_rx_sockhash: redirect through that map. */
+#define ACCEL_SF_PEER_RX_ONLY (1U << 5)
 
 /* struct accel_sock_state.ingress / peer_ingress and
  * struct accel_pair_value.ingress: may bytes be redirected INTO a socket?
@@ -86,6 +94,8 @@
 /* Keys of the pairing map: the active side offers, the passive side answers. */
 #define ACCEL_PAIR_OFFER 1
 #define ACCEL_PAIR_ANSWER 2
+/* struct accel_pair_value.flags: that socket is in accel_rx_sockhash. */
+#define ACCEL_PAIR_F_RX_ONLY (1U << 0)
 
 /* struct accel_config.mode */
 #define ACCEL_MODE_ACCELERATE 0
@@ -150,6 +160,7 @@ enum accel_stat {
 	ACCEL_STAT_APP_LEFT,            /* guarded sockets that took themselves out of the sockhash */
 	ACCEL_STAT_APP_RECEIVES_BY_TCP, /* senders to an `auto` application socket: TCP by policy */
 	ACCEL_STAT_APP_PAIR_SKIPPED,    /* both ends `auto` applications: nothing to gain, not recorded */
+	ACCEL_STAT_RECORDED_RX_ONLY,    /* recorded as redirect targets only: their sends skip sk_msg */
 	ACCEL_STAT_COUNT,
 };
 #define ACCEL_STATS_SLOTS 32
@@ -213,7 +224,7 @@ struct accel_pair_value {
 	 * so each side learns its peer's pod from the other. */
 	__u16 pod;
 	__u16 ingress;      /* ACCEL_INGRESS_* of that socket */
-	__u32 _pad1;
+	__u32 flags;        /* ACCEL_PAIR_F_* */
 };
 
 /* A local endpoint address: IPv4 is stored as ::ffff:a.b.c.d so one key
@@ -239,6 +250,16 @@ struct accel_meshed_netns {
 struct accel_pod_pair {
 	__u16 src;
 	__u16 dst;
+};
+
+/* Key of accel_app_listeners: a listening address of an `auto` application
+ * (addr all-zero: every address) in one network namespace. */
+struct accel_app_listener_key {
+	__u64 netns_cookie; /* 0 where the kernel cannot tell */
+	__u8 addr[16];      /* as accel_endpoint_key */
+	__u16 port;         /* host byte order */
+	__u16 _pad0;
+	__u32 _pad1;
 };
 
 /* Key of accel_pod_held: sockets of a pod kept off the redirect path. */

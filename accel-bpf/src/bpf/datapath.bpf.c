@@ -36,6 +36,7 @@
 #include "traffic.h"
 #include "owner.h"
 #include "guard.h"
+#include "listeners.h"
 #ifdef ACCEL_FLOW_CONTROL
 #include "flow.h"
 #endif
@@ -82,12 +83,21 @@ static __always_inline struct accel_sock_state *state_of(struct bpf_sock_ops *sk
 	return bpf_sk_storage_get(&accel_sock_state, sk, 0, 0);
 }
 
-/* Records the socket in the sockhash, keyed by its cookie. Returns its
- * state, or NULL when the socket stays on plain TCP. */
+/* One more sender whose bytes to an `auto` application of `pod` go by TCP. */
+static __always_inline void held_back_for_peer(__u16 pod)
+{
+	stat_inc(ACCEL_STAT_APP_RECEIVES_BY_TCP);
+	held_inc(pod, ACCEL_HELD_APP_READS_TCP);
+}
+
+/* Records the socket, keyed by its cookie: in accel_sockhash, or in
+ * accel_rx_sockhash when it will only ever be redirected to (`rx_only`).
+ * Returns its state, or NULL when the socket stays on plain TCP. */
 static __always_inline struct accel_sock_state *record_socket(struct bpf_sock_ops *skops,
-							      __u64 *cookie)
+							      __u64 *cookie, int rx_only)
 {
 	struct accel_sock_state *st;
+	long err;
 
 	/* Data already sent by TCP (TCP Fast Open data in the SYN, or a
 	 * server's TFO reply) could be overtaken by redirected bytes in the
@@ -100,11 +110,23 @@ static __always_inline struct accel_sock_state *record_socket(struct bpf_sock_op
 	if (!st)
 		return 0;
 	*cookie = bpf_get_socket_cookie(skops);
-	if (bpf_sock_hash_update(skops, &accel_sockhash, cookie, BPF_NOEXIST)) {
+	if (rx_only)
+		err = bpf_sock_hash_update(skops, &accel_rx_sockhash, cookie, BPF_NOEXIST);
+	else
+		err = bpf_sock_hash_update(skops, &accel_sockhash, cookie, BPF_NOEXIST);
+	if (err) {
 		stat_inc(ACCEL_STAT_RECORD_FAILED);
 		return 0;
 	}
 	st->cookie = *cookie;
+	if (rx_only) {
+		/* It never redirects: its peer is an `auto` application,
+		 * which receives by TCP. */
+		st->flags |= ACCEL_SF_RX_ONLY;
+		st->decision = ACCEL_DECISION_TCP;
+		st->reason = ACCEL_REASON_APP_READS_TCP;
+		stat_inc(ACCEL_STAT_RECORDED_RX_ONLY);
+	}
 	return st;
 }
 
@@ -125,7 +147,7 @@ static __always_inline void on_active_established(struct bpf_sock_ops *skops)
 
 	struct accel_config *cfg;
 	__u64 netns;
-	int guarded, file;
+	int guarded, file, rx_only;
 	__u32 cb_flags;
 
 	cfg = accel_config_get();
@@ -169,12 +191,20 @@ static __always_inline void on_active_established(struct bpf_sock_ops *skops)
 			return;
 		}
 	}
-	st = record_socket(skops, &cookie);
+	/* Connecting to an `auto` application in its own namespace (the
+	 * proxy's inbound leg): it receives by TCP, so this socket will
+	 * never redirect; it is only a redirect target, and its own sends
+	 * skip sk_msg (listeners.h). */
+	rx_only = !guarded && (ep_is_loopback(&remote) || (info.pod && peer_pod == info.pod)) &&
+		  listener_is_app(netns, &remote, bpf_ntohl(skops->remote_port));
+	st = record_socket(skops, &cookie, rx_only);
 	if (!st)
 		return;
 	st->ingress = guard_ingress_of(info.flags, guarded);
 	if (guarded)
 		st->flags |= ACCEL_SF_APP_GUARDED;
+	if (rx_only)
+		offer.flags = ACCEL_PAIR_F_RX_ONLY;
 
 	pkey.token = pairing_new_token();
 	offer.cookie = cookie;
@@ -228,7 +258,7 @@ static __always_inline void on_passive_established(struct bpf_sock_ops *skops)
 
 	struct accel_config *cfg;
 	__u64 netns;
-	int meshed_only, owner = OWNER_UNKNOWN, guarded;
+	int meshed_only, owner = OWNER_UNKNOWN, guarded, rx_only;
 	__u32 default_flags;
 	__u8 ingress;
 
@@ -293,18 +323,38 @@ static __always_inline void on_passive_established(struct bpf_sock_ops *skops)
 		stat_inc(ACCEL_STAT_HDR_OPT_FAILED);
 		return;
 	}
-	st = record_socket(skops, &cookie);
+	/* An `auto` application accepted it: its listener is one to know
+	 * (it may be older than the datapath, see on_listen). */
+	if (ingress == ACCEL_INGRESS_CLOSED)
+		listener_learn(netns, &local, skops->local_port);
+	/* Its peer is an `auto` application, which receives by TCP: this
+	 * socket never redirects, so it is only a redirect target. */
+	rx_only = !guarded && offer.ingress == ACCEL_INGRESS_CLOSED;
+	st = record_socket(skops, &cookie, rx_only);
 	if (!st)
 		return;
 	st->ingress = ingress;
 	st->peer_ingress = offer.ingress;
 	if (guarded)
 		st->flags |= ACCEL_SF_APP_GUARDED;
+	if (offer.flags & ACCEL_PAIR_F_RX_ONLY)
+		st->flags |= ACCEL_SF_PEER_RX_ONLY;
 	st->role = ACCEL_ROLE_PASSIVE;
 	st->peer_cookie = offer.cookie;
 	st->peer_sk = offer.sk_addr;
 	st->local_pod = info.pod;
 	st->peer_pod = offer.pod;
+	if (rx_only)
+		held_back_for_peer(offer.pod);
+	stat_inc(ACCEL_STAT_PASSIVE_PAIRED);
+
+	/* A receive-only active side never sends by redirect, so it never
+	 * looks for an answer; the application end held back is this one. */
+	if (offer.flags & ACCEL_PAIR_F_RX_ONLY) {
+		if (ingress == ACCEL_INGRESS_CLOSED)
+			held_back_for_peer(info.pod);
+		return;
+	}
 
 	/* Tell the active side who its peer is. If this fails the active side
 	 * sends over TCP and only this direction is redirected: still in order. */
@@ -313,9 +363,31 @@ static __always_inline void on_passive_established(struct bpf_sock_ops *skops)
 	answer.sk_addr = sk_addr_of(skops);
 	answer.pod = st->local_pod;
 	answer.ingress = st->ingress;
+	answer.flags = rx_only ? ACCEL_PAIR_F_RX_ONLY : 0;
 	if (bpf_map_update_elem(&accel_pairing, &pkey, &answer, BPF_NOEXIST))
 		stat_inc(ACCEL_STAT_PAIRING_FULL);
-	stat_inc(ACCEL_STAT_PASSIVE_PAIRED);
+}
+
+/* listen() of an `auto` application (listeners.h). */
+static __always_inline void on_listen(struct bpf_sock_ops *skops)
+{
+	struct accel_endpoint_key local, remote, scope;
+	struct accel_config *cfg = accel_config_get();
+	struct ep_info info;
+	__u64 netns;
+
+	if (cfg_passthrough(cfg) || !ep_keys_of(skops, &local, &remote))
+		return;
+	netns = netns_cookie_of(skops);
+	/* On every address: the network namespace decides. */
+	scope = local;
+	if (ep_is_unspecified(&local))
+		ep_key_v4(&scope, bpf_htonl(0x7f000001));
+	if (!ep_lookup(&scope, netns, cfg_loopback_meshed_only(cfg), cfg_default_ep_flags(cfg),
+		       &info))
+		return;
+	if ((info.flags & ACCEL_EP_APP_SEND_ONLY) && sock_owner(skops, cfg) == OWNER_OTHER)
+		listener_learn(netns, &local, skops->local_port);
 }
 
 static __always_inline void on_hdr_opt_len(struct bpf_sock_ops *skops)
@@ -389,6 +461,9 @@ int accel_sockops(struct bpf_sock_ops *skops)
 	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
 		on_passive_established(skops);
 		break;
+	case BPF_SOCK_OPS_TCP_LISTEN_CB:
+		on_listen(skops);
+		break;
 	case BPF_SOCK_OPS_HDR_OPT_LEN_CB:
 		on_hdr_opt_len(skops);
 		break;
@@ -413,8 +488,7 @@ static __always_inline void decide_for_peer(struct accel_sock_state *st)
 		return;
 	st->decision = ACCEL_DECISION_TCP;
 	st->reason = ACCEL_REASON_APP_READS_TCP;
-	stat_inc(ACCEL_STAT_APP_RECEIVES_BY_TCP);
-	held_inc(st->peer_pod, ACCEL_HELD_APP_READS_TCP);
+	held_back_for_peer(st->peer_pod);
 }
 
 /* First send of a recorded socket: decide, once, how it sends. */
@@ -444,6 +518,8 @@ static __always_inline void decide(struct accel_sock_state *st, int passthrough)
 		st->peer_sk = answer->sk_addr;
 		st->peer_pod = answer->pod;
 		st->peer_ingress = answer->ingress;
+		if (answer->flags & ACCEL_PAIR_F_RX_ONLY)
+			st->flags |= ACCEL_SF_PEER_RX_ONLY;
 		st->decision = ACCEL_DECISION_REDIRECT;
 		bpf_map_delete_elem(&accel_pairing, &pkey);
 		stat_inc(ACCEL_STAT_ACTIVE_PAIRED);
@@ -466,6 +542,7 @@ int accel_sk_msg(struct sk_msg_md *msg)
 	struct accel_sock_state *st;
 	__u32 size = msg->size;
 	__u64 peer;
+	long verdict;
 
 	st = bpf_sk_storage_get(&accel_sock_state, msg->sk, 0, 0);
 	if (!st)
@@ -515,7 +592,11 @@ int accel_sk_msg(struct sk_msg_md *msg)
 
 	if (st->decision == ACCEL_DECISION_REDIRECT) {
 		peer = st->peer_cookie;
-		if (bpf_msg_redirect_hash(msg, &accel_sockhash, &peer, BPF_F_INGRESS) == SK_PASS) {
+		if (st->flags & ACCEL_SF_PEER_RX_ONLY)
+			verdict = bpf_msg_redirect_hash(msg, &accel_rx_sockhash, &peer, BPF_F_INGRESS);
+		else
+			verdict = bpf_msg_redirect_hash(msg, &accel_sockhash, &peer, BPF_F_INGRESS);
+		if (verdict == SK_PASS) {
 			st->redirected_msgs++;
 			st->redirected_bytes += size;
 			st->flow_unchecked += size;

@@ -58,6 +58,21 @@ static __always_inline int ep_is_loopback(const struct accel_endpoint_key *k)
 	return hi == 0 && (lo == bpf_cpu_to_be64(1) || lo == bpf_cpu_to_be64(6));
 }
 
+/* 0.0.0.0 or :: (a listener on every address). */
+static __always_inline int ep_is_unspecified(const struct accel_endpoint_key *k)
+{
+	__u64 hi, lo;
+	__u32 v4;
+
+	if (ep_is_v4mapped(k)) {
+		__builtin_memcpy(&v4, &k->addr[12], 4);
+		return v4 == 0;
+	}
+	__builtin_memcpy(&hi, &k->addr[0], 8);
+	__builtin_memcpy(&lo, &k->addr[8], 8);
+	return hi == 0 && lo == 0;
+}
+
 static __always_inline __u32 ctx_u32(const __u32 *p)
 {
 	return *(const volatile __u32 *)p;

@@ -81,6 +81,9 @@ int main(void)
 	CONST(ACCEL_SF_APP_GUARDED);
 	CONST(ACCEL_SF_PROVEN);
 	CONST(ACCEL_SF_LEAVING);
+	CONST(ACCEL_SF_RX_ONLY);
+	CONST(ACCEL_SF_PEER_RX_ONLY);
+	CONST(ACCEL_PAIR_F_RX_ONLY);
 	CONST(ACCEL_REASON_BLOCKING);
 	CONST(ACCEL_REASON_APP_READS_TCP);
 	CONST(ACCEL_INGRESS_OPEN);
@@ -97,7 +100,11 @@ int main(void)
 	OFF(accel_sock_state, ingress);
 	OFF(accel_sock_state, peer_ingress);
 	OFF(accel_pair_value, ingress);
+	OFF(accel_pair_value, flags);
 	SIZE(accel_pod_held_key);
+	SIZE(accel_app_listener_key);
+	OFF(accel_app_listener_key, addr);
+	OFF(accel_app_listener_key, port);
 	OFF(accel_pod_held_key, reason);
 	CONST(ACCEL_PAIR_OFFER);
 	CONST(ACCEL_PAIR_ANSWER);
@@ -141,7 +148,8 @@ int main(void)
 	X(ACCEL_STAT_APP_BLOCKING_LEFT)\
 	X(ACCEL_STAT_APP_LEFT)\
 	X(ACCEL_STAT_APP_RECEIVES_BY_TCP)\
-	X(ACCEL_STAT_APP_PAIR_SKIPPED)
+	X(ACCEL_STAT_APP_PAIR_SKIPPED)\
+	X(ACCEL_STAT_RECORDED_RX_ONLY)
 	printf("pub const STAT_NAMES_C: [&str; %d] = [\n", ACCEL_STAT_COUNT);
 #define X(s) printf("    \"%s\",\n", #s);
 	STAT_LIST

@@ -22,6 +22,32 @@ struct {
 	__type(value, __u32); /* a socket fd on update from userspace */
 } accel_sockhash SEC(".maps");
 
+/* Recorded sockets that only receive redirected bytes: the proxy's end of
+ * a connection to an `auto` application, which receives by TCP, so its own
+ * sends are never redirected. No sk_msg program is attached here, so those
+ * sends take the plain TCP path instead of the sockmap's. Same key, sizing
+ * and cleanup as accel_sockhash; a socket is in one of the two, never both. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, __u32);
+} accel_rx_sockhash SEC(".maps");
+
+/* Listening addresses of `auto` applications (listeners.h): a socket
+ * connecting to one will only ever be redirected to, so it is recorded in
+ * accel_rx_sockhash. Written by sock_ops at listen() and, for listeners
+ * older than the datapath, at their first accepted connection. Cleanup:
+ * LRU eviction; keys carry the network namespace, whose cookie is never
+ * reused, and a stale entry (the port reused by the proxy in the same
+ * namespace) only costs that connection its redirect one way. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct accel_app_listener_key);
+	__type(value, __u8);
+} accel_app_listeners SEC(".maps");
+
 /* Per-socket decision and peer. Cleanup: freed by the kernel with the socket. */
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);

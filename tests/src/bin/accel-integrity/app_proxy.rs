@@ -54,6 +54,10 @@ pub struct AppProxyArgs {
     /// before it sends anything (SMTP, MySQL, SSH: server speaks first).
     #[arg(long)]
     pub sidecar_first: bool,
+    /// Bind the listener, print `listening ADDR`, and connect only after a
+    /// line on stdin (a listener older than the datapath).
+    #[arg(long)]
+    pub hold: bool,
 }
 
 const POLL: Duration = Duration::from_secs(30);
@@ -233,6 +237,13 @@ pub fn app_proxy(a: AppProxyArgs) -> Result<()> {
     }));
     let listener = owner::created_by(End::Server, || TcpListener::bind(a.listen))?;
     let target = listener.local_addr()?;
+    if a.hold {
+        println!("listening {target}");
+        io::stdout().flush()?;
+        io::stdin()
+            .read_line(&mut String::new())
+            .context("waiting for the go line")?;
+    }
     let a = std::sync::Arc::new(a);
     let app_polled = a.app == AppIo::Nonblocking;
     let server = {
