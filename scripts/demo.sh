@@ -18,7 +18,7 @@ BIN=target/release
 CG2=$(awk '$9=="cgroup2"{print $5; exit}' /proc/self/mountinfo)
 CG=$CG2/accel-demo-$$
 PIN_ROOT=/sys/fs/bpf/accel-demo-$$
-PIN=$PIN_ROOT/v4  # versioned by datapath ABI, like the default /sys/fs/bpf/sidecar-accel/v4
+PIN=$PIN_ROOT/datapath  # the default is /sys/fs/bpf/sidecar-accel/v<ABI>
 STATE=/tmp/accel-demo-$$
 LOG=/tmp/accel-demo-$$.log
 PORT=$((20000 + RANDOM % 20000))
