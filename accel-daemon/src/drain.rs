@@ -82,14 +82,19 @@ impl DrainCheck {
                         how: How::Walker(ebpf),
                     });
                 }
-                // The verifier's log comes in several lines: one log line.
-                Err(e) => e
-                    .to_string()
-                    .lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty())
-                    .collect::<Vec<_>>()
-                    .join("; "),
+                // One calm clause: the kernel's answer, not the verifier's
+                // statistics (it refused before verifying anything).
+                Err(e) => {
+                    let text = e.to_string();
+                    text.split(". Verifier output")
+                        .next()
+                        .unwrap_or(&text)
+                        .lines()
+                        .map(str::trim)
+                        .filter(|l| !l.is_empty())
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                }
             }
         } else {
             format!("not tried ({DRAIN_CHECK_ENV}={forced})")
@@ -102,10 +107,14 @@ impl DrainCheck {
                 "iter/sockmap: {walker_failed}; per-socket probe: {e}"
             ))
         })?;
-        tracing::info!(
-            walker = %walker_failed,
-            "iter/sockmap unavailable; checking receive queues socket by socket"
-        );
+        // Once per process: unload loads one check per sockhash.
+        static SAID: std::sync::Once = std::sync::Once::new();
+        SAID.call_once(|| {
+            tracing::info!(
+                walker = %walker_failed,
+                "iter/sockmap unavailable; checking receive queues socket by socket"
+            );
+        });
         Ok(DrainCheck {
             how: How::PerSocket(ebpf),
         })
