@@ -226,6 +226,11 @@ static __always_inline void on_active_established(struct bpf_sock_ops *skops)
 	cb_flags = BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG | BPF_SOCK_OPS_STATE_CB_FLAG;
 	if (guarded)
 		cb_flags |= GUARD_CB_FLAGS;
+	/* A receive-only socket never sends through sk_msg, where an active
+	 * socket withdraws an unclaimed offer: it does so when its first
+	 * TCP-sent bytes are acknowledged (on_parse_hdr). */
+	if (rx_only)
+		cb_flags |= BPF_SOCK_OPS_RTT_CB_FLAG;
 	err = bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | cb_flags);
 	if (err) {
 		/* Unpaired, so never redirected to; a guarded socket without
@@ -427,8 +432,18 @@ static __always_inline void on_parse_hdr(struct bpf_sock_ops *skops)
 {
 	struct accel_sock_state *st = state_of(skops);
 
-	if (st)
-		guard_on_callback(skops, st);
+	if (!st)
+		return;
+	if ((st->flags & ACCEL_SF_RX_ONLY) && st->role == ACCEL_ROLE_ACTIVE) {
+		/* Its first bytes were acknowledged: the handshake's final ACK,
+		 * with the token, reached the peer before them, so a claim
+		 * would have happened. Withdraw what is left; once. */
+		pairing_forget(st->token);
+		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags &
+							 ~BPF_SOCK_OPS_RTT_CB_FLAG);
+		return;
+	}
+	guard_on_callback(skops, st);
 }
 
 static __always_inline void on_state_change(struct bpf_sock_ops *skops)
