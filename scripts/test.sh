@@ -18,6 +18,6 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== build binaries (the end-to-end tests run the real daemon)"
 cargo build --workspace --bins --locked
 echo "== cargo test"
-# One test is #[ignore]d on purpose and shows as "ignored": it reproduces a
-# kernel defect the Istio datapath issue fixes (CHANGELOG, Known issues).
+# One test is #[ignore]d on purpose and shows as "ignored": accel-daemon's
+# api_cost load test (about 11 minutes; docs/testing.md).
 cargo test --workspace --locked

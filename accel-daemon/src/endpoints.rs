@@ -38,7 +38,7 @@ pub enum EndpointError {
         line: usize,
         text: String,
     },
-    #[error("pods file {path}: {detail} (see README.md, \"Pods file\")")]
+    #[error("pods file {path}: {detail} (see docs/reference.md, \"Pods file\")")]
     PodsFile { path: PathBuf, detail: String },
     #[error(
         "--local-endpoint {0:?}: loopback addresses always take part; list pod or host addresses"

@@ -113,7 +113,7 @@ struct RunArgs {
     local_endpoints_file: Option<PathBuf>,
     /// TOML file listing the meshed pods on this node (addresses, network
     /// namespace, Istio opt-outs); re-read periodically. With it, loopback
-    /// traffic takes part only inside the listed pods. See README.md.
+    /// traffic takes part only inside the listed pods. See docs/reference.md.
     #[arg(long)]
     pods_file: Option<PathBuf>,
     /// How often to re-read the endpoint source.

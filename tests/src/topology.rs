@@ -1608,7 +1608,7 @@ pub mod sock {
     }
 }
 
-/// The pods file (README, "Pods file") an operator would write for `pods`,
+/// The pods file (docs/reference.md, "Pods file") an operator would write for `pods`,
 /// each with extra TOML lines such as opt-outs; removed on drop.
 pub struct PodsFile {
     pub path: PathBuf,

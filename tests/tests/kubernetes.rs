@@ -694,7 +694,7 @@ fn installer_uninstall_drains_the_real_daemon_under_traffic() {
     // nginx -> curl through both sidecars (event-driven, non-blocking
     // sockets, as sidecars and most servers are): a blocking reader with a
     // concurrent writer on the same socket can see the kernel's spurious
-    // EAGAIN while its peer switches to TCP (README, Known issues).
+    // EAGAIN while its peer switches to TCP (docs/known-issues.md, I-5).
     let file: Vec<u8> = (0..64 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
     b.start_nginx(&file);
     let url = format!("http://{}{}", b.ipv4, accel_tests::topology::HTTP_FILE);
@@ -705,7 +705,7 @@ fn installer_uninstall_drains_the_real_daemon_under_traffic() {
     assert_eq!(sha256_hex(&body), sha256_hex(&file));
     assert!(
         // Not all of it: flow control may move a writer that outruns its
-        // reader to TCP (README, Known issues).
+        // reader to TCP (docs/known-issues.md, "Performance limits").
         counter_of(&env.status_json(), "redirect_bytes") > before + (1 << 20),
         "the download was not accelerated"
     );
