@@ -153,8 +153,8 @@ struct RunArgs {
     /// This node's name, as the downward API gives it (spec.nodeName).
     #[arg(long, env = "NODE_NAME")]
     node_name: Option<String>,
-    /// kubeconfig for the Kubernetes source [default: the in-cluster
-    /// service account, else $KUBECONFIG or ~/.kube/config].
+    /// kubeconfig for the Kubernetes source [default: $KUBECONFIG or
+    /// ~/.kube/config, else the in-cluster service account].
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
     /// The host's /proc: pods' network namespaces are found through it.
@@ -480,9 +480,10 @@ fn run(args: RunArgs) -> Result<()> {
     runtime.block_on(serve(args, state, shared, listener, source, cookies, agent))
 }
 
-/// A client from --kubeconfig, or inferred (in-cluster service account,
-/// $KUBECONFIG, ~/.kube/config). Nothing is contacted yet: an API server
-/// that is down does not stop the daemon.
+/// A client from --kubeconfig, or inferred (kube's `Config::infer`:
+/// $KUBECONFIG or ~/.kube/config, else the in-cluster service account).
+/// Nothing is contacted yet: an API server that is down does not stop the
+/// daemon.
 async fn kube_client(kubeconfig: Option<&Path>) -> Result<kube::Client> {
     let config = match kubeconfig {
         Some(path) => {

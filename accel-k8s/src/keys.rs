@@ -30,8 +30,9 @@ pub const NODE_STATUS_ANNOTATION: &str = "sidecar-accel.io/status";
 pub const UNLOAD_REQUEST_ANNOTATION: &str = "sidecar-accel.io/unload-requested";
 
 /// Pod annotation: `"false"` keeps a meshed pod's traffic on TCP (per-pod
-/// opt-out); `"proxy-only"` accelerates only its sidecar proxy's sockets;
-/// `"true"` all of them. Absent: the daemon's `--pod-acceleration`.
+/// opt-out); a mode (`"auto"`, `"app-safe"`, `"all"`, `"proxy-only"`)
+/// chooses what of the pod takes part. `"true"` or absent: the daemon's
+/// `--pod-acceleration` (see `mesh::classify`).
 pub const POD_OPT_OUT_ANNOTATION: &str = "sidecar-accel.io/accelerate";
 
 /// Istio's per-pod interception opt-outs, honoured as they are written for Istio.
