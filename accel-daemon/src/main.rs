@@ -10,18 +10,19 @@ mod endpoints;
 mod held;
 mod host;
 mod kubernetes;
+mod lend;
 mod node_agent;
 mod probes;
 mod report;
 mod selftest;
 mod server;
+mod state;
 mod verify;
 
 use std::{
     net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
     process::ExitCode,
-    sync::{Arc, atomic::Ordering},
     time::Duration,
 };
 
@@ -34,8 +35,10 @@ use tracing::{error, info, warn};
 use crate::{
     datapath::{Datapath, DatapathError, InstallOptions, MapSizes},
     endpoints::{EndpointError, EndpointSource, StaticEndpoints},
-    report::{Check, DaemonState, DatapathReport, Status},
-    server::Shared,
+    held::Announcement,
+    lend::Owner,
+    report::{DatapathReport, Status},
+    state::{Check, DaemonState, State},
 };
 
 #[derive(Parser)]
@@ -378,7 +381,9 @@ fn run(args: RunArgs) -> Result<()> {
     listener.set_nonblocking(true)?;
     let bound = listener.local_addr()?;
 
-    let mut state = DaemonState {
+    let described = source.describe();
+    info!(kernel = %kernel, overridden, cgroup = %cgroup.display(), pin_dir = %args.pin_dir.display(), source = %described, "starting");
+    let state = State::new(DaemonState {
         pid: std::process::id(),
         version: env!("CARGO_PKG_VERSION").into(),
         kernel_release: kernel.raw.clone(),
@@ -386,14 +391,13 @@ fn run(args: RunArgs) -> Result<()> {
         cgroup: cgroup.clone(),
         pin_dir: args.pin_dir.clone(),
         metrics_addr: bound.to_string(),
-        endpoint_source: source.describe(),
+        endpoint_source: described,
         ..Default::default()
-    };
-    info!(kernel = %kernel, overridden, cgroup = %cgroup.display(), pin_dir = %args.pin_dir.display(), source = %state.endpoint_source, "starting");
+    });
     // Before anything is attached: a state dir we cannot write would only
     // fail later, with the datapath already in place.
     state
-        .write(&args.state_dir)
+        .flush(&args.state_dir)
         .with_context(|| format!("--state-dir {}", args.state_dir.display()))?;
 
     // An uninstall in progress for this node: load nothing.
@@ -403,27 +407,28 @@ fn run(args: RunArgs) -> Result<()> {
     };
     let gate = match (&pending_unload, agent.as_mut()) {
         (Some(token), Some(a)) => {
-            runtime.block_on(a.unload_at_start(token.clone(), &mut state));
-            Gate::Off(state.reason.clone())
+            runtime.block_on(a.unload_at_start(token.clone(), &state));
+            Gate::Off(state.reason())
         }
         _ => match no_bpffs {
             Some(reason) => {
-                state
-                    .checks
-                    .push(Check::new("bpffs", false, reason.clone()));
+                state.add_check(Check::new("bpffs", false, reason.clone()));
                 Gate::Off(reason)
             }
-            None => decide_gate(&args, &kernel, &cgroup, &mut state)?,
+            None => decide_gate(&args, &kernel, &cgroup, &state)?,
         },
     };
-    for c in &state.checks {
-        if c.ok {
-            info!(check = %c.name, detail = %c.detail, "check passed");
-        } else {
-            warn!(check = %c.name, detail = %c.detail, "check failed");
+    state.read(|d| {
+        for c in &d.checks {
+            if c.ok {
+                info!(check = %c.name, detail = %c.detail, "check passed");
+            } else {
+                warn!(check = %c.name, detail = %c.detail, "check failed");
+            }
         }
-    }
-    let shared = Shared::new();
+    });
+    // The serve loop owns the datapath and lends it to /metrics.
+    let mut datapath = Owner::new(None);
     match gate {
         Gate::On { mut dp, adopted } => {
             dp.set_flow_budget(args.flow_budget_bytes)?;
@@ -447,37 +452,34 @@ fn run(args: RunArgs) -> Result<()> {
                     }
                 }
             }
-            state.accelerated = true;
-            state.adopted = adopted;
-            shared.accelerated.store(true, Ordering::Relaxed);
-            *shared
-                .datapath
-                .lock()
-                .map_err(|_| anyhow::anyhow!("lock poisoned"))? = Some(*dp);
+            state.set_accelerating();
+            state.set_adopted(adopted);
+            datapath.put(*dp);
         }
         Gate::Off(reason) => {
             if args.require_acceleration {
                 bail!("acceleration unavailable and --require-acceleration is set: {reason}");
             }
             warn!(%reason, "running unaccelerated: traffic is untouched");
-            state.reason = reason.clone();
-            if let Ok(mut r) = shared.reason.lock() {
-                *r = reason;
-            }
+            state.set_unaccelerated(reason);
         }
     }
     if let Some(initial) = &initial {
-        state.set_endpoints(initial, cookies.default_acceleration);
-        state.pod_names = cookies.pod_ids.names();
-        shared.publish_endpoints(initial, &cookies.pod_ids);
+        state.set_endpoints(
+            initial,
+            cookies.default_acceleration,
+            cookies.pod_ids.names(),
+        );
     }
-    state.write(&args.state_dir)?;
+    state.flush(&args.state_dir)?;
     // Loading parsed the object and the kernel's BTF (tens of MiB, freed
     // since); hand the freed heap back so the daemon's RSS is what it uses.
     // SAFETY: malloc_trim only releases free memory of the glibc allocator.
     unsafe { libc::malloc_trim(0) };
 
-    runtime.block_on(serve(args, state, shared, listener, source, cookies, agent))
+    runtime.block_on(serve(
+        args, state, datapath, listener, source, cookies, agent,
+    ))
 }
 
 /// A client from --kubeconfig, or inferred (kube's `Config::infer`:
@@ -517,10 +519,10 @@ fn decide_gate(
     args: &RunArgs,
     kernel: &KernelRelease,
     cgroup: &Path,
-    state: &mut DaemonState,
+    state: &State,
 ) -> Result<Gate> {
     let kernel_ok = kernel.meets_minimum();
-    state.checks.push(Check::new(
+    state.add_check(Check::new(
         "kernel >= 5.10",
         kernel_ok,
         if kernel_ok {
@@ -529,10 +531,8 @@ fn decide_gate(
             format!("running {kernel}")
         },
     ));
-    state
-        .checks
-        .push(Check::new("cgroup v2", true, cgroup.display().to_string()));
-    state.checks.push(Check::new(
+    state.add_check(Check::new("cgroup v2", true, cgroup.display().to_string()));
+    state.add_check(Check::new(
         "bpffs",
         true,
         args.pin_dir.display().to_string(),
@@ -562,9 +562,7 @@ fn decide_gate(
             info!("datapath was in passthrough (interrupted unload); accelerating again");
         }
         info!(pin_dir = %args.pin_dir.display(), "adopted the pinned datapath");
-        state
-            .checks
-            .push(Check::new("datapath", true, "adopted existing pins"));
+        state.add_check(Check::new("datapath", true, "adopted existing pins"));
         return Ok(Gate::On {
             dp: Box::new(dp),
             adopted: true,
@@ -596,16 +594,14 @@ fn decide_gate(
     });
     match installed {
         Ok((dp, variant)) => {
-            state
-                .checks
-                .push(Check::new("self-test", true, "loopback redirect verified"));
+            state.add_check(Check::new("self-test", true, "loopback redirect verified"));
             match variant {
-                datapath::Variant::FlowControl => state.checks.push(Check::new(
+                datapath::Variant::FlowControl => state.add_check(Check::new(
                     "flow control",
                     true,
                     "slow readers bounded by their receive buffer",
                 )),
-                datapath::Variant::Plain { why } => state.checks.push(Check::new(
+                datapath::Variant::Plain { why } => state.add_check(Check::new(
                     "flow control",
                     false,
                     format!(
@@ -621,15 +617,11 @@ fn decide_gate(
             })
         }
         Err(e @ DatapathError::NoFlowControl(_)) => {
-            state
-                .checks
-                .push(Check::new("flow control", false, e.to_string()));
+            state.add_check(Check::new("flow control", false, e.to_string()));
             Ok(Gate::Off(e.to_string()))
         }
         Err(e @ (DatapathError::SelfTest(_) | DatapathError::Load(_))) => {
-            state
-                .checks
-                .push(Check::new("self-test", false, e.to_string()));
+            state.add_check(Check::new("self-test", false, e.to_string()));
             Ok(Gate::Off(e.to_string()))
         }
         Err(e) => Err(e.into()),
@@ -638,8 +630,8 @@ fn decide_gate(
 
 async fn serve(
     args: RunArgs,
-    mut state: DaemonState,
-    shared: Arc<Shared>,
+    state: State,
+    mut datapath: Owner<Datapath>,
     listener: std::net::TcpListener,
     mut source: Box<dyn EndpointSource>,
     mut cookies: endpoints::SyncContext,
@@ -647,11 +639,11 @@ async fn serve(
 ) -> Result<()> {
     let listener = tokio::net::TcpListener::from_std(listener)?;
     let addr = listener.local_addr()?;
-    let app = server::router(shared.clone());
+    let app = server::router(state.clone(), datapath.lend());
     let http = tokio::spawn(async move { axum::serve(listener, app).await });
 
-    shared.ready.store(true, Ordering::Relaxed);
-    info!(metrics_addr = %addr, accelerated = state.accelerated, "ready (listening on {addr})");
+    state.set_ready();
+    info!(metrics_addr = %addr, accelerated = state.accelerated(), "ready (listening on {addr})");
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut tick = tokio::time::interval(Duration::from_secs(args.endpoint_sync_secs.max(1)));
@@ -661,9 +653,10 @@ async fn serve(
     }
     let mut node_wake = agent.as_ref().map(node_agent::NodeAgent::waker);
     let notify = source.notifier();
-    if let Ok(mut h) = shared.source_health.lock() {
-        *h = source.health();
-    }
+    state.set_source_health(source.health());
+    // Held-back sockets to announce as Events on their pods (Kubernetes
+    // source), oldest first, at most [`crate::held::ANNOUNCE_MAX`].
+    let mut held: Vec<Announcement> = Vec::new();
     let mut restart = false;
     loop {
         let news = async {
@@ -675,19 +668,20 @@ async fn serve(
         tokio::select! {
             _ = sigterm.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
-            _ = tick.tick() => sync_endpoints(&shared, source.as_mut(), &mut cookies, &mut state, &args.state_dir),
-            _ = news => sync_endpoints(&shared, source.as_mut(), &mut cookies, &mut state, &args.state_dir),
+            _ = tick.tick() => sync_endpoints(&state, &mut datapath, source.as_mut(), &mut cookies, &mut held),
+            _ = news => sync_endpoints(&state, &mut datapath, source.as_mut(), &mut cookies, &mut held),
             _ = node_agent::wake(&mut node_wake), if agent.is_some() => {
                 if let Some(a) = agent.as_mut()
-                    && matches!(a.tick(&shared, &mut state).await, node_agent::Next::Restart)
+                    && matches!(a.tick(&state, &mut datapath, &mut held).await, node_agent::Next::Restart)
                 {
                     restart = true;
                     break;
                 }
-                if let Err(e) = state.write(&args.state_dir) {
-                    warn!(error = %e, "writing state file");
-                }
             }
+        }
+        // The one write of the state file: once per turn, if it changed.
+        if let Err(e) = state.flush(&args.state_dir) {
+            warn!(error = %e, "writing state file");
         }
     }
     // The datapath stays pinned and attached: connections keep their
@@ -702,15 +696,13 @@ async fn serve(
 }
 
 fn sync_endpoints(
-    shared: &Shared,
+    state: &State,
+    datapath: &mut Owner<Datapath>,
     source: &mut dyn EndpointSource,
     cookies: &mut endpoints::SyncContext,
-    state: &mut DaemonState,
-    state_dir: &Path,
+    held: &mut Vec<Announcement>,
 ) {
-    shared
-        .invalid_pods
-        .store(source.invalid_pods().len() as u64, Ordering::Relaxed);
+    state.set_invalid_pods(source.invalid_pods().len() as u64);
     let snap = match source.snapshot() {
         Ok(s) => s,
         Err(EndpointError::NotReady(why)) => {
@@ -723,9 +715,7 @@ fn sync_endpoints(
             return;
         }
     };
-    let Ok(mut guard) = shared.datapath.lock() else {
-        return;
-    };
+    let mut guard = datapath.get_mut();
     if guard.as_ref().is_some_and(Datapath::removed_on_purpose) {
         // Unloaded or retired by someone else: pinning it again would undo
         // that. Dropping our handles releases it.
@@ -733,15 +723,7 @@ fn sync_endpoints(
         drop(guard);
         let reason = "the datapath was removed by `accel-daemon unload` or retired by a newer daemon version; restart the daemon to load it again";
         warn!("{reason}");
-        shared.accelerated.store(false, Ordering::Relaxed);
-        if let Ok(mut r) = shared.reason.lock() {
-            *r = reason.to_string();
-        }
-        state.accelerated = false;
-        state.reason = reason.to_string();
-        if let Err(e) = state.write(state_dir) {
-            warn!(error = %e, "writing state file");
-        }
+        state.set_unaccelerated(reason);
         return;
     }
     if let Some(dp) = guard.as_mut() {
@@ -751,9 +733,7 @@ fn sync_endpoints(
                     ?restored,
                     "datapath pins were removed by someone else; pinned them again from the daemon's handles"
                 );
-                shared
-                    .pins_restored
-                    .fetch_add(restored.len() as u64, Ordering::Relaxed);
+                state.count_pins_restored(restored.len() as u64);
                 String::new()
             }
             Ok(_) => String::new(),
@@ -762,15 +742,7 @@ fn sync_endpoints(
                 format!("pins removed and not restorable: {e}")
             }
         };
-        shared
-            .pins_missing
-            .store(!problem.is_empty(), Ordering::Relaxed);
-        if state.pin_problem != problem {
-            state.pin_problem = problem;
-            if let Err(e) = state.write(state_dir) {
-                warn!(error = %e, "writing state file");
-            }
-        }
+        state.set_pin_problem(problem);
         match endpoints::sync(dp, &snap, cookies) {
             Ok(r) => {
                 log_unresolved(&r);
@@ -787,27 +759,8 @@ fn sync_endpoints(
         }
     }
     drop(guard);
-    if let Ok(mut queue) = shared.held_events.lock() {
-        cookies.held_log.announce_into(&mut queue);
-    }
-    shared.publish_endpoints(&snap, &cookies.pod_ids);
-    let before = (
-        state.endpoints.clone(),
-        state.pods.clone(),
-        state.pod_names.clone(),
-    );
-    state.set_endpoints(&snap, cookies.default_acceleration);
-    state.pod_names = cookies.pod_ids.names();
-    if before
-        != (
-            state.endpoints.clone(),
-            state.pods.clone(),
-            state.pod_names.clone(),
-        )
-        && let Err(e) = state.write(state_dir)
-    {
-        warn!(error = %e, "writing state file");
-    }
+    cookies.held_log.announce_into(held);
+    state.set_endpoints(&snap, cookies.default_acceleration, cookies.pod_ids.names());
 }
 
 fn status(args: StatusArgs) -> Result<()> {

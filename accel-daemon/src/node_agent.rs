@@ -18,7 +18,6 @@
 
 use std::{
     path::PathBuf,
-    sync::{Arc, atomic::Ordering},
     time::{Duration, Instant},
 };
 
@@ -32,7 +31,12 @@ use accel_k8s::{
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::{datapath::Datapath, report::DaemonState, server::Shared};
+use crate::{
+    datapath::{Datapath, DatapathError},
+    held::Announcement,
+    lend::Owner,
+    state::{DaemonState, State},
+};
 
 #[cfg(test)]
 mod api_cost;
@@ -164,7 +168,7 @@ impl NodeAgent {
     }
 
     /// Removes the datapath for an uninstall that was pending at start.
-    pub async fn unload_at_start(&mut self, token: String, state: &mut DaemonState) {
+    pub async fn unload_at_start(&mut self, token: String, state: &State) {
         let outcome = self.remove_datapath(None).await;
         self.finish_unload(token, outcome, state);
     }
@@ -188,12 +192,7 @@ impl NodeAgent {
         .unwrap_or_else(|e| Err(e.to_string()))
     }
 
-    fn finish_unload(
-        &mut self,
-        token: String,
-        outcome: Result<(), String>,
-        state: &mut DaemonState,
-    ) {
+    fn finish_unload(&mut self, token: String, outcome: Result<(), String>, state: &State) {
         match outcome {
             Ok(()) => {
                 info!(%token, "datapath removed on the installer's request; staying idle");
@@ -207,8 +206,7 @@ impl NodeAgent {
                 self.reason_override = Some(e);
             }
         }
-        state.accelerated = false;
-        state.reason = self.reason_override.clone().unwrap_or_default();
+        state.set_unaccelerated(self.reason_override.clone().unwrap_or_default());
         self.handled = Some(token);
     }
 
@@ -267,11 +265,11 @@ impl NodeAgent {
         }
     }
 
-    async fn publish(&mut self, daemon: &DaemonState) {
+    async fn publish(&mut self, state: &State) {
         if self.retry.is_some_and(|(at, _)| Instant::now() < at) {
             return;
         }
-        let status = self.status(daemon);
+        let status = state.read(|daemon| self.status(daemon));
         match deadline(self.reporter.publish(&status)).await {
             Ok(sent) => {
                 self.retry = None;
@@ -294,12 +292,19 @@ impl NodeAgent {
 
     /// The status as it would be published now (tests).
     #[cfg(test)]
-    pub fn current_status(&self, daemon: &DaemonState) -> NodeStatus {
-        self.status(daemon)
+    pub fn current_status(&self, state: &State) -> NodeStatus {
+        state.read(|daemon| self.status(daemon))
     }
 
-    /// One round: follow the unload request, publish the status.
-    pub async fn tick(&mut self, shared: &Arc<Shared>, daemon: &mut DaemonState) -> Next {
+    /// One round: follow the unload request, publish the status, announce
+    /// the held-back sockets `held` lists. The datapath is the loop's: an
+    /// uninstall takes it, a withdrawn refusal resumes it.
+    pub async fn tick(
+        &mut self,
+        state: &State,
+        datapath: &mut Owner<Datapath>,
+        held: &mut Vec<Announcement>,
+    ) -> Next {
         // Unknown until the node watch has listed the node (and while the
         // node object is gone): nothing to follow.
         let request = {
@@ -308,54 +313,61 @@ impl NodeAgent {
         };
         match request {
             Some(Some(token)) if self.handled.as_ref() != Some(&token) => {
-                self.unload(token, shared, daemon).await;
+                self.unload(token, state, datapath).await;
             }
             Some(None) if self.handled.is_some() => {
-                self.handled = None;
-                self.reason_override = None;
-                match self.state {
-                    NodeState::Unloaded => {
-                        info!(
-                            "uninstall withdrawn after the datapath was removed; restarting to load it again"
-                        );
-                        return Next::Restart;
-                    }
-                    NodeState::UnloadRefused => {
-                        let resumed = shared.datapath.lock().ok().and_then(|mut g| {
-                            g.as_mut().map(|dp| dp.set_mode(abi::MODE_ACCELERATE))
-                        });
-                        match resumed {
-                            Some(Ok(())) => {
-                                info!("uninstall withdrawn; accelerating again");
-                                daemon.accelerated = true;
-                                daemon.reason.clear();
-                                shared.accelerated.store(true, Ordering::Relaxed);
-                            }
-                            other => warn!(
-                                ?other,
-                                "uninstall withdrawn but the datapath cannot be resumed"
-                            ),
-                        }
-                    }
-                    _ => {}
+                let resume = || {
+                    datapath
+                        .get_mut()
+                        .as_mut()
+                        .map(|dp| dp.set_mode(abi::MODE_ACCELERATE))
+                };
+                if let Next::Restart = self.withdrawn(resume, state) {
+                    return Next::Restart;
                 }
-                self.state = NodeState::Unaccelerated;
             }
             _ => {}
         }
-        self.publish(daemon).await;
-        self.announce_held(shared).await;
+        self.publish(state).await;
+        self.announce_held(std::mem::take(held)).await;
+        Next::Continue
+    }
+
+    /// The uninstall request was withdrawn: a removed datapath needs a
+    /// restart; a refused one is set back to accelerate by `resume`.
+    fn withdrawn(
+        &mut self,
+        resume: impl FnOnce() -> Option<Result<(), DatapathError>>,
+        state: &State,
+    ) -> Next {
+        self.handled = None;
+        self.reason_override = None;
+        match self.state {
+            NodeState::Unloaded => {
+                info!(
+                    "uninstall withdrawn after the datapath was removed; restarting to load it again"
+                );
+                return Next::Restart;
+            }
+            NodeState::UnloadRefused => match resume() {
+                Some(Ok(())) => {
+                    info!("uninstall withdrawn; accelerating again");
+                    state.set_accelerating();
+                }
+                other => warn!(
+                    ?other,
+                    "uninstall withdrawn but the datapath cannot be resumed"
+                ),
+            },
+            _ => {}
+        }
+        self.state = NodeState::Unaccelerated;
         Next::Continue
     }
 
     /// An Event on each pod whose application sockets the guard kept off
     /// the redirect path (once per pod and reason, then at each tenfold).
-    async fn announce_held(&mut self, shared: &Arc<Shared>) {
-        let queue = shared
-            .held_events
-            .lock()
-            .map(|mut q| std::mem::take(&mut *q))
-            .unwrap_or_default();
+    async fn announce_held(&mut self, queue: Vec<Announcement>) {
         for a in queue {
             let Some((namespace, pod)) = a.pod.split_once('/') else {
                 continue;
@@ -366,24 +378,22 @@ impl NodeAgent {
         }
     }
 
-    async fn unload(&mut self, token: String, shared: &Arc<Shared>, daemon: &mut DaemonState) {
+    async fn unload(&mut self, token: String, state: &State, datapath: &mut Owner<Datapath>) {
         info!(%token, "uninstall requested: draining accelerated connections, then removing the datapath");
         self.state = NodeState::Unloading;
-        self.reason_override = Some("uninstall: draining accelerated receive queues".into());
-        self.publish(daemon).await;
-        let dp = shared.datapath.lock().ok().and_then(|mut g| g.take());
-        shared.accelerated.store(false, Ordering::Relaxed);
+        let draining = "uninstall: draining accelerated receive queues";
+        self.reason_override = Some(draining.into());
+        self.publish(state).await;
+        let dp = datapath.take();
+        state.set_unaccelerated(draining);
         let outcome = self.remove_datapath(dp).await;
         if outcome.is_err() && self.pin_dir.exists() {
             // Refused: the datapath is pinned and in passthrough; keep a
             // handle so metrics still read it and a withdrawal can resume it.
-            if let (Ok(dp), Ok(mut g)) = (Datapath::open(&self.pin_dir), shared.datapath.lock()) {
-                *g = Some(dp);
+            if let Ok(dp) = Datapath::open(&self.pin_dir) {
+                datapath.put(dp);
             }
         }
-        self.finish_unload(token, outcome, daemon);
-        if let Ok(mut r) = shared.reason.lock() {
-            r.clone_from(&daemon.reason);
-        }
+        self.finish_unload(token, outcome, state);
     }
 }

@@ -1,125 +1,16 @@
-//! What the daemon knows about the node, shared by the state file, the
-//! `status` command and the metrics endpoint.
+//! What `status` reports: the daemon's last state (its state file) and
+//! the live datapath as read from its pins.
 
-use std::{
-    fs,
-    io::Write,
-    path::{Path, PathBuf},
-};
+use std::path::PathBuf;
 
 use accel_bpf::abi::{self, Stat};
-use anyhow::{Context, Result};
-use serde::{Deserialize, Serialize};
+use anyhow::Result;
+use serde::Serialize;
 
 use crate::{
     datapath::{Datapath, MapUsage},
-    probes::ProbeReport,
+    state::DaemonState,
 };
-
-pub const STATE_FILE: &str = "status.json";
-
-/// Written by `run` into its state dir whenever its view changes, so that
-/// `status` can explain the gate decision even when the daemon is gone.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct DaemonState {
-    pub pid: u32,
-    pub version: String,
-    pub kernel_release: String,
-    pub kernel_release_overridden: bool,
-    pub accelerated: bool,
-    /// Why acceleration is off (empty when on).
-    pub reason: String,
-    pub checks: Vec<Check>,
-    pub cgroup: PathBuf,
-    pub pin_dir: PathBuf,
-    pub adopted: bool,
-    pub metrics_addr: String,
-    pub endpoint_source: String,
-    /// Every local address that takes part.
-    pub endpoints: Vec<String>,
-    /// The pods (or plain addresses) they belong to, with their opt-outs.
-    #[serde(default)]
-    pub pods: Vec<crate::endpoints::LocalEndpoint>,
-    /// Loopback takes part only inside the listed pods' namespaces.
-    #[serde(default)]
-    pub loopback_meshed_only: bool,
-    /// Empty, or why the running datapath has no pins.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub pin_problem: String,
-    /// `namespace/name` of each pod id in the datapath's maps.
-    #[serde(default)]
-    pub pod_names: std::collections::BTreeMap<u16, String>,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Check {
-    pub name: String,
-    pub ok: bool,
-    pub detail: String,
-}
-
-impl Check {
-    pub fn new(name: impl Into<String>, ok: bool, detail: impl Into<String>) -> Self {
-        Check {
-            name: name.into(),
-            ok,
-            detail: detail.into(),
-        }
-    }
-}
-
-impl DaemonState {
-    /// Records the endpoint set, each pod with the acceleration it really
-    /// gets (its own, else `default`).
-    pub fn set_endpoints(
-        &mut self,
-        snap: &crate::endpoints::Snapshot,
-        default: accel_k8s::pods_file::Acceleration,
-    ) {
-        self.endpoints = snap.ips().iter().map(|ip| ip.to_string()).collect();
-        self.pods = snap
-            .endpoints
-            .iter()
-            .map(|p| crate::endpoints::LocalEndpoint {
-                acceleration: Some(p.acceleration.unwrap_or(default)),
-                ..p.clone()
-            })
-            .collect();
-        self.loopback_meshed_only = snap.loopback_meshed_only;
-    }
-
-    pub fn add_probes(&mut self, probes: &ProbeReport) {
-        for f in &probes.features {
-            let kind = if f.essential {
-                "probe"
-            } else {
-                "probe (optional)"
-            };
-            self.checks.push(Check::new(
-                format!("{kind}: {}", f.name),
-                f.available,
-                f.detail.clone(),
-            ));
-        }
-    }
-
-    /// Atomic write (temp file + rename) so readers never see half a file.
-    pub fn write(&self, state_dir: &Path) -> Result<()> {
-        fs::create_dir_all(state_dir)
-            .with_context(|| format!("creating state dir {}", state_dir.display()))?;
-        let tmp = state_dir.join(format!(".{STATE_FILE}.{}", std::process::id()));
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(serde_json::to_string_pretty(self)?.as_bytes())?;
-        f.sync_all()?;
-        fs::rename(&tmp, state_dir.join(STATE_FILE))?;
-        Ok(())
-    }
-
-    pub fn read(state_dir: &Path) -> Option<Self> {
-        let text = fs::read_to_string(state_dir.join(STATE_FILE)).ok()?;
-        serde_json::from_str(&text).ok()
-    }
-}
 
 /// The live datapath as read from its pins.
 #[derive(Clone, Debug, Serialize)]

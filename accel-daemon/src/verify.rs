@@ -14,7 +14,7 @@ use std::{
 
 use accel_verify::{ConnKey, Explainer, VerifyArgs};
 
-use crate::{datapath::Datapath, report::DaemonState};
+use crate::{datapath::Datapath, state::DaemonState};
 
 /// Explains, per connection, from the daemon's state file (gate, pods and
 /// their opt-outs) and the pinned maps (mode, counters).

@@ -12,7 +12,11 @@ use accel_k8s::{keys, report::NodeReporter};
 use serde_json::Value;
 
 use super::{Next, NodeAgent, wake};
-use crate::{report::DaemonState, server::Shared};
+use crate::{
+    datapath::Datapath,
+    lend::Owner,
+    state::{DaemonState, State},
+};
 
 pub(super) fn new_agent(client: kube::Client, node: &str) -> NodeAgent {
     NodeAgent::new(
@@ -22,8 +26,8 @@ pub(super) fn new_agent(client: kube::Client, node: &str) -> NodeAgent {
     )
 }
 
-pub(super) fn daemon_state(accelerated: bool, pods: usize) -> DaemonState {
-    DaemonState {
+pub(super) fn daemon_state(accelerated: bool, pods: usize) -> State {
+    State::new(DaemonState {
         version: "0.1.0".into(),
         kernel_release: "6.1.0".into(),
         accelerated,
@@ -39,16 +43,20 @@ pub(super) fn daemon_state(accelerated: bool, pods: usize) -> DaemonState {
             })
             .collect(),
         ..Default::default()
-    }
+    })
 }
 
 /// The agent's loop in `serve`: wake, tick, until a restart is asked for.
-pub(super) async fn run(mut agent: NodeAgent, mut state: DaemonState) {
-    let shared = Shared::new();
+pub(super) async fn run(mut agent: NodeAgent, state: State) {
+    let mut datapath = Owner::<Datapath>::new(None);
+    let mut held = Vec::new();
     let mut waker = Some(agent.waker());
     loop {
         wake(&mut waker).await;
-        if matches!(agent.tick(&shared, &mut state).await, Next::Restart) {
+        if matches!(
+            agent.tick(&state, &mut datapath, &mut held).await,
+            Next::Restart
+        ) {
             return;
         }
     }
@@ -119,6 +127,46 @@ async fn the_unload_request_is_watched_not_polled_and_followed_at_once() {
         .expect("agent task");
     let verbs = api.request_counts().by_verb();
     assert!(!verbs.contains_key("get"), "the node was polled: {verbs:?}");
+}
+
+/// The agent cleared the reason in its copy of the state and left the
+/// metrics' copy stale; with one state every reader sees the same.
+#[tokio::test]
+async fn a_withdrawn_refused_uninstall_clears_the_reason_for_every_reader() {
+    let api = FakeApiServer::start().expect("fake API server");
+    let client = kube::Client::try_from(api.kube_config()).expect("client");
+    let mut agent = new_agent(client, "n1");
+    let state = daemon_state(true, 2);
+    let refusal = "sockets still hold unread redirected data";
+    agent.finish_unload("tok-1".into(), Err(refusal.into()), &state);
+    assert_eq!(agent.state, accel_k8s::node::NodeState::UnloadRefused);
+    let metrics = crate::server::render(&state, Owner::<Datapath>::new(None).lend());
+    assert!(
+        metrics.contains(&format!(
+            "sidecar_accel_gate_info{{reason=\"{refusal}\"}} 1"
+        )),
+        "{metrics}"
+    );
+
+    // Withdrawn: the datapath is set back to accelerate.
+    assert!(matches!(
+        agent.withdrawn(|| Some(Ok(())), &state),
+        Next::Continue
+    ));
+
+    let dir = std::env::temp_dir().join(format!("accel-agent-resume-{}", std::process::id()));
+    state.flush(&dir).expect("state file");
+    let file = DaemonState::read(&dir).expect("read back");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(file.accelerated);
+    assert_eq!(file.reason, "", "the state file still says why it was off");
+    assert_eq!(state.reason(), "", "the metrics still say why it was off");
+    let metrics = crate::server::render(&state, Owner::<Datapath>::new(None).lend());
+    assert!(metrics.contains("sidecar_accel_enabled 1"), "{metrics}");
+    assert!(!metrics.contains(refusal), "{metrics}");
+    let node = agent.current_status(&state);
+    assert_eq!(node.state, accel_k8s::node::NodeState::Accelerating);
+    assert!(!node.reason.contains(refusal), "{}", node.reason);
 }
 
 #[tokio::test]
