@@ -3,10 +3,14 @@
 # Idempotent: does nothing when everything is present.
 set -euo pipefail
 
+# podman and runc build and run the daemon's image (scripts/image.sh,
+# tests/tests/image.rs); crun, podman's default, refuses hybrid cgroup hosts.
 need=()
 for pkg_cmd in clang:clang llvm:llc libbpf-dev:/usr/include/bpf/bpf_helpers.h \
                linux-libc-dev:/usr/include/linux/bpf.h bpftool:bpftool tcpdump:tcpdump \
-               iproute2:ip iptables:iptables curl:curl haproxy:haproxy nginx-light:nginx; do
+               iproute2:ip iptables:iptables curl:curl haproxy:haproxy nginx-light:nginx \
+               podman:podman runc:runc binutils:strip \
+               ca-certificates:/etc/ssl/certs/ca-certificates.crt; do
   pkg=${pkg_cmd%%:*}; probe=${pkg_cmd#*:}
   if [[ $probe == /* ]]; then [[ -e $probe ]] || need+=("$pkg")
   else command -v "$probe" >/dev/null 2>&1 || need+=("$pkg"); fi
