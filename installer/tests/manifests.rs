@@ -211,6 +211,8 @@ fn daemonset_runs_on_every_node_with_host_access_only_where_needed() {
     assert_eq!(strategy.type_.as_deref(), Some("RollingUpdate"));
     let pod = spec.template.spec.unwrap();
     assert_eq!(pod.host_network, Some(true));
+    // Pod processes (cgroup.procs) read as 0 from a PID namespace of its own.
+    assert_eq!(pod.host_pid, Some(true));
     assert_eq!(
         pod.priority_class_name.as_deref(),
         Some("system-node-critical")
@@ -236,26 +238,14 @@ fn daemonset_runs_on_every_node_with_host_access_only_where_needed() {
                 .clone()
         })
         .collect();
-    let expected: BTreeSet<String> = [
-        "/sys/fs/bpf",
-        "/sys/fs/cgroup",
-        "/proc",
-        "/run/sidecar-accel",
-    ]
-    .map(String::from)
-    .into();
+    // No hostPath /proc: with hostPID the container's own /proc (with the
+    // runtime's masked paths) shows the host's processes.
+    let expected: BTreeSet<String> = ["/sys/fs/bpf", "/sys/fs/cgroup", "/run/sidecar-accel"]
+        .map(String::from)
+        .into();
     assert_eq!(host_paths, expected);
     let c = &pod.containers[0];
     let mounts = c.volume_mounts.clone().unwrap_or_default();
-    let proc_mount = mounts
-        .iter()
-        .find(|m| m.mount_path == "/host/proc")
-        .expect("/host/proc mount");
-    assert_eq!(
-        proc_mount.read_only,
-        Some(true),
-        "/proc is mounted read-only"
-    );
     // Bidirectional propagation is rejected by the API server for unprivileged containers.
     assert!(
         mounts
@@ -267,7 +257,6 @@ fn daemonset_runs_on_every_node_with_host_access_only_where_needed() {
         "run",
         "--endpoint-source=kubernetes",
         "--node-name=$(NODE_NAME)",
-        "--proc-root=/host/proc",
         "--cgroup=/host/sys/fs/cgroup",
         "--log-json",
     ] {
