@@ -21,6 +21,8 @@ use std::{
 
 pub use serde_json::Value;
 
+pub mod kubelet;
+pub mod podman;
 pub mod topology;
 pub mod traffic;
 
@@ -969,5 +971,18 @@ impl Drop for Netns {
         let _ = Command::new("ip")
             .args(["netns", "delete", &self.name])
             .status();
+    }
+}
+
+/// Polls `f` every 20 ms until it holds; panics naming `what` after
+/// `limit`. Returns how long it took.
+pub fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    loop {
+        if f() {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        thread::sleep(Duration::from_millis(20));
     }
 }

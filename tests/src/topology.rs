@@ -871,9 +871,18 @@ impl Pod {
 
     /// The echo app on 0.0.0.0:8080 and [::]:8080. Returns its PID.
     pub fn start_echo(&self) -> u32 {
+        self.start_echo_with(self.command(pod_bin()))
+    }
+
+    /// [`Pod::start_echo`] running as `uid`/`gid`, as most application
+    /// images do (not root, not the sidecar's 1337).
+    pub fn start_echo_as(&self, uid: u32, gid: u32) -> u32 {
+        self.start_echo_with(self.command_as(pod_bin(), uid, gid))
+    }
+
+    fn start_echo_with(&self, mut cmd: Command) -> u32 {
         let log = self.dir.join("echo.log");
         let logf = fs::File::create(&log).expect("echo log");
-        let mut cmd = self.command(pod_bin());
         cmd.args([
             "echo",
             "--listen",
