@@ -488,6 +488,55 @@ pub fn asm_istiod_deployment(ns: &str, revision: &str) -> Value {
     )
 }
 
+/// The running pod the DaemonSet `ds` (as stored: apply it first) would create on `node`:
+/// named `<ds>-<node>`, labelled and specified by its template, owned by it, Ready, with the
+/// node's address (a hostNetwork daemon's). The fake server runs no DaemonSet controller.
+pub fn daemonset_pod(ds: &Value, node: &str) -> Value {
+    let ds_name = ds["metadata"]["name"].as_str().unwrap_or("daemonset");
+    let name = format!("{ds_name}-{node}");
+    let template = &ds["spec"]["template"];
+    let mut spec = template["spec"].clone();
+    spec["nodeName"] = json!(node);
+    let statuses: Vec<Value> = spec["containers"]
+        .as_array()
+        .map(|cs| {
+            cs.iter()
+                .map(|c| {
+                    let cname = c["name"].as_str().unwrap_or("c");
+                    container_status(cname, c["image"].as_str().unwrap_or(""), &name, true, false)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let ip = node_ip(node);
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": ds["metadata"]["namespace"],
+            "labels": template["metadata"]["labels"],
+            "annotations": template["metadata"]["annotations"],
+            "ownerReferences": [{
+                "apiVersion": "apps/v1", "kind": "DaemonSet", "name": ds_name,
+                "uid": ds["metadata"]["uid"], "controller": true, "blockOwnerDeletion": true
+            }]
+        },
+        "spec": spec,
+        "status": {
+            "phase": "Running",
+            "hostIP": ip, "hostIPs": [{"ip": ip}],
+            "podIP": ip, "podIPs": [{"ip": ip}],
+            "startTime": "2026-11-23T10:00:00Z",
+            "conditions": [
+                {"type": "Ready", "status": "True", "lastTransitionTime": "2026-11-23T10:00:08Z"},
+                {"type": "PodScheduled", "status": "True", "lastTransitionTime": "2026-11-23T10:00:00Z"}
+            ],
+            "containerStatuses": statuses
+        }
+    })
+}
+
 fn set_meta(mut obj: Value, field: &str, k: &str, v: &str) -> Value {
     if !obj["metadata"][field].is_object() {
         obj["metadata"][field] = json!({});

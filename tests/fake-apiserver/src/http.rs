@@ -20,11 +20,19 @@ const MAX_BODY: usize = 64 << 20;
 pub(crate) struct Params(Vec<(String, String)>);
 
 impl Params {
-    fn get(&self, k: &str) -> Option<&str> {
+    pub(crate) fn get(&self, k: &str) -> Option<&str> {
         self.0.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
     }
-    fn flag(&self, k: &str) -> bool {
+    pub(crate) fn flag(&self, k: &str) -> bool {
         matches!(self.get(k), Some("true" | "1"))
+    }
+    /// Every value of a repeated parameter (exec's `command`), in order.
+    pub(crate) fn all(&self, k: &str) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .collect()
     }
 }
 
@@ -72,7 +80,7 @@ fn json_response(code: u16, v: &Value) -> Response<Body> {
     r
 }
 
-fn error_response(e: &ApiError) -> Response<Body> {
+pub(crate) fn error_response(e: &ApiError) -> Response<Body> {
     json_response(e.code, &e.to_status())
 }
 
@@ -86,8 +94,14 @@ fn not_found_path() -> Response<Body> {
 
 pub(crate) async fn handle(
     shared: Arc<Shared>,
-    req: Request<hyper::body::Incoming>,
+    mut req: Request<hyper::body::Incoming>,
 ) -> Result<Response<Body>, Infallible> {
+    // Taken before the body is read; only an exec uses it.
+    let upgrade = req
+        .headers()
+        .contains_key(header::UPGRADE)
+        .then(|| hyper::upgrade::on(&mut req));
+    let headers = req.headers().clone();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let params = Params(parse_query(req.uri().query().unwrap_or("")));
@@ -149,15 +163,18 @@ pub(crate) async fn handle(
     let resp = match (resp, body) {
         (Some(r), _) => r,
         (None, Err(e)) => error_response(&ApiError::bad_request(e)),
-        (None, Ok(body)) => route(
-            &shared,
-            &method,
-            &path,
-            &params,
-            content_type.as_deref(),
-            body,
-            &mut verb,
-        ),
+        (None, Ok(body)) => match crate::exec::target(&segments(&path)) {
+            Some(t) => crate::exec::respond(&shared, t, &params, &headers, upgrade),
+            None => route(
+                &shared,
+                &method,
+                &path,
+                &params,
+                content_type.as_deref(),
+                body,
+                &mut verb,
+            ),
+        },
     };
     let key = RequestKey {
         client: user_agent.unwrap_or_default(),
@@ -179,6 +196,39 @@ fn method_verb(method: &Method) -> &'static str {
         Method::DELETE => "delete",
         _ => "other",
     }
+}
+
+fn segments(path: &str) -> Vec<&str> {
+    path.trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// 403 Forbidden when the test forbade `verb` (or "*") on `rbac_resource`.
+pub(crate) fn forbidden_response(
+    shared: &Arc<Shared>,
+    verb: &str,
+    def: &resources::ResourceDef,
+    rbac_resource: &str,
+    ns: Option<&str>,
+    name: &str,
+) -> Option<Response<Body>> {
+    let st = shared.lock();
+    let denied = [verb, "*"].iter().any(|v| {
+        st.forbidden
+            .contains(&(v.to_string(), rbac_resource.to_string()))
+    });
+    denied.then(|| {
+        error_response(&ApiError::forbidden(
+            crate::FAKE_USER,
+            verb,
+            def.group,
+            rbac_resource,
+            ns,
+            name,
+        ))
+    })
 }
 
 struct Target {
@@ -231,11 +281,7 @@ fn route(
     body: Option<Value>,
     verb_out: &mut &'static str,
 ) -> Response<Body> {
-    let segs: Vec<&str> = path
-        .trim_matches('/')
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .collect();
+    let segs = segments(path);
     let prometheus = shared.lock().prometheus;
     let (group, version, rest): (&str, &str, &[&str]) = match segs.as_slice() {
         ["version"] => return json_response(200, &resources::version_doc()),
@@ -283,24 +329,15 @@ fn route(
         Some(s) => format!("{}/{s}", def.plural),
         None => def.plural.to_string(),
     };
-    {
-        let st = shared.lock();
-        if st
-            .forbidden
-            .contains(&(verb.to_string(), rbac_resource.clone()))
-            || st
-                .forbidden
-                .contains(&("*".to_string(), rbac_resource.clone()))
-        {
-            return error_response(&ApiError::forbidden(
-                crate::FAKE_USER,
-                verb,
-                def.group,
-                &rbac_resource,
-                target.ns.as_deref(),
-                target.name.as_deref().unwrap_or(""),
-            ));
-        }
+    if let Some(r) = forbidden_response(
+        shared,
+        verb,
+        def,
+        &rbac_resource,
+        target.ns.as_deref(),
+        target.name.as_deref().unwrap_or(""),
+    ) {
+        return r;
     }
     let selector = match Selector::parse(params.get("labelSelector"), params.get("fieldSelector")) {
         Ok(s) => s,

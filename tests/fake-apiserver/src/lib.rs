@@ -5,6 +5,7 @@
 //! All methods are synchronous: the server runs on its own tokio runtime, so they work from
 //! plain `#[test]`s and from inside `#[tokio::test]`s alike.
 
+mod exec;
 pub mod fixtures;
 mod http;
 mod patch;
@@ -25,6 +26,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, oneshot};
 
+pub use exec::{ExecExit, ExecHandler, ExecReply, ExecRequest};
 pub use rollout::RolloutMode;
 use store::{State, WriteKind};
 
@@ -131,6 +133,7 @@ pub(crate) struct Shared {
     open_watches: AtomicUsize,
     bookmark_ms: AtomicU64,
     handle: tokio::runtime::Handle,
+    execs: Mutex<exec::Execs>,
 }
 
 impl Shared {
@@ -196,6 +199,7 @@ impl FakeApiServer {
             open_watches: AtomicUsize::new(0),
             bookmark_ms: AtomicU64::new(1000),
             handle: runtime.handle().clone(),
+            execs: exec::new_execs(),
         });
         let listener = StdListener::bind("127.0.0.1:0")?;
         let addr = listener.local_addr()?;
@@ -485,6 +489,21 @@ impl FakeApiServer {
         }
     }
 
+    /// Decide what `pods/exec` "runs": `handler` gets each exec that passed the server's
+    /// checks and returns what the command prints and how it ends. Without one, every exec
+    /// ends with an `InternalError` Status saying so.
+    pub fn set_exec_handler(
+        &self,
+        handler: impl Fn(&ExecRequest) -> ExecReply + Send + Sync + 'static,
+    ) {
+        self.shared.execs().handler = Some(Arc::new(handler));
+    }
+
+    /// Every exec the server accepted (checks passed, connection upgraded), oldest first.
+    pub fn exec_requests(&self) -> Vec<ExecRequest> {
+        self.shared.execs().log.clone()
+    }
+
     /// Watch streams currently open.
     pub fn open_watches(&self) -> usize {
         self.shared.open_watches.load(Ordering::SeqCst)
@@ -517,8 +536,10 @@ async fn accept_loop(
                     conns.spawn(async move {
                         let svc = hyper::service::service_fn(move |req| http::handle(sh.clone(), req));
                         let io = hyper_util::rt::TokioIo::new(sock);
+                        // Upgrades: exec switches the connection to WebSocket.
                         if let Err(e) = hyper::server::conn::http1::Builder::new()
                             .serve_connection(io, svc)
+                            .with_upgrades()
                             .await
                         {
                             tracing::debug!(error = %e, "fake apiserver connection ended");
