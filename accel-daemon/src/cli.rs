@@ -185,6 +185,11 @@ pub struct StatusArgs {
 pub struct VerifyCmd {
     #[command(flatten)]
     pub capture: accel_verify::VerifyArgs,
+    /// Capture inside this meshed pod's network namespace, as the running
+    /// daemon found it (from its state dir); what `accel-installer verify`
+    /// runs through `kubectl exec`.
+    #[arg(long, value_name = "NAMESPACE/NAME", conflicts_with_all = ["netns", "pid"])]
+    pub pod: Option<String>,
     /// Pin dir of the datapath to cross-check against.
     #[arg(long, default_value_os_t = default_pin_dir())]
     pub pin_dir: PathBuf,

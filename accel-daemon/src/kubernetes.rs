@@ -293,7 +293,7 @@ fn collect_pids(dir: &Path, out: &mut Vec<u32>, depth: usize) -> io::Result<()> 
 
 /// The addresses configured in a network namespace. setns(2) changes the
 /// calling thread only, so a short-lived thread does it.
-fn addresses_in(ns: &Path) -> io::Result<Vec<IpAddr>> {
+pub(crate) fn addresses_in(ns: &Path) -> io::Result<Vec<IpAddr>> {
     let file = fs::File::open(ns)?;
     std::thread::scope(|s| {
         s.spawn(|| -> io::Result<Vec<IpAddr>> {

@@ -23,6 +23,7 @@ mod state;
 mod status_cmd;
 mod unload;
 mod verify;
+mod verify_pod;
 
 use std::process::ExitCode;
 
@@ -39,7 +40,14 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Status(args) => status_cmd::status(args),
         Command::Unload(args) => unload::unload(args),
-        Command::Verify(args) => return verify::run(&args.capture, &args.pin_dir, &args.state_dir),
+        Command::Verify(args) => {
+            return verify::run(
+                &args.capture,
+                args.pod.as_deref(),
+                &args.pin_dir,
+                &args.state_dir,
+            );
+        }
         Command::SelfTestWorker { pin_dir, as_uid } => {
             selftest::worker(&pin_dir, as_uid).map(|r| {
                 println!("{}", serde_json::to_string(&r).unwrap_or_default());

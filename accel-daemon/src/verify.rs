@@ -179,7 +179,19 @@ impl Explainer for DaemonExplainer {
     }
 }
 
-pub fn run(args: &VerifyArgs, pin_dir: &Path, state_dir: &Path) -> ExitCode {
+pub fn run(args: &VerifyArgs, pod: Option<&str>, pin_dir: &Path, state_dir: &Path) -> ExitCode {
+    let mut args = args.clone();
+    if let Some(pod) = pod {
+        match crate::verify_pod::resolve(pod, state_dir) {
+            Ok(crate::verify_pod::PodNetns::Path(p)) => args.netns = Some(p),
+            Ok(crate::verify_pod::PodNetns::Pid(pid)) => args.pid = Some(pid),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let args = &args;
     let explainer = DaemonExplainer::load(pin_dir, state_dir);
     let cancel = Arc::new(AtomicBool::new(false));
     let flag = cancel.clone();

@@ -502,6 +502,9 @@ fn bad_values_for_every_flag_fail_with_one_clear_line() {
         vec!["verify", "--pid", "999999999", "--duration", "1s"],
         vec!["verify", "-i", "no-such-iface0", "--duration", "1s"],
         vec!["verify", "--host", "not-an-ip"],
+        vec!["verify", "--pod", "no-namespace", "--state-dir", missing],
+        vec!["verify", "--pod", "default/web", "--state-dir", missing],
+        vec!["verify", "--pod", "default/web", "--pid", "1"],
     ];
     for args in &other_cases {
         let owned: Vec<String> = args.iter().map(|s| s.to_string()).collect();

@@ -1,9 +1,11 @@
 //! `accel-daemon verify` on every leg of the sidecar topology, inside the
 //! pods' network namespaces: accelerated with the daemon, not accelerated
-//! (with the daemon's reason) without it, and `--expect` exit codes.
+//! (with the daemon's reason) without it, and `--expect` exit codes. One
+//! leg names its pod (`--pod default/b`) instead of a namespace file, as
+//! `accel-installer verify` does through `kubectl exec`.
 
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     thread,
     time::Duration,
@@ -14,28 +16,39 @@ use accel_tests::{
     topology::{ECHO_PORT, Mesh, Node, OUTBOUND_PORT, Pod, pattern, sha256_hex},
 };
 
-/// `verify` capturing on `iface` in the namespace file `netns`.
-fn start_verify(env: &TestEnv, netns: &PathBuf, iface: &str, port: u16, expect: &str) -> Child {
-    Command::new(daemon_bin())
-        .args(["verify", "--netns"])
-        .arg(netns)
-        .args([
-            "-i",
-            iface,
-            "--port",
-            &port.to_string(),
-            "--duration",
-            "4s",
-            "--json",
-        ])
-        .args(["--expect", expect, "--pin-dir"])
-        .arg(&env.pin_dir)
-        .arg("--state-dir")
-        .arg(&env.state_dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn verify")
+/// Where `verify` captures.
+enum At<'a> {
+    /// A namespace file (`--netns`).
+    Netns(&'a Path),
+    /// A pod the running daemon knows (`--pod NAMESPACE/NAME`).
+    Pod(&'a str),
+}
+
+/// `verify` capturing on `iface` in the namespace `at`.
+fn start_verify(env: &TestEnv, at: At, iface: &str, port: u16, expect: &str) -> Child {
+    let mut cmd = Command::new(daemon_bin());
+    cmd.arg("verify");
+    match at {
+        At::Netns(p) => cmd.arg("--netns").arg(p),
+        At::Pod(p) => cmd.args(["--pod", p]),
+    };
+    cmd.args([
+        "-i",
+        iface,
+        "--port",
+        &port.to_string(),
+        "--duration",
+        "4s",
+        "--json",
+    ])
+    .args(["--expect", expect, "--pin-dir"])
+    .arg(&env.pin_dir)
+    .arg("--state-dir")
+    .arg(&env.state_dir)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("spawn verify")
 }
 
 fn finish(child: Child) -> (i32, Value) {
@@ -50,13 +63,27 @@ fn finish(child: Child) -> (i32, Value) {
     (out.status.code().unwrap_or(-1), json)
 }
 
-/// Verifies the three legs of one meshed echo from A to B.
-fn three_legs(env: &TestEnv, node: &Node, a: &Pod, b: &Pod, expect: &str) -> Vec<(i32, Value)> {
+/// Verifies the three legs of one meshed echo from A to B; B's by its pod
+/// name when `b_by_pod` (the daemon must be running).
+fn three_legs(
+    env: &TestEnv,
+    node: &Node,
+    a: &Pod,
+    b: &Pod,
+    expect: &str,
+    b_by_pod: bool,
+) -> Vec<(i32, Value)> {
     let node_ns = PathBuf::from(format!("/run/netns/{}", node.netns));
+    let b_name = format!("default/{}", b.name);
+    let b_at = if b_by_pod {
+        At::Pod(&b_name)
+    } else {
+        At::Netns(&b.netns_path)
+    };
     let legs = [
-        start_verify(env, &a.netns_path, "lo", OUTBOUND_PORT, expect),
-        start_verify(env, &node_ns, &a.host_veth, ECHO_PORT, expect),
-        start_verify(env, &b.netns_path, "lo", ECHO_PORT, expect),
+        start_verify(env, At::Netns(&a.netns_path), "lo", OUTBOUND_PORT, expect),
+        start_verify(env, At::Netns(&node_ns), &a.host_veth, ECHO_PORT, expect),
+        start_verify(env, b_at, "lo", ECHO_PORT, expect),
     ];
     thread::sleep(Duration::from_millis(800));
     let client = a.echo_client(b.addr_v4(ECHO_PORT), 256 * 1024);
@@ -80,7 +107,7 @@ fn verify_judges_every_leg_of_the_sidecar_topology() {
         accel_tests::topology::PodsFile::write(&env, &[(&a, ""), (&b, "")]).expect("pods file");
     let mut daemon = env.start_daemon(&["--pods-file", &pods.arg()]);
 
-    for (leg, (code, json)) in three_legs(&env, &node, &a, &b, "accelerated")
+    for (leg, (code, json)) in three_legs(&env, &node, &a, &b, "accelerated", true)
         .iter()
         .enumerate()
     {
@@ -102,7 +129,7 @@ fn verify_judges_every_leg_of_the_sidecar_topology() {
 
     assert_eq!(daemon.terminate(), Some(0));
     assert!(env.unload().status.success());
-    for (leg, (code, json)) in three_legs(&env, &node, &a, &b, "accelerated")
+    for (leg, (code, json)) in three_legs(&env, &node, &a, &b, "accelerated", false)
         .iter()
         .enumerate()
     {
@@ -153,7 +180,13 @@ fn verify_explains_why_a_connection_was_not_accelerated() {
     let node_ns = PathBuf::from(format!("/run/netns/{}", node.netns));
 
     // Unmeshed pod to unmeshed pod, across the bridge.
-    let v = start_verify(&env, &node_ns, &u.host_veth, ECHO_PORT, "not-accelerated");
+    let v = start_verify(
+        &env,
+        At::Netns(&node_ns),
+        &u.host_veth,
+        ECHO_PORT,
+        "not-accelerated",
+    );
     thread::sleep(Duration::from_millis(800));
     u.echo_client(u2.addr_v4(ECHO_PORT), 64 * 1024).finish();
     let (code, json) = finish(v);
@@ -161,7 +194,13 @@ fn verify_explains_why_a_connection_was_not_accelerated() {
     assert!(reason_of(&json).contains("unmeshed"), "{json}");
 
     // A's excluded outbound port.
-    let v = start_verify(&env, &node_ns, &a.host_veth, HTTP_PORT, "not-accelerated");
+    let v = start_verify(
+        &env,
+        At::Netns(&node_ns),
+        &a.host_veth,
+        HTTP_PORT,
+        "not-accelerated",
+    );
     thread::sleep(Duration::from_millis(800));
     let _ = a.curl(&format!("http://{}{HTTP_FILE}", b.ipv4));
     let (code, json) = finish(v);
@@ -172,7 +211,13 @@ fn verify_explains_why_a_connection_was_not_accelerated() {
     );
 
     // Loopback inside the unmeshed pod.
-    let v = start_verify(&env, &u.netns_path, "lo", ECHO_PORT, "not-accelerated");
+    let v = start_verify(
+        &env,
+        At::Netns(&u.netns_path),
+        "lo",
+        ECHO_PORT,
+        "not-accelerated",
+    );
     thread::sleep(Duration::from_millis(800));
     u.echo_client(([127, 0, 0, 1], ECHO_PORT).into(), 64 * 1024)
         .finish();
