@@ -3,138 +3,19 @@
 //! daemons' side of the unload handshake), running twice, and the failure
 //! messages an operator gets.
 
-use std::path::{Path, PathBuf};
+mod common;
+
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use accel_fake_apiserver::{FakeApiServer, RolloutMode, fixtures};
 use accel_k8s::keys;
 use accel_k8s::node::{NodeState, NodeStatus};
-use serde_json::{Value, json};
+use serde_json::json;
 
-const NS: &str = keys::DEFAULT_NAMESPACE;
-
-/// A scratch directory removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "accel-installer-test-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// One fake cluster and a kubeconfig whose context "a" points at it.
-struct Env {
-    server: Arc<FakeApiServer>,
-    kubeconfig: PathBuf,
-    _dir: TempDir,
-}
-
-impl Env {
-    fn new() -> Env {
-        let server = FakeApiServer::start().unwrap();
-        let dir = TempDir::new();
-        let kubeconfig = dir.0.join("kubeconfig");
-        server.write_kubeconfig(&kubeconfig, "a").unwrap();
-        Env {
-            server: Arc::new(server),
-            kubeconfig,
-            _dir: dir,
-        }
-    }
-
-    /// The usual worker nodes: three eligible kernels.
-    fn with_workers(self) -> Env {
-        for (name, kernel) in [
-            ("n1", "5.10.134-16.al8.x86_64"),
-            ("n2", "6.1.0-18-cloud-amd64"),
-            ("n3", "5.10.134-17.3.al8.x86_64"),
-        ] {
-            self.server.upsert(fixtures::node(
-                name,
-                kernel,
-                "Alibaba Cloud Linux 3.2104 U10",
-            ));
-        }
-        self
-    }
-
-    fn run(&self, args: &[&str]) -> Run {
-        run_with(&self.kubeconfig, args)
-    }
-
-    fn node(&self, name: &str) -> Value {
-        self.server.get("v1", "Node", None, name).unwrap()
-    }
-
-    fn report(&self, node: &str, status: &NodeStatus) {
-        let obj = self.node(node);
-        let obj = fixtures::with_annotation(
-            obj,
-            keys::NODE_STATUS_ANNOTATION,
-            &serde_json::to_string(status).unwrap(),
-        );
-        self.server.upsert(fixtures::with_label(
-            obj,
-            keys::ACCELERATED_LABEL,
-            status.label_value(),
-        ));
-    }
-}
-
-struct Run {
-    code: i32,
-    out: String,
-    err: String,
-}
-
-impl std::fmt::Debug for Run {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {}\n--- stdout\n{}--- stderr\n{}",
-            self.code, self.out, self.err
-        )
-    }
-}
-
-fn run_with(kubeconfig: &Path, args: &[&str]) -> Run {
-    let mut argv = vec![
-        "accel-installer".to_string(),
-        "--kubeconfig".into(),
-        kubeconfig.display().to_string(),
-        "--poll-interval".into(),
-        "50ms".into(),
-    ];
-    argv.extend(args.iter().map(|s| s.to_string()));
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let code = accel_installer::run(argv.clone(), &mut out, &mut err, false);
-    let r = Run {
-        code,
-        out: String::from_utf8(out).unwrap(),
-        err: String::from_utf8(err).unwrap(),
-    };
-    // ACCEL_SHOW_OUTPUT=1 prints every run, to review what operators see.
-    if std::env::var_os("ACCEL_SHOW_OUTPUT").is_some() {
-        eprintln!("$ {}\n{r:?}", argv[5..].join(" "));
-    }
-    r
-}
+use common::{Env, NS, row, run_with};
 
 fn status(state: NodeState, reason: &str, kernel: &str) -> NodeStatus {
     NodeStatus {
@@ -148,13 +29,6 @@ fn status(state: NodeState, reason: &str, kernel: &str) -> NodeStatus {
         updated: "2026-11-23T16:00:00Z".into(),
         heartbeat_seconds: 0,
     }
-}
-
-/// The line of a table whose first column is `first`.
-fn row<'a>(out: &'a str, first: &str) -> &'a str {
-    out.lines()
-        .find(|l| l.split_whitespace().next() == Some(first))
-        .unwrap_or_else(|| panic!("no row {first} in:\n{out}"))
 }
 
 #[test]
@@ -851,7 +725,7 @@ fn several_contexts_are_several_clusters() {
     let b = FakeApiServer::start().unwrap();
     b.upsert(fixtures::node("b1", "4.19.91-26.al7.x86_64", "CentOS 7"));
     b.upsert(fixtures::node("b2", "6.6.0", "Ubuntu 24.04"));
-    let kubeconfig = a._dir.0.join("two");
+    let kubeconfig = a.dir.0.join("two");
     let entry = |name: &str, url: String| {
         (
             json!({"name": name, "cluster": {"server": url}}),
