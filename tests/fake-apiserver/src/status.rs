@@ -68,7 +68,9 @@ impl ApiError {
         ns: Option<&str>,
         name: &str,
     ) -> Self {
-        let qualified = qualified(group, plural);
+        // A subresource's 403 names the resource: `pods "x" is forbidden: ... "pods/exec"`.
+        let resource = plural.split('/').next().unwrap_or(plural);
+        let qualified = qualified(group, resource);
         let subject = if name.is_empty() {
             qualified.clone()
         } else {
