@@ -15,6 +15,11 @@ pub const DEFAULT_NAMESPACE: &str = "sidecar-accel-system";
 /// Name of the node daemon's DaemonSet (and its container).
 pub const DAEMONSET: &str = "accel-daemon";
 
+/// The node daemon's executable, on `PATH` in its image (the image's
+/// entrypoint: the DaemonSet passes only args). `accel-installer verify`
+/// runs `accel-daemon verify` in the daemon's container through pods/exec.
+pub const DAEMON_BINARY: &str = "accel-daemon";
+
 /// Node label: `"true"` when the node's daemon accelerates, `"false"` when it
 /// runs unaccelerated (the reason is in [`NODE_STATUS_ANNOTATION`]). Absent:
 /// no daemon has reported on this node. A label, so `kubectl get nodes -L` and

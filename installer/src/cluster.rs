@@ -14,7 +14,13 @@ pub struct Cluster {
     /// The kubeconfig context (or "in-cluster").
     pub context: String,
     pub url: String,
+    /// What `client` was built from, for clients with other timeouts.
+    config: Config,
 }
+
+/// Who may do what for install and uninstall, said with every 403.
+const INSTALL_RBAC: &str =
+    "install and uninstall need cluster-admin-like rights (namespaces, RBAC, DaemonSets, nodes)";
 
 /// Resolves `context` (None: the kubeconfig's current context) and builds a
 /// client. Nothing is sent yet: an unreachable server shows on the first call.
@@ -88,12 +94,13 @@ pub async fn connect(kubeconfig: Option<&Path>, context: Option<&str>) -> anyhow
         .to_string()
         .trim_end_matches('/')
         .to_string();
-    let client = Client::try_from(config)
+    let client = Client::try_from(config.clone())
         .with_context(|| format!("cannot build a client for {url} (context {name})"))?;
     Ok(Cluster {
         client,
         context: name,
         url,
+        config,
     })
 }
 
@@ -122,13 +129,37 @@ fn root_cause(e: &dyn std::error::Error) -> String {
 }
 
 impl Cluster {
+    /// A client whose reads may wait `idle` between bytes, where the default
+    /// client gives up after 30 s: for a stream that stays quiet while the
+    /// other end works (an exec that prints only when done).
+    pub fn client_with_read_timeout(&self, idle: Duration) -> anyhow::Result<Client> {
+        let mut config = self.config.clone();
+        config.read_timeout = Some(idle);
+        Client::try_from(config).with_context(|| {
+            format!(
+                "cannot build a client for {} (context {})",
+                self.url, self.context
+            )
+        })
+    }
+
     /// One clear line for a failed call: `verb` on `resource` (plural, as RBAC names it).
     pub fn explain(&self, e: kube::Error, verb: &str, resource: &str) -> anyhow::Error {
+        self.explain_for(e, verb, resource, INSTALL_RBAC)
+    }
+
+    /// [`Cluster::explain`], with `rbac` saying what the command needs when forbidden.
+    pub fn explain_for(
+        &self,
+        e: kube::Error,
+        verb: &str,
+        resource: &str,
+        rbac: &str,
+    ) -> anyhow::Error {
         let (ctx, url) = (&self.context, &self.url);
         match &e {
             kube::Error::Api(status) if status.code == 403 => anyhow!(
-                "forbidden: the credentials of context {ctx} may not {verb} {resource} ({}); \
-                 install and uninstall need cluster-admin-like rights (namespaces, RBAC, DaemonSets, nodes)",
+                "forbidden: the credentials of context {ctx} may not {verb} {resource} ({}); {rbac}",
                 status.message
             ),
             kube::Error::Api(status) if status.code == 401 => anyhow!(

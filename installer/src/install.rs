@@ -23,7 +23,8 @@ pub const FACTS: &[&str] = &[
      (e.g. `kubectl rollout restart`) to accelerate their connections.",
     "Accelerated connections no longer cross the TCP/IP stack: their PSH-flagged segments \
      disappear from `tcpdump -i lo` captures. That is how to check it works \
-     (`accel-daemon verify` on a node does it for you).",
+     (`accel-installer verify NAMESPACE/POD` does it for you through the API, \
+     `accel-daemon verify` on a node).",
 ];
 
 /// What to install, rendered from the kustomize manifests or a chart.

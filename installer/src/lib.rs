@@ -1,9 +1,10 @@
-//! `accel-installer`: preflight, install, status, uninstall and render for the
+//! `accel-installer`: preflight, install, status, uninstall, render and verify for the
 //! sidecar acceleration add-on, one or several clusters (kubeconfig contexts)
 //! per run. A library so tests drive it in-process; `main.rs` is a thin shell.
 
 pub mod chart;
 pub mod cluster;
+mod exec;
 mod install;
 pub mod manifests;
 mod nodes;
@@ -12,6 +13,7 @@ pub mod source;
 mod status;
 mod ui;
 mod uninstall;
+pub mod verify;
 pub mod version;
 
 use std::ffi::OsString;
@@ -85,6 +87,10 @@ pub enum Command {
     Uninstall(UninstallArgs),
     /// Print the manifests with the chosen image, namespace and options (multi-document YAML).
     Render(RenderArgs),
+    /// Prove acceleration for one pod without a shell on its node: run the node daemon's
+    /// `verify` in the pod's network namespace through the API (pods/exec) and print its
+    /// per-connection table.
+    Verify(VerifyArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -127,6 +133,27 @@ pub struct RenderArgs {
     pub observability: bool,
 }
 
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// The pod whose connections to check.
+    #[arg(value_name = "NAMESPACE/POD", value_parser = verify::parse_pod)]
+    pub pod: verify::PodRef,
+    /// Only connections with this port on either side.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: Option<u16>,
+    /// How long to capture (the daemon's default: 5s). Examples: 10, 10s, 1500ms, 1m.
+    #[arg(long, value_parser = parse_capture, value_name = "DURATION")]
+    pub duration: Option<Duration>,
+}
+
+/// A capture time: a duration above zero.
+fn parse_capture(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err(format!("{s:?}: capture for longer than zero (e.g. 5s)")),
+        d => Ok(d),
+    }
+}
+
 /// `90`, `90s`, `1500ms`, `5m`.
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -140,7 +167,10 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     match unit {
         "ms" => Ok(Duration::from_millis(n)),
         "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
+        "m" => n
+            .checked_mul(60)
+            .map(Duration::from_secs)
+            .ok_or_else(|| format!("{s:?} is too long")),
         _ => Err(format!("unknown unit {unit:?} in {s:?} (ms, s or m)")),
     }
 }
@@ -317,6 +347,15 @@ async fn run_one(
             uninstall::run(cluster, ui, &opts).await
         }
         Command::Render(_) => Ok(exit::OK),
+        Command::Verify(args) => {
+            let opts = verify::Options {
+                pod: &args.pod,
+                namespace: &cli.namespace,
+                port: args.port,
+                duration: args.duration,
+            };
+            verify::run(cluster, ui, &opts).await
+        }
     }
 }
 
@@ -332,5 +371,6 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("5h").is_err());
+        assert!(parse_duration("18446744073709551615m").is_err());
     }
 }

@@ -46,8 +46,9 @@ pub async fn try_daemonset(
     api.get_opt(keys::DAEMONSET).await
 }
 
-/// The label selector of the daemon pods: the DaemonSet's own when it exists.
-fn pod_selector(ds: Option<&DaemonSet>) -> String {
+/// The label selector of the daemon pods (as `kubectl -l` takes it): the
+/// DaemonSet's own when it exists.
+pub fn pod_selector(ds: Option<&DaemonSet>) -> String {
     let labels = ds
         .and_then(|d| d.spec.as_ref())
         .and_then(|s| s.selector.match_labels.as_ref())
@@ -76,6 +77,21 @@ pub async fn daemon_pods(
         .await
         .explain(cluster, "list", "pods")?;
     Ok(list.items)
+}
+
+/// The daemon pods on `node`: the DaemonSet's selector and `spec.nodeName`,
+/// so a large cluster answers with one or two pods.
+pub async fn try_daemon_pods_on(
+    cluster: &Cluster,
+    namespace: &str,
+    ds: &DaemonSet,
+    node: &str,
+) -> Result<Vec<Pod>, kube::Error> {
+    let api: Api<Pod> = Api::namespaced(cluster.client.clone(), namespace);
+    let params = ListParams::default()
+        .labels(&pod_selector(Some(ds)))
+        .fields(&format!("spec.nodeName={node}"));
+    Ok(api.list(&params).await?.items)
 }
 
 pub fn pod_node(pod: &Pod) -> Option<&str> {

@@ -1,6 +1,8 @@
 //! The fake cluster the installer's tests run against: a fake API server, a
 //! kubeconfig whose context "a" points at it, and the installer run
 //! in-process with its exit code, stdout and stderr.
+// Each test file uses part of it.
+#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
