@@ -163,7 +163,8 @@ mod tests {
     fn a_stale_path_is_refused() {
         let dir = std::env::temp_dir().join(format!("verify-pod-{}", std::process::id()));
         let s = state(vec![pod("default/web", Some("/nonexistent/ns/net"), None)]);
-        s.write(&dir).unwrap();
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(STATE_FILE), serde_json::to_string(&s).unwrap()).unwrap();
         let e = resolve("default/web", &dir).unwrap_err();
         let _ = std::fs::remove_dir_all(&dir);
         assert!(e.contains("cannot be read") && e.contains("retry"), "{e}");
