@@ -126,6 +126,14 @@ fn port_reuse_and_nat_remap_never_cross_deliver() {
         // after REDIRECT both would be podA:port -> 127.0.0.1:15001, so
         // conntrack remaps the second one's source port.
         let port = BOUND_SOURCE_PORTS + round;
+        // The sidecar closes the last round's connections on its own
+        // time; under load one can still be there when this round starts.
+        let settle = std::time::Instant::now();
+        while !a.ports_at_outbound_sidecar().is_empty()
+            && settle.elapsed() < std::time::Duration::from_secs(5)
+        {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         let source = a.addr_v4(port);
         let targets = [b.addr_v4(ECHO_PORT), c.addr_v4(ECHO_PORT)];
         let reports = reuse(&a, source, &targets, 1000 + 10 * u64::from(round), || {
