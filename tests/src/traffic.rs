@@ -13,8 +13,13 @@ pub fn run_driver(mut cmd: Command, args: &[&str]) -> (Output, Value) {
         .stdin(Stdio::null())
         .output()
         .expect("run accel-integrity");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let report = stdout
+    let report = driver_report(&String::from_utf8_lossy(&out.stdout), &out, args);
+    (out, report)
+}
+
+/// The driver's report: the last JSON line of its `stdout`.
+pub fn driver_report(stdout: &str, out: &Output, args: &[&str]) -> Value {
+    stdout
         .lines()
         .rev()
         .find(|l| l.starts_with('{'))
@@ -25,8 +30,7 @@ pub fn run_driver(mut cmd: Command, args: &[&str]) -> (Output, Value) {
                 out.status.code(),
                 String::from_utf8_lossy(&out.stderr)
             )
-        });
-    (out, report)
+        })
 }
 
 pub fn assert_clean(what: &str, out: &Output, report: &Value) {

@@ -18,7 +18,7 @@ use std::{
 
 use accel_tests::{
     Daemon, TestEnv, Value,
-    traffic::{Delta, assert_clean, measured, run_driver},
+    traffic::{Delta, assert_clean, driver_report, measured, run_driver},
 };
 
 const DRIVER: &str = env!("CARGO_BIN_EXE_accel-integrity");
@@ -182,17 +182,7 @@ fn a_listener_older_than_the_datapath_is_learnt_from_its_first_connection() {
         (rest, out)
     });
     let (rest, out) = out;
-    let report: Value = rest
-        .lines()
-        .rev()
-        .find(|l| l.starts_with('{'))
-        .and_then(|l| serde_json::from_str(l).ok())
-        .unwrap_or_else(|| {
-            panic!(
-                "no report; stderr: {}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
+    let report = driver_report(&rest, &out, &["app-proxy", "--hold"]);
     assert!(
         out.status.success(),
         "{report} {}",

@@ -361,6 +361,13 @@ fn server_errors() -> Vec<String> {
     SERVER_ERRORS.lock().map(|e| e.clone()).unwrap_or_default()
 }
 
+/// Echo servers wait in poll() on EAGAIN (see `echo --server-polls`).
+static ECHO_SERVER_POLLS: AtomicBool = AtomicBool::new(false);
+
+pub fn set_echo_server_polls(on: bool) {
+    ECHO_SERVER_POLLS.store(on, Ordering::Relaxed);
+}
+
 fn echo_serve(mut s: TcpStream) -> Result<()> {
     let mut buf = vec![0u8; 64 << 10];
     let mut echoed = 0u64;
@@ -369,6 +376,13 @@ fn echo_serve(mut s: TcpStream) -> Result<()> {
             Ok(0) => return Ok(()),
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    && ECHO_SERVER_POLLS.load(Ordering::Relaxed) =>
+            {
+                io::poll_fd(s.as_raw_fd(), libc::POLLIN, Duration::from_secs(30))?;
+                continue;
+            }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => bail!(
                 "echo server: a BLOCKING read returned EAGAIN after {echoed} bytes \
                  (tcp_bpf_recvmsg wake-up without data)"

@@ -116,6 +116,11 @@ enum Cmd {
         /// Every client reads with this mode (default: all but splice, in turn).
         #[arg(long, value_enum)]
         recv: Option<RecvMode>,
+        /// The echo servers wait in poll() when a read finds nothing, as an
+        /// event loop does, instead of failing on EAGAIN: for runs in `all`
+        /// that test byte integrity, not the blocking-read behaviour (I-5).
+        #[arg(long)]
+        server_polls: bool,
     },
     /// Half-close: one side sends and shuts down writing, the other reads to
     /// EOF, then answers and shuts down; the first reads the answer to EOF.
@@ -250,7 +255,11 @@ fn main() -> Result<()> {
             big_max,
             seed,
             recv,
-        } => commands::echo(listen, conns, msgs, max_msg, big_conns, big_max, seed, recv),
+            server_polls,
+        } => {
+            commands::set_echo_server_polls(server_polls);
+            commands::echo(listen, conns, msgs, max_msg, big_conns, big_max, seed, recv)
+        }
         Cmd::HalfClose {
             listen,
             conns,
