@@ -7,6 +7,8 @@
 //! this test's own cgroup and pins under its own directory, never the
 //! machine's root cgroup. Requires root and podman; fails loudly without.
 
+mod common;
+
 use std::{
     collections::BTreeMap,
     fs,
@@ -25,6 +27,7 @@ use accel_tests::{
     topology::{ECHO_PORT, Node, Pod, pattern, sha256_hex},
     wait_until,
 };
+use common::run_installer;
 use serde_json::Value;
 
 const NS: &str = "shop";
@@ -78,21 +81,6 @@ impl Drop for Image {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.dir);
     }
-}
-
-fn installer(kubeconfig: &Path, args: &[&str]) -> (i32, String) {
-    let kubeconfig = kubeconfig.display().to_string();
-    let mut argv = vec!["accel-installer", "--kubeconfig", &kubeconfig];
-    argv.extend_from_slice(&["--poll-interval", "100ms"]);
-    argv.extend_from_slice(args);
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let code = accel_installer::run(argv, &mut out, &mut err, false);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out),
-        String::from_utf8_lossy(&err)
-    );
-    (code, text)
 }
 
 /// The daemon got exactly the manifest's capabilities, less those this
@@ -185,9 +173,9 @@ impl Setup {
         api.write_kubeconfig(&kubeconfig, "fake")
             .expect("kubeconfig");
         let reference = image.get("ref").to_string();
-        let (code, out) = installer(&kubeconfig, &["render", "--image", &reference]);
+        let (code, out) = run_installer(&kubeconfig, &["render", "--image", &reference]);
         assert!(code == 0 && out.contains(&reference), "render: {out}");
-        let (code, out) = installer(
+        let (code, out) = run_installer(
             &kubeconfig,
             &["install", "--image", &reference, "--timeout", "60s"],
         );
@@ -374,7 +362,7 @@ fn the_image_runs_as_the_daemonset_says_accelerates_and_uninstalls_clean() {
 
     // Uninstall as in a cluster: the node drains and unloads, the
     // installer deletes the DaemonSet, the kubelet stops the pod.
-    let (code, out) = installer(&s.kubeconfig, &["uninstall", "--timeout", "120s"]);
+    let (code, out) = run_installer(&s.kubeconfig, &["uninstall", "--timeout", "120s"]);
     assert!(code == 0 && out.contains("uninstalled"), "uninstall: {out}");
     assert!(daemonset(&s.api).is_none(), "the DaemonSet is left");
     let (exit, took) = ctr.stop(run.grace);

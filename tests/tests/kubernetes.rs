@@ -3,6 +3,8 @@
 //! real traffic, the BPF maps read with bpftool, the node status and the
 //! uninstall handshake.
 
+mod common;
+
 use std::{
     collections::BTreeSet,
     net::IpAddr,
@@ -16,22 +18,12 @@ use accel_fake_apiserver::{FakeApiServer, fixtures};
 use accel_tests::{
     TestEnv, attachments, counter_of, http_get, running_kernel,
     topology::{ECHO_PORT, Mesh, Node, pattern, sha256_hex},
+    wait_until,
 };
+use common::run_installer;
 use serde_json::{Value, json};
 
 const NS: &str = "shop";
-
-/// Polls `f` until it holds or `limit` passes; returns how long it took.
-fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    loop {
-        if f() {
-            return start.elapsed();
-        }
-        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
-        thread::sleep(Duration::from_millis(20));
-    }
-}
 
 fn bpftool_dump(pin: &Path) -> Vec<Value> {
     let out = Command::new("bpftool")
@@ -644,26 +636,6 @@ fn without_the_hosts_bpffs_the_node_stays_unaccelerated_and_says_why() {
     assert!(!Path::new("/sys/fs/bpf/sidecar-accel-test").exists());
 }
 
-fn installer(kubeconfig: &str, args: &[&str]) -> (i32, String) {
-    let mut argv = vec![
-        "accel-installer",
-        "--kubeconfig",
-        kubeconfig,
-        "--poll-interval",
-        "100ms",
-    ];
-    argv.extend_from_slice(args);
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let code = accel_installer::run(argv, &mut out, &mut err, false);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out),
-        String::from_utf8_lossy(&err)
-    );
-    eprintln!("$ accel-installer {}\n{text}", args.join(" "));
-    (code, text)
-}
-
 /// The whole add-on life cycle with the real daemon: install, traffic,
 /// uninstall while a transfer runs through both sidecars. The uninstall
 /// drains first, the transfer completes byte for byte, nothing is left.
@@ -680,14 +652,14 @@ fn installer_uninstall_drains_the_real_daemon_under_traffic() {
     api.upsert(fixtures::istio_pod(NS, "a", &node_name, &[&a4]));
     api.upsert(fixtures::istio_pod(NS, "b", &node_name, &[&b4]));
 
-    let (code, out) = installer(&kubeconfig, &["install", "--timeout", "60s"]);
+    let (code, out) = run_installer(Path::new(&kubeconfig), &["install", "--timeout", "60s"]);
     assert_eq!(code, 0, "{out}");
     // The DaemonSet's pod on this node, played by the real daemon.
     let _daemon = env.start_daemon(&k8s_args(&node_name, &kubeconfig));
     wait_until(Duration::from_secs(10), "pods in the maps", || {
         endpoint_ips(&env).len() == 2
     });
-    let (code, out) = installer(&kubeconfig, &["status"]);
+    let (code, out) = run_installer(Path::new(&kubeconfig), &["status"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("accelerating"), "{out}");
 
@@ -729,7 +701,8 @@ fn installer_uninstall_drains_the_real_daemon_under_traffic() {
             out.stdout
         });
         thread::sleep(Duration::from_millis(200));
-        let (code, out) = installer(&kubeconfig, &["uninstall", "--timeout", "120s"]);
+        let (code, out) =
+            run_installer(Path::new(&kubeconfig), &["uninstall", "--timeout", "120s"]);
         eprintln!("uninstall done at {:?}", t0.elapsed());
         assert_eq!(code, 0, "{out}");
         assert!(out.contains("uninstalled"), "{out}");
@@ -760,6 +733,6 @@ fn installer_uninstall_drains_the_real_daemon_under_traffic() {
         "{node_obj}"
     );
     // Twice is safe.
-    let (code, out) = installer(&kubeconfig, &["uninstall"]);
+    let (code, out) = run_installer(Path::new(&kubeconfig), &["uninstall"]);
     assert_eq!(code, 0, "{out}");
 }
