@@ -903,38 +903,29 @@ enum Drained {
     Pending(usize),
 }
 
-/// Loads the drain check for each sockhash (open fd, pin) and polls them
-/// together (see [`crate::drain::poll`]).
+/// Loads the drain check for the sockhashes (open fd, pin) and polls it
+/// (see [`crate::drain::poll`]).
 fn wait_for_empty_queues(
     sockhashes: &[(std::os::fd::BorrowedFd<'_>, PathBuf)],
     timeout: Duration,
 ) -> Drained {
-    use crate::drain::{DrainCheck, Pass, Scope, Verdict, poll};
-    let loaded: Result<Vec<_>, _> = sockhashes
+    use crate::drain::{DrainCheck, Scope, Verdict, poll};
+    let pins: Vec<_> = sockhashes
         .iter()
-        .map(|(fd, pin)| DrainCheck::load(*fd, pin).map(|c| (c, *fd)))
+        .map(|(fd, pin)| (*fd, pin.as_path()))
         .collect();
-    let checks = match loaded {
+    let check = match DrainCheck::load(&pins) {
         Ok(c) => c,
         Err(e) => {
             thread::sleep(timeout.min(Duration::from_secs(5)));
             return Drained::Unproven(e.to_string());
         }
     };
-    // Cookies are unique per boot, so one list of suspects serves both.
-    let check_all = |scope: Scope<'_>| {
-        let mut all = Pass {
-            pending: Vec::new(),
-            covered_every_socket: true,
-        };
-        for (check, fd) in &checks {
-            let pass = check.pending(*fd, scope)?;
-            all.pending.extend(pass.pending);
-            all.covered_every_socket &= pass.covered_every_socket;
-        }
-        Ok(all)
-    };
-    match poll(check_all, timeout, Duration::from_millis(50)) {
+    match poll(
+        |scope: Scope<'_>| check.pending(scope),
+        timeout,
+        Duration::from_millis(50),
+    ) {
         Ok(Verdict::Empty) => Drained::Proven,
         Ok(Verdict::Pending(n)) => Drained::Pending(n),
         Err(e) => Drained::Unproven(e.to_string()),

@@ -41,28 +41,33 @@ pub enum DrainError {
 /// Forces a drain-check method; see [`DrainCheck::load`].
 pub const DRAIN_CHECK_ENV: &str = "ACCEL_DRAIN_CHECK";
 
-/// A loaded drain check, reusable for repeated checks of one sockhash.
-pub struct DrainCheck {
+/// A loaded drain check, reusable for repeated checks of the datapath's
+/// sockhashes.
+pub struct DrainCheck<'a> {
     how: How,
+    sockhashes: Vec<BorrowedFd<'a>>,
 }
 
 enum How {
-    /// `iter/sockmap` walks the sockhash in one read.
+    /// `iter/sockmap` walks each sockhash in one read.
     Walker(Ebpf),
-    /// Kernels that refuse tracing programs: a classifier bound to the
-    /// pinned sockhash, test-run once per key.
-    PerSocket(Ebpf),
+    /// Kernels that refuse tracing programs: per sockhash, a classifier
+    /// bound to its pin, test-run once per key.
+    PerSocket(Vec<Ebpf>),
 }
 
-impl DrainCheck {
-    /// Loads the check for the sockhash open as `sockhash` and pinned at
-    /// `sockhash_pin` (the per-socket probe binds to the pin, and is refused
-    /// unless the pin is that very map).
+impl<'a> DrainCheck<'a> {
+    /// Loads the check for `sockhashes`, each open and pinned (the
+    /// per-socket probe binds to the pin, and is refused unless the pin is
+    /// that very map).
+    ///
+    /// Cookies are unique per boot, so one [`Scope`] serves every sockhash.
     ///
     /// `ACCEL_DRAIN_CHECK=iterator|per-socket` forces one method (to compare
     /// them, or to test the fallback on kernels where the iterator loads);
     /// unset or `auto` tries the iterator first.
-    pub fn load(sockhash: BorrowedFd<'_>, sockhash_pin: &Path) -> Result<Self, DrainError> {
+    pub fn load(sockhashes: &[(BorrowedFd<'a>, &Path)]) -> Result<Self, DrainError> {
+        let fds = sockhashes.iter().map(|(fd, _)| *fd).collect();
         let btf = Btf::from_sys_fs().map_err(|e| DrainError::Btf(e.to_string()))?;
         let forced = std::env::var(DRAIN_CHECK_ENV).unwrap_or_default();
         let (walker, per_socket) = match forced.as_str() {
@@ -80,6 +85,7 @@ impl DrainCheck {
                 Ok(ebpf) => {
                     return Ok(DrainCheck {
                         how: How::Walker(ebpf),
+                        sockhashes: fds,
                     });
                 }
                 // One calm clause: the kernel's answer, not the verifier's
@@ -102,25 +108,26 @@ impl DrainCheck {
         if !per_socket {
             return Err(DrainError::Load(format!("iter/sockmap: {walker_failed}")));
         }
-        let ebpf = load_per_socket(&btf, sockhash, sockhash_pin).map_err(|e| {
-            DrainError::Load(format!(
-                "iter/sockmap: {walker_failed}; per-socket probe: {e}"
-            ))
-        })?;
-        // Once per process: unload loads one check per sockhash.
-        static SAID: std::sync::Once = std::sync::Once::new();
-        SAID.call_once(|| {
-            tracing::info!(
-                walker = %walker_failed,
-                "iter/sockmap unavailable; checking receive queues socket by socket"
-            );
-        });
+        let probes = sockhashes
+            .iter()
+            .map(|(fd, pin)| load_per_socket(&btf, *fd, pin))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| {
+                DrainError::Load(format!(
+                    "iter/sockmap: {walker_failed}; per-socket probe: {e}"
+                ))
+            })?;
+        tracing::info!(
+            walker = %walker_failed,
+            "iter/sockmap unavailable; checking receive queues socket by socket"
+        );
         Ok(DrainCheck {
-            how: How::PerSocket(ebpf),
+            how: How::PerSocket(probes),
+            sockhashes: fds,
         })
     }
 
-    /// The sockets in `sockhash` that still have unread redirected
+    /// The sockets in the sockhashes that still have unread redirected
     /// messages, among `scope`.
     ///
     /// The iterator reads the whole sockhash in one call, so it always
@@ -129,19 +136,28 @@ impl DrainCheck {
     /// just the sockets that were pending, which on a node with tens of
     /// thousands of accelerated sockets is the difference between a drain
     /// that idles and one that keeps a core busy.
-    pub fn pending(&self, sockhash: BorrowedFd<'_>, scope: Scope<'_>) -> Result<Pass, DrainError> {
+    pub fn pending(&self, scope: Scope<'_>) -> Result<Pass, DrainError> {
+        let mut pending = Vec::new();
         match &self.how {
-            How::Walker(ebpf) => Ok(Pass {
-                pending: walk(ebpf, sockhash)?,
-                covered_every_socket: true,
-            }),
-            How::PerSocket(ebpf) => {
+            How::Walker(ebpf) => {
+                for sockhash in &self.sockhashes {
+                    pending.extend(walk(ebpf, *sockhash)?);
+                }
+                Ok(Pass {
+                    pending,
+                    covered_every_socket: true,
+                })
+            }
+            How::PerSocket(probes) => {
                 let only = match scope {
                     Scope::Every => None,
                     Scope::Only(keys) => Some(keys),
                 };
+                for ebpf in probes {
+                    pending.extend(probe(ebpf, only)?);
+                }
                 Ok(Pass {
-                    pending: probe(ebpf, only)?,
+                    pending,
                     covered_every_socket: only.is_none(),
                 })
             }
