@@ -291,8 +291,14 @@ fn blocking_readers_see_resets_and_big_echoes_intact() {
             &out,
             &report,
         );
+        // Every connection that carried its megabyte to a blocking reader
+        // was caught by the guard. One the sender reset before the
+        // application accepted it never had a file to look at (and needed
+        // no guarding: its reader sees only the reset).
+        let intact = report["intact"].as_u64().unwrap_or(0);
+        assert!(intact >= 50, "{report}");
         assert!(
-            d.of("app_blocking_not_recorded") + d.of("app_blocking_seen_later") >= 100,
+            d.of("app_blocking_not_recorded") + d.of("app_blocking_seen_later") >= intact,
             "{}",
             d.show()
         );
