@@ -71,88 +71,39 @@ fn map_err(e: impl std::fmt::Display) -> DatapathError {
     DatapathError::Map(e.to_string())
 }
 
+/// Capacities set by the operator (the rest are fixed in the map table).
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct MapSizes {
     pub sockhash: u32,
     pub pairing: u32,
-    pub endpoints: u32,
 }
 
 impl Default for MapSizes {
     fn default() -> Self {
         MapSizes {
-            sockhash: 65_536,
-            pairing: 16_384,
-            endpoints: 4_096,
+            sockhash: map::SOCKHASH.max_entries,
+            pairing: map::PAIRING.max_entries,
+        }
+    }
+}
+
+impl MapSizes {
+    /// What `m` is sized to at load time, where the operator decides.
+    fn of(&self, m: &map::MapDef) -> Option<u32> {
+        match m.capacity {
+            map::Capacity::SockhashSize => Some(self.sockhash),
+            map::Capacity::PairingSize => Some(self.pairing),
+            map::Capacity::Fixed | map::Capacity::PerSocket => None,
         }
     }
 }
 
 /// (name, type, key size, value size) of every pinned map: checked on
 /// adoption because the kernel happily hands back any map at a pin path.
-fn expected_maps() -> [(&'static str, MapType, u32, u32); 14] {
-    use std::mem::size_of;
-    [
-        (map::SOCKHASH, MapType::SockHash, 8, 4),
-        (map::RX_SOCKHASH, MapType::SockHash, 8, 4),
-        (
-            map::SOCK_STATE,
-            MapType::SkStorage,
-            4,
-            size_of::<abi::SockState>() as u32,
-        ),
-        (
-            map::PAIRING,
-            MapType::Hash,
-            size_of::<PairKey>() as u32,
-            size_of::<PairValue>() as u32,
-        ),
-        (
-            map::ENDPOINTS,
-            MapType::Hash,
-            size_of::<EndpointKey>() as u32,
-            size_of::<Endpoint>() as u32,
-        ),
-        (map::CONFIG, MapType::Array, 4, size_of::<Config>() as u32),
-        (map::STATS, MapType::PerCpuArray, 4, 8),
-        (
-            map::MESHED_NETNS,
-            MapType::Hash,
-            8,
-            size_of::<abi::MeshedNetns>() as u32,
-        ),
-        (
-            map::EXCLUDED_PORTS,
-            MapType::Hash,
-            size_of::<ExcludedPortKey>() as u32,
-            1,
-        ),
-        (
-            map::EXCLUDED_CIDRS,
-            MapType::LpmTrie,
-            size_of::<ExcludedCidrKey>() as u32,
-            1,
-        ),
-        (
-            map::POD_TRAFFIC,
-            MapType::PerCpuHash,
-            size_of::<abi::PodPair>() as u32,
-            size_of::<abi::PodTraffic>() as u32,
-        ),
-        (map::READER, MapType::Hash, 8, 1),
-        (
-            map::POD_HELD,
-            MapType::Hash,
-            size_of::<abi::PodHeldKey>() as u32,
-            8,
-        ),
-        (
-            map::APP_LISTENERS,
-            MapType::LruHash,
-            size_of::<abi::AppListenerKey>() as u32,
-            1,
-        ),
-    ]
+fn expected_maps() -> impl Iterator<Item = (&'static str, MapType, u32, u32)> {
+    map::ALL
+        .iter()
+        .map(|m| (m.name, m.kind, m.key_size, m.value_size))
 }
 
 /// Staging directory next to the pin dir: everything is pinned there first
@@ -284,28 +235,28 @@ fn stage(
     btf: Option<&Btf>,
 ) -> Result<PinnedLink, DatapathError> {
     let have_netns = u32::from(opts.have_netns_cookie);
-    let mut ebpf = EbpfLoader::new()
-        .btf(btf)
-        .map_max_entries(map::SOCKHASH, opts.sizes.sockhash)
-        .map_max_entries(map::RX_SOCKHASH, opts.sizes.sockhash)
-        .map_max_entries(map::PAIRING, opts.sizes.pairing)
-        // One entry at most per recorded socket.
-        .map_max_entries(map::READER, opts.sizes.sockhash)
-        .map_max_entries(map::ENDPOINTS, opts.sizes.endpoints)
+    let mut loader = EbpfLoader::new();
+    loader.btf(btf);
+    for m in map::ALL {
+        if let Some(n) = opts.sizes.of(m) {
+            loader.map_max_entries(m.name, n);
+        }
+    }
+    let mut ebpf = loader
         .override_global(global::HAVE_NETNS_COOKIE, &have_netns, true)
         .load(object)
         .map_err(|e| DatapathError::Load(error_chain(&e)))?;
 
     {
         let m = ebpf
-            .map_mut(map::CONFIG)
+            .map_mut(map::CONFIG.name)
             .ok_or_else(|| DatapathError::Load("config map missing from object".into()))?;
         let mut config: Array<&mut MapData, Config> = Array::try_from(m).map_err(map_err)?;
         config.set(0, opts.config, 0).map_err(map_err)?;
     }
     let sockhash_fd = {
         let m = ebpf
-            .map(map::SOCKHASH)
+            .map(map::SOCKHASH.name)
             .ok_or_else(|| DatapathError::Load("sockhash missing from object".into()))?;
         let hash: SockHash<&MapData, u64> = SockHash::try_from(m).map_err(map_err)?;
         hash.fd().try_clone().map_err(map_err)?
@@ -329,7 +280,7 @@ fn stage(
     let sk_msg_link = sk_msg.take_link(id).map_err(map_err)?;
     std::mem::forget(sk_msg_link);
 
-    for name in map::ALL {
+    for name in map::ALL.iter().map(|m| m.name) {
         let m = ebpf
             .map(name)
             .ok_or_else(|| DatapathError::Load(format!("map {name} missing from object")))?;
@@ -496,10 +447,10 @@ impl Datapath {
 
         let repin = map::ALL
             .iter()
-            .map(|name| {
-                MapData::from_pin(pin_dir.join(name))
-                    .map(|d| (*name, d))
-                    .map_err(|e| foreign(format!("map pin {name}: {e}")))
+            .map(|m| {
+                MapData::from_pin(pin_dir.join(m.name))
+                    .map(|d| (m.name, d))
+                    .map_err(|e| foreign(format!("map pin {}: {e}", m.name)))
             })
             .collect::<Result<Vec<_>, _>>()?;
         let mut it = maps.into_iter();
@@ -716,15 +667,19 @@ impl Datapath {
             .map(|(name, info)| MapUsage {
                 name,
                 entries: match *name {
-                    n if n == map::SOCKHASH => Some(self.sockhash.keys().count() as u64),
-                    n if n == map::RX_SOCKHASH => Some(self.rx_sockhash.keys().count() as u64),
-                    n if n == map::PAIRING => Some(self.pairing.keys().count() as u64),
-                    n if n == map::ENDPOINTS => Some(self.endpoints.keys().count() as u64),
-                    n if n == map::MESHED_NETNS => Some(self.meshed_netns.keys().count() as u64),
-                    n if n == map::POD_TRAFFIC => Some(self.pod_traffic.keys().count() as u64),
-                    n if n == map::READER => Some(self.reader.keys().count() as u64),
-                    n if n == map::POD_HELD => Some(self.pod_held.keys().count() as u64),
-                    n if n == map::APP_LISTENERS => Some(self.app_listeners.keys().count() as u64),
+                    n if n == map::SOCKHASH.name => Some(self.sockhash.keys().count() as u64),
+                    n if n == map::RX_SOCKHASH.name => Some(self.rx_sockhash.keys().count() as u64),
+                    n if n == map::PAIRING.name => Some(self.pairing.keys().count() as u64),
+                    n if n == map::ENDPOINTS.name => Some(self.endpoints.keys().count() as u64),
+                    n if n == map::MESHED_NETNS.name => {
+                        Some(self.meshed_netns.keys().count() as u64)
+                    }
+                    n if n == map::POD_TRAFFIC.name => Some(self.pod_traffic.keys().count() as u64),
+                    n if n == map::READER.name => Some(self.reader.keys().count() as u64),
+                    n if n == map::POD_HELD.name => Some(self.pod_held.keys().count() as u64),
+                    n if n == map::APP_LISTENERS.name => {
+                        Some(self.app_listeners.keys().count() as u64)
+                    }
                     _ => None,
                 },
                 capacity: info.max_entries(),
@@ -817,10 +772,13 @@ impl Datapath {
     fn sockhashes(&self) -> [(std::os::fd::BorrowedFd<'_>, PathBuf); 2] {
         use std::os::fd::AsFd;
         [
-            (self.sockhash.fd().as_fd(), self.pin_dir.join(map::SOCKHASH)),
+            (
+                self.sockhash.fd().as_fd(),
+                self.pin_dir.join(map::SOCKHASH.name),
+            ),
             (
                 self.rx_sockhash.fd().as_fd(),
-                self.pin_dir.join(map::RX_SOCKHASH),
+                self.pin_dir.join(map::RX_SOCKHASH.name),
             ),
         ]
     }
@@ -999,7 +957,7 @@ pub fn retire_foreign(dir: &Path, timeout: Duration, force: bool) -> bool {
     use std::os::fd::AsFd;
     // Its config may be of another size: `mode` is the first field in
     // every ABI version, so only that is written.
-    let config_path = dir.join(map::CONFIG);
+    let config_path = dir.join(map::CONFIG.name);
     if let Ok(data) = MapData::from_pin(&config_path)
         && let Ok(info) = data.info()
         && info.map_type().ok() == Some(MapType::Array)
@@ -1012,9 +970,8 @@ pub fn retire_foreign(dir: &Path, timeout: Duration, force: bool) -> bool {
         tracing::warn!(dir = %dir.display(), error = %e, "could not switch the old datapath to passthrough");
     }
     // Older versions have only some of our sockhashes.
-    let sockhashes: Vec<(MapData, PathBuf)> = map::SOCKHASHES
-        .iter()
-        .map(|name| dir.join(name))
+    let sockhashes: Vec<(MapData, PathBuf)> = map::drained()
+        .map(|m| dir.join(m.name))
         .filter_map(|pin| MapData::from_pin(&pin).ok().map(|data| (data, pin)))
         .filter(|(data, _)| data.info().and_then(|i| i.map_type()).ok() == Some(MapType::SockHash))
         .collect();
