@@ -15,6 +15,7 @@ mod kubernetes;
 mod lend;
 mod node_agent;
 mod probes;
+mod reconcile;
 mod run;
 mod selftest;
 mod server;
