@@ -4,6 +4,8 @@
 //! The objects are embedded so the daemon is one self-contained binary.
 
 pub mod abi;
+#[cfg(test)]
+mod btf;
 pub mod map;
 
 /// The datapath object: `accel_sockops` (sock_ops) and `accel_sk_msg` (sk_msg)
