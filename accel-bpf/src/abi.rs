@@ -1,6 +1,7 @@
 //! Rust mirror of `src/bpf/accel_abi.h`. The layout tests at the bottom
-//! compare every size, offset and constant with what the C compiler produced
-//! from the header itself (see build.rs), so the two cannot drift apart.
+//! compare every struct's size and member offsets with the BTF clang wrote
+//! into the built objects, and every constant and counter with the header
+//! itself, so the two cannot drift apart.
 
 use std::net::{IpAddr, Ipv6Addr};
 
@@ -392,291 +393,236 @@ unsafe impl aya::Pod for ExcludedCidrKey {}
 #[cfg(test)]
 mod layout_tests {
     use super::*;
-    use core::mem::{offset_of, size_of};
+    use crate::{DATAPATH_FLOW_OBJ, DATAPATH_OBJ};
+    use core::mem::{offset_of, size_of, size_of_val};
+    use std::collections::BTreeMap;
 
-    #[allow(non_upper_case_globals, dead_code)]
-    mod c {
-        include!(concat!(env!("OUT_DIR"), "/c_layout.rs"));
+    /// A Rust mirror of one C struct.
+    struct Mirror {
+        c: &'static str,
+        size: usize,
+        /// Sum of the field sizes: equal to `size` when every hole is a named _pad.
+        fields_size: usize,
+        /// Field name -> offset.
+        fields: BTreeMap<String, u32>,
     }
 
+    macro_rules! mirror {
+        ($t:ty = $c:literal { $($f:ident),* $(,)? }) => {{
+            let v = <$t>::default();
+            Mirror {
+                c: $c,
+                size: size_of::<$t>(),
+                fields_size: 0 $(+ size_of_val(&v.$f))*,
+                fields: BTreeMap::from([$((stringify!($f).to_string(), offset_of!($t, $f) as u32)),*]),
+            }
+        }};
+    }
+
+    /// Every struct of the ABI. A Rust field left out here breaks
+    /// `no_implicit_padding`; a C member, the BTF comparison.
+    fn mirrors() -> Vec<Mirror> {
+        vec![
+            mirror!(Config = "accel_config" { mode, flags, flow_budget, proxy_uid, default_ep_flags }),
+            mirror!(SockState = "accel_sock_state" {
+                token, peer_cookie, role, decision, reason, flags, local_pod, peer_pod,
+                redirected_msgs, redirected_bytes, passed_msgs, passed_bytes, peer_sk,
+                flow_switches, flow_unchecked, cookie, ingress, peer_ingress, _pad0, _pad1,
+            }),
+            mirror!(PairKey = "accel_pair_key" { token, stage, _pad0 }),
+            mirror!(PairValue = "accel_pair_value" { cookie, netns_cookie, sk_addr, pod, ingress, flags }),
+            mirror!(EndpointKey = "accel_endpoint_key" { addr }),
+            mirror!(Endpoint = "accel_endpoint" { flags, pod, _pad0 }),
+            mirror!(MeshedNetns = "accel_meshed_netns" { pod, flags }),
+            mirror!(PodPair = "accel_pod_pair" { src, dst }),
+            mirror!(PodHeldKey = "accel_pod_held_key" { pod, reason }),
+            mirror!(AppListenerKey = "accel_app_listener_key" { netns_cookie, addr, port, _pad0, _pad1 }),
+            mirror!(PodTraffic = "accel_pod_traffic" { msgs, bytes }),
+            mirror!(ExcludedPortKey = "accel_excluded_port_key" { addr, port, direction, _pad0 }),
+            mirror!(ExcludedCidrKey = "accel_excluded_cidr_key" { prefixlen, pod, dst }),
+        ]
+    }
+
+    /// Size and every member's offset, against the BTF clang wrote into
+    /// each datapath object (the layout the programs really use).
     #[test]
-    fn structs_match_c() {
-        assert_eq!(size_of::<Config>(), c::SIZEOF_accel_config);
-        assert_eq!(offset_of!(Config, mode), c::OFFSETOF_accel_config_mode);
-
-        assert_eq!(size_of::<SockState>(), c::SIZEOF_accel_sock_state);
-        assert_eq!(
-            offset_of!(SockState, token),
-            c::OFFSETOF_accel_sock_state_token
-        );
-        assert_eq!(
-            offset_of!(SockState, peer_cookie),
-            c::OFFSETOF_accel_sock_state_peer_cookie
-        );
-        assert_eq!(
-            offset_of!(SockState, role),
-            c::OFFSETOF_accel_sock_state_role
-        );
-        assert_eq!(
-            offset_of!(SockState, decision),
-            c::OFFSETOF_accel_sock_state_decision
-        );
-        assert_eq!(
-            offset_of!(SockState, reason),
-            c::OFFSETOF_accel_sock_state_reason
-        );
-        assert_eq!(
-            offset_of!(SockState, flags),
-            c::OFFSETOF_accel_sock_state_flags
-        );
-        assert_eq!(
-            offset_of!(SockState, redirected_msgs),
-            c::OFFSETOF_accel_sock_state_redirected_msgs
-        );
-        assert_eq!(
-            offset_of!(SockState, redirected_bytes),
-            c::OFFSETOF_accel_sock_state_redirected_bytes
-        );
-        assert_eq!(
-            offset_of!(SockState, passed_msgs),
-            c::OFFSETOF_accel_sock_state_passed_msgs
-        );
-        assert_eq!(
-            offset_of!(SockState, passed_bytes),
-            c::OFFSETOF_accel_sock_state_passed_bytes
-        );
-
-        assert_eq!(size_of::<PairKey>(), c::SIZEOF_accel_pair_key);
-        assert_eq!(offset_of!(PairKey, token), c::OFFSETOF_accel_pair_key_token);
-        assert_eq!(offset_of!(PairKey, stage), c::OFFSETOF_accel_pair_key_stage);
-
-        assert_eq!(size_of::<PairValue>(), c::SIZEOF_accel_pair_value);
-        assert_eq!(
-            offset_of!(PairValue, cookie),
-            c::OFFSETOF_accel_pair_value_cookie
-        );
-        assert_eq!(
-            offset_of!(PairValue, netns_cookie),
-            c::OFFSETOF_accel_pair_value_netns_cookie
-        );
-        assert_eq!(
-            offset_of!(PairValue, sk_addr),
-            c::OFFSETOF_accel_pair_value_sk_addr
-        );
-
-        assert_eq!(offset_of!(Config, flags), c::OFFSETOF_accel_config_flags);
-        assert_eq!(
-            offset_of!(Config, flow_budget),
-            c::OFFSETOF_accel_config_flow_budget
-        );
-        assert_eq!(
-            size_of::<ExcludedPortKey>(),
-            c::SIZEOF_accel_excluded_port_key
-        );
-        assert_eq!(
-            offset_of!(ExcludedPortKey, addr),
-            c::OFFSETOF_accel_excluded_port_key_addr
-        );
-        assert_eq!(
-            offset_of!(ExcludedPortKey, port),
-            c::OFFSETOF_accel_excluded_port_key_port
-        );
-        assert_eq!(
-            offset_of!(ExcludedPortKey, direction),
-            c::OFFSETOF_accel_excluded_port_key_direction
-        );
-        assert_eq!(
-            size_of::<ExcludedCidrKey>(),
-            c::SIZEOF_accel_excluded_cidr_key
-        );
-        assert_eq!(
-            offset_of!(ExcludedCidrKey, prefixlen),
-            c::OFFSETOF_accel_excluded_cidr_key_prefixlen
-        );
-        assert_eq!(
-            offset_of!(ExcludedCidrKey, pod),
-            c::OFFSETOF_accel_excluded_cidr_key_pod
-        );
-        assert_eq!(
-            offset_of!(ExcludedCidrKey, dst),
-            c::OFFSETOF_accel_excluded_cidr_key_dst
-        );
-        assert_eq!(size_of::<EndpointKey>(), c::SIZEOF_accel_endpoint_key);
-        assert_eq!(size_of::<Endpoint>(), c::SIZEOF_accel_endpoint);
-        assert_eq!(
-            offset_of!(Endpoint, flags),
-            c::OFFSETOF_accel_endpoint_flags
-        );
-        assert_eq!(offset_of!(Endpoint, pod), c::OFFSETOF_accel_endpoint_pod);
-        assert_eq!(
-            offset_of!(SockState, local_pod),
-            c::OFFSETOF_accel_sock_state_local_pod
-        );
-        assert_eq!(
-            offset_of!(SockState, peer_pod),
-            c::OFFSETOF_accel_sock_state_peer_pod
-        );
-        assert_eq!(offset_of!(PairValue, pod), c::OFFSETOF_accel_pair_value_pod);
-        assert_eq!(size_of::<MeshedNetns>(), c::SIZEOF_accel_meshed_netns);
-        assert_eq!(
-            offset_of!(MeshedNetns, pod),
-            c::OFFSETOF_accel_meshed_netns_pod
-        );
-        assert_eq!(
-            offset_of!(MeshedNetns, flags),
-            c::OFFSETOF_accel_meshed_netns_flags
-        );
-        assert_eq!(
-            offset_of!(Config, proxy_uid),
-            c::OFFSETOF_accel_config_proxy_uid
-        );
-        assert_eq!(size_of::<PodPair>(), c::SIZEOF_accel_pod_pair);
-        assert_eq!(offset_of!(PodPair, src), c::OFFSETOF_accel_pod_pair_src);
-        assert_eq!(offset_of!(PodPair, dst), c::OFFSETOF_accel_pod_pair_dst);
-        assert_eq!(size_of::<PodTraffic>(), c::SIZEOF_accel_pod_traffic);
-        assert_eq!(
-            offset_of!(PodTraffic, msgs),
-            c::OFFSETOF_accel_pod_traffic_msgs
-        );
-        assert_eq!(
-            offset_of!(PodTraffic, bytes),
-            c::OFFSETOF_accel_pod_traffic_bytes
-        );
-        assert_eq!(
-            offset_of!(Config, default_ep_flags),
-            c::OFFSETOF_accel_config_default_ep_flags
-        );
-        assert_eq!(
-            offset_of!(SockState, cookie),
-            c::OFFSETOF_accel_sock_state_cookie
-        );
-        assert_eq!(
-            offset_of!(SockState, ingress),
-            c::OFFSETOF_accel_sock_state_ingress
-        );
-        assert_eq!(
-            offset_of!(SockState, peer_ingress),
-            c::OFFSETOF_accel_sock_state_peer_ingress
-        );
-        assert_eq!(
-            offset_of!(PairValue, ingress),
-            c::OFFSETOF_accel_pair_value_ingress
-        );
-        assert_eq!(
-            offset_of!(PairValue, flags),
-            c::OFFSETOF_accel_pair_value_flags
-        );
-        assert_eq!(size_of::<PodHeldKey>(), c::SIZEOF_accel_pod_held_key);
-        assert_eq!(
-            size_of::<AppListenerKey>(),
-            c::SIZEOF_accel_app_listener_key
-        );
-        assert_eq!(
-            offset_of!(AppListenerKey, addr),
-            c::OFFSETOF_accel_app_listener_key_addr
-        );
-        assert_eq!(
-            offset_of!(AppListenerKey, port),
-            c::OFFSETOF_accel_app_listener_key_port
-        );
-        assert_eq!(
-            offset_of!(PodHeldKey, reason),
-            c::OFFSETOF_accel_pod_held_key_reason
-        );
+    fn structs_match_the_btf_of_the_objects() {
+        for (object, bytes) in [
+            ("datapath", DATAPATH_OBJ),
+            ("datapath_flow", DATAPATH_FLOW_OBJ),
+        ] {
+            let obj = aya_obj::Object::parse(bytes)
+                .unwrap_or_else(|e| panic!("parsing {object}.bpf.o: {e}"));
+            let btf = obj
+                .btf
+                .as_ref()
+                .unwrap_or_else(|| panic!("{object}.bpf.o has no BTF: build with -g"))
+                .to_bytes();
+            let structs = crate::btf::structs(&btf)
+                .unwrap_or_else(|e| panic!("reading the BTF of {object}.bpf.o: {e}"));
+            for m in mirrors() {
+                let c = structs.get(m.c).unwrap_or_else(|| {
+                    panic!(
+                        "{object}.bpf.o: struct {} is not in its BTF (does a map use it?)",
+                        m.c
+                    )
+                });
+                assert_eq!(
+                    m.size as u32, c.size,
+                    "{object}.bpf.o: size of struct {}",
+                    m.c
+                );
+                assert_eq!(
+                    m.fields, c.members,
+                    "{object}.bpf.o: struct {} (member -> offset) differs from abi.rs",
+                    m.c
+                );
+            }
+        }
     }
 
     #[test]
     fn no_implicit_padding() {
-        // Sum of field sizes equals the struct size: every hole is a named _pad.
-        assert_eq!(
-            size_of::<SockState>(),
-            8 + 8 + 4 + 2 + 2 + 8 * 8 + 1 + 1 + 2 + 4
-        );
-        assert_eq!(size_of::<PodHeldKey>(), 2 + 2);
-        assert_eq!(size_of::<AppListenerKey>(), 8 + 16 + 2 + 2 + 4);
-        assert_eq!(size_of::<PairValue>(), 3 * 8 + 2 + 2 + 4);
-        assert_eq!(size_of::<MeshedNetns>(), 2 + 2);
-        assert_eq!(size_of::<PodPair>(), 2 + 2);
-        assert_eq!(size_of::<PodTraffic>(), 8 + 8);
-        assert_eq!(size_of::<PairKey>(), 8 + 4 + 4);
-        assert_eq!(size_of::<Config>(), 5 * 4);
-        assert_eq!(size_of::<Endpoint>(), 4 + 2 + 2);
-        assert_eq!(size_of::<ExcludedPortKey>(), 16 + 2 + 1 + 1);
-        assert_eq!(size_of::<ExcludedCidrKey>(), 4 + 16 + 16);
+        for m in mirrors() {
+            assert_eq!(
+                m.fields_size, m.size,
+                "{}: a hole that is not a named _pad",
+                m.c
+            );
+        }
+    }
+
+    const HEADER: &str = include_str!("bpf/accel_abi.h");
+
+    /// A `#define` of accel_abi.h: decimal, hex or `(1U << n)`.
+    fn c(name: &str) -> u64 {
+        let int = |t: &str| -> u64 {
+            let t = t.trim().trim_end_matches(['U', 'u', 'L', 'l']);
+            let v = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+                Some(hex) => u64::from_str_radix(hex, 16),
+                None => t.parse(),
+            };
+            v.unwrap_or_else(|_| panic!("{name}: cannot read {t:?} (decimal, hex or (1U << n))"))
+        };
+        let value = HEADER
+            .lines()
+            .find_map(|l| {
+                let rest = l.trim_start().strip_prefix("#define")?.trim_start();
+                let rest = rest.strip_prefix(name)?;
+                rest.starts_with(char::is_whitespace)
+                    .then(|| rest.split("/*").next().unwrap_or_default().trim())
+            })
+            .unwrap_or_else(|| panic!("{name} is not defined in accel_abi.h"));
+        match value.strip_prefix('(').and_then(|v| v.strip_suffix(')')) {
+            Some(inner) => match inner.split_once("<<") {
+                Some((a, b)) => int(a) << int(b),
+                None => int(inner),
+            },
+            None => int(value),
+        }
+    }
+
+    /// `enum accel_stat` of accel_abi.h: (name, value) in order.
+    fn c_stats() -> Vec<(String, u64)> {
+        let body = HEADER
+            .split_once("enum accel_stat {")
+            .and_then(|(_, rest)| rest.split_once("};"))
+            .map(|(body, _)| body)
+            .expect("enum accel_stat in accel_abi.h");
+        let mut next = 0;
+        let mut out = Vec::new();
+        for line in body.lines() {
+            let item = line.split("/*").next().unwrap_or_default().trim();
+            let item = item.trim_end_matches(',').trim();
+            if item.is_empty() {
+                continue;
+            }
+            let (name, value) = match item.split_once('=') {
+                Some((n, v)) => (n.trim(), v.trim().parse().expect("enum value")),
+                None => (item, next),
+            };
+            out.push((name.to_string(), value));
+            next = value + 1;
+        }
+        out
     }
 
     #[test]
     fn constants_match_c() {
-        assert_eq!(u64::from(ABI_VERSION), c::ACCEL_ABI_VERSION);
-        assert_eq!(u64::from(TCPOPT_KIND), c::ACCEL_TCPOPT_KIND);
-        assert_eq!(u64::from(TCPOPT_EXID), c::ACCEL_TCPOPT_EXID);
-        assert_eq!(u64::from(TCPOPT_LEN), c::ACCEL_TCPOPT_LEN);
-        assert_eq!(u64::from(ROLE_ACTIVE), c::ACCEL_ROLE_ACTIVE);
-        assert_eq!(u64::from(ROLE_PASSIVE), c::ACCEL_ROLE_PASSIVE);
-        assert_eq!(u64::from(DECISION_UNDECIDED), c::ACCEL_DECISION_UNDECIDED);
-        assert_eq!(u64::from(DECISION_REDIRECT), c::ACCEL_DECISION_REDIRECT);
-        assert_eq!(u64::from(DECISION_TCP), c::ACCEL_DECISION_TCP);
-        assert_eq!(u64::from(DECISION_TCP_FLOW), c::ACCEL_DECISION_TCP_FLOW);
-        assert_eq!(u64::from(REASON_FLOW), c::ACCEL_REASON_FLOW);
-        assert_eq!(u64::from(REASON_NONE), c::ACCEL_REASON_NONE);
-        assert_eq!(u64::from(REASON_UNPAIRED), c::ACCEL_REASON_UNPAIRED);
-        assert_eq!(u64::from(REASON_PASSTHROUGH), c::ACCEL_REASON_PASSTHROUGH);
-        assert_eq!(u64::from(REASON_PEER_GONE), c::ACCEL_REASON_PEER_GONE);
-        assert_eq!(u64::from(SF_OPT_PENDING), c::ACCEL_SF_OPT_PENDING);
-        assert_eq!(u64::from(SF_APP_GUARDED), c::ACCEL_SF_APP_GUARDED);
-        assert_eq!(u64::from(SF_PROVEN), c::ACCEL_SF_PROVEN);
-        assert_eq!(u64::from(SF_LEAVING), c::ACCEL_SF_LEAVING);
-        assert_eq!(u64::from(SF_RX_ONLY), c::ACCEL_SF_RX_ONLY);
-        assert_eq!(u64::from(SF_PEER_RX_ONLY), c::ACCEL_SF_PEER_RX_ONLY);
-        assert_eq!(u64::from(PAIR_F_RX_ONLY), c::ACCEL_PAIR_F_RX_ONLY);
-        assert_eq!(u64::from(REASON_BLOCKING), c::ACCEL_REASON_BLOCKING);
+        assert_eq!(u64::from(ABI_VERSION), c("ACCEL_ABI_VERSION"));
+        assert_eq!(u64::from(TCPOPT_KIND), c("ACCEL_TCPOPT_KIND"));
+        assert_eq!(u64::from(TCPOPT_EXID), c("ACCEL_TCPOPT_EXID"));
+        assert_eq!(u64::from(TCPOPT_LEN), c("ACCEL_TCPOPT_LEN"));
+        assert_eq!(u64::from(ROLE_ACTIVE), c("ACCEL_ROLE_ACTIVE"));
+        assert_eq!(u64::from(ROLE_PASSIVE), c("ACCEL_ROLE_PASSIVE"));
+        assert_eq!(u64::from(DECISION_UNDECIDED), c("ACCEL_DECISION_UNDECIDED"));
+        assert_eq!(u64::from(DECISION_REDIRECT), c("ACCEL_DECISION_REDIRECT"));
+        assert_eq!(u64::from(DECISION_TCP), c("ACCEL_DECISION_TCP"));
+        assert_eq!(u64::from(DECISION_TCP_FLOW), c("ACCEL_DECISION_TCP_FLOW"));
+        assert_eq!(u64::from(REASON_FLOW), c("ACCEL_REASON_FLOW"));
+        assert_eq!(u64::from(REASON_NONE), c("ACCEL_REASON_NONE"));
+        assert_eq!(u64::from(REASON_UNPAIRED), c("ACCEL_REASON_UNPAIRED"));
+        assert_eq!(u64::from(REASON_PASSTHROUGH), c("ACCEL_REASON_PASSTHROUGH"));
+        assert_eq!(u64::from(REASON_PEER_GONE), c("ACCEL_REASON_PEER_GONE"));
+        assert_eq!(u64::from(SF_OPT_PENDING), c("ACCEL_SF_OPT_PENDING"));
+        assert_eq!(u64::from(SF_APP_GUARDED), c("ACCEL_SF_APP_GUARDED"));
+        assert_eq!(u64::from(SF_PROVEN), c("ACCEL_SF_PROVEN"));
+        assert_eq!(u64::from(SF_LEAVING), c("ACCEL_SF_LEAVING"));
+        assert_eq!(u64::from(SF_RX_ONLY), c("ACCEL_SF_RX_ONLY"));
+        assert_eq!(u64::from(SF_PEER_RX_ONLY), c("ACCEL_SF_PEER_RX_ONLY"));
+        assert_eq!(u64::from(PAIR_F_RX_ONLY), c("ACCEL_PAIR_F_RX_ONLY"));
+        assert_eq!(u64::from(REASON_BLOCKING), c("ACCEL_REASON_BLOCKING"));
         assert_eq!(
             u64::from(REASON_APP_READS_TCP),
-            c::ACCEL_REASON_APP_READS_TCP
+            c("ACCEL_REASON_APP_READS_TCP")
         );
-        assert_eq!(u64::from(INGRESS_OPEN), c::ACCEL_INGRESS_OPEN);
-        assert_eq!(u64::from(INGRESS_CLOSED), c::ACCEL_INGRESS_CLOSED);
+        assert_eq!(u64::from(INGRESS_OPEN), c("ACCEL_INGRESS_OPEN"));
+        assert_eq!(u64::from(INGRESS_CLOSED), c("ACCEL_INGRESS_CLOSED"));
         assert_eq!(
             u64::from(INGRESS_UNLESS_BLOCKING),
-            c::ACCEL_INGRESS_UNLESS_BLOCKING
+            c("ACCEL_INGRESS_UNLESS_BLOCKING")
         );
-        assert_eq!(u64::from(READER_BLOCKING), c::ACCEL_READER_BLOCKING);
-        assert_eq!(u64::from(HELD_BLOCKING), c::ACCEL_HELD_BLOCKING);
-        assert_eq!(u64::from(HELD_NO_FILE), c::ACCEL_HELD_NO_FILE);
-        assert_eq!(u64::from(HELD_APP_READS_TCP), c::ACCEL_HELD_APP_READS_TCP);
+        assert_eq!(u64::from(READER_BLOCKING), c("ACCEL_READER_BLOCKING"));
+        assert_eq!(u64::from(HELD_BLOCKING), c("ACCEL_HELD_BLOCKING"));
+        assert_eq!(u64::from(HELD_NO_FILE), c("ACCEL_HELD_NO_FILE"));
+        assert_eq!(u64::from(HELD_APP_READS_TCP), c("ACCEL_HELD_APP_READS_TCP"));
         assert_eq!(
             u64::from(EP_APP_NONBLOCKING_ONLY),
-            c::ACCEL_EP_APP_NONBLOCKING_ONLY
+            c("ACCEL_EP_APP_NONBLOCKING_ONLY")
         );
-        assert_eq!(u64::from(EP_APP_SEND_ONLY), c::ACCEL_EP_APP_SEND_ONLY);
-        assert_eq!(u64::from(PAIR_OFFER), c::ACCEL_PAIR_OFFER);
-        assert_eq!(u64::from(PAIR_ANSWER), c::ACCEL_PAIR_ANSWER);
-        assert_eq!(u64::from(MODE_ACCELERATE), c::ACCEL_MODE_ACCELERATE);
-        assert_eq!(u64::from(MODE_PASSTHROUGH), c::ACCEL_MODE_PASSTHROUGH);
-        assert_eq!(u64::from(EP_MESHED), c::ACCEL_EP_MESHED);
-        assert_eq!(u64::from(EP_PROXY_ONLY), c::ACCEL_EP_PROXY_ONLY);
+        assert_eq!(u64::from(EP_APP_SEND_ONLY), c("ACCEL_EP_APP_SEND_ONLY"));
+        assert_eq!(u64::from(PAIR_OFFER), c("ACCEL_PAIR_OFFER"));
+        assert_eq!(u64::from(PAIR_ANSWER), c("ACCEL_PAIR_ANSWER"));
+        assert_eq!(u64::from(MODE_ACCELERATE), c("ACCEL_MODE_ACCELERATE"));
+        assert_eq!(u64::from(MODE_PASSTHROUGH), c("ACCEL_MODE_PASSTHROUGH"));
+        assert_eq!(u64::from(EP_MESHED), c("ACCEL_EP_MESHED"));
+        assert_eq!(u64::from(EP_PROXY_ONLY), c("ACCEL_EP_PROXY_ONLY"));
         assert_eq!(
             u64::from(CFG_LOOPBACK_MESHED_ONLY),
-            c::ACCEL_CFG_LOOPBACK_MESHED_ONLY
+            c("ACCEL_CFG_LOOPBACK_MESHED_ONLY")
         );
-        assert_eq!(u64::from(DIR_INBOUND), c::ACCEL_DIR_INBOUND);
-        assert_eq!(u64::from(DIR_OUTBOUND), c::ACCEL_DIR_OUTBOUND);
-        assert_eq!(u64::from(STATS_SLOTS), c::ACCEL_STATS_SLOTS);
+        assert_eq!(u64::from(DIR_INBOUND), c("ACCEL_DIR_INBOUND"));
+        assert_eq!(u64::from(DIR_OUTBOUND), c("ACCEL_DIR_OUTBOUND"));
+        assert_eq!(u64::from(STATS_SLOTS), c("ACCEL_STATS_SLOTS"));
     }
 
     #[test]
     fn stats_match_c() {
-        assert_eq!(Stat::ALL.len() as u64, c::ACCEL_STAT_COUNT);
-        const { assert!(c::ACCEL_STAT_COUNT <= c::ACCEL_STATS_SLOTS) };
-        for (i, stat) in Stat::ALL.iter().enumerate() {
-            assert_eq!(*stat as u32, c::STAT_VALUES_C[i], "{}", c::STAT_NAMES_C[i]);
+        let c_stats = c_stats();
+        let (count, slots) = c_stats.split_last().expect("enum accel_stat is empty");
+        for (stat, (c_name, c_value)) in Stat::ALL.iter().zip(slots) {
+            assert_eq!(u64::from(*stat as u32), *c_value, "{c_name}");
             // ACCEL_STAT_FOO_BAR <-> Stat::FooBar: compare names loosely.
-            let c_name = c::STAT_NAMES_C[i]
-                .trim_start_matches("ACCEL_STAT_")
-                .to_lowercase();
+            let c_name = c_name.trim_start_matches("ACCEL_STAT_").to_lowercase();
             let rust_name = format!("{stat:?}").to_lowercase();
-            assert_eq!(c_name.replace('_', ""), rust_name, "slot {i}");
+            assert_eq!(c_name.replace('_', ""), rust_name, "slot {c_value}");
         }
+        assert_eq!(slots.len(), Stat::ALL.len(), "counters in C and in Rust");
+        assert_eq!(
+            count,
+            &("ACCEL_STAT_COUNT".to_string(), Stat::ALL.len() as u64)
+        );
+        assert!(count.1 <= c("ACCEL_STATS_SLOTS"));
     }
 
     #[test]

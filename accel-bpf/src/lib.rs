@@ -4,6 +4,9 @@
 //! The objects are embedded so the daemon is one self-contained binary.
 
 pub mod abi;
+#[cfg(test)]
+mod btf;
+pub mod map;
 
 /// The datapath object: `accel_sockops` (sock_ops) and `accel_sk_msg` (sk_msg)
 /// with their maps.
@@ -91,44 +94,6 @@ pub mod drain_probe {
             assert_eq!(&p[KEY_OFFSET..], &0x0102_0304_0506_0708u64.to_ne_bytes());
         }
     }
-}
-
-/// Map names inside [`DATAPATH_OBJ`] (also their pin file names).
-pub mod map {
-    pub const SOCKHASH: &str = "accel_sockhash";
-    /// Receive-only sockets: redirect targets whose sends skip sk_msg.
-    pub const RX_SOCKHASH: &str = "accel_rx_sockhash";
-    pub const SOCK_STATE: &str = "accel_sock_state";
-    pub const PAIRING: &str = "accel_pairing";
-    pub const ENDPOINTS: &str = "accel_endpoints";
-    pub const CONFIG: &str = "accel_config";
-    pub const STATS: &str = "accel_stats";
-    pub const MESHED_NETNS: &str = "accel_meshed_netns";
-    pub const EXCLUDED_PORTS: &str = "accel_excluded_ports";
-    pub const EXCLUDED_CIDRS: &str = "accel_excluded_cidrs";
-    pub const POD_TRAFFIC: &str = "accel_pod_traffic";
-    pub const READER: &str = "accel_reader";
-    pub const POD_HELD: &str = "accel_pod_held";
-    pub const APP_LISTENERS: &str = "accel_app_listeners";
-    /// The sockhashes, each drained before the datapath goes away.
-    pub const SOCKHASHES: [&str; 2] = [SOCKHASH, RX_SOCKHASH];
-    /// Every pinned map, in the order status reports them.
-    pub const ALL: [&str; 14] = [
-        SOCKHASH,
-        RX_SOCKHASH,
-        SOCK_STATE,
-        PAIRING,
-        ENDPOINTS,
-        CONFIG,
-        STATS,
-        MESHED_NETNS,
-        EXCLUDED_PORTS,
-        EXCLUDED_CIDRS,
-        POD_TRAFFIC,
-        READER,
-        POD_HELD,
-        APP_LISTENERS,
-    ];
 }
 
 /// Read-only globals the loader sets from its probes.

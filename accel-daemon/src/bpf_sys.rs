@@ -1,13 +1,21 @@
-//! The few bpf(2) commands aya 0.14 does not expose, as raw calls.
+//! The few bpf(2) commands aya 0.14 does not expose, as raw calls: links,
+//! iterators, and element access typed by the caller for any keyed map
+//! (aya offers it once per map type, each with its own key conventions).
 
 use std::{
     fs::File,
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    io,
+    mem::size_of,
+    os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
 };
+
+use aya::Pod;
 
 // From <linux/bpf.h>: stable UAPI numbers.
 const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
+const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
 const BPF_LINK_CREATE: libc::c_long = 28;
 const BPF_LINK_GET_FD_BY_ID: libc::c_long = 30;
 const BPF_ITER_CREATE: libc::c_long = 33;
@@ -104,4 +112,134 @@ pub fn array_slot0_set_first_u32(
     call(BPF_MAP_LOOKUP_ELEM, &mut slot)?;
     slot[0..4].copy_from_slice(&value.to_ne_bytes());
     call(BPF_MAP_UPDATE_ELEM, &mut slot)
+}
+
+/// One element command: map_fd @0, key @8, value or next_key @16, flags @24.
+fn elem(cmd: libc::c_long, map: BorrowedFd<'_>, key: *const u8, out: *mut u8) -> io::Result<()> {
+    let mut attr = [0u8; 128];
+    attr[0..4].copy_from_slice(&(map.as_raw_fd() as u32).to_ne_bytes());
+    attr[8..16].copy_from_slice(&(key as u64).to_ne_bytes());
+    attr[16..24].copy_from_slice(&(out as u64).to_ne_bytes());
+    // SAFETY: the callers pass a key and a value buffer of the map's sizes
+    // (or null where the command allows) that outlive the call; these
+    // commands return 0 or -1.
+    let ret = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), attr.len() as u32) };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn zeroed<T: Pod>() -> T {
+    // SAFETY: Pod types are plain integers and arrays: all zeroes is a value.
+    unsafe { std::mem::zeroed() }
+}
+
+fn gone(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::ENOENT)
+}
+
+/// Every key of `map` (a key deleted during the walk restarts it at the
+/// first key: the kernel's rule, as with aya's iterators).
+pub fn map_keys<K: Pod>(map: BorrowedFd<'_>) -> io::Result<Vec<K>> {
+    let mut keys: Vec<K> = Vec::new();
+    loop {
+        let mut next = zeroed::<K>();
+        let prev = keys
+            .last()
+            .map_or(std::ptr::null(), |k| (k as *const K).cast());
+        match elem(
+            BPF_MAP_GET_NEXT_KEY,
+            map,
+            prev,
+            (&mut next as *mut K).cast(),
+        ) {
+            Ok(()) => keys.push(next),
+            Err(e) if gone(&e) => return Ok(keys),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// How many keys `map` holds, whatever their type.
+pub fn map_count(map: BorrowedFd<'_>, key_size: u32) -> io::Result<u64> {
+    let mut prev: Option<Vec<u8>> = None;
+    let mut n = 0;
+    loop {
+        let mut next = vec![0u8; key_size as usize];
+        let at = prev.as_ref().map_or(std::ptr::null(), |p| p.as_ptr());
+        match elem(BPF_MAP_GET_NEXT_KEY, map, at, next.as_mut_ptr()) {
+            Ok(()) => {
+                n += 1;
+                prev = Some(next);
+            }
+            Err(e) if gone(&e) => return Ok(n),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The value at `key`, `None` if there is none.
+pub fn map_lookup<K: Pod, V: Pod>(map: BorrowedFd<'_>, key: &K) -> io::Result<Option<V>> {
+    let mut value = zeroed::<V>();
+    match elem(
+        BPF_MAP_LOOKUP_ELEM,
+        map,
+        (key as *const K).cast(),
+        (&mut value as *mut V).cast(),
+    ) {
+        Ok(()) => Ok(Some(value)),
+        Err(e) if gone(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Each CPU's value at `key` in a per-CPU map, `None` if there is none.
+pub fn map_lookup_per_cpu<K: Pod, V: Pod>(
+    map: BorrowedFd<'_>,
+    key: &K,
+    cpus: usize,
+) -> io::Result<Option<Vec<V>>> {
+    // The kernel copies one slot per possible CPU, each rounded up to 8.
+    let stride = size_of::<V>().next_multiple_of(8);
+    let mut buf = vec![0u8; stride * cpus];
+    match elem(
+        BPF_MAP_LOOKUP_ELEM,
+        map,
+        (key as *const K).cast(),
+        buf.as_mut_ptr(),
+    ) {
+        Ok(()) => Ok(Some(
+            buf.chunks_exact(stride)
+                // SAFETY: each chunk holds at least size_of::<V>() bytes,
+                // and V is Pod.
+                .map(|c| unsafe { std::ptr::read_unaligned(c.as_ptr().cast::<V>()) })
+                .collect(),
+        )),
+        Err(e) if gone(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Creates or replaces the value at `key` (BPF_ANY).
+pub fn map_update<K: Pod, V: Pod>(map: BorrowedFd<'_>, key: &K, value: &V) -> io::Result<()> {
+    elem(
+        BPF_MAP_UPDATE_ELEM,
+        map,
+        (key as *const K).cast(),
+        (value as *const V).cast_mut().cast(),
+    )
+}
+
+/// Deletes `key`; a key already gone is no error.
+pub fn map_delete<K: Pod>(map: BorrowedFd<'_>, key: &K) -> io::Result<()> {
+    match elem(
+        BPF_MAP_DELETE_ELEM,
+        map,
+        (key as *const K).cast(),
+        std::ptr::null_mut(),
+    ) {
+        Err(e) if gone(&e) => Ok(()),
+        r => r,
+    }
 }

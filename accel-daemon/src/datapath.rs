@@ -7,6 +7,7 @@
 
 use std::{
     fs,
+    os::fd::{AsFd, BorrowedFd},
     path::{Path, PathBuf},
     thread,
     time::{Duration, Instant},
@@ -14,18 +15,14 @@ use std::{
 
 use accel_bpf::{
     DATAPATH_FLOW_OBJ, DATAPATH_OBJ,
-    abi::{
-        self, Config, Endpoint, EndpointKey, ExcludedCidrKey, ExcludedPortKey, PairKey, PairValue,
-        Stat,
-    },
-    global, map, prog,
+    abi::{self, Config, Stat},
+    global,
+    map::{self, Cleanup, MapDef, Spec},
+    prog,
 };
 use aya::{
-    Btf, EbpfLoader,
-    maps::{
-        Array, HashMap, LpmTrie, Map, MapData, MapError, MapInfo, MapType, PerCpuArray,
-        PerCpuHashMap, SockHash, lpm_trie::Key as LpmKey,
-    },
+    Btf, EbpfLoader, Pod,
+    maps::{Array, MapData, MapInfo, MapType, SockHash},
     programs::{
         CgroupAttachMode, SkMsg, SockOps,
         links::{FdLink, Link, LinkType, PinnedLink},
@@ -34,6 +31,8 @@ use aya::{
 };
 use serde::Serialize;
 use thiserror::Error;
+
+use crate::bpf_sys;
 
 pub const LINK_PIN: &str = "link_sockops";
 
@@ -71,88 +70,31 @@ fn map_err(e: impl std::fmt::Display) -> DatapathError {
     DatapathError::Map(e.to_string())
 }
 
+/// Capacities set by the operator (the rest are fixed in the map table).
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct MapSizes {
     pub sockhash: u32,
     pub pairing: u32,
-    pub endpoints: u32,
 }
 
 impl Default for MapSizes {
     fn default() -> Self {
         MapSizes {
-            sockhash: 65_536,
-            pairing: 16_384,
-            endpoints: 4_096,
+            sockhash: map::SOCKHASH.max_entries,
+            pairing: map::PAIRING.max_entries,
         }
     }
 }
 
-/// (name, type, key size, value size) of every pinned map: checked on
-/// adoption because the kernel happily hands back any map at a pin path.
-fn expected_maps() -> [(&'static str, MapType, u32, u32); 14] {
-    use std::mem::size_of;
-    [
-        (map::SOCKHASH, MapType::SockHash, 8, 4),
-        (map::RX_SOCKHASH, MapType::SockHash, 8, 4),
-        (
-            map::SOCK_STATE,
-            MapType::SkStorage,
-            4,
-            size_of::<abi::SockState>() as u32,
-        ),
-        (
-            map::PAIRING,
-            MapType::Hash,
-            size_of::<PairKey>() as u32,
-            size_of::<PairValue>() as u32,
-        ),
-        (
-            map::ENDPOINTS,
-            MapType::Hash,
-            size_of::<EndpointKey>() as u32,
-            size_of::<Endpoint>() as u32,
-        ),
-        (map::CONFIG, MapType::Array, 4, size_of::<Config>() as u32),
-        (map::STATS, MapType::PerCpuArray, 4, 8),
-        (
-            map::MESHED_NETNS,
-            MapType::Hash,
-            8,
-            size_of::<abi::MeshedNetns>() as u32,
-        ),
-        (
-            map::EXCLUDED_PORTS,
-            MapType::Hash,
-            size_of::<ExcludedPortKey>() as u32,
-            1,
-        ),
-        (
-            map::EXCLUDED_CIDRS,
-            MapType::LpmTrie,
-            size_of::<ExcludedCidrKey>() as u32,
-            1,
-        ),
-        (
-            map::POD_TRAFFIC,
-            MapType::PerCpuHash,
-            size_of::<abi::PodPair>() as u32,
-            size_of::<abi::PodTraffic>() as u32,
-        ),
-        (map::READER, MapType::Hash, 8, 1),
-        (
-            map::POD_HELD,
-            MapType::Hash,
-            size_of::<abi::PodHeldKey>() as u32,
-            8,
-        ),
-        (
-            map::APP_LISTENERS,
-            MapType::LruHash,
-            size_of::<abi::AppListenerKey>() as u32,
-            1,
-        ),
-    ]
+impl MapSizes {
+    /// What `m` is sized to at load time, where the operator decides.
+    fn of(&self, m: &map::MapDef) -> Option<u32> {
+        match m.capacity {
+            map::Capacity::SockhashSize => Some(self.sockhash),
+            map::Capacity::PairingSize => Some(self.pairing),
+            map::Capacity::Fixed | map::Capacity::PerSocket => None,
+        }
+    }
 }
 
 /// Staging directory next to the pin dir: everything is pinned there first
@@ -284,28 +226,28 @@ fn stage(
     btf: Option<&Btf>,
 ) -> Result<PinnedLink, DatapathError> {
     let have_netns = u32::from(opts.have_netns_cookie);
-    let mut ebpf = EbpfLoader::new()
-        .btf(btf)
-        .map_max_entries(map::SOCKHASH, opts.sizes.sockhash)
-        .map_max_entries(map::RX_SOCKHASH, opts.sizes.sockhash)
-        .map_max_entries(map::PAIRING, opts.sizes.pairing)
-        // One entry at most per recorded socket.
-        .map_max_entries(map::READER, opts.sizes.sockhash)
-        .map_max_entries(map::ENDPOINTS, opts.sizes.endpoints)
+    let mut loader = EbpfLoader::new();
+    loader.btf(btf);
+    for m in map::ALL {
+        if let Some(n) = opts.sizes.of(m) {
+            loader.map_max_entries(m.name, n);
+        }
+    }
+    let mut ebpf = loader
         .override_global(global::HAVE_NETNS_COOKIE, &have_netns, true)
         .load(object)
         .map_err(|e| DatapathError::Load(error_chain(&e)))?;
 
     {
         let m = ebpf
-            .map_mut(map::CONFIG)
+            .map_mut(map::CONFIG.name)
             .ok_or_else(|| DatapathError::Load("config map missing from object".into()))?;
         let mut config: Array<&mut MapData, Config> = Array::try_from(m).map_err(map_err)?;
         config.set(0, opts.config, 0).map_err(map_err)?;
     }
     let sockhash_fd = {
         let m = ebpf
-            .map(map::SOCKHASH)
+            .map(map::SOCKHASH.name)
             .ok_or_else(|| DatapathError::Load("sockhash missing from object".into()))?;
         let hash: SockHash<&MapData, u64> = SockHash::try_from(m).map_err(map_err)?;
         hash.fd().try_clone().map_err(map_err)?
@@ -329,7 +271,7 @@ fn stage(
     let sk_msg_link = sk_msg.take_link(id).map_err(map_err)?;
     std::mem::forget(sk_msg_link);
 
-    for name in map::ALL {
+    for name in map::ALL.iter().map(|m| m.name) {
         let m = ebpf
             .map(name)
             .ok_or_else(|| DatapathError::Load(format!("map {name} missing from object")))?;
@@ -407,22 +349,9 @@ pub fn remove_pin_dir(dir: &Path) {
 /// Handles to a live datapath, opened from its pins.
 pub struct Datapath {
     pub pin_dir: PathBuf,
-    sockhash: SockHash<MapData, u64>,
-    rx_sockhash: SockHash<MapData, u64>,
-    pairing: HashMap<MapData, PairKey, PairValue>,
-    endpoints: HashMap<MapData, EndpointKey, Endpoint>,
-    config: Array<MapData, Config>,
-    stats: PerCpuArray<MapData, u64>,
-    meshed_netns: HashMap<MapData, u64, abi::MeshedNetns>,
-    excluded_ports: HashMap<MapData, ExcludedPortKey, u8>,
-    excluded_cidrs: LpmTrie<MapData, [u8; 32], u8>,
-    pod_traffic: PerCpuHashMap<MapData, abi::PodPair, abi::PodTraffic>,
-    reader: HashMap<MapData, u64, u8>,
-    pod_held: HashMap<MapData, abi::PodHeldKey, u64>,
-    app_listeners: HashMap<MapData, abi::AppListenerKey, u8>,
-    infos: Vec<(&'static str, MapInfo)>,
-    /// A second handle on every map, to pin it again if its pin disappears.
-    repin: Vec<(&'static str, MapData)>,
+    /// Every map of [`map::ALL`], in its order, with what the kernel says
+    /// of it; also what `restore_pins` pins again.
+    maps: Vec<(&'static MapDef, MapData, MapInfo)>,
     link: Option<PinnedLink>,
     /// A reference to the link if re-pinning it failed: it keeps sock_ops
     /// attached while the daemon runs.
@@ -445,9 +374,11 @@ impl Datapath {
             abi: abi::ABI_VERSION,
             detail,
         };
+        // Type, key and value size of every map: checked because the kernel
+        // happily hands back any map at a pin path.
         let mut maps = Vec::new();
-        let mut infos = Vec::new();
-        for (name, ty, key, value) in expected_maps() {
+        for def in map::ALL {
+            let (name, ty, key, value) = (def.name, def.kind, def.key_size, def.value_size);
             let path = pin_dir.join(name);
             let data =
                 MapData::from_pin(&path).map_err(|e| foreign(format!("map pin {name}: {e}")))?;
@@ -464,8 +395,7 @@ impl Datapath {
                     info.value_size()
                 )));
             }
-            infos.push((name, info));
-            maps.push(data);
+            maps.push((def, data, info));
         }
         let link = PinnedLink::from_pin(pin_dir.join(LINK_PIN))
             .map_err(|e| foreign(format!("link pin {LINK_PIN}: {e}")))?;
@@ -494,47 +424,9 @@ impl Datapath {
             )));
         }
 
-        let repin = map::ALL
-            .iter()
-            .map(|name| {
-                MapData::from_pin(pin_dir.join(name))
-                    .map(|d| (*name, d))
-                    .map_err(|e| foreign(format!("map pin {name}: {e}")))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut it = maps.into_iter();
-        let mut next = || it.next().ok_or_else(|| map_err("map list exhausted"));
-        let sockhash = SockHash::try_from(Map::SockHash(next()?)).map_err(map_err)?;
-        let rx_sockhash = SockHash::try_from(Map::SockHash(next()?)).map_err(map_err)?;
-        let _sock_state = next()?;
-        let pairing = HashMap::try_from(Map::HashMap(next()?)).map_err(map_err)?;
-        let endpoints = HashMap::try_from(Map::HashMap(next()?)).map_err(map_err)?;
-        let config = Array::try_from(Map::Array(next()?)).map_err(map_err)?;
-        let stats = PerCpuArray::try_from(Map::PerCpuArray(next()?)).map_err(map_err)?;
-        let meshed_netns = HashMap::try_from(Map::HashMap(next()?)).map_err(map_err)?;
-        let excluded_ports = HashMap::try_from(Map::HashMap(next()?)).map_err(map_err)?;
-        let excluded_cidrs = LpmTrie::try_from(Map::LpmTrie(next()?)).map_err(map_err)?;
-        let pod_traffic = PerCpuHashMap::try_from(Map::PerCpuHashMap(next()?)).map_err(map_err)?;
-        let reader = HashMap::try_from(Map::HashMap(next()?)).map_err(map_err)?;
-        let pod_held = HashMap::try_from(Map::HashMap(next()?)).map_err(map_err)?;
-        let app_listeners = HashMap::try_from(Map::LruHashMap(next()?)).map_err(map_err)?;
         Ok(Datapath {
             pin_dir: pin_dir.into(),
-            sockhash,
-            rx_sockhash,
-            pairing,
-            endpoints,
-            config,
-            stats,
-            meshed_netns,
-            excluded_ports,
-            excluded_cidrs,
-            pod_traffic,
-            reader,
-            pod_held,
-            app_listeners,
-            infos,
-            repin,
+            maps,
             link: Some(link),
             link_unpinned: None,
             link_program_id: info.program_id(),
@@ -560,191 +452,169 @@ impl Datapath {
             && self.mode().is_ok_and(|m| m == abi::MODE_PASSTHROUGH)
     }
 
+    /// The open map of `m`, by its row of the table.
+    fn fd(&self, m: &MapDef) -> Result<BorrowedFd<'_>, DatapathError> {
+        self.maps
+            .iter()
+            .find(|(def, ..)| def.name == m.name)
+            .map(|(_, data, _)| data.fd().as_fd())
+            .ok_or_else(|| map_err(format!("{} is not open", m.name)))
+    }
+
+    /// Every entry of a keyed map (hash, LRU hash, LPM trie); an entry
+    /// deleted between listing its key and reading it is left out.
+    pub fn entries<K: Pod, V: Pod>(&self, m: &Spec<K, V>) -> Result<Vec<(K, V)>, DatapathError> {
+        let fd = self.fd(m)?;
+        let mut out = Vec::new();
+        for k in self.keys(m)? {
+            if let Some(v) = bpf_sys::map_lookup(fd, &k).map_err(|e| elem_err("reading", m, e))? {
+                out.push((k, v));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every key of a keyed map.
+    pub fn keys<K: Pod, V: Pod>(&self, m: &Spec<K, V>) -> Result<Vec<K>, DatapathError> {
+        bpf_sys::map_keys(self.fd(m)?).map_err(|e| elem_err("listing", m, e))
+    }
+
+    /// Each CPU's values of a per-CPU map, summed with `add`.
+    pub fn sum_per_cpu<K: Pod, V: Pod>(
+        &self,
+        m: &Spec<K, V>,
+        keys: impl IntoIterator<Item = K>,
+        add: impl Fn(V, V) -> V,
+    ) -> Result<Vec<(K, V)>, DatapathError> {
+        let fd = self.fd(m)?;
+        let cpus =
+            aya::util::nr_cpus().map_err(|(what, e)| map_err(format!("reading {what}: {e}")))?;
+        let mut out = Vec::new();
+        for k in keys {
+            let per_cpu = bpf_sys::map_lookup_per_cpu::<K, V>(fd, &k, cpus)
+                .map_err(|e| elem_err("reading", m, e))?;
+            if let Some(sum) = per_cpu.and_then(|v| v.into_iter().reduce(&add)) {
+                out.push((k, sum));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Creates or replaces the entry at `key`.
+    pub fn insert<K: Pod, V: Pod>(
+        &mut self,
+        m: &Spec<K, V>,
+        key: K,
+        value: V,
+    ) -> Result<(), DatapathError> {
+        bpf_sys::map_update(self.fd(m)?, &key, &value).map_err(|e| elem_err("writing", m, e))
+    }
+
+    /// Deletes the entry at `key`, if there is one.
+    pub fn remove<K: Pod, V: Pod>(&mut self, m: &Spec<K, V>, key: &K) -> Result<(), DatapathError> {
+        bpf_sys::map_delete(self.fd(m)?, key).map_err(|e| elem_err("deleting from", m, e))
+    }
+
+    /// Deletes every entry whose key `keep` refuses.
+    pub fn retain<K: Pod, V: Pod>(
+        &mut self,
+        m: &Spec<K, V>,
+        keep: impl Fn(&K) -> bool,
+    ) -> Result<(), DatapathError> {
+        for k in self.keys(m)? {
+            if !keep(&k) {
+                self.remove(m, &k)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn config(&self) -> Result<Config, DatapathError> {
+        bpf_sys::map_lookup(self.fd(&map::CONFIG)?, &0u32)
+            .map_err(|e| elem_err("reading", &map::CONFIG, e))?
+            .ok_or_else(|| map_err(format!("{} has no slot 0", map::CONFIG.name)))
+    }
+
+    /// Changes the config slot, writing it only when `change` changed it.
+    fn change_config(&mut self, change: impl FnOnce(&mut Config)) -> Result<(), DatapathError> {
+        let old = self.config()?;
+        let mut new = old;
+        change(&mut new);
+        if new != old {
+            self.insert(&map::CONFIG, 0, new)?;
+        }
+        Ok(())
+    }
+
     pub fn mode(&self) -> Result<u32, DatapathError> {
-        Ok(self.config.get(&0, 0).map_err(map_err)?.mode)
+        Ok(self.config()?.mode)
     }
 
     pub fn set_mode(&mut self, mode: u32) -> Result<(), DatapathError> {
-        let mut cfg = self.config.get(&0, 0).map_err(map_err)?;
-        cfg.mode = mode;
-        self.config.set(0, cfg, 0).map_err(map_err)
+        self.change_config(|c| c.mode = mode)
     }
 
     /// Flow control budget in bytes (0 turns flow control off).
     pub fn set_flow_budget(&mut self, bytes: u32) -> Result<(), DatapathError> {
-        let mut cfg = self.config.get(&0, 0).map_err(map_err)?;
-        cfg.flow_budget = bytes;
-        self.config.set(0, cfg, 0).map_err(map_err)
+        self.change_config(|c| c.flow_budget = bytes)
     }
 
     /// Loopback takes part only in the namespaces of meshed pods (a node)
     /// or in every namespace (a standalone host).
     pub fn set_loopback_meshed_only(&mut self, on: bool) -> Result<(), DatapathError> {
-        let mut cfg = self.config.get(&0, 0).map_err(map_err)?;
-        if on {
-            cfg.flags |= abi::CFG_LOOPBACK_MESHED_ONLY;
-        } else {
-            cfg.flags &= !abi::CFG_LOOPBACK_MESHED_ONLY;
-        }
-        self.config.set(0, cfg, 0).map_err(map_err)
-    }
-
-    /// Meshed namespaces (netns cookie) and their pods.
-    pub fn meshed_netns(&self) -> Result<Vec<(u64, abi::MeshedNetns)>, DatapathError> {
-        self.meshed_netns
-            .iter()
-            .collect::<Result<Vec<_>, MapError>>()
-            .map_err(map_err)
-    }
-
-    pub fn insert_meshed_netns(
-        &mut self,
-        cookie: u64,
-        value: abi::MeshedNetns,
-    ) -> Result<(), DatapathError> {
-        self.meshed_netns.insert(cookie, value, 0).map_err(map_err)
+        self.change_config(|c| {
+            if on {
+                c.flags |= abi::CFG_LOOPBACK_MESHED_ONLY;
+            } else {
+                c.flags &= !abi::CFG_LOOPBACK_MESHED_ONLY;
+            }
+        })
     }
 
     /// Owner uid of the sidecar proxy's sockets (proxy-only pods).
     pub fn set_proxy_uid(&mut self, uid: u32) -> Result<(), DatapathError> {
-        let mut cfg = self.config.get(&0, 0).map_err(map_err)?;
-        if cfg.proxy_uid != uid {
-            cfg.proxy_uid = uid;
-            self.config.set(0, cfg, 0).map_err(map_err)?;
-        }
-        Ok(())
+        self.change_config(|c| c.proxy_uid = uid)
     }
 
     /// `EP_*` flags of loopback in namespaces no pod source listed: the
     /// node's `--pod-acceleration` on a host without a pod source.
     pub fn set_default_ep_flags(&mut self, flags: u32) -> Result<(), DatapathError> {
-        let mut cfg = self.config.get(&0, 0).map_err(map_err)?;
-        if cfg.default_ep_flags != flags {
-            cfg.default_ep_flags = flags;
-            self.config.set(0, cfg, 0).map_err(map_err)?;
-        }
-        Ok(())
-    }
-
-    /// Sockets kept off the redirect path, per pod and reason.
-    pub fn pod_held(&self) -> Result<Vec<(abi::PodHeldKey, u64)>, DatapathError> {
-        self.pod_held
-            .iter()
-            .collect::<Result<Vec<_>, MapError>>()
-            .map_err(map_err)
-    }
-
-    pub fn remove_pod_held(&mut self, key: &abi::PodHeldKey) -> Result<(), DatapathError> {
-        ignore_missing(self.pod_held.remove(key))
+        self.change_config(|c| c.default_ep_flags = flags)
     }
 
     /// Redirected traffic per pod pair, summed over CPUs.
     pub fn pod_traffic(&self) -> Result<Vec<(abi::PodPair, abi::PodTraffic)>, DatapathError> {
-        self.pod_traffic
-            .iter()
-            .map(|r| {
-                r.map(|(k, per_cpu)| {
-                    let sum =
-                        per_cpu
-                            .iter()
-                            .fold(abi::PodTraffic::default(), |a, t| abi::PodTraffic {
-                                msgs: a.msgs + t.msgs,
-                                bytes: a.bytes + t.bytes,
-                            });
-                    (k, sum)
-                })
-            })
-            .collect::<Result<Vec<_>, MapError>>()
-            .map_err(map_err)
-    }
-
-    pub fn remove_pod_traffic(&mut self, key: &abi::PodPair) -> Result<(), DatapathError> {
-        ignore_missing(self.pod_traffic.remove(key))
-    }
-
-    pub fn remove_meshed_netns(&mut self, cookie: u64) -> Result<(), DatapathError> {
-        ignore_missing(self.meshed_netns.remove(&cookie))
-    }
-
-    pub fn excluded_ports(&self) -> Result<Vec<ExcludedPortKey>, DatapathError> {
-        self.excluded_ports
-            .keys()
-            .collect::<Result<Vec<_>, MapError>>()
-            .map_err(map_err)
-    }
-
-    pub fn insert_excluded_port(&mut self, key: ExcludedPortKey) -> Result<(), DatapathError> {
-        self.excluded_ports.insert(key, 1, 0).map_err(map_err)
-    }
-
-    pub fn remove_excluded_port(&mut self, key: &ExcludedPortKey) -> Result<(), DatapathError> {
-        ignore_missing(self.excluded_ports.remove(key))
-    }
-
-    pub fn excluded_cidrs(&self) -> Result<Vec<ExcludedCidrKey>, DatapathError> {
-        self.excluded_cidrs
-            .keys()
-            .map(|k| k.map(|k| cidr_from_lpm(&k)))
-            .collect::<Result<Vec<_>, MapError>>()
-            .map_err(map_err)
-    }
-
-    pub fn insert_excluded_cidr(&mut self, key: ExcludedCidrKey) -> Result<(), DatapathError> {
-        self.excluded_cidrs
-            .insert(&cidr_to_lpm(&key), 1, 0)
-            .map_err(map_err)
-    }
-
-    pub fn remove_excluded_cidr(&mut self, key: &ExcludedCidrKey) -> Result<(), DatapathError> {
-        ignore_missing(self.excluded_cidrs.remove(&cidr_to_lpm(key)))
+        self.sum_per_cpu(&map::POD_TRAFFIC, self.keys(&map::POD_TRAFFIC)?, |a, b| {
+            abi::PodTraffic {
+                msgs: a.msgs + b.msgs,
+                bytes: a.bytes + b.bytes,
+            }
+        })
     }
 
     /// Counters summed over CPUs, in [`Stat::ALL`] order.
     pub fn stats(&self) -> Result<Vec<(Stat, u64)>, DatapathError> {
-        Stat::ALL
-            .iter()
-            .map(|s| {
-                let per_cpu = self.stats.get(&(*s as u32), 0).map_err(map_err)?;
-                Ok((*s, per_cpu.iter().copied().sum()))
-            })
-            .collect()
+        // Every slot of an array exists: one sum per counter, in order.
+        let sums = self.sum_per_cpu(&map::STATS, Stat::ALL.map(|s| s as u32), |a, b| a + b)?;
+        Ok(Stat::ALL
+            .into_iter()
+            .zip(sums.into_iter().map(|(_, n)| n))
+            .collect())
     }
 
+    /// Entries (where the table counts them) and capacity of every map.
     pub fn usage(&self) -> Vec<MapUsage> {
-        self.infos
+        self.maps
             .iter()
-            .map(|(name, info)| MapUsage {
-                name,
-                entries: match *name {
-                    n if n == map::SOCKHASH => Some(self.sockhash.keys().count() as u64),
-                    n if n == map::RX_SOCKHASH => Some(self.rx_sockhash.keys().count() as u64),
-                    n if n == map::PAIRING => Some(self.pairing.keys().count() as u64),
-                    n if n == map::ENDPOINTS => Some(self.endpoints.keys().count() as u64),
-                    n if n == map::MESHED_NETNS => Some(self.meshed_netns.keys().count() as u64),
-                    n if n == map::POD_TRAFFIC => Some(self.pod_traffic.keys().count() as u64),
-                    n if n == map::READER => Some(self.reader.keys().count() as u64),
-                    n if n == map::POD_HELD => Some(self.pod_held.keys().count() as u64),
-                    n if n == map::APP_LISTENERS => Some(self.app_listeners.keys().count() as u64),
-                    _ => None,
-                },
+            .map(|(def, data, info)| MapUsage {
+                name: def.name,
+                entries: def
+                    .counted
+                    .then(|| count_keys(data.fd().as_fd(), def.key_size))
+                    .flatten(),
                 capacity: info.max_entries(),
             })
             .collect()
-    }
-
-    pub fn endpoints(&self) -> Result<Vec<(EndpointKey, Endpoint)>, DatapathError> {
-        self.endpoints
-            .iter()
-            .collect::<Result<Vec<_>, MapError>>()
-            .map_err(map_err)
-    }
-
-    pub fn insert_endpoint(&mut self, key: EndpointKey, ep: Endpoint) -> Result<(), DatapathError> {
-        self.endpoints.insert(key, ep, 0).map_err(map_err)
-    }
-
-    pub fn remove_endpoint(&mut self, key: &EndpointKey) -> Result<(), DatapathError> {
-        ignore_missing(self.endpoints.remove(key))
     }
 
     /// Pins again whatever someone removed (a pin file, the directory, or
@@ -754,9 +624,9 @@ impl Datapath {
     pub fn restore_pins(&mut self) -> Result<Vec<String>, DatapathError> {
         let link_path = self.pin_dir.join(LINK_PIN);
         let missing: Vec<&str> = self
-            .repin
+            .maps
             .iter()
-            .map(|(n, _)| *n)
+            .map(|(def, ..)| def.name)
             .filter(|n| !self.pin_dir.join(n).exists())
             .collect();
         let link_missing = !link_path.exists();
@@ -769,8 +639,9 @@ impl Datapath {
             detail: e.to_string(),
         })?;
         let mut restored = Vec::new();
-        for (name, data) in &self.repin {
-            if missing.contains(name) {
+        for (def, data, _) in &self.maps {
+            let name = def.name;
+            if missing.contains(&name) {
                 data.pin(self.pin_dir.join(name))
                     .map_err(|e| DatapathError::Pin {
                         dir: self.pin_dir.clone(),
@@ -814,15 +685,18 @@ impl Datapath {
     }
 
     /// Each sockhash with its pin, for the drain check.
-    fn sockhashes(&self) -> [(std::os::fd::BorrowedFd<'_>, PathBuf); 2] {
-        use std::os::fd::AsFd;
-        [
-            (self.sockhash.fd().as_fd(), self.pin_dir.join(map::SOCKHASH)),
-            (
-                self.rx_sockhash.fd().as_fd(),
-                self.pin_dir.join(map::RX_SOCKHASH),
-            ),
-        ]
+    fn sockhashes(&self) -> Vec<(BorrowedFd<'_>, PathBuf)> {
+        self.drained()
+            .map(|(def, fd)| (fd, self.pin_dir.join(def.name)))
+            .collect()
+    }
+
+    /// The maps drained before unload (the sockhashes), open.
+    fn drained(&self) -> impl Iterator<Item = (&'static MapDef, BorrowedFd<'_>)> {
+        self.maps
+            .iter()
+            .filter(|(def, ..)| def.cleanup == Cleanup::Drain)
+            .map(|(def, data, _)| (*def, data.fd().as_fd()))
     }
 
     /// Stops recording and redirecting, waits until every receive queue the
@@ -874,7 +748,10 @@ impl Datapath {
         fd_link
             .detach()
             .map_err(|e| map_err(format!("detaching sock_ops: {e}")))?;
-        let sockets_left = (self.sockhash.keys().count() + self.rx_sockhash.keys().count()) as u64;
+        let sockets_left = self
+            .drained()
+            .filter_map(|(def, fd)| count_keys(fd, def.key_size))
+            .sum();
         // 4. Unpin: the last reference to the maps goes with the pins.
         let dir = self.pin_dir.clone();
         drop(self);
@@ -940,32 +817,25 @@ pub struct UnloadReport {
     pub drain_proven: bool,
 }
 
-fn ignore_missing(r: Result<(), MapError>) -> Result<(), DatapathError> {
-    match r {
-        Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
-        Err(e) => Err(map_err(e)),
-    }
+/// A map operation that failed, naming the map; a full map says so and
+/// what the operator can do about it.
+fn elem_err(what: &str, m: &MapDef, e: std::io::Error) -> DatapathError {
+    let full = matches!(
+        e.raw_os_error(),
+        Some(libc::E2BIG | libc::ENOSPC | libc::ENOMEM)
+    );
+    let hint = match m.capacity {
+        map::Capacity::SockhashSize if full => ": the map is full (raise --sockhash-size)",
+        map::Capacity::PairingSize if full => ": the map is full (raise --pairing-size)",
+        _ if full => ": the map is full",
+        _ => "",
+    };
+    map_err(format!("{what} {}: {e}{hint}", m.name))
 }
 
-/// aya's LPM key is (prefix length, data); ours keeps both in one struct.
-fn cidr_to_lpm(k: &ExcludedCidrKey) -> LpmKey<[u8; 32]> {
-    let mut data = [0u8; 32];
-    data[..16].copy_from_slice(&k.pod);
-    data[16..].copy_from_slice(&k.dst);
-    LpmKey::new(k.prefixlen, data)
-}
-
-fn cidr_from_lpm(k: &LpmKey<[u8; 32]>) -> ExcludedCidrKey {
-    let data = k.data();
-    let mut pod = [0u8; 16];
-    let mut dst = [0u8; 16];
-    pod.copy_from_slice(&data[..16]);
-    dst.copy_from_slice(&data[16..]);
-    ExcludedCidrKey {
-        prefixlen: k.prefix_len(),
-        pod,
-        dst,
-    }
+/// Entries of a map of any key type, `None` where it cannot be read.
+fn count_keys(fd: BorrowedFd<'_>, key_size: u32) -> Option<u64> {
+    bpf_sys::map_count(fd, key_size).ok()
 }
 
 /// Datapaths of other ABI versions next to ours (e.g. `../v0` when we are
@@ -999,7 +869,7 @@ pub fn retire_foreign(dir: &Path, timeout: Duration, force: bool) -> bool {
     use std::os::fd::AsFd;
     // Its config may be of another size: `mode` is the first field in
     // every ABI version, so only that is written.
-    let config_path = dir.join(map::CONFIG);
+    let config_path = dir.join(map::CONFIG.name);
     if let Ok(data) = MapData::from_pin(&config_path)
         && let Ok(info) = data.info()
         && info.map_type().ok() == Some(MapType::Array)
@@ -1012,9 +882,8 @@ pub fn retire_foreign(dir: &Path, timeout: Duration, force: bool) -> bool {
         tracing::warn!(dir = %dir.display(), error = %e, "could not switch the old datapath to passthrough");
     }
     // Older versions have only some of our sockhashes.
-    let sockhashes: Vec<(MapData, PathBuf)> = map::SOCKHASHES
-        .iter()
-        .map(|name| dir.join(name))
+    let sockhashes: Vec<(MapData, PathBuf)> = map::drained()
+        .map(|m| dir.join(m.name))
         .filter_map(|pin| MapData::from_pin(&pin).ok().map(|data| (data, pin)))
         .filter(|(data, _)| data.info().and_then(|i| i.map_type()).ok() == Some(MapType::SockHash))
         .collect();

@@ -284,11 +284,11 @@ fn load_per_socket(
     }
     let mut ebpf = EbpfLoader::new()
         .btf(Some(btf))
-        .map_pin_path(map::SOCKHASH, sockhash_pin)
+        .map_pin_path(map::SOCKHASH.name, sockhash_pin)
         .load(DRAIN_PROBE_OBJ)
         .map_err(|e| DrainError::Load(e.to_string()))?;
     let bound = ebpf
-        .map(map::SOCKHASH)
+        .map(map::SOCKHASH.name)
         .ok_or_else(|| DrainError::Load("probe map missing".into()))
         .and_then(|m| map_id(sockhash_data(m)?))?;
     let wanted = sockhash
@@ -343,7 +343,7 @@ fn walk(ebpf: &Ebpf, sockhash: BorrowedFd<'_>) -> Result<Vec<u64>, DrainError> {
 fn probe(ebpf: &Ebpf, only: Option<&[u64]>) -> Result<Vec<u64>, DrainError> {
     let run_err = |e: String| DrainError::Run(std::io::Error::other(e));
     let sockhash: SockHash<&MapData, u64> = ebpf
-        .map(map::SOCKHASH)
+        .map(map::SOCKHASH.name)
         .ok_or_else(|| DrainError::Load("probe map missing".into()))
         .and_then(|m| SockHash::try_from(m).map_err(|e| DrainError::Load(e.to_string())))?;
     let probe: &SchedClassifier = program(ebpf, prog::DRAIN_PROBE)?;

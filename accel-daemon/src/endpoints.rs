@@ -13,17 +13,24 @@ use std::{
     sync::Arc,
 };
 
-use accel_bpf::abi::{
-    DIR_INBOUND, DIR_OUTBOUND, EP_APP_NONBLOCKING_ONLY, EP_APP_SEND_ONLY, EP_MESHED, EP_PROXY_ONLY,
-    Endpoint, EndpointKey, ExcludedCidrKey, ExcludedPortKey, MeshedNetns,
+use accel_bpf::{
+    abi::{
+        DIR_INBOUND, DIR_OUTBOUND, EP_APP_NONBLOCKING_ONLY, EP_APP_SEND_ONLY, EP_MESHED,
+        EP_PROXY_ONLY, Endpoint, EndpointKey, ExcludedCidrKey, ExcludedPortKey, MeshedNetns,
+    },
+    map::{self, Spec},
 };
 pub use accel_k8s::{
     net::cidr_contains,
     pods_file::{Acceleration, LocalEndpoint, NetnsRef},
 };
+use aya::Pod;
 use thiserror::Error;
 
-use crate::datapath::{Datapath, DatapathError};
+use crate::{
+    datapath::{Datapath, DatapathError},
+    reconcile::reconcile,
+};
 
 #[derive(Debug, Error)]
 pub enum EndpointError {
@@ -323,6 +330,42 @@ pub struct SyncContext {
     pub held_log: crate::held::HeldLog,
 }
 
+/// The value of a key in the opt-out maps: the key is the fact.
+const EXCLUDED: u8 = 1;
+
+fn present<K: Ord>(keys: Vec<K>) -> BTreeMap<K, u8> {
+    keys.into_iter().map(|k| (k, EXCLUDED)).collect()
+}
+
+/// Brings one map from `have` to `want`: removals first (an error there
+/// ends the sync), then inserts and updates, each refused one handed to
+/// `refused`. Returns (inserted, removed).
+fn apply<K: Pod + Ord, V: Pod + PartialEq>(
+    dp: &mut Datapath,
+    m: &Spec<K, V>,
+    have: &BTreeMap<K, V>,
+    want: &BTreeMap<K, V>,
+    mut refused: impl FnMut(&mut Datapath, &K, DatapathError),
+) -> Result<(usize, usize), DatapathError> {
+    let changes = reconcile(have, want);
+    for k in &changes.removes {
+        dp.remove(m, k)?;
+    }
+    let mut inserted = 0;
+    for (k, v) in &changes.inserts {
+        match dp.insert(m, **k, **v) {
+            Ok(()) => inserted += 1,
+            Err(e) => refused(dp, k, e),
+        }
+    }
+    for (k, v) in &changes.updates {
+        if let Err(e) = dp.insert(m, **k, **v) {
+            refused(dp, k, e);
+        }
+    }
+    Ok((inserted, changes.removes.len()))
+}
+
 /// The datapath's endpoint flags for a pod's mode (guard.h, owner.h).
 pub fn mode_flags(mode: Acceleration) -> u32 {
     match mode {
@@ -346,8 +389,10 @@ pub fn sync(
     // Namespaces nobody listed get the node's mode, not a looser one.
     dp.set_default_ep_flags(mode_flags(ctx.default_acceleration))?;
 
-    let have_eps: BTreeMap<EndpointKey, Endpoint> = dp.endpoints()?.into_iter().collect();
-    let have_netns: BTreeMap<u64, MeshedNetns> = dp.meshed_netns()?.into_iter().collect();
+    let have_eps: BTreeMap<EndpointKey, Endpoint> =
+        dp.entries(&map::ENDPOINTS)?.into_iter().collect();
+    let have_netns: BTreeMap<u64, MeshedNetns> =
+        dp.entries(&map::MESHED_NETNS)?.into_iter().collect();
 
     // Each pod's namespace cookie, if it has one.
     let mut netns_of = Vec::with_capacity(snap.endpoints.len());
@@ -396,7 +441,7 @@ pub fn sync(
 
     let mut want_eps = BTreeMap::new();
     let mut want_netns = BTreeMap::new();
-    let mut want_ports = BTreeSet::new();
+    let mut want_ports = BTreeMap::new();
     let mut want_cidrs = BTreeMap::new();
     for (ep, cookie) in snap.endpoints.iter().zip(&netns_of) {
         let pod = ctx.pod_ids.by_name.get(&ep.name).copied().unwrap_or(0);
@@ -426,95 +471,55 @@ pub fn sync(
                 (&ep.exclude_outbound_ports, DIR_OUTBOUND),
             ] {
                 for port in ports {
-                    want_ports.insert(ExcludedPortKey {
+                    let k = ExcludedPortKey {
                         addr: key.addr,
                         port: *port,
                         direction,
                         _pad0: 0,
-                    });
+                    };
+                    want_ports.insert(k, EXCLUDED);
                 }
             }
             for cidr in &ep.exclude_outbound_ip_ranges {
-                let k = ExcludedCidrKey::new(key, cidr.addr, cidr.prefix);
-                want_cidrs.insert((k.prefixlen, k.pod, k.dst), k);
+                want_cidrs.insert(ExcludedCidrKey::new(key, cidr.addr, cidr.prefix), EXCLUDED);
             }
         }
     }
 
-    // Removals first: they make room for what is added.
-    for k in have_eps.keys().filter(|k| !want_eps.contains_key(*k)) {
-        dp.remove_endpoint(k)?;
-        result.removed += 1;
-    }
-    // A full map refuses an entry; the rest of the set still applies (an
+    // Removals first, map by map: they make room for what is added. A
+    // full map refuses an entry; the rest of the set still applies (an
     // address not in the map simply stays on TCP).
-    for (k, ep) in &want_eps {
-        match have_eps.get(k) {
-            None => match dp.insert_endpoint(*k, *ep) {
-                Ok(()) => result.added += 1,
-                Err(e) => result.refuse("endpoint", e),
-            },
-            Some(old) if old != ep => {
-                if let Err(e) = dp.insert_endpoint(*k, *ep) {
-                    result.refuse("endpoint", e);
-                }
-            }
-            Some(_) => {}
-        }
-    }
-    for c in have_netns.keys().filter(|c| !want_netns.contains_key(*c)) {
-        dp.remove_meshed_netns(*c)?;
-    }
-    for (c, value) in &want_netns {
-        if have_netns.get(c) != Some(value)
-            && let Err(e) = dp.insert_meshed_netns(*c, *value)
-        {
-            result.refuse("pod network namespace", e);
-        }
-    }
-    let have: BTreeSet<ExcludedPortKey> = dp.excluded_ports()?.into_iter().collect();
-    for k in have.difference(&want_ports) {
-        dp.remove_excluded_port(k)?;
-    }
-    for k in want_ports.difference(&have) {
-        if let Err(e) = dp.insert_excluded_port(*k) {
-            // An opt-out that cannot be recorded must not be bypassed:
-            // take the pod's address out instead.
-            let key = EndpointKey { addr: k.addr };
-            let _ = dp.remove_endpoint(&key);
-            result.refuse("excluded port (its pod address was withdrawn)", e);
-        }
-    }
-    let have: BTreeMap<_, ExcludedCidrKey> = dp
-        .excluded_cidrs()?
-        .into_iter()
-        .map(|k| ((k.prefixlen, k.pod, k.dst), k))
-        .collect();
-    for (id, k) in &have {
-        if !want_cidrs.contains_key(id) {
-            dp.remove_excluded_cidr(k)?;
-        }
-    }
-    for (id, k) in &want_cidrs {
-        if !have.contains_key(id)
-            && let Err(e) = dp.insert_excluded_cidr(*k)
-        {
-            let key = EndpointKey { addr: k.pod };
-            let _ = dp.remove_endpoint(&key);
-            result.refuse("excluded range (its pod address was withdrawn)", e);
-        }
-    }
+    let (added, removed) = apply(dp, &map::ENDPOINTS, &have_eps, &want_eps, |_, _, e| {
+        result.refuse("endpoint", e)
+    })?;
+    result.added += added;
+    result.removed += removed;
+    apply(
+        dp,
+        &map::MESHED_NETNS,
+        &have_netns,
+        &want_netns,
+        |_, _, e| result.refuse("pod network namespace", e),
+    )?;
+    // An opt-out that cannot be recorded must not be bypassed: take the
+    // pod's address out instead.
+    let have = present(dp.keys(&map::EXCLUDED_PORTS)?);
+    apply(dp, &map::EXCLUDED_PORTS, &have, &want_ports, |dp, k, e| {
+        let _ = dp.remove(&map::ENDPOINTS, &EndpointKey { addr: k.addr });
+        result.refuse("excluded port (its pod address was withdrawn)", e);
+    })?;
+    let have = present(dp.keys(&map::EXCLUDED_CIDRS)?);
+    apply(dp, &map::EXCLUDED_CIDRS, &have, &want_cidrs, |dp, k, e| {
+        let _ = dp.remove(&map::ENDPOINTS, &EndpointKey { addr: k.pod });
+        result.refuse("excluded range (its pod address was withdrawn)", e);
+    })?;
     // Counters of pods that went away: their series end with them.
-    for (pair, _) in dp.pod_traffic()? {
-        if !taken.contains(&pair.src) || !taken.contains(&pair.dst) {
-            dp.remove_pod_traffic(&pair)?;
-        }
-    }
-    for (key, _) in dp.pod_held()? {
-        if key.pod != 0 && !taken.contains(&key.pod) {
-            dp.remove_pod_held(&key)?;
-        }
-    }
+    dp.retain(&map::POD_TRAFFIC, |pair| {
+        taken.contains(&pair.src) && taken.contains(&pair.dst)
+    })?;
+    dp.retain(&map::POD_HELD, |key| {
+        key.pod == 0 || taken.contains(&key.pod)
+    })?;
     if let Ok(rows) = crate::held::read(dp) {
         ctx.held_log.update(&rows, &ctx.pod_ids.names());
     }

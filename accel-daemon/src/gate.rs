@@ -83,7 +83,6 @@ pub fn decide(
         sizes: MapSizes {
             sockhash: args.sockhash_size,
             pairing: args.pairing_size,
-            ..MapSizes::default()
         },
         have_netns_cookie: probes.has(probes::NETNS_COOKIE_SOCKOPS),
         allow_no_flow_control: args.allow_no_flow_control,

@@ -51,7 +51,7 @@ pub fn hint(reason: &str) -> &'static str {
 /// Every pod's counts, in pod then reason order.
 pub fn read(dp: &Datapath) -> Result<Vec<Held>, DatapathError> {
     let mut rows: Vec<Held> = dp
-        .pod_held()?
+        .entries(&accel_bpf::map::POD_HELD)?
         .into_iter()
         .map(|(k, n)| Held {
             pod: k.pod,

@@ -15,12 +15,12 @@ mod kubernetes;
 mod lend;
 mod node_agent;
 mod probes;
-mod report;
+mod reconcile;
 mod run;
 mod selftest;
 mod server;
 mod state;
-mod status_cmd;
+mod status;
 mod unload;
 mod verify;
 mod verify_pod;
@@ -38,7 +38,7 @@ fn main() -> ExitCode {
     init_logging(json);
     let result = match cli.command {
         Command::Run(args) => run::run(args),
-        Command::Status(args) => status_cmd::status(args),
+        Command::Status(args) => status::status(args),
         Command::Unload(args) => unload::unload(args),
         Command::Verify(args) => {
             return verify::run(

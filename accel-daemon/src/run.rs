@@ -97,7 +97,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         }
         Err(e) => return Err(e.into()),
     };
-    let mut cookies = endpoints::SyncContext {
+    let mut sync_ctx = endpoints::SyncContext {
         default_acceleration: args.pod_acceleration.into(),
         ..Default::default()
     };
@@ -167,7 +167,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             // endpoint set is reported, never a reason to exit (and leave
             // an attached datapath without its daemon).
             if let Some(initial) = &initial {
-                match endpoints::sync(&mut dp, initial, &mut cookies) {
+                match endpoints::sync(&mut dp, initial, &mut sync_ctx) {
                     Ok(synced) => {
                         log_unresolved(&synced);
                         info!(
@@ -196,8 +196,8 @@ pub fn run(args: RunArgs) -> Result<()> {
     if let Some(initial) = &initial {
         state.set_endpoints(
             initial,
-            cookies.default_acceleration,
-            cookies.pod_ids.names(),
+            sync_ctx.default_acceleration,
+            sync_ctx.pod_ids.names(),
         );
     }
     state.flush(&args.state_dir)?;
@@ -207,7 +207,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     unsafe { libc::malloc_trim(0) };
 
     runtime.block_on(serve(
-        args, state, datapath, listener, source, cookies, agent,
+        args, state, datapath, listener, source, sync_ctx, agent,
     ))
 }
 
@@ -250,7 +250,7 @@ async fn serve(
     mut datapath: Owner<Datapath>,
     listener: std::net::TcpListener,
     mut source: Box<dyn EndpointSource>,
-    mut cookies: endpoints::SyncContext,
+    mut sync_ctx: endpoints::SyncContext,
     mut agent: Option<node_agent::NodeAgent>,
 ) -> Result<()> {
     let listener = tokio::net::TcpListener::from_std(listener)?;
@@ -284,8 +284,8 @@ async fn serve(
         tokio::select! {
             _ = sigterm.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
-            _ = tick.tick() => sync_endpoints(&state, &mut datapath, source.as_mut(), &mut cookies, &mut held),
-            _ = news => sync_endpoints(&state, &mut datapath, source.as_mut(), &mut cookies, &mut held),
+            _ = tick.tick() => sync_endpoints(&state, &mut datapath, source.as_mut(), &mut sync_ctx, &mut held),
+            _ = news => sync_endpoints(&state, &mut datapath, source.as_mut(), &mut sync_ctx, &mut held),
             _ = node_agent::wake(&mut node_wake), if agent.is_some() => {
                 if let Some(a) = agent.as_mut()
                     && matches!(a.tick(&state, &mut datapath, &mut held).await, node_agent::Next::Restart)
@@ -315,7 +315,7 @@ fn sync_endpoints(
     state: &State,
     datapath: &mut Owner<Datapath>,
     source: &mut dyn EndpointSource,
-    cookies: &mut endpoints::SyncContext,
+    sync_ctx: &mut endpoints::SyncContext,
     held: &mut Vec<Announcement>,
 ) {
     state.set_invalid_pods(source.invalid_pods().len() as u64);
@@ -359,7 +359,7 @@ fn sync_endpoints(
             }
         };
         state.set_pin_problem(problem);
-        match endpoints::sync(dp, &snap, cookies) {
+        match endpoints::sync(dp, &snap, sync_ctx) {
             Ok(r) => {
                 log_unresolved(&r);
                 if r.added + r.removed > 0 {
@@ -375,6 +375,10 @@ fn sync_endpoints(
         }
     }
     drop(guard);
-    cookies.held_log.announce_into(held);
-    state.set_endpoints(&snap, cookies.default_acceleration, cookies.pod_ids.names());
+    sync_ctx.held_log.announce_into(held);
+    state.set_endpoints(
+        &snap,
+        sync_ctx.default_acceleration,
+        sync_ctx.pod_ids.names(),
+    );
 }

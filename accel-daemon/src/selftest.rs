@@ -113,7 +113,7 @@ impl Drop for CgroupGuard {
 
 /// The worker body (runs inside the self-test cgroup).
 pub fn worker(pin_dir: &Path, as_uid: u32) -> Result<WorkerReport> {
-    let data = MapData::from_pin(pin_dir.join(map::SOCK_STATE))
+    let data = MapData::from_pin(pin_dir.join(map::SOCK_STATE.name))
         .context("opening the socket-state map pin")?;
     // A socket's owner (sk_uid) is the creator's fsuid; only this thread
     // creates sockets, and an accepted one inherits its listener's owner.

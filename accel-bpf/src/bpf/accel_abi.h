@@ -3,7 +3,8 @@
  * The ABI shared between the BPF datapath and userspace.
  *
  * Every struct here is mirrored in accel-bpf/src/abi.rs and checked by the
- * layout tests (build.rs compiles a host probe of these very definitions).
+ * layout tests against the BTF of the built objects (so a struct must be
+ * used by a map or a program); constants and counters against this file.
  * Padding is explicit: the kernel copies map values byte for byte, and an
  * implicit hole would be uninitialised stack in BPF and undefined in Rust.
  *

@@ -3,6 +3,9 @@
  * Every map of the datapath. Owner of all of them: accel-daemon, which pins
  * them under its versioned pin directory and sizes them at load time (the
  * max_entries here are defaults). Cleanup paths are stated per map.
+ * Each map has its row in accel-bpf/src/map.rs (name, type, key and value
+ * types, max_entries, owner, cleanup); a unit test checks this file's
+ * maps, as built, against that table.
  */
 #ifndef ACCEL_MAPS_H
 #define ACCEL_MAPS_H
