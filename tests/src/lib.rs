@@ -7,7 +7,7 @@
 
 use std::{
     fs,
-    io::{BufRead, BufReader, Read},
+    io::{BufRead, BufReader, Read, Write},
     os::{fd::AsRawFd, unix::process::CommandExt},
     path::{Path, PathBuf},
     process::{Child, ChildStdout, Command, Output, Stdio},
@@ -40,28 +40,86 @@ pub fn require_root() {
     );
 }
 
-fn workspace_target_dir() -> PathBuf {
-    // target/debug/deps/<test-binary>
+/// The profile directory this process runs from (`target/debug`): a test
+/// binary lives in its `deps/`, a tool binary in the directory itself.
+fn profile_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("test binary lives in target/<profile>/deps")
-        .to_path_buf()
+    let dir = exe.parent().expect("an executable lives in a directory");
+    match dir.file_name() {
+        Some(name) if name == "deps" => dir.parent().unwrap_or(dir).to_path_buf(),
+        _ => dir.to_path_buf(),
+    }
 }
 
-/// The real daemon binary. Built by the README's test command
-/// (`cargo build --workspace --bins` before `cargo test`).
-pub fn daemon_bin() -> PathBuf {
-    let path = std::env::var_os("ACCEL_DAEMON_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_target_dir().join("accel-daemon"));
+/// `bin` of the workspace package `package`, as the tests run it: the path
+/// in the environment variable `env_override` if set (nothing is built
+/// then), else the binary in this process's profile directory, built once
+/// per process with `cargo build -p PACKAGE --bin BIN`. A running
+/// `cargo test` holds no build lock, so the nested build cannot deadlock;
+/// it uses the same target directory and profile as the test binary, and is
+/// a no-op when `cargo build --workspace --bins` ran before.
+pub fn workspace_bin(package: &str, bin: &str, env_override: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(env_override) {
+        let path = PathBuf::from(path);
+        assert!(
+            path.exists(),
+            "FAILING LOUDLY: {env_override}={} does not exist",
+            path.display()
+        );
+        return path;
+    }
+    static BUILT: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let profile_dir = profile_dir();
+    let path = profile_dir.join(bin);
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if !built.iter().any(|b| b == bin) {
+        cargo_build(&profile_dir, package, bin);
+        built.push(bin.to_string());
+    }
     assert!(
         path.exists(),
-        "FAILING LOUDLY: {} does not exist; build it first with `cargo build --workspace --bins` \
-         (the README's test command does)",
+        "FAILING LOUDLY: {} does not exist after building it",
         path.display()
     );
     path
+}
+
+/// `cargo build -p PACKAGE --bin BIN` into the target directory and profile
+/// that `profile_dir` (`<target>/<profile>`) belongs to.
+fn cargo_build(profile_dir: &Path, package: &str, bin: &str) {
+    let target_dir = profile_dir.parent().unwrap_or(profile_dir);
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.arg("build")
+        .arg("--manifest-path")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml"))
+        .arg("--target-dir")
+        .arg(target_dir)
+        .args(["--quiet", "-p", package, "--bin", bin]);
+    match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") | None => {}
+        Some("release") => {
+            cmd.arg("--release");
+        }
+        Some(profile) => {
+            cmd.args(["--profile", profile]);
+        }
+    }
+    let _ = writeln!(std::io::stderr(), "accel-tests: building {bin} ({cmd:?})");
+    let status = cmd
+        .stdin(Stdio::null())
+        .status()
+        .unwrap_or_else(|e| panic!("FAILING LOUDLY: running {cmd:?}: {e}"));
+    assert!(
+        status.success(),
+        "FAILING LOUDLY: {cmd:?} failed ({status}); fix the build, or set the binary's \
+         path in its environment variable"
+    );
+}
+
+/// The real daemon binary, built on first use (see [`workspace_bin`]);
+/// `ACCEL_DAEMON_BIN` names another one.
+pub fn daemon_bin() -> PathBuf {
+    workspace_bin("accel-daemon", "accel-daemon", "ACCEL_DAEMON_BIN")
 }
 
 /// The cgroup v2 mount point, from /proc/self/mountinfo.
@@ -687,7 +745,6 @@ fn strip_ansi(s: &str) -> String {
 
 /// Minimal HTTP/1.1 GET (no client library needed for three endpoints).
 pub fn http_get(addr: &str, path: &str) -> (u16, String) {
-    use std::io::Write;
     let mut s = std::net::TcpStream::connect(addr).expect("connect to metrics endpoint");
     s.set_read_timeout(Some(Duration::from_secs(10))).ok();
     write!(

@@ -84,18 +84,10 @@ pub const GATEWAY_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x244, 0, 0, 0, 0, 0, 1);
 
 const WAIT: Duration = Duration::from_secs(15);
 
-/// The pod workload binary (echo server/client, IPv6 sidecar proxy).
+/// The pod workload binary (echo server/client, IPv6 sidecar proxy), built
+/// on first use; `ACCEL_POD_BIN` names another one.
 pub fn pod_bin() -> PathBuf {
-    let path = std::env::var_os("ACCEL_POD_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| crate::workspace_target_dir().join("accel-pod"));
-    assert!(
-        path.exists(),
-        "FAILING LOUDLY: {} does not exist; build it with `cargo build -p accel-tests --bins` \
-         (cargo test builds it for the integration tests)",
-        path.display()
-    );
-    path
+    crate::workspace_bin("accel-tests", "accel-pod", "ACCEL_POD_BIN")
 }
 
 // ---------------------------------------------------------------------------
