@@ -1,5 +1,5 @@
 //! The real daemon binary against real traffic, each test in its own cgroup
-//! and pin dir (see accel_tests::TestEnv). Requires root; fails loudly
+//! and pin dir (see accel_test_harness::TestEnv). Requires root; fails loudly
 //! without it.
 
 use std::{
@@ -10,19 +10,20 @@ use std::{
     time::Duration,
 };
 
-use accel_tests::{
+use accel_test_harness::{
     Capture, TestEnv, assert_clean_load, check_named, counter_of, free_port, map_entries, set_flag,
 };
 
-const LOADGEN: &str = env!("CARGO_BIN_EXE_accel-loadgen");
+static LOADGEN: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| accel_test_harness::loadgen_bin().display().to_string());
 
 fn loadgen(env: &TestEnv, port: u16, args: &[&str]) -> Output {
-    let (mut cmd, _procs) = env.loadgen(LOADGEN, port, args);
+    let (mut cmd, _procs) = env.loadgen(LOADGEN.as_str(), port, args);
     cmd.stdin(Stdio::null()).output().expect("run loadgen")
 }
 
 fn spawn_loadgen(env: &TestEnv, port: u16, args: &[&str]) -> Child {
-    let (mut cmd, _procs) = env.loadgen(LOADGEN, port, args);
+    let (mut cmd, _procs) = env.loadgen(LOADGEN.as_str(), port, args);
     cmd.stdin(Stdio::piped()).spawn().expect("spawn loadgen")
 }
 
@@ -166,7 +167,7 @@ fn connections_established_before_the_daemon_keep_working_unaccelerated() {
     std::io::Read::read_to_string(&mut stdout, &mut rest).expect("read report");
     let status = child.wait().expect("wait loadgen");
     let counts = cap.stop();
-    let report: accel_tests::LoadReport =
+    let report: accel_test_harness::LoadReport =
         serde_json::from_str(rest.lines().last().unwrap_or("")).expect("report");
     assert!(
         status.success() && report.errors.is_empty(),
@@ -215,7 +216,7 @@ fn kill9_during_traffic_loses_nothing_and_restart_adopts_the_pins() {
     env.assert_one_attachment("after restart");
 
     // New connections are still accelerated by the adopted datapath.
-    let (_, psh) = env.short_load(LOADGEN, 5);
+    let (_, psh) = env.short_load(LOADGEN.as_str(), 5);
     assert_eq!(psh, 0, "the adopted datapath accelerates new connections");
 }
 
@@ -271,7 +272,7 @@ fn unload_refuses_then_drains(name: &str, drain_check: Option<&str>) {
     assert_eq!(daemon.terminate(), Some(0));
     let pin = env.pin_dir.display().to_string();
     let unload = |timeout: &str| -> Output {
-        let mut cmd = Command::new(accel_tests::daemon_bin());
+        let mut cmd = Command::new(accel_test_harness::daemon_bin());
         cmd.args(["unload", "--pin-dir", &pin, "--drain-timeout", timeout])
             .stdin(Stdio::null());
         if let Some(how) = drain_check {
@@ -370,7 +371,7 @@ fn pins_removed_by_someone_else_are_restored_and_the_datapath_survives() {
     // Still accelerating, and it survives the daemon: the pins hold it.
     daemon.kill9();
     env.assert_one_attachment("with the daemon killed: the restored pins hold it");
-    let (_, psh) = env.short_load(LOADGEN, 5);
+    let (_, psh) = env.short_load(LOADGEN.as_str(), 5);
     assert_eq!(psh, 0, "the restored pins hold an accelerating datapath");
 }
 
@@ -398,7 +399,10 @@ fn a_full_sockhash_sends_new_connections_over_tcp_counted_and_intact() {
 
 /// A gated-off daemon: it says so, is ready, and attached and pinned
 /// nothing. Returns its status and the reason it gives.
-fn assert_gated_off(env: &TestEnv, daemon: &accel_tests::Daemon) -> (serde_json::Value, String) {
+fn assert_gated_off(
+    env: &TestEnv,
+    daemon: &accel_test_harness::Daemon,
+) -> (serde_json::Value, String) {
     assert!(
         daemon.log().contains("running unaccelerated"),
         "{}",
@@ -431,7 +435,7 @@ fn old_kernel_release_runs_unaccelerated_ready_and_says_why() {
     assert!(metrics.contains("older than 5.10"), "{metrics}");
 
     let args = env.run_args(&["--kernel-release", "5.4.0", "--require-acceleration"]);
-    let out = Command::new(accel_tests::daemon_bin())
+    let out = Command::new(accel_test_harness::daemon_bin())
         .args(&args)
         .output()
         .expect("run");
@@ -465,7 +469,7 @@ fn a_kernel_without_btf_runs_unaccelerated_unless_the_operator_accepts_the_risk(
     let (_, metrics) = daemon.http_get("/metrics");
     assert!(metrics.contains("sidecar_accel_enabled 0"), "{metrics}");
     assert!(metrics.contains("no kernel BTF"), "{metrics}");
-    let (_, psh) = env.short_load(LOADGEN, 3);
+    let (_, psh) = env.short_load(LOADGEN.as_str(), 3);
     assert!(psh > 0, "traffic stays on TCP");
     assert_eq!(daemon.terminate(), Some(0));
 
@@ -475,7 +479,7 @@ fn a_kernel_without_btf_runs_unaccelerated_unless_the_operator_accepts_the_risk(
     let flow = check_named(&status, "flow control");
     assert_eq!(flow["ok"], false, "status says flow control is off: {flow}");
     env.assert_one_attachment("with --allow-no-flow-control");
-    let (_, psh) = env.short_load(LOADGEN, 3);
+    let (_, psh) = env.short_load(LOADGEN.as_str(), 3);
     assert_eq!(psh, 0, "accelerated without flow control");
     assert_eq!(daemon.terminate(), Some(0));
     env.unload_ok();
@@ -490,7 +494,7 @@ fn a_datapath_of_another_version_is_retired_cleanly() {
     let old_pin = env.pin_root.join("v0").display().to_string();
     let mut args = env.run_args(&[]);
     set_flag(&mut args, "--pin-dir", &old_pin);
-    let mut old = accel_tests::Daemon::start(&args);
+    let mut old = accel_test_harness::Daemon::start(&args);
     old.kill9();
     assert_eq!(env.attachments().len(), 1);
 
@@ -505,7 +509,7 @@ fn a_datapath_of_another_version_is_retired_cleanly() {
         "old pins left behind"
     );
     env.assert_one_attachment("after retiring the old version");
-    let (_, psh) = env.short_load(LOADGEN, 5);
+    let (_, psh) = env.short_load(LOADGEN.as_str(), 5);
     assert_eq!(psh, 0, "the new datapath accelerates");
 }
 
@@ -514,7 +518,7 @@ fn a_non_root_run_fails_with_one_clear_line() {
     use std::os::unix::process::CommandExt;
     let env = TestEnv::new("nonroot");
     let args = env.run_args(&[]);
-    let out = Command::new(accel_tests::daemon_bin())
+    let out = Command::new(accel_test_harness::daemon_bin())
         .args(&args)
         .uid(65534)
         .gid(65534)
@@ -534,7 +538,7 @@ fn a_non_root_run_fails_with_one_clear_line() {
 
 /// Runs the daemon to failure and returns its stderr.
 fn run_fails(env: &TestEnv, args: &[&str]) -> String {
-    let out = Command::new(accel_tests::daemon_bin())
+    let out = Command::new(accel_test_harness::daemon_bin())
         .args(args)
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
@@ -603,7 +607,7 @@ fn refs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
 
-fn receive_modes(env: &TestEnv) -> accel_tests::Value {
+fn receive_modes(env: &TestEnv) -> accel_test_harness::Value {
     let out = loadgen(env, free_port(), &["--receive-modes"]);
     assert!(
         out.status.success(),

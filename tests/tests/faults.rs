@@ -4,7 +4,7 @@
 //! connection error, every byte intact, and the datapath in the state the
 //! fault promises (one attachment, nothing left, restored pins...).
 //!
-//! Each test runs in its own cgroup and pin dir (accel_tests::TestEnv); the
+//! Each test runs in its own cgroup and pin dir (accel_test_harness::TestEnv); the
 //! bpffs test mounts its own private bpffs instance and never touches
 //! /sys/fs/bpf itself. Requires root; fails loudly without it.
 //!
@@ -21,12 +21,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use accel_tests::{
+use accel_test_harness::{
     Capture, Daemon, LoadReport, TestEnv, Value, assert_clean_load, counter_of, daemon_bin,
     free_port, set_flag,
 };
 
-const LOADGEN: &str = env!("CARGO_BIN_EXE_accel-loadgen");
+static LOADGEN: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| accel_test_harness::loadgen_bin().display().to_string());
 /// Concurrent connections kept busy through every fault.
 const CONNS: usize = 20;
 /// Message sizes each connection cycles through: a byte, a segment, 64 KiB.
@@ -35,7 +36,7 @@ const SIZES: &str = "1,1500,65536";
 /// Continuous echo traffic inside the test's cgroup.
 fn spawn_load(env: &TestEnv, conns: usize, duration_ms: u64) -> Child {
     let (mut cmd, _procs) = env.loadgen(
-        LOADGEN,
+        LOADGEN.as_str(),
         free_port(),
         &[
             "--conns",
@@ -160,7 +161,7 @@ fn repeated_kill9_and_restart_under_load_adopt_the_same_program() {
         finish_load(load);
         eprintln!("cycle {cycle} done at {:?}", t0.elapsed());
     }
-    let (_, psh) = env.short_load(LOADGEN, 5);
+    let (_, psh) = env.short_load(LOADGEN.as_str(), 5);
     assert_eq!(psh, 0, "new connections after the restarts are accelerated");
 }
 
@@ -198,7 +199,7 @@ fn upgrade_under_load_retires_the_old_version_and_loses_nothing() {
 
     // While the old connections still run: new ones get the new version.
     let before = env.counter("redirect_msgs");
-    let (_, psh) = env.short_load(LOADGEN, 5);
+    let (_, psh) = env.short_load(LOADGEN.as_str(), 5);
     assert_eq!(psh, 0, "new connections are accelerated by v1");
     assert!(env.counter("redirect_msgs") > before);
     finish_load(load);
@@ -372,7 +373,7 @@ fn full_sockhash_under_load_falls_back_to_tcp_counted_in_status_and_metrics() {
     let port = free_port();
     let cap = Capture::start(port);
     let (mut cmd, procs) = env.loadgen(
-        LOADGEN,
+        LOADGEN.as_str(),
         port,
         &[
             "--conns",
@@ -417,7 +418,7 @@ fn full_sockhash_under_load_falls_back_to_tcp_counted_in_status_and_metrics() {
         "{metrics}"
     );
     // Once the connections closed, the map has room again.
-    let (_, psh) = env.short_load(LOADGEN, 2);
+    let (_, psh) = env.short_load(LOADGEN.as_str(), 2);
     assert_eq!(psh, 0, "freed entries are reused");
 }
 
@@ -453,7 +454,7 @@ fn pin_files_removed_under_load_are_detected_restored_and_hold_the_datapath() {
     finish_load(load);
     daemon.kill9();
     env.assert_one_attachment("with the daemon gone: the restored pins hold it");
-    let (_, psh) = env.short_load(LOADGEN, 5);
+    let (_, psh) = env.short_load(LOADGEN.as_str(), 5);
     assert_eq!(psh, 0);
 }
 
@@ -559,7 +560,7 @@ fn bpffs_unmounted_under_load_is_reported_and_recovered_when_it_returns() {
         vec![prog],
         "the restored pins hold the datapath without the daemon"
     );
-    let (_, psh) = env.short_load(LOADGEN, 5);
+    let (_, psh) = env.short_load(LOADGEN.as_str(), 5);
     assert_eq!(psh, 0);
     let unload = Command::new(daemon_bin())
         .arg("unload")
@@ -617,14 +618,14 @@ fn lost_pins_are_visible_in_status_and_metrics() {
 #[test]
 fn api_server_down_under_load_leaves_the_datapath_untouched() {
     use accel_fake_apiserver::{FakeApiServer, fixtures};
-    use accel_tests::topology::{Mesh, Node};
+    use accel_topology::{Mesh, Node};
 
     let env = TestEnv::new("f-apidown");
     let node = Node::new(&env, "ad");
     let a = node.meshed_pod("a", Mesh::default());
     let node_name = format!("node-{}", std::process::id());
     let api = FakeApiServer::start().expect("start the fake API server");
-    let kernel = accel_tests::running_kernel();
+    let kernel = accel_test_harness::running_kernel();
     api.upsert(fixtures::node(&node_name, &kernel, "Debian GNU/Linux 12"));
     let ips = [
         std::net::IpAddr::from(a.ipv4).to_string(),
@@ -667,7 +668,7 @@ fn api_server_down_under_load_leaves_the_datapath_untouched() {
     // The pod's namespace is resolved a moment after its addresses.
     thread::sleep(Duration::from_millis(500));
 
-    let mut cmd = a.command(LOADGEN);
+    let mut cmd = a.command(LOADGEN.as_str());
     cmd.arg("--listen")
         .arg(format!("127.0.0.1:{}", free_port()))
         .args(["--conns", &CONNS.to_string(), "--sizes", SIZES])

@@ -17,7 +17,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use accel_tests::{Daemon, TestEnv, daemon_bin, free_port, set_flag};
+use accel_test_harness::{Daemon, TestEnv, daemon_bin, free_port, set_flag};
 
 /// The daemon's stderr must read like an operator error, not a crash.
 fn assert_one_clean_error(what: &str, out: &Output) -> String {
@@ -116,7 +116,7 @@ fn daemon_with_caps(caps: &str) -> Command {
 /// the daemon exits; the channel hears when the daemon is ready.
 fn collect_stderr(child: &mut Child) -> (mpsc::Receiver<()>, thread::JoinHandle<String>) {
     let (tx, rx) = mpsc::channel();
-    let reader = accel_tests::collect_stderr(child, move |line| {
+    let reader = accel_test_harness::collect_stderr(child, move |line| {
         if line.contains("listening on") {
             let _ = tx.send(());
         }
@@ -478,7 +478,7 @@ fn bad_values_for_every_flag_fail_with_one_clear_line() {
             )),
         }
         assert!(env.attachments().is_empty(), "{what}: left attached");
-        accel_tests::remove_tree(&env.pin_dir);
+        accel_test_harness::remove_tree(&env.pin_dir);
     }
     let pin = env.pin_dir.display().to_string();
     let other_cases: Vec<Vec<&str>> = vec![
@@ -645,7 +645,7 @@ fn the_api_token_never_reaches_the_logs_at_trace_level() {
     );
     let api = FakeApiServer::start().expect("start the fake API server");
     let node_name = format!("node-{}", std::process::id());
-    let kernel = accel_tests::running_kernel();
+    let kernel = accel_test_harness::running_kernel();
     api.upsert(fixtures::node(&node_name, &kernel, "Debian GNU/Linux 12"));
     api.upsert(fixtures::istio_pod(
         "shop",

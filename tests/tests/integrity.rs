@@ -17,14 +17,15 @@ use std::{
     time::{Duration, Instant},
 };
 
-use accel_tests::{
+use accel_test_harness::{
     Capture, CaptureCounts, Daemon, TestEnv, Value, free_port, map_entries, peak_tcp_mem,
     spawn_listening,
-    topology::{Node, Pod, PodsFile},
     traffic::{Delta, assert_clean, measured, run_driver},
 };
+use accel_topology::{Node, Pod, PodsFile};
 
-const DRIVER: &str = env!("CARGO_BIN_EXE_accel-integrity");
+static DRIVER: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| accel_test_harness::integrity_bin().display().to_string());
 
 static NODE_WIDE: RwLock<()> = RwLock::new(());
 
@@ -48,7 +49,7 @@ fn soak() -> bool {
 /// Runs the driver inside the test's cgroup (accelerated), returning its
 /// output and JSON report.
 fn drive(env: &TestEnv, args: &[&str]) -> (Output, Value) {
-    let mut cmd = Command::new(DRIVER);
+    let mut cmd = Command::new(DRIVER.as_str());
     let _procs = env.in_cgroup(&mut cmd);
     run_driver(cmd, args)
 }
@@ -360,7 +361,7 @@ fn nginx_serves_a_large_file_to_curl_through_two_sidecars_sha256_equal() {
         const CHUNK: usize = 1 << 20;
         for i in 0..size / CHUNK {
             // Distinct chunks: a reordered or repeated chunk changes the hash.
-            f.write_all(&accel_tests::topology::pattern(i as u64, CHUNK))
+            f.write_all(&accel_test_harness::pattern::bytes(i as u64, 0, CHUNK))
                 .expect("write");
         }
         f.flush().expect("flush");
@@ -431,9 +432,9 @@ const SLOW_READERS: [&str; 6] = ["--recv", "read", "--max-read", "16384", "--del
 /// cgroup (accelerated) or outside it (plain TCP, same namespace).
 fn loopback_slow_readers(pod: &Pod, accelerated: bool, conns: u64, bytes: u64) -> (Value, u64) {
     let cmd = if accelerated {
-        pod.command(DRIVER)
+        pod.command(DRIVER.as_str())
     } else {
-        pod.admin(DRIVER)
+        pod.admin(DRIVER.as_str())
     };
     let (conns, bytes) = (conns.to_string(), bytes.to_string());
     let mut report = Value::Null;
@@ -474,7 +475,7 @@ fn loopback_slow_readers(pod: &Pod, accelerated: bool, conns: u64, bytes: u64) -
 fn mesh_slow_readers(a: &Pod, b: &Pod, conns: u64, bytes: u64) -> u64 {
     let (conns, bytes) = (conns.to_string(), bytes.to_string());
     let (sink, mut lines) = spawn_listening(
-        b.command(DRIVER)
+        b.command(DRIVER.as_str())
             .args(["sink", "--listen", "0.0.0.0:9100"])
             .args([
                 "--conns",
@@ -489,7 +490,7 @@ fn mesh_slow_readers(a: &Pod, b: &Pod, conns: u64, bytes: u64) -> u64 {
     let target = b.addr_v4(9100).to_string();
     let peak = peak_tcp_mem(|| {
         let (out, r) = run_driver(
-            a.command(DRIVER),
+            a.command(DRIVER.as_str()),
             &[
                 "source",
                 "--connect",

@@ -15,11 +15,10 @@ use std::{
 };
 
 use accel_fake_apiserver::{FakeApiServer, fixtures};
-use accel_tests::{
-    TestEnv, attachments, counter_of, http_get, running_kernel,
-    topology::{ECHO_PORT, Mesh, Node, pattern, sha256_hex},
-    wait_until,
+use accel_test_harness::{
+    TestEnv, attachments, counter_of, http_get, pattern, running_kernel, sha256_hex, wait_until,
 };
+use accel_topology::{ECHO_PORT, Mesh, Node};
 use common::run_installer;
 use serde_json::{Value, json};
 
@@ -231,7 +230,7 @@ fn pod_watch_drives_the_maps_within_a_second_and_survives_api_outages() {
     assert!(client.report.equal, "{:?}", client.report);
     assert_eq!(
         client.report.received_sha256,
-        sha256_hex(&pattern(1, BYTES))
+        sha256_hex(&pattern::bytes(1, 0, BYTES))
     );
     client.finish();
     assert_eq!(cap.stop().psh_data, 0, "sidecar -> sidecar crossed TCP");
@@ -468,7 +467,7 @@ fn held_back_application_sockets_raise_an_event_on_their_pod() {
     b.start_echo();
     let node_name = format!("node-held-{}", std::process::id());
     let (api, kubeconfig) = start_api(&env, &node_name, &running_kernel());
-    let ip = |p: &accel_tests::topology::Pod| IpAddr::from(p.ipv4).to_string();
+    let ip = |p: &accel_topology::Pod| IpAddr::from(p.ipv4).to_string();
     // Events live in the pods' namespace, which must exist (as in a cluster).
     api.upsert(fixtures::namespace(NS));
     api.upsert(fixtures::istio_pod(NS, "a", &node_name, &[&ip(&a)]));
@@ -527,7 +526,7 @@ fn bad_kubernetes_flags_fail_with_one_clear_line() {
             "127.0.0.1:0",
         ];
         args.extend_from_slice(extra);
-        let out = Command::new(accel_tests::daemon_bin())
+        let out = Command::new(accel_test_harness::daemon_bin())
             .args(&args)
             .env_remove("NODE_NAME")
             .env_remove("KUBECONFIG")
@@ -606,7 +605,7 @@ fn without_the_hosts_bpffs_the_node_stays_unaccelerated_and_says_why() {
     let script = format!(
         "while grep -q ' /sys/fs/bpf bpf ' /proc/self/mounts; do umount -l /sys/fs/bpf || exit 1; done; exec {} run --cgroup {} --pin-dir /sys/fs/bpf/sidecar-accel-test/v{} \
          --state-dir {state} --metrics-addr 127.0.0.1:0 --no-mount-bpffs",
-        accel_tests::daemon_bin().display(),
+        accel_test_harness::daemon_bin().display(),
         env.cgroup.display(),
         accel_bpf::abi::ABI_VERSION,
     );
@@ -669,7 +668,7 @@ fn installer_uninstall_drains_the_real_daemon_under_traffic() {
     // EAGAIN while its peer switches to TCP (docs/known-issues.md, I-5).
     let file: Vec<u8> = (0..64 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
     b.start_nginx(&file);
-    let url = format!("http://{}{}", b.ipv4, accel_tests::topology::HTTP_FILE);
+    let url = format!("http://{}{}", b.ipv4, accel_topology::HTTP_FILE);
     let before = counter_of(&env.status_json(), "redirect_bytes");
     let t0 = Instant::now();
     let body = a.curl(&url);

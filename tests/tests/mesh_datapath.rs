@@ -1,12 +1,8 @@
 //! The Istio sidecar datapath on the pod topology: the real daemon, pods
 //! with Istio's interception and real sidecars, every leg checked.
 
-use accel_tests::{
-    TestEnv, counter_of, map_entries,
-    topology::{
-        BOUND_SOURCE_PORTS, ECHO_PORT, Mesh, Node, OUTBOUND_PORT, PodsFile, pattern, sha256_hex,
-    },
-};
+use accel_test_harness::{TestEnv, counter_of, map_entries, pattern, sha256_hex};
+use accel_topology::{BOUND_SOURCE_PORTS, ECHO_PORT, Mesh, Node, OUTBOUND_PORT, PodsFile};
 
 #[test]
 fn meshed_echo_is_accelerated_on_all_three_legs() {
@@ -50,14 +46,14 @@ fn meshed_echo_is_accelerated_on_all_three_legs() {
 /// Runs `accel-pod reuse` in `pod` and returns its per-connection reports;
 /// `inspect` runs while every connection is still open.
 fn reuse(
-    pod: &accel_tests::topology::Pod,
+    pod: &accel_topology::Pod,
     source: std::net::SocketAddr,
     targets: &[std::net::SocketAddr],
     seed: u64,
     inspect: impl FnOnce(),
-) -> Vec<accel_tests::Value> {
+) -> Vec<accel_test_harness::Value> {
     use std::io::{BufRead, BufReader};
-    let mut cmd = pod.command(accel_tests::topology::pod_bin());
+    let mut cmd = pod.command(accel_test_harness::pod_bin());
     cmd.arg("reuse")
         .arg("--source")
         .arg(source.to_string())
@@ -72,7 +68,7 @@ fn reuse(
         .spawn()
         .expect("spawn accel-pod reuse");
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let reports: Vec<accel_tests::Value> = (0..targets.len())
+    let reports: Vec<accel_test_harness::Value> = (0..targets.len())
         .map(|_| {
             let line = lines.next().and_then(Result::ok).unwrap_or_default();
             serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad report {line:?}: {e}"))
@@ -89,15 +85,15 @@ fn reuse(
     reports
 }
 
-fn assert_own_pattern(reports: &[accel_tests::Value]) {
-    use accel_tests::topology::{pattern, sha256_hex};
+fn assert_own_pattern(reports: &[accel_test_harness::Value]) {
+    use accel_test_harness::{pattern, sha256_hex};
     for r in reports {
         let seed = r["seed"].as_u64().expect("seed");
         let bytes = r["bytes"].as_u64().expect("bytes") as usize;
         assert_eq!(r["equal"], true, "cross-delivery or corruption: {r}");
         assert_eq!(
             r["received_sha256"],
-            sha256_hex(&pattern(seed, bytes)),
+            sha256_hex(&pattern::bytes(seed, 0, bytes)),
             "{r}"
         );
     }
@@ -219,7 +215,7 @@ fn identical_loopback_four_tuples_in_two_pods_never_cross_deliver() {
 
 #[test]
 fn pods_file_scopes_loopback_to_meshed_pods_and_applies_opt_outs() {
-    use accel_tests::topology::HTTP_PORT;
+    use accel_topology::HTTP_PORT;
     let env = TestEnv::new("mesh-scope");
     let node = Node::new(&env, "sc");
     let a = node.meshed_pod("a", Mesh::default().exclude_outbound_port(HTTP_PORT));
@@ -284,11 +280,7 @@ fn pods_file_scopes_loopback_to_meshed_pods_and_applies_opt_outs() {
     // sidecar (iptables) and must not be paired with B's sidecar either.
     let excluded = env.counter("excluded_by_pod_opt_out");
     let cap_bridge = node.capture(&a.host_veth, &format!("tcp port {HTTP_PORT}"));
-    let body = a.curl(&format!(
-        "http://{}{}",
-        b.ipv4,
-        accel_tests::topology::HTTP_FILE
-    ));
+    let body = a.curl(&format!("http://{}{}", b.ipv4, accel_topology::HTTP_FILE));
     assert_eq!(sha256_hex(&body), sha256_hex(&file));
     let bridge = cap_bridge.stop();
     assert!(
@@ -311,13 +303,13 @@ fn pods_file_scopes_loopback_to_meshed_pods_and_applies_opt_outs() {
 
 #[test]
 fn http_through_both_sidecars_is_accelerated_with_and_without_sendfile() {
-    use accel_tests::topology::{HTTP_FILE, HTTP_PORT};
+    use accel_topology::{HTTP_FILE, HTTP_PORT};
     let env = TestEnv::new("mesh-http");
     let node = Node::new(&env, "ht");
     let [a, b, c] = node.meshed_pods(["a", "b", "c"]);
     // Under the 4 MiB flow-control budget: a larger response into a reader
     // that lags would (correctly) finish over TCP; see flow_control.rs.
-    let file = pattern(11, 2 * 1024 * 1024 + 3);
+    let file = pattern::bytes(11, 0, 2 * 1024 * 1024 + 3);
     b.start_nginx_with(&file, true);
     c.start_nginx_with(&file, false);
     let pods = PodsFile::write(&env, &[(&a, ""), (&b, ""), (&c, "")]).expect("pods file");
@@ -418,7 +410,7 @@ fn ten_thousand_short_connections_leave_every_map_empty() {
     let _daemon = env.start_daemon(&["--pods-file", &pods.arg()]);
     let before = env.status_json();
     let out = a
-        .command(accel_tests::topology::pod_bin())
+        .command(accel_test_harness::pod_bin())
         .args([
             "churn",
             "--connect",
@@ -455,7 +447,7 @@ fn connections_from_before_the_daemon_are_never_switched_mid_stream() {
     let [a, b] = node.meshed_pods(["a", "b"]);
     b.start_echo();
     let mut client = a
-        .command(accel_tests::topology::pod_bin())
+        .command(accel_test_harness::pod_bin())
         .args([
             "interactive",
             "--connect",
@@ -521,7 +513,8 @@ fn connections_from_before_the_daemon_are_never_switched_mid_stream() {
 /// segments like plain TCP.
 #[test]
 fn proxy_only_pods_accelerate_the_sidecar_hop_and_leave_applications_on_tcp() {
-    const DRIVER: &str = env!("CARGO_BIN_EXE_accel-integrity");
+    static DRIVER: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| accel_test_harness::integrity_bin().display().to_string());
     const PORT: u16 = 9100;
     const CONNS: usize = 4;
     const BYTES: u64 = 4 << 20;
@@ -547,8 +540,8 @@ fn proxy_only_pods_accelerate_the_sidecar_hop_and_leave_applications_on_tcp() {
         .collect();
     assert_eq!(modes, ["proxy-only", "proxy-only"], "{status}");
 
-    let (mut sink, mut lines) = accel_tests::spawn_listening(
-        b.command(DRIVER)
+    let (mut sink, mut lines) = accel_test_harness::spawn_listening(
+        b.command(DRIVER.as_str())
             .args(["sink", "--listen", &format!("0.0.0.0:{PORT}")])
             .args(["--conns", &CONNS.to_string(), "--bytes", &BYTES.to_string()])
             .args(["--recv", "splice", "--timeout-secs", "60"]),
@@ -562,7 +555,7 @@ fn proxy_only_pods_accelerate_the_sidecar_hop_and_leave_applications_on_tcp() {
     );
     let legs = node.capture_legs(&a, &b, PORT);
     let out = a
-        .command(DRIVER)
+        .command(DRIVER.as_str())
         .args(["source", "--connect", &b.addr_v4(PORT).to_string()])
         .args(["--conns", &CONNS.to_string(), "--bytes", &BYTES.to_string()])
         .args(["--timeout-secs", "60"])
@@ -581,7 +574,7 @@ fn proxy_only_pods_accelerate_the_sidecar_hop_and_leave_applications_on_tcp() {
     eprintln!("checks: {}", status["daemon"]["checks"]);
     eprintln!("counters: {}", status["datapath"]["counters"]);
     assert!(done.success(), "the splice reader lost bytes: {report}");
-    let v: accel_tests::Value = serde_json::from_str(&report).expect("sink report");
+    let v: accel_test_harness::Value = serde_json::from_str(&report).expect("sink report");
     assert_eq!(v["bytes_received"], CONNS as u64 * BYTES, "{report}");
 
     assert_eq!(
@@ -624,7 +617,7 @@ fn proxy_only_pods_accelerate_the_sidecar_hop_and_leave_applications_on_tcp() {
     );
     for first in ["client", "server"] {
         let out = a
-            .command(DRIVER)
+            .command(DRIVER.as_str())
             .args(["half-close", "--listen", "127.0.0.1:9200", "--first", first])
             .args(["--recv", "read", "--conns", "50", "--bytes", "262144"])
             .args(["--timeout-secs", "60"])
