@@ -150,8 +150,11 @@ pub fn generate(args: &LoadArgs) -> Result<RunnerResults> {
         nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
             .context("sched_setaffinity")?;
     }
-    let expected: Arc<Vec<u8>> =
-        Arc::new(accel_tests::topology::pattern(args.size as u64, args.size));
+    let expected: Arc<Vec<u8>> = Arc::new(accel_test_harness::pattern::bytes(
+        args.size as u64,
+        0,
+        args.size,
+    ));
     let warmup = Duration::from_secs_f64(args.warmup);
     let duration = Duration::from_secs_f64(args.duration);
     // Fixed rate: each connection sends every `interval`, the connections'
@@ -545,7 +548,7 @@ mod tests {
     fn http(size: usize) -> SocketAddr {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
-        let body = accel_tests::topology::pattern(size as u64, size);
+        let body = accel_test_harness::pattern::bytes(size as u64, 0, size);
         thread::spawn(move || {
             for s in l.incoming() {
                 let Ok(mut s) = s else { continue };

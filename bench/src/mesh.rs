@@ -1,7 +1,7 @@
 //! `accel-bench mesh`: same-node sidecar traffic, with and without the
 //! datapath, in one run on one topology.
 //!
-//! The topology is the end-to-end tests' (`accel_tests::topology`): a
+//! The topology is the end-to-end tests' (`accel_topology`): a
 //! private node namespace with a bridge, meshed pods A and B with Istio's
 //! REDIRECT rules and haproxy sidecars. Every request goes app A ->
 //! sidecar A (127.0.0.1:15001) -> sidecar B (B:15006) -> app B (from
@@ -29,10 +29,8 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use accel_tests::{
-    Daemon, TestEnv, Value,
-    topology::{Mesh, Node, Pod, pattern, sha256_hex},
-};
+use accel_test_harness::{Daemon, TestEnv, Value, pattern, sha256_hex};
+use accel_topology::{Mesh, Node, Pod};
 use anyhow::{Context, Result, bail, ensure};
 use clap::Args;
 use serde::{Deserialize, Serialize};
@@ -275,7 +273,7 @@ pub(crate) fn topology_bins(
     });
     ensure!(
         pod_bin.is_file(),
-        "accel-pod not found at {} (cargo build --release -p accel-tests --bins, or --pod-bin)",
+        "accel-pod not found at {} (cargo build --release -p accel-test-tools --bins, or --pod-bin)",
         pod_bin.display()
     );
     for t in tools {
@@ -371,7 +369,7 @@ fn mesh(mut args: MeshArgs) -> Result<()> {
     let a = node.meshed_pod("a", Mesh::default());
     let b = node.meshed_pod("b", Mesh::default());
     let nginx_pid = start_nginx(&b, &sizes);
-    let pods_file = accel_tests::topology::PodsFile::write(&env, &[(&a, ""), (&b, "")])
+    let pods_file = accel_topology::PodsFile::write(&env, &[(&a, ""), (&b, "")])
         .context("writing the pods file")?;
     let mut ctl = DaemonCtl::new(&env, pods_file.arg())
         .with_args(&["--pod-acceleration", &cfg.pod_acceleration]);
@@ -777,7 +775,7 @@ pub(crate) fn pin(pids: &[u32], list: &str) -> Result<()> {
 // ---------------------------------------------------------------------------
 
 fn file_content(size: usize) -> Vec<u8> {
-    pattern(size as u64, size)
+    pattern::bytes(size as u64, 0, size)
 }
 
 /// nginx in B serving `/f<size>` for every size (sendfile on): the

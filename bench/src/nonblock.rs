@@ -48,7 +48,7 @@ pub fn connect(addr: &str, nonblocking: bool) -> Result<TcpStream> {
     } else {
         libc::AF_INET6
     };
-    let (raw, len) = accel_tests::topology::sock::to_raw(to);
+    let (raw, len) = accel_topology::sock::to_raw(to);
     let ty = libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
     // SAFETY: plain socket(2).
     let fd = cvt(unsafe { libc::socket(family, ty, 0) })?;

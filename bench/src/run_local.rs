@@ -27,10 +27,8 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use accel_tests::{
-    TestEnv,
-    topology::{ECHO_PORT, HTTP_PORT, Mesh, Node, Pod},
-};
+use accel_test_harness::TestEnv;
+use accel_topology::{ECHO_PORT, HTTP_PORT, Mesh, Node, Pod};
 use anyhow::{Context, Result, bail, ensure};
 use clap::{Args, ValueEnum};
 use serde::Serialize;
@@ -325,7 +323,7 @@ fn run_local(mut a: RunLocalArgs) -> Result<()> {
         .stdout(std::process::Stdio::null());
     u2.spawn("bench-echo", &mut echo_cmd);
     u2.wait_listening(CONN_PORT, 1);
-    let pods_file = accel_tests::topology::PodsFile::write(&env, &[(&pa, ""), (&pb, "")])
+    let pods_file = accel_topology::PodsFile::write(&env, &[(&pa, ""), (&pb, "")])
         .context("writing the pods file")?;
     let mut ctl = DaemonCtl::new(&env, pods_file.arg());
     let client_side: Vec<u32> = pa.sidecar_pids();

@@ -60,12 +60,12 @@ pub fn check_interrupted() -> Result<()> {
 }
 
 pub fn cgroup2_mount() -> Result<PathBuf> {
-    accel_tests::find_cgroup2_mount()
+    accel_test_harness::find_cgroup2_mount()
         .context("no cgroup v2 mount on this machine (needed to place the traffic)")
 }
 
 fn ensure_bpffs() -> Result<()> {
-    accel_tests::mount_bpffs_if_needed().map_err(anyhow::Error::msg)
+    accel_test_harness::mount_bpffs_if_needed().map_err(anyhow::Error::msg)
 }
 
 pub struct Sandbox {
@@ -304,17 +304,17 @@ fn open_procs(cg: &Path) -> Result<File> {
 impl Drop for Sandbox {
     fn drop(&mut self) {
         // Workers first: nothing of ours keeps running.
-        accel_tests::kill_cgroup_tree(&self.accel_cg);
-        accel_tests::kill_cgroup_tree(&self.plain_cg);
+        accel_test_harness::kill_cgroup_tree(&self.accel_cg);
+        accel_test_harness::kill_cgroup_tree(&self.plain_cg);
         self.stop_daemon();
         self.unload();
-        accel_tests::remove_tree(&self.pin_root);
+        accel_test_harness::remove_tree(&self.pin_root);
         let _ = fs::remove_dir_all(&self.state_dir);
         let _ = fs::remove_dir_all(&self.sock_dir);
         self.accel_procs = None;
         self.plain_procs = None;
         for cg in [&self.accel_cg, &self.plain_cg] {
-            accel_tests::kill_cgroup_tree(cg);
+            accel_test_harness::kill_cgroup_tree(cg);
             if cg.exists()
                 && let Err(e) = fs::remove_dir(cg)
             {

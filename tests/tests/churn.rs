@@ -15,9 +15,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use accel_tests::{Netns, TestEnv, Value, counter_of, peak_while};
+use accel_test_harness::{Netns, TestEnv, Value, counter_of, peak_while};
 
-const DRIVER: &str = env!("CARGO_BIN_EXE_accel-integrity");
+static DRIVER: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| accel_test_harness::integrity_bin().display().to_string());
 const SOCKHASH_SIZE: u64 = 1 << 20;
 /// The default ratio of sockhash to pairing map (65536 : 16384): the
 /// pairing map only holds handshakes in flight.
@@ -90,7 +91,7 @@ fn bpftool_entries(pin: &Path) -> usize {
 /// outside it (plain TCP, for the rate this machine reaches without us);
 /// returns its report.
 fn churn(env: &TestEnv, ns: &Netns, accelerated: bool, duration: Duration) -> Value {
-    let mut cmd = ns.command(DRIVER);
+    let mut cmd = ns.command(DRIVER.as_str());
     cmd.args(["churn", "--threads", "4", "--bytes", "64"])
         .args(["--duration-ms", &duration.as_millis().to_string()])
         .args(["--timeout-secs", &(duration.as_secs() + 120).to_string()])

@@ -6,9 +6,10 @@
 
 use std::{process::Stdio, thread, time::Duration};
 
-use accel_tests::{Netns, TestEnv, counter_of, free_port, parse_load_report};
+use accel_test_harness::{Netns, TestEnv, counter_of, free_port, parse_load_report};
 
-const LOADGEN: &str = env!("CARGO_BIN_EXE_accel-loadgen");
+static LOADGEN: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| accel_test_harness::loadgen_bin().display().to_string());
 const A: &str = "192.0.2.10";
 const B: &str = "192.0.2.11";
 
@@ -28,7 +29,7 @@ fn pod_network() -> Netns {
 /// how many redirected bytes it added.
 fn traffic(env: &TestEnv, ns: &Netns) -> u64 {
     let before = env.counter("redirect_bytes");
-    let mut cmd = ns.command(LOADGEN);
+    let mut cmd = ns.command(LOADGEN.as_str());
     cmd.arg("--listen")
         .arg(format!("{B}:{}", free_port()))
         .args(["--conns", "6", "--sizes", "1,1500,65536", "--rounds", "3"])

@@ -10,12 +10,13 @@
 
 use std::process::Stdio;
 
-use accel_tests::{
-    TestEnv, counter_of, free_port, parse_load_report, peak_tcp_mem, spawn_listening,
-    topology::{Node, pod_bin},
+use accel_test_harness::{
+    TestEnv, counter_of, free_port, parse_load_report, peak_tcp_mem, pod_bin, spawn_listening,
 };
+use accel_topology::Node;
 
-const LOADGEN: &str = env!("CARGO_BIN_EXE_accel-loadgen");
+static LOADGEN: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| accel_test_harness::loadgen_bin().display().to_string());
 const STREAM: u64 = 32 << 20;
 
 fn soak() -> (usize, usize) {
@@ -29,20 +30,20 @@ fn soak() -> (usize, usize) {
 /// Loopback stream into a slow reader inside meshed pod `pod`: in the
 /// daemon's cgroup (accelerated) or outside it (plain TCP, same namespace).
 fn loopback_stream(
-    pod: &accel_tests::topology::Pod,
+    pod: &accel_topology::Pod,
     accelerated: bool,
     pinned: bool,
     conns: usize,
 ) -> u64 {
     peak_tcp_mem(|| {
-        let program = if pinned { "taskset" } else { LOADGEN };
+        let program = if pinned { "taskset" } else { LOADGEN.as_str() };
         let mut cmd = if accelerated {
             pod.command(program)
         } else {
             pod.admin(program)
         };
         if pinned {
-            cmd.args(["-c", "0", LOADGEN]);
+            cmd.args(["-c", "0", LOADGEN.as_str()]);
         }
         cmd.arg("--listen")
             .arg(format!("127.0.0.1:{}", free_port()))
@@ -67,11 +68,7 @@ fn loopback_stream(
 }
 
 /// Pod A's fast writer -> both sidecars -> pod B's slow reader.
-fn mesh_stream(
-    a: &accel_tests::topology::Pod,
-    b: &accel_tests::topology::Pod,
-    conns: usize,
-) -> u64 {
+fn mesh_stream(a: &accel_topology::Pod, b: &accel_topology::Pod, conns: usize) -> u64 {
     let port = 9100;
     let (mut sink, mut lines) = spawn_listening(
         b.command(pod_bin())
@@ -105,7 +102,7 @@ fn mesh_stream(
     let report = lines.next().and_then(Result::ok).unwrap_or_default();
     let status = sink.wait().expect("sink");
     assert!(status.success(), "reader broke: {report}");
-    let v: accel_tests::Value = serde_json::from_str(&report).expect("sink report");
+    let v: accel_test_harness::Value = serde_json::from_str(&report).expect("sink report");
     let received: Vec<u64> = v["received"]
         .as_array()
         .expect("received")
@@ -139,11 +136,10 @@ fn slow_readers_never_make_the_kernel_queue_much_more_than_plain_tcp() {
 
     // Baselines first, with nothing attached.
     let mesh_plain = mesh_stream(&a, &b, conns);
-    let pods =
-        accel_tests::topology::PodsFile::write(&env, &[(&a, ""), (&b, "")]).expect("pods file");
+    let pods = accel_topology::PodsFile::write(&env, &[(&a, ""), (&b, "")]).expect("pods file");
     let _daemon = env.start_daemon(&["--pods-file", &pods.arg()]);
     let status = env.status_json();
-    let flow = accel_tests::check_named(&status, "flow control");
+    let flow = accel_test_harness::check_named(&status, "flow control");
     assert_eq!(
         flow["ok"], true,
         "flow control must be available on this kernel: {flow}"

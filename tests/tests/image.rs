@@ -3,7 +3,7 @@
 //! private podman storage, installed with `accel-installer install --image`
 //! against the fake API server, and started from the DaemonSet the
 //! installer applied (its capabilities, user, mounts, host namespaces,
-//! limits and arguments; see accel_tests::kubelet). The daemon attaches to
+//! limits and arguments; see accel_test_harness::kubelet). The daemon attaches to
 //! this test's own cgroup and pins under its own directory, never the
 //! machine's root cgroup. Requires root and podman; fails loudly without.
 
@@ -18,15 +18,14 @@ use std::{
 };
 
 use accel_fake_apiserver::{FakeApiServer, fixtures};
-use accel_tests::{
+use accel_test_harness::{
     TestEnv, cgroup2_mount, counter_of, daemon_bin, free_port,
     kubelet::{PodRun, Site},
-    map_entries,
+    map_entries, pattern,
     podman::{Container, Podman},
-    running_kernel,
-    topology::{ECHO_PORT, Node, Pod, pattern, sha256_hex},
-    wait_until,
+    running_kernel, sha256_hex, wait_until,
 };
+use accel_topology::{ECHO_PORT, Node, Pod};
 use common::run_installer;
 use serde_json::Value;
 
@@ -324,7 +323,7 @@ fn the_image_runs_as_the_daemonset_says_accelerates_and_uninstalls_clean() {
     client.report.assert_pattern_echoed(BYTES);
     assert_eq!(
         client.report.received_sha256,
-        sha256_hex(&pattern(1, BYTES))
+        sha256_hex(&pattern::bytes(1, 0, BYTES))
     );
     client.finish();
     let (a_lo, bridge, b_lo) = legs.stop();

@@ -11,12 +11,11 @@ use std::{
     thread::JoinHandle,
 };
 
-use accel_tests::{
-    Capture, TestEnv, Value, collect_stderr, counter_of, map_entries,
-    topology::{BOUND_SOURCE_PORTS, ECHO_PORT, Mesh, Node, OUTBOUND_PORT, Pod, PodsFile},
-};
+use accel_test_harness::{Capture, TestEnv, Value, collect_stderr, counter_of, map_entries};
+use accel_topology::{BOUND_SOURCE_PORTS, ECHO_PORT, Mesh, Node, OUTBOUND_PORT, Pod, PodsFile};
 
-const DRIVER: &str = env!("CARGO_BIN_EXE_accel-integrity");
+static DRIVER: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| accel_test_harness::integrity_bin().display().to_string());
 const BYTES: &str = "65536";
 
 fn soak() -> bool {
@@ -239,7 +238,7 @@ fn identical_loopback_four_tuples_in_many_pods_at_once_never_cross_deliver() {
         .enumerate()
         .map(|(i, p)| {
             Collider::start(
-                p.command(DRIVER),
+                p.command(DRIVER.as_str()),
                 &format!("pod {}", p.name),
                 &server,
                 &sources,
@@ -307,7 +306,7 @@ fn reused_source_ports_to_many_destinations_never_cross_deliver() {
     );
     let cap = pod.capture("lo", "tcp portrange 9001-9100");
     let c = Collider::start(
-        pod.command(DRIVER),
+        pod.command(DRIVER.as_str()),
         "port reuse",
         &targets,
         &sources,
@@ -370,7 +369,7 @@ fn nat_source_port_remap_clashes_never_cross_deliver() {
     let targets: Vec<SocketAddr> = peers.iter().map(|p| p.addr_v4(ECHO_PORT)).collect();
     let cap = a.capture("lo", &format!("tcp port {OUTBOUND_PORT}"));
     let c = Collider::start(
-        a.command(DRIVER),
+        a.command(DRIVER.as_str()),
         "NAT remap",
         &[],
         &sources,
@@ -432,7 +431,7 @@ fn processes_outside_the_daemon_cgroup_are_never_touched() {
     let pod = node.unmeshed_pod("o");
     let _daemon = env.start_daemon(&[]);
     let before = env.status_json();
-    let port = accel_tests::free_port();
+    let port = accel_test_harness::free_port();
     let host_targets = addrs("127.0.0.1", [port]);
     let host_sources = addrs("127.0.0.1", 0..1);
     // Port 0: kernel-chosen source ports, many connections to one listener.
@@ -447,7 +446,7 @@ fn processes_outside_the_daemon_cgroup_are_never_touched() {
     let pod_cap = pod.capture("lo", &format!("tcp port {ECHO_PORT}"));
     // Commands NOT placed in the test cgroup.
     let mut host = Collider::start(
-        Command::new(DRIVER),
+        Command::new(DRIVER.as_str()),
         "host, outside",
         &host_targets,
         &host_sources,
@@ -455,7 +454,7 @@ fn processes_outside_the_daemon_cgroup_are_never_touched() {
         11_000_000,
     );
     let mut in_pod = Collider::start(
-        pod.admin(DRIVER),
+        pod.admin(DRIVER.as_str()),
         "pod, outside",
         &pod_targets,
         &pod_sources,

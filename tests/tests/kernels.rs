@@ -13,10 +13,12 @@ use std::{
     time::Instant,
 };
 
-use accel_tests::{TestEnv, Value, counter_of, daemon_bin, parse_load_report, require_root};
+use accel_test_harness::{TestEnv, Value, counter_of, daemon_bin, parse_load_report, require_root};
 
-const LOADGEN: &str = env!("CARGO_BIN_EXE_accel-loadgen");
-const DRIVER: &str = env!("CARGO_BIN_EXE_accel-integrity");
+static LOADGEN: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| accel_test_harness::loadgen_bin().display().to_string());
+static DRIVER: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| accel_test_harness::integrity_bin().display().to_string());
 const GUEST_BYTES: u64 = 10 * (1 + 100 + 1500 + 65536 + 1048576);
 
 struct Row {
@@ -85,8 +87,8 @@ fn boot(package: &str, work: &Path) -> Row {
         .arg(package)
         .arg(work)
         .arg(daemon_bin())
-        .arg(LOADGEN)
-        .arg(DRIVER)
+        .arg(LOADGEN.as_str())
+        .arg(DRIVER.as_str())
         .output()
         .expect("FAILING LOUDLY: cannot run tests/kernels/build-guest.sh");
     assert!(
@@ -175,7 +177,7 @@ fn boot(package: &str, work: &Path) -> Row {
         redirected: grew("redirect_bytes"),
         errors: guard_errors,
     };
-    let load: accel_tests::LoadReport = serde_json::from_str(
+    let load: accel_test_harness::LoadReport = serde_json::from_str(
         section(&console, "loadgen")
             .lines()
             .rev()
@@ -233,9 +235,9 @@ fn host_row() -> Row {
     let started = Instant::now();
     let _daemon = env.start_daemon(&[]);
     let status = env.status_json();
-    let mut cmd = Command::new(LOADGEN);
+    let mut cmd = Command::new(LOADGEN.as_str());
     cmd.arg("--listen")
-        .arg(format!("127.0.0.1:{}", accel_tests::free_port()))
+        .arg(format!("127.0.0.1:{}", accel_test_harness::free_port()))
         .args(["--conns", "10", "--sizes", "1,100,1500,65536,1048576"])
         .stdin(Stdio::null());
     let _procs = env.in_cgroup(&mut cmd);

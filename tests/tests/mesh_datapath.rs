@@ -1,12 +1,13 @@
 //! The Istio sidecar datapath on the pod topology: the real daemon, pods
 //! with Istio's interception and real sidecars, every leg checked.
 
-use accel_tests::{
-    TestEnv, counter_of, map_entries,
-    topology::{
-        BOUND_SOURCE_PORTS, ECHO_PORT, Mesh, Node, OUTBOUND_PORT, PodsFile, pattern, sha256_hex,
-    },
-};
+use accel_test_harness::{TestEnv, counter_of, pattern, sha256_hex};
+use accel_topology::{BOUND_SOURCE_PORTS, ECHO_PORT, Mesh, Node, OUTBOUND_PORT, PodsFile};
+
+#[path = "common/mesh_datapath.rs"]
+mod mesh_datapath_support;
+
+use mesh_datapath_support::*;
 
 #[test]
 fn meshed_echo_is_accelerated_on_all_three_legs() {
@@ -45,62 +46,6 @@ fn meshed_echo_is_accelerated_on_all_three_legs() {
         b_lo.psh_data, 0,
         "leg 3 (sidecar B -> app) crossed TCP: {b_lo:?}"
     );
-}
-
-/// Runs `accel-pod reuse` in `pod` and returns its per-connection reports;
-/// `inspect` runs while every connection is still open.
-fn reuse(
-    pod: &accel_tests::topology::Pod,
-    source: std::net::SocketAddr,
-    targets: &[std::net::SocketAddr],
-    seed: u64,
-    inspect: impl FnOnce(),
-) -> Vec<accel_tests::Value> {
-    use std::io::{BufRead, BufReader};
-    let mut cmd = pod.command(accel_tests::topology::pod_bin());
-    cmd.arg("reuse")
-        .arg("--source")
-        .arg(source.to_string())
-        .args(["--bytes", "262144", "--seed", &seed.to_string()]);
-    for t in targets {
-        cmd.arg("--connect").arg(t.to_string());
-    }
-    let mut child = cmd
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn accel-pod reuse");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let reports: Vec<accel_tests::Value> = (0..targets.len())
-        .map(|_| {
-            let line = lines.next().and_then(Result::ok).unwrap_or_default();
-            serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad report {line:?}: {e}"))
-        })
-        .collect();
-    inspect();
-    drop(child.stdin.take());
-    let out = child.wait_with_output().expect("wait");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    reports
-}
-
-fn assert_own_pattern(reports: &[accel_tests::Value]) {
-    use accel_tests::topology::{pattern, sha256_hex};
-    for r in reports {
-        let seed = r["seed"].as_u64().expect("seed");
-        let bytes = r["bytes"].as_u64().expect("bytes") as usize;
-        assert_eq!(r["equal"], true, "cross-delivery or corruption: {r}");
-        assert_eq!(
-            r["received_sha256"],
-            sha256_hex(&pattern(seed, bytes)),
-            "{r}"
-        );
-    }
 }
 
 #[test]
@@ -219,7 +164,7 @@ fn identical_loopback_four_tuples_in_two_pods_never_cross_deliver() {
 
 #[test]
 fn pods_file_scopes_loopback_to_meshed_pods_and_applies_opt_outs() {
-    use accel_tests::topology::HTTP_PORT;
+    use accel_topology::HTTP_PORT;
     let env = TestEnv::new("mesh-scope");
     let node = Node::new(&env, "sc");
     let a = node.meshed_pod("a", Mesh::default().exclude_outbound_port(HTTP_PORT));
@@ -284,11 +229,7 @@ fn pods_file_scopes_loopback_to_meshed_pods_and_applies_opt_outs() {
     // sidecar (iptables) and must not be paired with B's sidecar either.
     let excluded = env.counter("excluded_by_pod_opt_out");
     let cap_bridge = node.capture(&a.host_veth, &format!("tcp port {HTTP_PORT}"));
-    let body = a.curl(&format!(
-        "http://{}{}",
-        b.ipv4,
-        accel_tests::topology::HTTP_FILE
-    ));
+    let body = a.curl(&format!("http://{}{}", b.ipv4, accel_topology::HTTP_FILE));
     assert_eq!(sha256_hex(&body), sha256_hex(&file));
     let bridge = cap_bridge.stop();
     assert!(
@@ -311,13 +252,13 @@ fn pods_file_scopes_loopback_to_meshed_pods_and_applies_opt_outs() {
 
 #[test]
 fn http_through_both_sidecars_is_accelerated_with_and_without_sendfile() {
-    use accel_tests::topology::{HTTP_FILE, HTTP_PORT};
+    use accel_topology::{HTTP_FILE, HTTP_PORT};
     let env = TestEnv::new("mesh-http");
     let node = Node::new(&env, "ht");
     let [a, b, c] = node.meshed_pods(["a", "b", "c"]);
     // Under the 4 MiB flow-control budget: a larger response into a reader
     // that lags would (correctly) finish over TCP; see flow_control.rs.
-    let file = pattern(11, 2 * 1024 * 1024 + 3);
+    let file = pattern::bytes(11, 0, 2 * 1024 * 1024 + 3);
     b.start_nginx_with(&file, true);
     c.start_nginx_with(&file, false);
     let pods = PodsFile::write(&env, &[(&a, ""), (&b, ""), (&c, "")]).expect("pods file");
@@ -334,357 +275,4 @@ fn http_through_both_sidecars_is_accelerated_with_and_without_sendfile() {
         assert_eq!(bridge.psh_data, 0, "sendfile {sendfile}: leg 2 crossed TCP");
         assert_eq!(srv_lo.psh_data, 0, "sendfile {sendfile}: leg 3 crossed TCP");
     }
-}
-
-#[test]
-fn ipv6_meshed_pods_are_accelerated_on_all_three_legs() {
-    let env = TestEnv::new("mesh-v6");
-    let node = Node::new(&env, "v6");
-    let [a, b] = node.meshed_pods(["a", "b"]);
-    b.start_echo();
-    let pods = PodsFile::write(&env, &[(&a, ""), (&b, "")]).expect("pods file");
-    let _daemon = env.start_daemon(&["--pods-file", &pods.arg()]);
-    let target = b.addr_v6(ECHO_PORT);
-    let legs = node.capture_legs(&a, &b, ECHO_PORT);
-    let paired = env.counter("passive_paired");
-    assert_own_pattern(&reuse(
-        &a,
-        a.addr_v6(BOUND_SOURCE_PORTS + 3000),
-        &[target],
-        300,
-        || {},
-    ));
-    let (a_lo, bridge, b_lo) = legs.stop();
-    eprintln!("IPv6: A lo {a_lo:?}, bridge {bridge:?}, B lo {b_lo:?}");
-    assert!(
-        env.counter("passive_paired") >= paired + 3,
-        "three IPv6 legs paired"
-    );
-    assert_eq!(a_lo.psh_data, 0, "IPv6 leg 1 crossed TCP: {a_lo:?}");
-    assert_eq!(bridge.psh_data, 0, "IPv6 leg 2 crossed TCP: {bridge:?}");
-    assert_eq!(b_lo.psh_data, 0, "IPv6 leg 3 crossed TCP: {b_lo:?}");
-}
-
-#[test]
-fn unmeshed_traffic_is_untouched() {
-    let env = TestEnv::new("mesh-unmeshed");
-    let node = Node::new(&env, "un");
-    let b = node.meshed_pod("b", Mesh::default());
-    let u = node.unmeshed_pod("u");
-    let u2 = node.unmeshed_pod("u2");
-    b.start_echo();
-    u2.start_echo();
-    let pods = PodsFile::write(&env, &[(&b, "")]).expect("pods file");
-    let _daemon = env.start_daemon(&["--pods-file", &pods.arg()]);
-    for (target, what) in [
-        (u2.addr_v4(ECHO_PORT), "unmeshed"),
-        (b.addr_v4(ECHO_PORT), "meshed"),
-    ] {
-        let entries_before = map_entries(&env.status_json(), "accel_sockhash");
-        let cap = node.capture(&u.host_veth, &format!("tcp port {ECHO_PORT}"));
-        let refused = env.counter("refused_no_token");
-        let reports = reuse(
-            &u,
-            u.addr_v4(BOUND_SOURCE_PORTS + 4000),
-            &[target],
-            400,
-            || {
-                // While the connection is open: none of u's sockets is recorded.
-                assert_eq!(
-                    map_entries(&env.status_json(), "accel_sockhash"),
-                    entries_before + if what == "meshed" { 2 } else { 0 },
-                    "only B's own sidecar->app leg may be recorded"
-                );
-            },
-        );
-        assert_own_pattern(&reports);
-        let bridge = cap.stop();
-        assert!(
-            bridge.psh_data > 0,
-            "unmeshed -> {what}: must cross TCP: {bridge:?}"
-        );
-        // An unmeshed peer is not even a candidate: nothing to refuse.
-        assert_eq!(env.counter("refused_no_token"), refused);
-    }
-}
-
-#[test]
-fn ten_thousand_short_connections_leave_every_map_empty() {
-    let env = TestEnv::new("mesh-churn");
-    let node = Node::new(&env, "ch");
-    let [a, b] = node.meshed_pods(["a", "b"]);
-    b.start_echo();
-    let pods = PodsFile::write(&env, &[(&a, ""), (&b, "")]).expect("pods file");
-    let _daemon = env.start_daemon(&["--pods-file", &pods.arg()]);
-    let before = env.status_json();
-    let out = a
-        .command(accel_tests::topology::pod_bin())
-        .args([
-            "churn",
-            "--connect",
-            &b.addr_v4(ECHO_PORT).to_string(),
-            "--count",
-            "10000",
-        ])
-        .output()
-        .expect("churn");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // Sockets in TIME_WAIT and the sidecars' closes settle within a moment.
-    std::thread::sleep(std::time::Duration::from_millis(500));
-    let after = env.status_json();
-    let paired = counter_of(&after, "passive_paired") - counter_of(&before, "passive_paired");
-    assert!(paired >= 3 * 10_000, "every leg paired: {paired}");
-    for map in ["accel_sockhash", "accel_pairing"] {
-        assert_eq!(map_entries(&after, map), 0, "{map} leaked entries: {after}");
-    }
-    assert_eq!(
-        map_entries(&after, "accel_endpoints"),
-        map_entries(&before, "accel_endpoints")
-    );
-}
-
-#[test]
-fn connections_from_before_the_daemon_are_never_switched_mid_stream() {
-    use std::io::{BufRead, BufReader, Write};
-    let env = TestEnv::new("mesh-pre");
-    let node = Node::new(&env, "pr");
-    let [a, b] = node.meshed_pods(["a", "b"]);
-    b.start_echo();
-    let mut client = a
-        .command(accel_tests::topology::pod_bin())
-        .args([
-            "interactive",
-            "--connect",
-            &b.addr_v4(ECHO_PORT).to_string(),
-        ])
-        .args(["--bytes", "262144"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("interactive client");
-    let mut stdin = client.stdin.take().expect("stdin");
-    let mut lines = BufReader::new(client.stdout.take().expect("stdout")).lines();
-    assert!(
-        lines
-            .next()
-            .and_then(Result::ok)
-            .unwrap_or_default()
-            .starts_with("connected")
-    );
-    let mut round = |n: usize| {
-        writeln!(stdin, "go").expect("drive the client");
-        let line = lines.next().and_then(Result::ok).unwrap_or_default();
-        assert_eq!(line, format!("ok {n}"), "round {n}");
-    };
-    round(0);
-
-    // The daemon arrives while the connection (all three legs) is live.
-    let pods = PodsFile::write(&env, &[(&a, ""), (&b, "")]).expect("pods file");
-    let _daemon = env.start_daemon(&["--pods-file", &pods.arg()]);
-    let offered = env.counter("active_offered");
-    let redirected = env.counter("redirect_msgs");
-    let legs = node.capture_legs(&a, &b, ECHO_PORT);
-    for n in 1..=5 {
-        round(n);
-    }
-    let (a_lo, bridge, b_lo) = legs.stop();
-    drop(stdin);
-    assert!(client.wait().expect("client").success());
-    assert_eq!(
-        env.counter("active_offered"),
-        offered,
-        "an old socket was recorded"
-    );
-    assert_eq!(
-        env.counter("redirect_msgs"),
-        redirected,
-        "an old socket was redirected"
-    );
-    for (leg, c) in [("1", a_lo), ("2", bridge), ("3", b_lo)] {
-        assert!(
-            c.psh_data >= 5,
-            "leg {leg} must stay on TCP for its whole life: {c:?}"
-        );
-    }
-}
-
-/// Proxy-only pods (one set in the pods file, the other by the daemon's
-/// default): the sidecar <-> sidecar hop is accelerated, the application's
-/// sockets never enter the sockhash. So an application reading with
-/// receive-side splice (kernel finding I-1: a sockmap socket's splice never
-/// sees redirected bytes) gets every byte, and both app legs carry PSH
-/// segments like plain TCP.
-#[test]
-fn proxy_only_pods_accelerate_the_sidecar_hop_and_leave_applications_on_tcp() {
-    const DRIVER: &str = env!("CARGO_BIN_EXE_accel-integrity");
-    const PORT: u16 = 9100;
-    const CONNS: usize = 4;
-    const BYTES: u64 = 4 << 20;
-    use std::process::Stdio;
-
-    let env = TestEnv::new("mesh-proxy-only");
-    let node = Node::new(&env, "po");
-    let [a, b] = node.meshed_pods(["a", "b"]);
-    let pods = PodsFile::write(&env, &[(&a, "acceleration = \"proxy-only\""), (&b, "")])
-        .expect("pods file");
-    let _daemon = env.start_daemon(&[
-        "--pods-file",
-        &pods.arg(),
-        "--pod-acceleration",
-        "proxy-only",
-    ]);
-    let status = env.status_json();
-    let modes: Vec<&str> = status["daemon"]["pods"]
-        .as_array()
-        .expect("pods in status")
-        .iter()
-        .filter_map(|p| p["acceleration"].as_str())
-        .collect();
-    assert_eq!(modes, ["proxy-only", "proxy-only"], "{status}");
-
-    let (mut sink, mut lines) = accel_tests::spawn_listening(
-        b.command(DRIVER)
-            .args(["sink", "--listen", &format!("0.0.0.0:{PORT}")])
-            .args(["--conns", &CONNS.to_string(), "--bytes", &BYTES.to_string()])
-            .args(["--recv", "splice", "--timeout-secs", "60"]),
-    );
-    let before = |name: &str| env.counter(name);
-    let (redirected, refused, passed, unanswered) = (
-        before("redirect_bytes"),
-        before("refused_proxy_only"),
-        before("pass_bytes"),
-        before("active_unanswered"),
-    );
-    let legs = node.capture_legs(&a, &b, PORT);
-    let out = a
-        .command(DRIVER)
-        .args(["source", "--connect", &b.addr_v4(PORT).to_string()])
-        .args(["--conns", &CONNS.to_string(), "--bytes", &BYTES.to_string()])
-        .args(["--timeout-secs", "60"])
-        .output()
-        .expect("run the source");
-    assert!(
-        out.status.success(),
-        "source: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report = lines.next().and_then(Result::ok).unwrap_or_default();
-    let done = sink.wait().expect("sink");
-    let (a_lo, bridge, b_lo) = legs.stop();
-    let status = env.status_json();
-    eprintln!("splice sink: {report}\nPSH: A lo {a_lo:?}, bridge {bridge:?}, B lo {b_lo:?}");
-    eprintln!("checks: {}", status["daemon"]["checks"]);
-    eprintln!("counters: {}", status["datapath"]["counters"]);
-    assert!(done.success(), "the splice reader lost bytes: {report}");
-    let v: accel_tests::Value = serde_json::from_str(&report).expect("sink report");
-    assert_eq!(v["bytes_received"], CONNS as u64 * BYTES, "{report}");
-
-    assert_eq!(
-        bridge.psh_data, 0,
-        "sidecar A -> sidecar B must be accelerated: {bridge:?}"
-    );
-    assert!(
-        a_lo.psh_data > 0,
-        "app A -> sidecar A must stay on TCP: {a_lo:?}"
-    );
-    assert!(
-        b_lo.psh_data > 0,
-        "sidecar B -> app B must stay on TCP: {b_lo:?}"
-    );
-    let moved = counter_of(&status, "redirect_bytes") - redirected;
-    assert!(
-        moved >= CONNS as u64 * BYTES && moved < 2 * CONNS as u64 * BYTES,
-        "exactly the sidecar hop is redirected: {moved} B for {} B of streams",
-        CONNS as u64 * BYTES
-    );
-    // Per connection: A's connect and B's accept (application sockets), and
-    // the sidecars' ends inside their pods (A's 15001 accept, B's connect
-    // to its app). None is recorded, so none sends over TCP from the map.
-    let delta = |name: &str, was: u64| counter_of(&status, name) - was;
-    assert_eq!(
-        delta("refused_proxy_only", refused),
-        4 * CONNS as u64,
-        "{}",
-        status["datapath"]["counters"]
-    );
-    assert_eq!(delta("pass_bytes", passed), 0, "a recorded socket used TCP");
-    assert_eq!(delta("active_unanswered", unanswered), 0);
-
-    // The application's loopback, with blocking readers after their own
-    // shutdown(SHUT_WR) (kernel finding I-2 on sockmap sockets): its sockets
-    // are never recorded, so no read can return EAGAIN.
-    let (offered, refused) = (
-        env.counter("active_offered"),
-        env.counter("refused_proxy_only"),
-    );
-    for first in ["client", "server"] {
-        let out = a
-            .command(DRIVER)
-            .args(["half-close", "--listen", "127.0.0.1:9200", "--first", first])
-            .args(["--recv", "read", "--conns", "50", "--bytes", "262144"])
-            .args(["--timeout-secs", "60"])
-            .stdin(Stdio::null())
-            .output()
-            .expect("run half-close");
-        assert!(
-            out.status.success(),
-            "half-close ({first} first) in a proxy-only pod: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    assert_eq!(
-        env.counter("active_offered"),
-        offered,
-        "an application socket was recorded"
-    );
-    assert!(env.counter("refused_proxy_only") - refused >= 2 * 2 * 50);
-}
-
-/// A sidecar's connection to a pod the node does not list (another node, an
-/// unmeshed pod) can never be paired, so it is not recorded: it would only
-/// pay the sockmap send path. The application's leg to its sidecar is still
-/// accelerated, and the stream is byte-exact.
-#[test]
-fn a_sidecars_connections_off_the_node_are_not_recorded() {
-    let env = TestEnv::new("mesh-off-node");
-    let node = Node::new(&env, "on");
-    let a = node.meshed_pod("a", Mesh::default());
-    let u = node.unmeshed_pod("u");
-    u.start_echo();
-    let pods = PodsFile::write(&env, &[(&a, "")]).expect("pods file");
-    let _daemon = env.start_daemon(&["--pods-file", &pods.arg()]);
-    let names = [
-        "proxy_off_node_not_recorded",
-        "active_unanswered",
-        "pass_bytes",
-        "passive_paired",
-    ];
-    let before: Vec<u64> = names.iter().map(|n| env.counter(n)).collect();
-    let cap_a_lo = a.capture("lo", &format!("tcp port {OUTBOUND_PORT}"));
-    const BYTES: usize = 256 * 1024;
-    let client = a.echo_client(u.addr_v4(ECHO_PORT), BYTES);
-    client.report.assert_pattern_echoed(BYTES);
-    client.finish();
-    let a_lo = cap_a_lo.stop();
-    let status = env.status_json();
-    let delta: Vec<u64> = names
-        .iter()
-        .zip(&before)
-        .map(|(n, b)| counter_of(&status, n) - b)
-        .collect();
-    eprintln!("A lo {a_lo:?}; deltas {names:?} = {delta:?}");
-    assert_eq!(delta[0], 1, "the sidecar's upstream was recorded");
-    assert_eq!(delta[1], 0, "an offer nobody could answer");
-    assert_eq!(delta[2], 0, "a recorded socket sent over TCP");
-    assert_eq!(delta[3], 1, "app A -> sidecar A paired");
-    assert_eq!(
-        a_lo.psh_data, 0,
-        "app A -> sidecar A must be accelerated: {a_lo:?}"
-    );
 }

@@ -11,10 +11,8 @@ use std::{
     time::Duration,
 };
 
-use accel_tests::{
-    TestEnv, Value, daemon_bin,
-    topology::{ECHO_PORT, Mesh, Node, OUTBOUND_PORT, Pod, pattern, sha256_hex},
-};
+use accel_test_harness::{TestEnv, Value, daemon_bin, pattern, sha256_hex};
+use accel_topology::{ECHO_PORT, Mesh, Node, OUTBOUND_PORT, Pod};
 
 /// Where `verify` captures.
 enum At<'a> {
@@ -90,7 +88,7 @@ fn three_legs(
     assert!(client.report.equal);
     assert_eq!(
         client.report.received_sha256,
-        sha256_hex(&pattern(1, 256 * 1024))
+        sha256_hex(&pattern::bytes(1, 0, 256 * 1024))
     );
     client.finish();
     legs.into_iter().map(finish).collect()
@@ -103,8 +101,7 @@ fn verify_judges_every_leg_of_the_sidecar_topology() {
     let a = node.meshed_pod("a", Mesh::default());
     let b = node.meshed_pod("b", Mesh::default());
     b.start_echo();
-    let pods =
-        accel_tests::topology::PodsFile::write(&env, &[(&a, ""), (&b, "")]).expect("pods file");
+    let pods = accel_topology::PodsFile::write(&env, &[(&a, ""), (&b, "")]).expect("pods file");
     let mut daemon = env.start_daemon(&["--pods-file", &pods.arg()]);
 
     for (leg, (code, json)) in three_legs(&env, &node, &a, &b, "accelerated", true)
@@ -158,17 +155,17 @@ fn reason_of(json: &Value) -> String {
 
 #[test]
 fn verify_explains_why_a_connection_was_not_accelerated() {
-    use accel_tests::topology::{HTTP_FILE, HTTP_PORT};
+    use accel_topology::{HTTP_FILE, HTTP_PORT};
     let env = TestEnv::new("mesh-why");
     let node = Node::new(&env, "wy");
     let a = node.meshed_pod("a", Mesh::default().exclude_outbound_port(HTTP_PORT));
     let b = node.meshed_pod("b", Mesh::default());
     let u = node.unmeshed_pod("u");
     let u2 = node.unmeshed_pod("u2");
-    b.start_nginx(&pattern(3, 64 * 1024));
+    b.start_nginx(&pattern::bytes(3, 0, 64 * 1024));
     u.start_echo();
     u2.start_echo();
-    let pods = accel_tests::topology::PodsFile::write(
+    let pods = accel_topology::PodsFile::write(
         &env,
         &[
             (&a, &format!("exclude_outbound_ports = [{HTTP_PORT}]")),

@@ -8,13 +8,10 @@ use std::{
     sync::Mutex,
 };
 
-use accel_tests::{
-    TestEnv,
-    topology::{
-        ECHO_PORT, HTTP_FILE, HTTP_PORT, INBOUND_PORT, Mesh, MeshLegs, Node, OUTBOUND_PORT,
-        PASSTHROUGH_V4, PASSTHROUGH_V6, Pod, SIDECAR_UID, SockInfo, netns_list, pattern, pid_alive,
-        sha256_hex,
-    },
+use accel_test_harness::{TestEnv, pattern, sha256_hex};
+use accel_topology::{
+    ECHO_PORT, HTTP_FILE, HTTP_PORT, INBOUND_PORT, Mesh, MeshLegs, Node, OUTBOUND_PORT,
+    PASSTHROUGH_V4, PASSTHROUGH_V6, Pod, SIDECAR_UID, SockInfo, netns_list, pid_alive,
 };
 
 fn find<'a>(socks: &'a [SockInfo], what: &str, f: impl Fn(&SockInfo) -> bool) -> &'a SockInfo {
@@ -105,7 +102,7 @@ fn http_through_both_sidecars_is_byte_exact() {
     let env = TestEnv::new("topo-http");
     let node = Node::new(&env, "http");
     let [a, b] = node.meshed_pods(["a", "b"]);
-    let file = pattern(7, 3 * 1024 * 1024 + 17);
+    let file = pattern::bytes(7, 0, 3 * 1024 * 1024 + 17);
     b.start_nginx(&file);
     let cap_b_lo = b.capture("lo", &format!("tcp port {HTTP_PORT}"));
     let cap_a_lo = a.capture("lo", &format!("tcp port {OUTBOUND_PORT}"));
@@ -178,7 +175,7 @@ fn ipv6_meshed_pair() {
     let node = Node::new(&env, "v6");
     let [a, b] = node.meshed_pods(["a", "b"]);
     b.start_echo();
-    let file = pattern(9, 1024 * 1024);
+    let file = pattern::bytes(9, 0, 1024 * 1024);
     b.start_nginx(&file);
 
     let saved = a.nat_rules(true);

@@ -16,12 +16,13 @@ use std::{
     process::{Command, Output, Stdio},
 };
 
-use accel_tests::{
+use accel_test_harness::{
     Daemon, TestEnv, Value,
     traffic::{Delta, assert_clean, driver_report, measured, run_driver},
 };
 
-const DRIVER: &str = env!("CARGO_BIN_EXE_accel-integrity");
+static DRIVER: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| accel_test_harness::integrity_bin().display().to_string());
 
 /// `ACCEL_TRANSPARENCY_MODE=all` runs the same tests in another node mode,
 /// to see what the default protects against (in `all` they fail).
@@ -40,7 +41,7 @@ fn daemon(tag: &str, extra: &[&str]) -> (TestEnv, Daemon) {
 /// The driver in the test's cgroup, with the counters' movements.
 fn drive(env: &TestEnv, args: &[&str]) -> (Output, Value, Delta) {
     let ((out, report), d) = measured(env, || {
-        let mut cmd = Command::new(DRIVER);
+        let mut cmd = Command::new(DRIVER.as_str());
         let _procs = env.in_cgroup(&mut cmd);
         run_driver(cmd, args)
     });
@@ -143,7 +144,7 @@ fn nonblocking_applications_send_redirected_and_receive_by_tcp() {
 #[test]
 fn a_listener_older_than_the_datapath_is_learnt_from_its_first_connection() {
     let env = TestEnv::new("tr-oldlisten");
-    let mut cmd = Command::new(DRIVER);
+    let mut cmd = Command::new(DRIVER.as_str());
     let _procs = env.in_cgroup(&mut cmd);
     let mut child = cmd
         .args([

@@ -7,9 +7,10 @@ use std::{
     time::Duration,
 };
 
-use accel_tests::{TestEnv, Value, daemon_bin, free_port, parse_load_report};
+use accel_test_harness::{TestEnv, Value, daemon_bin, free_port, parse_load_report};
 
-const LOADGEN: &str = env!("CARGO_BIN_EXE_accel-loadgen");
+static LOADGEN: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| accel_test_harness::loadgen_bin().display().to_string());
 
 /// Starts `verify` for `port`, runs traffic in the test cgroup while it
 /// captures, returns (exit code, JSON report).
@@ -32,7 +33,7 @@ fn verify_during_traffic(env: &TestEnv, expect: &str) -> (i32, Value) {
         .spawn()
         .expect("spawn verify");
     thread::sleep(Duration::from_millis(700));
-    let mut cmd = Command::new(LOADGEN);
+    let mut cmd = Command::new(LOADGEN.as_str());
     cmd.arg("--listen")
         .arg(format!("127.0.0.1:{port}"))
         .args(["--conns", "4", "--sizes", "100,1500,65536", "--rounds", "3"])
@@ -103,7 +104,7 @@ fn verify_proves_acceleration_and_explains_its_absence() {
 #[test]
 fn verify_bad_input_gives_one_clear_error_and_a_non_zero_exit() {
     use std::os::unix::process::CommandExt;
-    accel_tests::require_root();
+    accel_test_harness::require_root();
     let run = |args: &[&str], nobody: bool| {
         let mut cmd = Command::new(daemon_bin());
         cmd.arg("verify").args(args).stdin(Stdio::null());

@@ -13,7 +13,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use accel_tests::topology::sock;
+use accel_test_harness::pattern::{self, Rng};
+use accel_topology::sock;
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use serde::Serialize;
 use serde_json::json;
@@ -21,7 +22,6 @@ use serde_json::json;
 use crate::{
     io::{self, RecvEnd, RecvMode, RecvStats, SendMode},
     owner::{self, End},
-    pattern::{self, Rng},
 };
 
 /// Connections not finished yet, by label: what the watchdog reports.

@@ -9,7 +9,7 @@
 
 use std::sync::OnceLock;
 
-use accel_tests::topology::SIDECAR_UID;
+use accel_topology::SIDECAR_UID;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]

@@ -3,6 +3,9 @@
 //! boundaries never line up with it) XORed with an 8-byte key derived from
 //! the seed. Two streams with different seeds differ in every 8-byte window,
 //! so a misdelivered, duplicated, reordered or shifted chunk cannot match.
+//!
+//! The one byte pattern of the tests: the traffic tools write it, the
+//! tools and the suites check it.
 
 use std::sync::OnceLock;
 
@@ -91,6 +94,15 @@ pub fn check(seed: u64, offset: u64, data: &[u8], scratch: &mut Vec<u8>) -> Resu
             .position(|(a, b)| a != b)
             .unwrap_or(0))
     }
+}
+
+/// The SHA-256 of `data`, in lowercase hex (the tools' reports carry it).
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Tiny deterministic RNG for message sizes and split points.

@@ -12,7 +12,6 @@ mod app_proxy;
 mod commands;
 mod io;
 mod owner;
-mod pattern;
 
 use std::{net::SocketAddr, time::Duration};
 

@@ -16,6 +16,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use accel_test_harness::pattern;
 use anyhow::{Context, Result, bail, ensure};
 use clap::Parser;
 use serde::Serialize;
@@ -73,14 +74,6 @@ struct Report {
     bytes_each_way: u64,
     errors: Vec<String>,
     elapsed_ms: u128,
-}
-
-fn pattern_byte(conn: usize, offset: u64) -> u8 {
-    // Distinct per connection and position: a misdelivered or reordered
-    // chunk cannot match by accident.
-    let x = offset.wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        ^ (conn as u64).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    (x >> 29) as u8 ^ (offset as u8)
 }
 
 fn main() -> Result<()> {
@@ -190,9 +183,7 @@ fn client(
             _ => {}
         }
         for &n in sizes {
-            let msg: Vec<u8> = (0..n as u64)
-                .map(|i| pattern_byte(id, offset + i))
-                .collect();
+            let msg = pattern::bytes(id as u64, offset, n);
             stream.write_all(&msg).context("write")?;
             let mut back = vec![0u8; n];
             stream
@@ -268,15 +259,14 @@ fn stream(args: &Args, total: u64) -> Result<()> {
                 let id = u64::from_le_bytes(id) as usize;
                 let mut buf = vec![0u8; read_size];
                 let mut offset = 0u64;
+                let mut scratch = Vec::new();
                 loop {
                     let n = s.read(&mut buf).context("slow reader: read")?;
                     if n == 0 {
                         return Ok(offset);
                     }
-                    for (i, b) in buf[..n].iter().enumerate() {
-                        if *b != pattern_byte(id, offset + i as u64) {
-                            bail!("stream {id}: byte {} differs", offset + i as u64);
-                        }
+                    if let Err(i) = pattern::check(id as u64, offset, &buf[..n], &mut scratch) {
+                        bail!("stream {id}: byte {} differs", offset + i as u64);
                     }
                     offset += n as u64;
                     if !delay.is_zero() {
@@ -299,7 +289,7 @@ fn stream(args: &Args, total: u64) -> Result<()> {
                 let chunk = 64 * 1024u64;
                 while offset < total {
                     let n = chunk.min(total - offset);
-                    let msg: Vec<u8> = (0..n).map(|i| pattern_byte(id, offset + i)).collect();
+                    let msg = pattern::bytes(id as u64, offset, n as usize);
                     s.write_all(&msg).context("writer: write")?;
                     offset += n;
                 }

@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail, ensure};
 use clap::ValueEnum;
 use serde::Serialize;
 
-use crate::pattern::{self, Rng};
+use accel_test_harness::pattern::{self, Rng};
 
 /// Largest single send or read request the modes split messages into.
 const PIPE_CHUNK: usize = 64 * 1024;

@@ -20,10 +20,11 @@ use std::{
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::json;
 
+use accel_test_harness::pattern;
+
 use crate::{
     io::{poll_fd, set_nonblocking},
     owner::{self, End},
-    pattern,
 };
 
 /// How the application end does its I/O.
@@ -212,7 +213,7 @@ fn connect(to: SocketAddr, nonblocking: bool) -> Result<TcpStream> {
     ensure!(fd >= 0, "socket: {}", io::Error::last_os_error());
     // SAFETY: fresh fd we own.
     let s = unsafe { TcpStream::from_raw_fd(fd) };
-    let (ss, len) = accel_tests::topology::sock::to_raw(to);
+    let (ss, len) = accel_topology::sock::to_raw(to);
     // SAFETY: a valid sockaddr of length len.
     let r = unsafe { libc::connect(fd, (&ss as *const libc::sockaddr_storage).cast(), len) };
     if r < 0 {

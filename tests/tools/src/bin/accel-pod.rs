@@ -1,4 +1,4 @@
-//! Pod workloads for the topology tests (`accel_tests::topology`):
+//! Pod workloads for the topology tests (`accel_topology`):
 //!
 //! - `echo`: the pods' echo app (one thread per connection, echoes until EOF);
 //! - `client`: sends a pattern, reads the echo back and compares it byte for
@@ -16,9 +16,8 @@ use std::{
     time::Duration,
 };
 
-use accel_tests::topology::{
-    PASSTHROUGH_V4, PASSTHROUGH_V6, SIDECAR_GID, SIDECAR_UID, pattern, sha256_hex, sock,
-};
+use accel_test_harness::{pattern, sha256_hex};
+use accel_topology::{PASSTHROUGH_V4, PASSTHROUGH_V6, SIDECAR_GID, SIDECAR_UID, sock};
 use anyhow::{Context, Result, ensure};
 use clap::{Parser, Subcommand};
 
@@ -197,7 +196,7 @@ fn client(connect: SocketAddr, bytes: usize, seed: u64, hold: bool) -> Result<()
     let s = TcpStream::connect_timeout(&connect, Duration::from_secs(10))
         .with_context(|| format!("connect {connect}"))?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let data = pattern(seed, bytes);
+    let data = pattern::bytes(seed, 0, bytes);
     let sent_sha256 = sha256_hex(&data);
     let mut w = s.try_clone()?;
     let writer = thread::spawn(move || w.write_all(&data).map(|_| data));
@@ -240,7 +239,7 @@ fn reuse(source: SocketAddr, targets: Vec<SocketAddr>, bytes: usize, seed: u64) 
         .map(|(i, s)| {
             thread::spawn(move || -> Result<(TcpStream, serde_json::Value)> {
                 s.set_read_timeout(Some(Duration::from_secs(30)))?;
-                let data = pattern(seed + i as u64, bytes);
+                let data = pattern::bytes(seed + i as u64, 0, bytes);
                 let mut w = s.try_clone()?;
                 let writer = thread::spawn(move || w.write_all(&data).map(|_| data));
                 let mut got = vec![0u8; bytes];
@@ -277,7 +276,7 @@ fn churn(connect: SocketAddr, count: u64, bytes: usize) -> Result<()> {
         let mut s = TcpStream::connect_timeout(&connect, Duration::from_secs(10))
             .with_context(|| format!("connection {i}: connect {connect}"))?;
         s.set_read_timeout(Some(Duration::from_secs(10)))?;
-        let data = pattern(i, bytes);
+        let data = pattern::bytes(i, 0, bytes);
         s.write_all(&data)
             .with_context(|| format!("connection {i}: send"))?;
         let mut got = vec![0u8; bytes];
@@ -300,7 +299,7 @@ fn interactive(connect: SocketAddr, bytes: usize) -> Result<()> {
     std::io::stdout().flush()?;
     for (round, line) in std::io::stdin().lock().lines().enumerate() {
         line?;
-        let data = pattern(9000 + round as u64, bytes);
+        let data = pattern::bytes(9000 + round as u64, 0, bytes);
         let mut w = s.try_clone()?;
         let writer = thread::spawn(move || w.write_all(&data).map(|_| data));
         let mut got = vec![0u8; bytes];
@@ -316,12 +315,6 @@ fn interactive(connect: SocketAddr, bytes: usize) -> Result<()> {
     Ok(())
 }
 
-/// Byte `i` of the stream with `seed`: cheap to generate and to check.
-fn stream_byte(seed: u64, i: u64) -> u8 {
-    (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ seed.wrapping_mul(0xBF58_476D_1CE4_E5B9)).to_le_bytes()
-        [3]
-}
-
 fn sink(listen: SocketAddr, conns: usize, read_size: usize, delay: Duration) -> Result<()> {
     let l = sock::listen(listen).with_context(|| format!("listen {listen}"))?;
     println!("listening");
@@ -335,17 +328,14 @@ fn sink(listen: SocketAddr, conns: usize, read_size: usize, delay: Duration) -> 
                 let seed = u64::from_le_bytes(seed);
                 let mut buf = vec![0u8; read_size];
                 let mut at = 0u64;
+                let mut scratch = Vec::new();
                 loop {
                     let n = s.read(&mut buf).context("slow reader: read")?;
                     if n == 0 {
                         return Ok(at);
                     }
-                    for (i, b) in buf[..n].iter().enumerate() {
-                        ensure!(
-                            *b == stream_byte(seed, at + i as u64),
-                            "stream {seed}: byte {} differs",
-                            at + i as u64
-                        );
+                    if let Err(i) = pattern::check(seed, at, &buf[..n], &mut scratch) {
+                        anyhow::bail!("stream {seed}: byte {} differs", at + i as u64);
                     }
                     at += n as u64;
                     if !delay.is_zero() {
@@ -373,7 +363,7 @@ fn source(connect: SocketAddr, conns: usize, bytes: u64, seed: u64) -> Result<()
                 let mut at = 0u64;
                 while at < bytes {
                     let n = (64 * 1024).min(bytes - at);
-                    let chunk: Vec<u8> = (at..at + n).map(|i| stream_byte(seed, i)).collect();
+                    let chunk = pattern::bytes(seed, at, n as usize);
                     s.write_all(&chunk).context("fast writer: write")?;
                     at += n;
                 }

@@ -1,0 +1,188 @@
+//! The host under the tests: cgroup v2, bpffs, attachments, cleanup.
+
+use std::{
+    fs,
+    os::{fd::AsRawFd, unix::process::CommandExt},
+    path::{Path, PathBuf},
+    process::Command,
+    thread,
+    time::Duration,
+};
+
+use serde_json::Value;
+
+/// `uname -r`: the release a node object of this machine would report.
+pub fn running_kernel() -> String {
+    let out = Command::new("uname").arg("-r").output().expect("uname");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The cgroup v2 mount point, from /proc/self/mountinfo.
+pub fn find_cgroup2_mount() -> Option<PathBuf> {
+    parse_cgroup2_mount(&fs::read_to_string("/proc/self/mountinfo").ok()?)
+}
+
+/// The first cgroup2 mount point of a mountinfo text, as accel-daemon's
+/// `host::cgroup2_mount` reads it (the same parsing and unescaping).
+fn parse_cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
+    mountinfo.lines().find_map(|line| {
+        // "<id> <parent> <maj:min> <root> <mount point> <opts> [optional...] - <fstype> ..."
+        let (left, right) = line.split_once(" - ")?;
+        let fstype = right.split_whitespace().next()?;
+        let mount_point = left.split_whitespace().nth(4)?;
+        (fstype == "cgroup2").then(|| PathBuf::from(unescape_mountinfo(mount_point)))
+    })
+}
+
+/// mountinfo escapes space, tab, newline and backslash as octal.
+fn unescape_mountinfo(s: &str) -> String {
+    s.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
+}
+
+pub fn cgroup2_mount() -> PathBuf {
+    find_cgroup2_mount().expect("FAILING LOUDLY: no cgroup v2 mount on this machine")
+}
+
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// Mounts bpffs at /sys/fs/bpf unless it is already there. Test binaries
+/// run in parallel: the check and the mount hold a lock, or two of them
+/// stack two bpffs mounts there on a fresh machine.
+pub fn mount_bpffs_if_needed() -> Result<(), String> {
+    let lock = fs::File::create("/run/accel-tests-bpffs.lock")
+        .map_err(|e| format!("creating /run/accel-tests-bpffs.lock: {e}"))?;
+    // SAFETY: flock on a file we hold; released when `lock` drops.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(format!("locking: {}", std::io::Error::last_os_error()));
+    }
+    let path = c"/sys/fs/bpf";
+    // SAFETY: statfs into a zeroed struct we own.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid C string and output buffer.
+    if unsafe { libc::statfs(path.as_ptr(), &mut st) } == 0 && st.f_type as i64 == BPF_FS_MAGIC {
+        return Ok(());
+    }
+    let status = Command::new("mount")
+        .args(["-t", "bpf", "bpf", "/sys/fs/bpf"])
+        .status()
+        .map_err(|e| format!("running mount -t bpf: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err("cannot mount bpffs at /sys/fs/bpf".into())
+    }
+}
+
+pub(crate) fn ensure_bpffs() {
+    mount_bpffs_if_needed().expect("FAILING LOUDLY: bpffs is needed");
+}
+
+pub fn attachments(cgroup: &Path) -> Vec<String> {
+    let out = Command::new("bpftool")
+        .args(["cgroup", "show"])
+        .arg(cgroup)
+        .arg("-j")
+        .output()
+        .expect("FAILING LOUDLY: bpftool is needed (apt-get install bpftool)");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Array(vec![]));
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|p| p["name"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Makes `cmd` move itself into `cgroup` before exec. The returned file must
+/// outlive the spawn (it is the open cgroup.procs).
+pub fn join_cgroup_on_exec(cmd: &mut Command, cgroup: &Path) -> fs::File {
+    let procs = fs::OpenOptions::new()
+        .write(true)
+        .open(cgroup.join("cgroup.procs"))
+        .expect("open cgroup.procs");
+    let fd = procs.as_raw_fd();
+    // SAFETY: only write(2) on an fd opened before fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    procs
+}
+
+/// Kills every process in `cgroup` and its children (cgroup.kill, then
+/// SIGKILL for kernels without it) and removes the child cgroups.
+pub fn kill_cgroup_tree(cgroup: &Path) {
+    if !cgroup.exists() {
+        return;
+    }
+    if let Ok(entries) = fs::read_dir(cgroup) {
+        for e in entries.flatten() {
+            if e.path().is_dir() {
+                kill_cgroup_tree(&e.path());
+            }
+        }
+    }
+    let _ = fs::write(cgroup.join("cgroup.kill"), "1");
+    for _ in 0..100 {
+        let procs = fs::read_to_string(cgroup.join("cgroup.procs")).unwrap_or_default();
+        if procs.trim().is_empty() {
+            break;
+        }
+        for pid in procs.lines().filter_map(|p| p.trim().parse::<i32>().ok()) {
+            // SAFETY: plain kill(2).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    if let Ok(entries) = fs::read_dir(cgroup) {
+        for e in entries.flatten() {
+            if e.path().is_dir() {
+                let _ = fs::remove_dir(e.path());
+            }
+        }
+    }
+}
+
+/// Removes a directory tree file by file (bpffs has no recursive rmdir).
+pub fn remove_tree(dir: &Path) {
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                remove_tree(&p);
+            } else {
+                let _ = fs::remove_file(&p);
+            }
+        }
+    }
+    let _ = fs::remove_dir(dir);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cgroup2_mount_point_is_unescaped() {
+        let mountinfo = "\
+24 1 0:22 / /sys rw,nosuid shared:7 - sysfs sysfs rw
+35 24 0:30 / /sys/fs/cgroup/my\\040unified rw shared:9 - cgroup2 cgroup2 rw
+";
+        assert_eq!(
+            parse_cgroup2_mount(mountinfo),
+            Some(PathBuf::from("/sys/fs/cgroup/my unified"))
+        );
+        assert_eq!(
+            parse_cgroup2_mount("24 1 0:22 / /sys rw - sysfs sysfs rw"),
+            None
+        );
+    }
+}
