@@ -115,7 +115,14 @@ fn pod_watch_drives_the_maps_within_a_second_and_survives_api_outages() {
         assert!(bytes > 0.0, "no {series} in:\n{body}");
     }
 
-    // Node status for users and the installer.
+    // Node status for users and the installer: the agent looks at the
+    // daemon's state once per tick, so the first status may predate the
+    // pod list; the next tick must bring it up to date.
+    wait_until(
+        Duration::from_secs(5),
+        "node status counting both meshed pods",
+        || node_status(&api, &node_name).is_some_and(|st| st["meshedPods"] == 2),
+    );
     let st = node_status(&api, &node_name).expect("status annotation");
     assert_eq!(st["state"], "accelerating", "{st}");
     assert_eq!(st["meshedPods"], 2, "{st}");
