@@ -6,6 +6,7 @@
 pub mod abi;
 #[cfg(test)]
 mod btf;
+pub mod host;
 pub mod map;
 
 /// The datapath object: `accel_sockops` (sock_ops) and `accel_sk_msg` (sk_msg)

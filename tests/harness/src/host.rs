@@ -9,6 +9,7 @@ use std::{
     time::Duration,
 };
 
+use accel_bpf::host::{BPF_FS_MAGIC, parse_cgroup2_mount};
 use serde_json::Value;
 
 /// `uname -r`: the release a node object of this machine would report.
@@ -22,31 +23,9 @@ pub fn find_cgroup2_mount() -> Option<PathBuf> {
     parse_cgroup2_mount(&fs::read_to_string("/proc/self/mountinfo").ok()?)
 }
 
-/// The first cgroup2 mount point of a mountinfo text, as accel-daemon's
-/// `host::cgroup2_mount` reads it (the same parsing and unescaping).
-fn parse_cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
-    mountinfo.lines().find_map(|line| {
-        // "<id> <parent> <maj:min> <root> <mount point> <opts> [optional...] - <fstype> ..."
-        let (left, right) = line.split_once(" - ")?;
-        let fstype = right.split_whitespace().next()?;
-        let mount_point = left.split_whitespace().nth(4)?;
-        (fstype == "cgroup2").then(|| PathBuf::from(unescape_mountinfo(mount_point)))
-    })
-}
-
-/// mountinfo escapes space, tab, newline and backslash as octal.
-fn unescape_mountinfo(s: &str) -> String {
-    s.replace("\\040", " ")
-        .replace("\\011", "\t")
-        .replace("\\012", "\n")
-        .replace("\\134", "\\")
-}
-
 pub fn cgroup2_mount() -> PathBuf {
     find_cgroup2_mount().expect("FAILING LOUDLY: no cgroup v2 mount on this machine")
 }
-
-const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
 /// Mounts bpffs at /sys/fs/bpf unless it is already there. Test binaries
 /// run in parallel: the check and the mount hold a lock, or two of them
@@ -164,25 +143,4 @@ pub fn remove_tree(dir: &Path) {
         }
     }
     let _ = fs::remove_dir(dir);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cgroup2_mount_point_is_unescaped() {
-        let mountinfo = "\
-24 1 0:22 / /sys rw,nosuid shared:7 - sysfs sysfs rw
-35 24 0:30 / /sys/fs/cgroup/my\\040unified rw shared:9 - cgroup2 cgroup2 rw
-";
-        assert_eq!(
-            parse_cgroup2_mount(mountinfo),
-            Some(PathBuf::from("/sys/fs/cgroup/my unified"))
-        );
-        assert_eq!(
-            parse_cgroup2_mount("24 1 0:22 / /sys rw - sysfs sysfs rw"),
-            None
-        );
-    }
 }
