@@ -10,13 +10,14 @@
 
 use std::{
     fs,
-    path::PathBuf,
     process::{Command, Stdio},
     thread,
     time::{Duration, Instant},
 };
 
-use accel_test_harness::{Capture, Daemon, TestEnv, counter_of, daemon_bin, free_port};
+use accel_test_harness::{
+    Capture, Daemon, PrivateBpffs, TestEnv, counter_of, daemon_bin, free_port,
+};
 
 #[path = "common/faults.rs"]
 mod faults_support;
@@ -118,61 +119,6 @@ fn pin_files_removed_under_load_are_detected_restored_and_hold_the_datapath() {
     assert_eq!(psh, 0);
 }
 
-/// A private bpffs instance, mounted on a directory of the test and
-/// unmounted in Drop (which also releases whatever is pinned in it).
-struct PrivateBpffs {
-    dir: PathBuf,
-}
-
-impl PrivateBpffs {
-    fn new(env: &TestEnv) -> Self {
-        let dir = std::env::temp_dir().join(format!("{}-bpffs", env.name));
-        fs::create_dir_all(&dir).expect("mkdir bpffs mount point");
-        let fs = PrivateBpffs { dir };
-        fs.mount();
-        fs
-    }
-
-    fn mount(&self) {
-        let st = Command::new("mount")
-            .args(["-t", "bpf", "bpf"])
-            .arg(&self.dir)
-            .status()
-            .expect("mount");
-        assert!(st.success(), "mount -t bpf {}", self.dir.display());
-    }
-
-    fn umount(&self) {
-        let st = Command::new("umount")
-            .arg(&self.dir)
-            .status()
-            .expect("umount");
-        assert!(st.success(), "umount {}", self.dir.display());
-    }
-
-    fn mounted(&self) -> bool {
-        fs::read_to_string("/proc/self/mountinfo")
-            .unwrap_or_default()
-            .lines()
-            .any(|l| l.split_whitespace().nth(4) == self.dir.to_str())
-    }
-}
-
-impl Drop for PrivateBpffs {
-    fn drop(&mut self) {
-        while self.mounted() {
-            if !Command::new("umount")
-                .arg(&self.dir)
-                .status()
-                .is_ok_and(|s| s.success())
-            {
-                break;
-            }
-        }
-        let _ = fs::remove_dir(&self.dir);
-    }
-}
-
 /// The bpffs holding the pins is unmounted under load (a private instance:
 /// never the host's /sys/fs/bpf). The datapath keeps running on the
 /// daemon's handles, the daemon reports that it cannot pin again, and once
@@ -181,7 +127,7 @@ impl Drop for PrivateBpffs {
 #[test]
 fn bpffs_unmounted_under_load_is_reported_and_recovered_when_it_returns() {
     let env = TestEnv::new("f-umount");
-    let bpffs = PrivateBpffs::new(&env);
+    let bpffs = PrivateBpffs::new(&env, "");
     let pin_dir = bpffs.dir.join("v1");
     let mut daemon = Daemon::start(&args_with_pin_dir(
         &env,
@@ -243,7 +189,7 @@ fn bpffs_unmounted_under_load_is_reported_and_recovered_when_it_returns() {
 #[test]
 fn lost_pins_are_visible_in_status_and_metrics() {
     let env = TestEnv::new("f-umount-report");
-    let bpffs = PrivateBpffs::new(&env);
+    let bpffs = PrivateBpffs::new(&env, "");
     let pin_dir = bpffs.dir.join("v1");
     let daemon = Daemon::start(&args_with_pin_dir(
         &env,

@@ -14,7 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use accel_test_harness::{TestEnv, set_flag};
+use accel_test_harness::{PrivateBpffs, TestEnv, set_flag};
 
 #[path = "common/hostile.rs"]
 mod hostile_support;

@@ -20,6 +20,7 @@ use std::{
 pub use serde_json::Value;
 
 pub mod binaries;
+pub mod bpffs;
 pub mod capture;
 pub mod daemon;
 pub mod host;
@@ -32,6 +33,7 @@ pub mod process;
 pub mod traffic;
 
 pub use binaries::{daemon_bin, integrity_bin, loadgen_bin, pod_bin, workspace_bin};
+pub use bpffs::PrivateBpffs;
 pub use capture::{Capture, CaptureCounts};
 pub use daemon::{Daemon, http_get};
 pub use host::{

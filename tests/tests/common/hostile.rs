@@ -3,8 +3,6 @@
 #![allow(dead_code)]
 
 use std::{
-    fs,
-    path::PathBuf,
     process::{Child, Command, Output, Stdio},
     sync::mpsc,
     thread,
@@ -149,30 +147,4 @@ pub fn run_at_trace_level(cmd: &mut Command, busy: Duration) -> (bool, String) {
 pub fn assert_nothing_left(env: &TestEnv, what: &str) {
     assert!(env.attachments().is_empty(), "{what}: something attached");
     assert!(!env.pin_dir.exists(), "{what}: pins left behind");
-}
-
-/// A private bpffs instance mounted on a directory of the test.
-pub struct PrivateBpffs {
-    pub dir: PathBuf,
-}
-
-impl PrivateBpffs {
-    pub fn new(env: &TestEnv, opts: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("{}-bpffs", env.name));
-        fs::create_dir_all(&dir).expect("mkdir mount point");
-        let st = Command::new("mount")
-            .args(["-t", "bpf", "-o", opts, "bpf"])
-            .arg(&dir)
-            .status()
-            .expect("mount");
-        assert!(st.success(), "mount -t bpf -o {opts} {}", dir.display());
-        PrivateBpffs { dir }
-    }
-}
-
-impl Drop for PrivateBpffs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.dir).status();
-        let _ = fs::remove_dir(&self.dir);
-    }
 }
