@@ -5,7 +5,7 @@
 
 use std::net::{IpAddr, Ipv6Addr};
 
-pub const ABI_VERSION: u32 = 5;
+pub const ABI_VERSION: u32 = 6;
 
 pub const TCPOPT_KIND: u8 = 253;
 pub const TCPOPT_EXID: u16 = 0xACCE;
@@ -28,6 +28,12 @@ pub const REASON_FLOW: u8 = 4;
 pub const REASON_BLOCKING: u8 = 5;
 /// The peer is an `auto` application: it receives by TCP.
 pub const REASON_APP_READS_TCP: u8 = 6;
+/// A small-message stream to a reader behind: TCP, then out of the sockhash.
+pub const REASON_STREAM: u8 = 7;
+/// The peer is leaving the sockhash (a small-message stream writer).
+pub const REASON_PEER_LEAVING: u8 = 8;
+/// `accel_reader` was full: no claim, so no safe redirect.
+pub const REASON_CLAIM_FULL: u8 = 9;
 
 pub const SF_OPT_PENDING: u8 = 1;
 pub const SF_APP_GUARDED: u8 = 2;
@@ -43,6 +49,16 @@ pub const INGRESS_CLOSED: u8 = 1;
 pub const INGRESS_UNLESS_BLOCKING: u8 = 2;
 
 pub const READER_BLOCKING: u8 = 1;
+pub const READER_REDIRECTED_TO: u8 = 2;
+pub const READER_LEAVING: u8 = 3;
+pub const READER_LEAVE_SEEN: u8 = 4;
+
+/// [`SockState::stream_flags`] (stream.h).
+pub const STREAM_PROXY: u8 = 1;
+pub const STREAM_PEER_PROXY: u8 = 2;
+pub const STREAM_LEAVING: u8 = 4;
+pub const STREAM_LEFT: u8 = 8;
+pub const STREAM_COUNTED: u8 = 16;
 
 /// Why a pod's socket was kept off the redirect path (`accel_pod_held`).
 pub const HELD_BLOCKING: u16 = 1;
@@ -53,6 +69,8 @@ pub const PAIR_OFFER: u32 = 1;
 pub const PAIR_ANSWER: u32 = 2;
 /// [`PairValue::flags`]: that socket is in `accel_rx_sockhash`.
 pub const PAIR_F_RX_ONLY: u32 = 1;
+/// [`PairValue::flags`]: that socket is the sidecar proxy's.
+pub const PAIR_F_PROXY: u32 = 2;
 
 pub const MODE_ACCELERATE: u32 = 0;
 pub const MODE_PASSTHROUGH: u32 = 1;
@@ -70,7 +88,7 @@ pub const CFG_LOOPBACK_MESHED_ONLY: u32 = 1;
 pub const DIR_INBOUND: u8 = 1;
 pub const DIR_OUTBOUND: u8 = 2;
 
-pub const STATS_SLOTS: u32 = 32;
+pub const STATS_SLOTS: u32 = 48;
 
 /// Per-CPU counters of the datapath, in slot order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -107,10 +125,15 @@ pub enum Stat {
     AppReceivesByTcp,
     AppPairSkipped,
     RecordedRxOnly,
+    StreamWriterLeaving,
+    StreamWriterLeft,
+    StreamWriterLeftBytes,
+    StreamPeerLeaving,
+    StreamClaimFull,
 }
 
 impl Stat {
-    pub const ALL: [Stat; 31] = [
+    pub const ALL: [Stat; 36] = [
         Stat::ActiveOffered,
         Stat::PassivePaired,
         Stat::ActivePaired,
@@ -142,6 +165,11 @@ impl Stat {
         Stat::AppReceivesByTcp,
         Stat::AppPairSkipped,
         Stat::RecordedRxOnly,
+        Stat::StreamWriterLeaving,
+        Stat::StreamWriterLeft,
+        Stat::StreamWriterLeftBytes,
+        Stat::StreamPeerLeaving,
+        Stat::StreamClaimFull,
     ];
 
     /// Stable snake_case name, used in status output and metric labels.
@@ -178,6 +206,11 @@ impl Stat {
             Stat::AppReceivesByTcp => "app_receives_by_tcp",
             Stat::AppPairSkipped => "app_to_app_not_recorded",
             Stat::RecordedRxOnly => "recorded_receive_only",
+            Stat::StreamWriterLeaving => "stream_writer_leaving_to_tcp",
+            Stat::StreamWriterLeft => "stream_writer_left_sockhash",
+            Stat::StreamWriterLeftBytes => "stream_writer_left_bytes",
+            Stat::StreamPeerLeaving => "stream_peer_leaving_to_tcp",
+            Stat::StreamClaimFull => "stream_claim_map_full",
         }
     }
 }
@@ -193,6 +226,9 @@ pub struct Config {
     pub proxy_uid: u32,
     /// `EP_*` of loopback in namespaces nobody listed (the node's mode).
     pub default_ep_flags: u32,
+    /// Writers of messages all under this size, to a proxy whose reader is
+    /// behind, leave for TCP (0: never).
+    pub stream_small_bytes: u32,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -219,7 +255,10 @@ pub struct SockState {
     pub ingress: u8,
     /// `INGRESS_*` of the peer.
     pub peer_ingress: u8,
-    pub _pad0: u16,
+    /// `STREAM_*`.
+    pub stream_flags: u8,
+    /// Small sends in a row.
+    pub small_run: u8,
     pub _pad1: u32,
 }
 
@@ -423,11 +462,14 @@ mod layout_tests {
     /// `no_implicit_padding`; a C member, the BTF comparison.
     fn mirrors() -> Vec<Mirror> {
         vec![
-            mirror!(Config = "accel_config" { mode, flags, flow_budget, proxy_uid, default_ep_flags }),
+            mirror!(Config = "accel_config" {
+                mode, flags, flow_budget, proxy_uid, default_ep_flags, stream_small_bytes,
+            }),
             mirror!(SockState = "accel_sock_state" {
                 token, peer_cookie, role, decision, reason, flags, local_pod, peer_pod,
                 redirected_msgs, redirected_bytes, passed_msgs, passed_bytes, peer_sk,
-                flow_switches, flow_unchecked, cookie, ingress, peer_ingress, _pad0, _pad1,
+                flow_switches, flow_unchecked, cookie, ingress, peer_ingress, stream_flags, small_run,
+                _pad1,
             }),
             mirror!(PairKey = "accel_pair_key" { token, stage, _pad0 }),
             mirror!(PairValue = "accel_pair_value" { cookie, netns_cookie, sk_addr, pod, ingress, flags }),
@@ -583,6 +625,24 @@ mod layout_tests {
             c("ACCEL_INGRESS_UNLESS_BLOCKING")
         );
         assert_eq!(u64::from(READER_BLOCKING), c("ACCEL_READER_BLOCKING"));
+        assert_eq!(
+            u64::from(READER_REDIRECTED_TO),
+            c("ACCEL_READER_REDIRECTED_TO")
+        );
+        assert_eq!(u64::from(READER_LEAVING), c("ACCEL_READER_LEAVING"));
+        assert_eq!(u64::from(READER_LEAVE_SEEN), c("ACCEL_READER_LEAVE_SEEN"));
+        assert_eq!(u64::from(STREAM_PROXY), c("ACCEL_STREAM_PROXY"));
+        assert_eq!(u64::from(STREAM_PEER_PROXY), c("ACCEL_STREAM_PEER_PROXY"));
+        assert_eq!(u64::from(STREAM_LEAVING), c("ACCEL_STREAM_LEAVING"));
+        assert_eq!(u64::from(STREAM_LEFT), c("ACCEL_STREAM_LEFT"));
+        assert_eq!(u64::from(STREAM_COUNTED), c("ACCEL_STREAM_COUNTED"));
+        assert_eq!(u64::from(PAIR_F_PROXY), c("ACCEL_PAIR_F_PROXY"));
+        assert_eq!(u64::from(REASON_STREAM), c("ACCEL_REASON_STREAM"));
+        assert_eq!(
+            u64::from(REASON_PEER_LEAVING),
+            c("ACCEL_REASON_PEER_LEAVING")
+        );
+        assert_eq!(u64::from(REASON_CLAIM_FULL), c("ACCEL_REASON_CLAIM_FULL"));
         assert_eq!(u64::from(HELD_BLOCKING), c("ACCEL_HELD_BLOCKING"));
         assert_eq!(u64::from(HELD_NO_FILE), c("ACCEL_HELD_NO_FILE"));
         assert_eq!(u64::from(HELD_APP_READS_TCP), c("ACCEL_HELD_APP_READS_TCP"));

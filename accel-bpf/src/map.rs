@@ -192,7 +192,7 @@ maps! {
         cleanup: Cleanup::WithPin,
         counted: false,
         entry: "0 -> mode (accelerate or passthrough), loopback scope, flow budget, proxy uid, \
-                node mode",
+                node mode, small-message size",
         lifecycle: "the daemon",
     }
     STATS: "accel_stats", <u32, u64> {
@@ -240,9 +240,11 @@ maps! {
         owner: Owner::Datapath,
         cleanup: Cleanup::WithPin,
         counted: true,
-        entry: "socket cookie -> seen blocking (`app-safe`)",
-        lifecycle: "the socket's own programs, which delete it when the socket leaves the \
-                    sockhash or closes",
+        entry: "socket cookie -> seen blocking (`app-safe`), or a stream claim: the proxy \
+                peer redirects into it, it asks to leave, the peer has stopped",
+        lifecycle: "the socket's own programs, which delete it when it closes (or leaves for a \
+                    blocking reader); a claimer whose redirect fails, or that closes, \
+                    withdraws its claim",
     }
     POD_HELD: "accel_pod_held", <PodHeldKey, u64> {
         kind: MapType::Hash,

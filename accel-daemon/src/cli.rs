@@ -95,6 +95,11 @@ pub struct RunArgs {
     /// receive buffer) before its sender falls back to TCP; 0 turns it off.
     #[arg(long, default_value_t = 4 * 1024 * 1024)]
     pub flow_budget_bytes: u32,
+    /// A writer whose messages are all smaller than this, sending to the
+    /// sidecar proxy while the proxy's reader is behind, leaves the
+    /// sockhash for plain TCP, which coalesces small writes; 0: never.
+    #[arg(long, default_value_t = 8192)]
+    pub stream_small_bytes: u32,
     /// How much of a pod takes part when the pod does not say (pods file
     /// `acceleration`, annotation `sidecar-accel.io/accelerate`), and of
     /// loopback in namespaces nobody listed: `auto` (the proxy's sockets,

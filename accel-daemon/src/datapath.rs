@@ -571,6 +571,12 @@ impl Datapath {
         })
     }
 
+    /// Writers whose messages are all under this size, to a proxy whose
+    /// reader is behind, leave for TCP (0: never).
+    pub fn set_stream_small_bytes(&mut self, bytes: u32) -> Result<(), DatapathError> {
+        self.change_config(|c| c.stream_small_bytes = bytes)
+    }
+
     /// Owner uid of the sidecar proxy's sockets (proxy-only pods).
     pub fn set_proxy_uid(&mut self, uid: u32) -> Result<(), DatapathError> {
         self.change_config(|c| c.proxy_uid = uid)

@@ -90,6 +90,7 @@ pub fn decide(
         config: abi::Config {
             flow_budget: args.flow_budget_bytes,
             proxy_uid: args.proxy_uid,
+            stream_small_bytes: args.stream_small_bytes,
             default_ep_flags: endpoints::mode_flags(args.pod_acceleration.into()),
             ..abi::Config::default()
         },

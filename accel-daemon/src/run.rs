@@ -162,6 +162,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         Gate::On { mut dp, adopted } => {
             dp.set_flow_budget(args.flow_budget_bytes)?;
             dp.set_proxy_uid(args.proxy_uid)?;
+            dp.set_stream_small_bytes(args.stream_small_bytes)?;
             dp.set_default_ep_flags(endpoints::mode_flags(args.pod_acceleration.into()))?;
             // The datapath is attached: from here on a problem with the
             // endpoint set is reported, never a reason to exit (and leave

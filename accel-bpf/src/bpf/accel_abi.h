@@ -24,8 +24,11 @@
  *    accel_pair_value.ingress, the socket state's cookie and ingress
  *    fields, accel_reader and accel_pod_held).
  * 5: receive-only sockets (accel_rx_sockhash, ACCEL_SF_RX_ONLY,
- *    ACCEL_SF_PEER_RX_ONLY, accel_pair_value.flags, accel_app_listeners). */
-#define ACCEL_ABI_VERSION 5
+ *    ACCEL_SF_PEER_RX_ONLY, accel_pair_value.flags, accel_app_listeners).
+ * 6: small-message stream writers leave the sockhash (ACCEL_STREAM_*,
+ *    the socket state's stream_flags and small_run, ACCEL_READER_* claims,
+ *    ACCEL_PAIR_F_PROXY, accel_config.stream_small_bytes, 48 stat slots). */
+#define ACCEL_ABI_VERSION 6
 
 /* Pairing token carried in the handshake's final ACK: RFC 6994 shared
  * experimental option (kind 253) with a 16-bit ExID, then the token. */
@@ -56,6 +59,9 @@
 #define ACCEL_REASON_FLOW 4         /* peer's reader behind (ACCEL_DECISION_TCP_FLOW) */
 #define ACCEL_REASON_BLOCKING 5     /* an application socket (this one or the peer) is blocking */
 #define ACCEL_REASON_APP_READS_TCP 6 /* the peer is an application that receives by TCP (auto) */
+#define ACCEL_REASON_STREAM 7       /* small-message stream to a reader behind: TCP, then leaves */
+#define ACCEL_REASON_PEER_LEAVING 8 /* the peer is leaving the sockhash (stream.h) */
+#define ACCEL_REASON_CLAIM_FULL 9   /* accel_reader full: no safe redirect (stream.h) */
 
 /* struct accel_sock_state.flags */
 #define ACCEL_SF_OPT_PENDING (1U << 0) /* token not yet written to the wire */
@@ -83,8 +89,19 @@
  * accel_reader says its file is blocking. */
 #define ACCEL_INGRESS_UNLESS_BLOCKING 2
 
-/* Values of accel_reader (socket cookie -> what its reader is). */
+/* Values of accel_reader (socket cookie -> what its reader is, or how far
+ * it is in leaving the sockhash: stream.h). */
 #define ACCEL_READER_BLOCKING 1
+#define ACCEL_READER_REDIRECTED_TO 2 /* the proxy peer's claim: it redirects here */
+#define ACCEL_READER_LEAVING 3       /* this socket asks its peer to stop */
+#define ACCEL_READER_LEAVE_SEEN 4    /* its peer no longer redirects here */
+
+/* struct accel_sock_state.stream_flags (stream.h) */
+#define ACCEL_STREAM_PROXY (1U << 0)      /* this socket is the proxy's: it claims */
+#define ACCEL_STREAM_PEER_PROXY (1U << 1) /* the peer is the proxy's: this one may leave */
+#define ACCEL_STREAM_LEAVING (1U << 2)    /* asked to leave; sends by TCP */
+#define ACCEL_STREAM_LEFT (1U << 3)       /* out of the sockhash */
+#define ACCEL_STREAM_COUNTED (1U << 4)    /* its TCP bytes after leaving are counted */
 
 /* struct accel_pod_held_key.reason: why a pod's socket was kept off the
  * redirect path (one count per socket). */
@@ -97,6 +114,8 @@
 #define ACCEL_PAIR_ANSWER 2
 /* struct accel_pair_value.flags: that socket is in accel_rx_sockhash. */
 #define ACCEL_PAIR_F_RX_ONLY (1U << 0)
+/* ... that socket is the sidecar proxy's (owner accel_config.proxy_uid). */
+#define ACCEL_PAIR_F_PROXY (1U << 1)
 
 /* struct accel_config.mode */
 #define ACCEL_MODE_ACCELERATE 0
@@ -162,9 +181,14 @@ enum accel_stat {
 	ACCEL_STAT_APP_RECEIVES_BY_TCP, /* senders to an `auto` application socket: TCP by policy */
 	ACCEL_STAT_APP_PAIR_SKIPPED,    /* both ends `auto` applications: nothing to gain, not recorded */
 	ACCEL_STAT_RECORDED_RX_ONLY,    /* recorded as redirect targets only: their sends skip sk_msg */
+	ACCEL_STAT_STREAM_WRITER_LEAVING, /* small-message writers to a reader behind: TCP from then on */
+	ACCEL_STAT_STREAM_WRITER_LEFT,  /* of those, sockets that took themselves out of the sockhash */
+	ACCEL_STAT_STREAM_WRITER_LEFT_BYTES, /* bytes they wrote by TCP once out (counted at close) */
+	ACCEL_STAT_STREAM_PEER_LEAVING, /* senders that switched to TCP: their peer is leaving */
+	ACCEL_STAT_STREAM_CLAIM_FULL,   /* senders that switched to TCP: accel_reader full */
 	ACCEL_STAT_COUNT,
 };
-#define ACCEL_STATS_SLOTS 32
+#define ACCEL_STATS_SLOTS 48
 
 struct accel_config {
 	__u32 mode;
@@ -177,6 +201,9 @@ struct accel_config {
 	/* ACCEL_EP_* for loopback in namespaces the daemon was not told about
 	 * (a host without ACCEL_CFG_LOOPBACK_MESHED_ONLY): the node's mode. */
 	__u32 default_ep_flags;
+	/* A writer whose messages are all under this many bytes, with its
+	 * proxy peer's reader behind, leaves for TCP (stream.h); 0: never. */
+	__u32 stream_small_bytes;
 };
 
 /* Per-socket state, in BPF socket storage: freed by the kernel with the
@@ -206,7 +233,8 @@ struct accel_sock_state {
 	__u64 cookie;        /* this socket's own cookie (its sockhash key) */
 	__u8 ingress;        /* ACCEL_INGRESS_*: may bytes be redirected into this socket */
 	__u8 peer_ingress;   /* ACCEL_INGRESS_*: may this socket redirect into its peer */
-	__u16 _pad0;
+	__u8 stream_flags;   /* ACCEL_STREAM_* */
+	__u8 small_run;      /* small sends in a row (stream.h) */
 	__u32 _pad1;
 };
 

@@ -22,7 +22,8 @@
  *   bpf_skc_to_tcp_sock       the sender's own TCP sequence state; the
  *                             owner uid of a proxy-only pod's socket; an
  *                             application socket's file flags (guard.h)
- *   bpf_map_delete_elem       (sockhash) a guarded socket leaving (guard.h)
+ *   bpf_map_delete_elem       (sockhash) a guarded socket, or a small-message
+ *                             stream writer, leaving (guard.h, stream.h)
  */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -37,6 +38,7 @@
 #include "owner.h"
 #include "guard.h"
 #include "listeners.h"
+#include "stream.h"
 #ifdef ACCEL_FLOW_CONTROL
 #include "flow.h"
 #endif
@@ -88,6 +90,23 @@ static __always_inline void held_back_for_peer(__u16 pod)
 {
 	stat_inc(ACCEL_STAT_APP_RECEIVES_BY_TCP);
 	held_inc(pod, ACCEL_HELD_APP_READS_TCP);
+}
+
+/* Stream roles (stream.h), decided at establishment: a proxy socket claims
+ * its peer before redirecting; a socket whose peer is the proxy's may
+ * leave. Both need their callbacks; without them, neither. */
+static __always_inline int stream_roles(struct bpf_sock_ops *skops, struct accel_sock_state *st,
+					const struct accel_config *cfg, int owner, int peer_proxy)
+{
+	if (!stream_enabled(cfg) || (owner != OWNER_PROXY && !peer_proxy))
+		return 0;
+	if (bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | STREAM_CB_FLAGS))
+		return 0;
+	if (owner == OWNER_PROXY)
+		st->stream_flags |= ACCEL_STREAM_PROXY;
+	if (peer_proxy)
+		st->stream_flags |= ACCEL_STREAM_PEER_PROXY;
+	return 1;
 }
 
 /* Records the socket, keyed by its cookie: in accel_sockhash, or in
@@ -158,7 +177,8 @@ static __always_inline void on_active_established(struct bpf_sock_ops *skops)
 		       &info))
 		return;
 	dest_here = ep_dest_on_node(&info, &remote, &peer_pod);
-	if ((info.flags & (ACCEL_EP_PROXY_ONLY | ACCEL_EP_APP_NONBLOCKING_ONLY)) || !dest_here)
+	if ((info.flags & (ACCEL_EP_PROXY_ONLY | ACCEL_EP_APP_NONBLOCKING_ONLY)) || !dest_here ||
+	    stream_enabled(cfg))
 		owner = sock_owner(skops, cfg);
 	if (!proxy_only_allowed(&info, peer_pod, owner)) {
 		stat_inc(ACCEL_STAT_REFUSED_PROXY_ONLY);
@@ -205,6 +225,12 @@ static __always_inline void on_active_established(struct bpf_sock_ops *skops)
 		st->flags |= ACCEL_SF_APP_GUARDED;
 	if (rx_only)
 		offer.flags = ACCEL_PAIR_F_RX_ONLY;
+	/* Whether the peer is the proxy's is only known at the first send: the
+	 * callbacks are asked for below, for every socket. */
+	if (owner == OWNER_PROXY && stream_enabled(cfg)) {
+		st->stream_flags |= ACCEL_STREAM_PROXY;
+		offer.flags |= ACCEL_PAIR_F_PROXY;
+	}
 
 	pkey.token = pairing_new_token();
 	offer.cookie = cookie;
@@ -229,7 +255,7 @@ static __always_inline void on_active_established(struct bpf_sock_ops *skops)
 	/* A receive-only socket never sends through sk_msg, where an active
 	 * socket withdraws an unclaimed offer: it does so when its first
 	 * TCP-sent bytes are acknowledged (on_parse_hdr). */
-	if (rx_only)
+	if (rx_only || stream_enabled(cfg))
 		cb_flags |= BPF_SOCK_OPS_RTT_CB_FLAG;
 	err = bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | cb_flags);
 	if (err) {
@@ -283,7 +309,8 @@ static __always_inline void on_passive_established(struct bpf_sock_ops *skops)
 	}
 	/* The remote end's owner is checked on its own side: without it
 	 * there is no token to claim. */
-	if (info.flags & (ACCEL_EP_PROXY_ONLY | ACCEL_EP_APP_NONBLOCKING_ONLY))
+	if ((info.flags & (ACCEL_EP_PROXY_ONLY | ACCEL_EP_APP_NONBLOCKING_ONLY)) ||
+	    stream_enabled(cfg))
 		owner = sock_owner(skops, cfg);
 	if (!proxy_only_allowed(&info, remote_info.pod, owner)) {
 		stat_inc(ACCEL_STAT_REFUSED_PROXY_ONLY);
@@ -344,6 +371,9 @@ static __always_inline void on_passive_established(struct bpf_sock_ops *skops)
 		st->flags |= ACCEL_SF_APP_GUARDED;
 	if (offer.flags & ACCEL_PAIR_F_RX_ONLY)
 		st->flags |= ACCEL_SF_PEER_RX_ONLY;
+	/* A receive-only socket never sends through sk_msg: no stream role. */
+	if (!rx_only)
+		stream_roles(skops, st, cfg, owner, offer.flags & ACCEL_PAIR_F_PROXY);
 	st->role = ACCEL_ROLE_PASSIVE;
 	st->peer_cookie = offer.cookie;
 	st->peer_sk = offer.sk_addr;
@@ -369,6 +399,8 @@ static __always_inline void on_passive_established(struct bpf_sock_ops *skops)
 	answer.pod = st->local_pod;
 	answer.ingress = st->ingress;
 	answer.flags = rx_only ? ACCEL_PAIR_F_RX_ONLY : 0;
+	if (st->stream_flags & ACCEL_STREAM_PROXY)
+		answer.flags |= ACCEL_PAIR_F_PROXY;
 	if (bpf_map_update_elem(&accel_pairing, &pkey, &answer, BPF_NOEXIST))
 		stat_inc(ACCEL_STAT_PAIRING_FULL);
 }
@@ -443,6 +475,16 @@ static __always_inline void on_parse_hdr(struct bpf_sock_ops *skops)
 							 ~BPF_SOCK_OPS_RTT_CB_FLAG);
 		return;
 	}
+	if (st->stream_flags & ACCEL_STREAM_LEAVING) {
+		stream_try_leave(skops, st);
+		return;
+	}
+	/* Sends by TCP for good: it will never leave (stream.h), and the
+	 * guard, where there is one, asks for its own callbacks. */
+	if (skops->op == BPF_SOCK_OPS_RTT_CB && st->decision == ACCEL_DECISION_TCP &&
+	    !(st->flags & ACCEL_SF_APP_GUARDED) && !(st->stream_flags & ACCEL_STREAM_LEFT))
+		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags &
+							 ~BPF_SOCK_OPS_RTT_CB_FLAG);
 	guard_on_callback(skops, st);
 }
 
@@ -453,6 +495,7 @@ static __always_inline void on_state_change(struct bpf_sock_ops *skops)
 	st = state_of(skops);
 	if (!st)
 		return;
+	stream_count_left_bytes(skops, st);
 	if (skops->args[1] != BPF_TCP_CLOSE) {
 		/* e.g. shutdown(SHUT_WR), in the caller's own context: a
 		 * blocking reader leaves before it reads. */
@@ -461,8 +504,12 @@ static __always_inline void on_state_change(struct bpf_sock_ops *skops)
 	}
 	if (st->token)
 		pairing_forget(st->token);
-	if (st->ingress == ACCEL_INGRESS_UNLESS_BLOCKING)
+	/* Its own entry (blocking, or a stream claim on it), and a claim it
+	 * made on its peer. */
+	if (st->ingress == ACCEL_INGRESS_UNLESS_BLOCKING ||
+	    (st->stream_flags & ACCEL_STREAM_PEER_PROXY))
 		bpf_map_delete_elem(&accel_reader, &st->cookie);
+	stream_unclaim_peer(st);
 	stat_inc(ACCEL_STAT_CLOSED);
 }
 
@@ -535,6 +582,9 @@ static __always_inline void decide(struct accel_sock_state *st, int passthrough)
 		st->peer_ingress = answer->ingress;
 		if (answer->flags & ACCEL_PAIR_F_RX_ONLY)
 			st->flags |= ACCEL_SF_PEER_RX_ONLY;
+		/* Its callbacks were asked for at connect (stream_enabled). */
+		if (answer->flags & ACCEL_PAIR_F_PROXY)
+			st->stream_flags |= ACCEL_STREAM_PEER_PROXY;
 		st->decision = ACCEL_DECISION_REDIRECT;
 		bpf_map_delete_elem(&accel_pairing, &pkey);
 		stat_inc(ACCEL_STAT_ACTIVE_PAIRED);
@@ -575,12 +625,17 @@ int accel_sk_msg(struct sk_msg_md *msg)
 	}
 	if (st->flags & ACCEL_SF_APP_GUARDED)
 		guard_on_send(msg, st);
-	/* An `app-safe` application seen blocking: redirect -> TCP, order-safe. */
+	/* An `app-safe` application seen blocking: redirect -> TCP, order-safe.
+	 * (A proxy socket finds it in its claim, stream_claim_peer.) */
 	if (st->decision != ACCEL_DECISION_TCP &&
 	    st->peer_ingress == ACCEL_INGRESS_UNLESS_BLOCKING &&
-	    bpf_map_lookup_elem(&accel_reader, &st->peer_cookie)) {
-		st->decision = ACCEL_DECISION_TCP;
-		st->reason = ACCEL_REASON_BLOCKING;
+	    !(st->stream_flags & ACCEL_STREAM_PROXY)) {
+		__u8 *reader = bpf_map_lookup_elem(&accel_reader, &st->peer_cookie);
+
+		if (reader && *reader == ACCEL_READER_BLOCKING) {
+			st->decision = ACCEL_DECISION_TCP;
+			st->reason = ACCEL_REASON_BLOCKING;
+		}
 	}
 #ifdef ACCEL_FLOW_CONTROL
 	if (cfg && cfg->flow_budget) {
@@ -603,9 +658,11 @@ int accel_sk_msg(struct sk_msg_md *msg)
 			stat_inc(ACCEL_STAT_FLOW_RESUMED);
 		}
 	}
+	if (st->decision == ACCEL_DECISION_REDIRECT && cfg)
+		stream_writer_leaves(st, size, cfg->stream_small_bytes);
 #endif
 
-	if (st->decision == ACCEL_DECISION_REDIRECT) {
+	if (st->decision == ACCEL_DECISION_REDIRECT && stream_claim_peer(st)) {
 		peer = st->peer_cookie;
 		if (st->flags & ACCEL_SF_PEER_RX_ONLY)
 			verdict = bpf_msg_redirect_hash(msg, &accel_rx_sockhash, &peer, BPF_F_INGRESS);
@@ -622,6 +679,7 @@ int accel_sk_msg(struct sk_msg_md *msg)
 		}
 		/* The peer left the map (it closed): TCP carries the rest, which
 		 * is what the application would have seen without us. */
+		stream_unclaim_peer(st);
 		st->decision = ACCEL_DECISION_TCP;
 		st->reason = ACCEL_REASON_PEER_GONE;
 		stat_inc(ACCEL_STAT_REDIRECT_FAILED);

@@ -57,7 +57,10 @@ struct tcp_sock___accel {
 	__u32 rcv_nxt;
 	__u32 copied_seq;
 	__u32 snd_una;
+	__u32 snd_nxt;
 	__u32 write_seq;
+	__u64 bytes_sent;    /* payload sent by TCP, retransmissions included */
+	__u64 bytes_retrans; /* payload retransmitted */
 } __attribute__((preserve_access_index));
 
 /* The peer is looked at once per budget/FLOW_CHECK_DIVISOR redirected bytes,
@@ -141,6 +144,14 @@ static __always_inline int flow_peer_behind(__u64 peer_sk, __u32 budget)
 	if (!budget || flow_read_peer(peer_sk, &p))
 		return 0; /* flow control off, or no information: as before */
 	return p.unread > flow_limit(&p, budget);
+}
+
+/* The peer's reader has redirected bytes it has not read yet. */
+static __always_inline int flow_peer_has_unread(__u64 peer_sk)
+{
+	struct flow_peer p;
+
+	return !flow_read_peer(peer_sk, &p) && p.unread > 0;
 }
 
 /* Safe and worthwhile to redirect again (see the header comment). */

@@ -64,6 +64,8 @@ impl Delta {
             "pass_bytes",
             "flow_reader_behind_to_tcp",
             "flow_resumed_redirect",
+            "stream_writer_left_sockhash",
+            "stream_writer_left_bytes",
         ]
         .iter()
         .map(|c| format!("{c}={}", self.of(c)))

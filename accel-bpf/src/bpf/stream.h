@@ -1,0 +1,223 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
+/*
+ * Small-message streams leave the sockhash (datapath_flow variant).
+ *
+ * A writer of many small messages to a reader that is behind is slower
+ * redirected than over TCP: each sendmsg pays the sk_msg path and queues
+ * one message on the peer, where TCP coalesces them into few segments and
+ * the reader takes many per wake-up. Sending by TCP from a sockhash socket
+ * is not enough (tcp_bpf_sendmsg still runs); the writer must leave the
+ * sockhash to get the plain TCP proto back.
+ *
+ * Leaving frees whatever was redirected INTO the writer and not yet read,
+ * so its peer must first stop redirecting into it, and be known to have
+ * stopped. That handshake runs in accel_reader, keyed by the writer:
+ *
+ *  - the peer claims the writer (ACCEL_READER_REDIRECTED_TO) before its
+ *    first redirect into it, and looks at the entry before each one;
+ *  - the writer asks (LEAVING over a claim; with no claim it inserts
+ *    LEAVE_SEEN, and the peer's claim can then never be made);
+ *  - the peer, at its next send, sees LEAVING, sends by TCP from then on
+ *    (order-safe: the writer reads its ingress queue first) and writes
+ *    LEAVE_SEEN;
+ *  - the writer, in its RTT callback (its own TCP-sent bytes acknowledged)
+ *    with LEAVE_SEEN and its ingress queue empty, deletes itself from the
+ *    sockhash. The entry stays until it closes, so the peer never claims
+ *    again.
+ *
+ * Only a writer whose peer is the sidecar proxy's socket leaves: once it
+ * has left, the peer socket stays in the sockhash and reads TCP bytes
+ * through tcp_bpf_recvmsg, where FIONREAD and receive-side splice do not
+ * see them (DESIGN I-1, I-4). The proxy never uses either; an application
+ * reader never meets this. The writer itself ends up a plain TCP socket.
+ */
+#ifndef ACCEL_STREAM_H
+#define ACCEL_STREAM_H
+
+#include "accel_abi.h"
+#include "maps.h"
+#include "stats.h"
+#include "guard.h"
+
+/* sock_ops callbacks a recorded socket needs for this: an RTT sample when
+ * its TCP-sent bytes are acknowledged (where a leaving writer leaves), and
+ * state changes (where it is counted and its entry deleted). */
+#define STREAM_CB_FLAGS (BPF_SOCK_OPS_RTT_CB_FLAG | BPF_SOCK_OPS_STATE_CB_FLAG)
+
+/* accel_config says writers may leave. */
+static __always_inline int stream_enabled(const struct accel_config *cfg)
+{
+#ifdef ACCEL_FLOW_CONTROL
+	return cfg && cfg->stream_small_bytes;
+#else
+	return 0; /* the backlog of the peer cannot be read */
+#endif
+}
+
+#ifdef ACCEL_FLOW_CONTROL
+#include "flow.h"
+
+/* Small sends in a row before the peer's backlog is looked at. A reader of
+ * request/response traffic has read the last request when the next one is
+ * written, so it is never found behind. */
+#define STREAM_SMALL_RUN 16
+
+/* The sender is about to redirect into its peer: returns 1 if it may, 0 if
+ * it sends by TCP from now on (its decision changed). Proxy sockets only:
+ * only their peers ever leave. */
+static __always_inline int stream_claim_peer(struct accel_sock_state *st)
+{
+	__u8 claim = ACCEL_READER_REDIRECTED_TO, *v;
+
+	if (!(st->stream_flags & ACCEL_STREAM_PROXY))
+		return 1;
+	v = bpf_map_lookup_elem(&accel_reader, &st->peer_cookie);
+	if (!v) {
+		if (!bpf_map_update_elem(&accel_reader, &st->peer_cookie, &claim, BPF_NOEXIST))
+			return 1;
+		v = bpf_map_lookup_elem(&accel_reader, &st->peer_cookie); /* raced, or full */
+		if (!v) {
+			/* Unclaimed, the peer could leave under this redirect. */
+			st->decision = ACCEL_DECISION_TCP;
+			st->reason = ACCEL_REASON_CLAIM_FULL;
+			stat_inc(ACCEL_STAT_STREAM_CLAIM_FULL);
+			return 0;
+		}
+	}
+	if (*v == ACCEL_READER_REDIRECTED_TO)
+		return 1;
+	st->decision = ACCEL_DECISION_TCP;
+	if (*v == ACCEL_READER_BLOCKING) {
+		st->reason = ACCEL_REASON_BLOCKING;
+		return 0;
+	}
+	if (*v == ACCEL_READER_LEAVING)
+		*v = ACCEL_READER_LEAVE_SEEN;
+	st->reason = ACCEL_REASON_PEER_LEAVING;
+	stat_inc(ACCEL_STAT_STREAM_PEER_LEAVING);
+	return 0;
+}
+
+/* A redirect into the peer failed (it closed, or left for a blocking
+ * reader): withdraw this socket's claim, which nobody else would delete. */
+static __always_inline void stream_unclaim_peer(struct accel_sock_state *st)
+{
+	__u8 *v;
+
+	if (!(st->stream_flags & ACCEL_STREAM_PROXY))
+		return;
+	v = bpf_map_lookup_elem(&accel_reader, &st->peer_cookie);
+	if (v && *v == ACCEL_READER_REDIRECTED_TO)
+		bpf_map_delete_elem(&accel_reader, &st->peer_cookie);
+}
+
+/* Before a redirect of `size` bytes: is this a small-message stream to a
+ * proxy whose reader is behind? Then ask to leave: returns 1, and the
+ * socket sends by TCP from now on. */
+static __always_inline int stream_writer_leaves(struct accel_sock_state *st, __u32 size,
+						__u32 small_bytes)
+{
+	__u8 seen = ACCEL_READER_LEAVE_SEEN, *v;
+
+	if (!small_bytes || !(st->stream_flags & ACCEL_STREAM_PEER_PROXY))
+		return 0;
+	if (size >= small_bytes) {
+		st->small_run = 0;
+		return 0;
+	}
+	if (++st->small_run < STREAM_SMALL_RUN)
+		return 0;
+	st->small_run = 0;
+	if (!flow_peer_has_unread(st->peer_sk))
+		return 0;
+	v = bpf_map_lookup_elem(&accel_reader, &st->cookie);
+	if (!v) {
+		/* Unclaimed: the peer never redirected here, and now never will. */
+		if (bpf_map_update_elem(&accel_reader, &st->cookie, &seen, BPF_NOEXIST)) {
+			v = bpf_map_lookup_elem(&accel_reader, &st->cookie);
+			if (!v)
+				return 0; /* full: stay */
+		}
+	}
+	if (v) {
+		if (*v != ACCEL_READER_REDIRECTED_TO)
+			return 0; /* blocking: the guard takes it out */
+		*v = ACCEL_READER_LEAVING;
+	}
+	st->decision = ACCEL_DECISION_TCP;
+	st->reason = ACCEL_REASON_STREAM;
+	st->stream_flags |= ACCEL_STREAM_LEAVING;
+	stat_inc(ACCEL_STAT_STREAM_WRITER_LEAVING);
+	return 1;
+}
+
+/* sock_ops, the writer's RTT callback: leave once the peer has stopped and
+ * nothing redirected here is unread. Otherwise the next ACK tries again. */
+static __always_inline void stream_try_leave(struct bpf_sock_ops *skops,
+					     struct accel_sock_state *st)
+{
+	__u8 *v;
+
+	if (!(st->stream_flags & ACCEL_STREAM_LEAVING))
+		return;
+	v = bpf_map_lookup_elem(&accel_reader, &st->cookie);
+	if (!v || *v != ACCEL_READER_LEAVE_SEEN || guard_ingress_pending(skops->sk))
+		return;
+	bpf_map_delete_elem(&accel_sockhash, &st->cookie);
+	st->stream_flags = (st->stream_flags & ~ACCEL_STREAM_LEAVING) | ACCEL_STREAM_LEFT;
+	st->flags &= ~(ACCEL_SF_APP_GUARDED | ACCEL_SF_PROVEN);
+	stat_inc(ACCEL_STAT_STREAM_WRITER_LEFT);
+	/* State changes only: to count its bytes and drop the entry at close. */
+	bpf_sock_ops_cb_flags_set(skops, (skops->bpf_sock_ops_cb_flags & ~GUARD_CB_FLAGS &
+					  ~BPF_SOCK_OPS_RTT_CB_FLAG) |
+						 BPF_SOCK_OPS_STATE_CB_FLAG);
+}
+
+/* sock_ops, a state change of a socket that left: its bytes sent by TCP
+ * since, once, when it stops sending (FIN or reset), so that redirected +
+ * passed + these are every byte its application wrote. TCP sent each byte
+ * once plus its retransmissions, or holds it unsent; sk_msg passed the
+ * rest. */
+static __always_inline void stream_count_left_bytes(struct bpf_sock_ops *skops,
+						    struct accel_sock_state *st)
+{
+	__u32 old = skops->args[0], new = skops->args[1];
+	struct bpf_sock *sk = skops->sk;
+	struct tcp_sock___accel *tp;
+	__u64 written;
+
+	if ((st->stream_flags & (ACCEL_STREAM_LEFT | ACCEL_STREAM_COUNTED)) != ACCEL_STREAM_LEFT ||
+	    (old != BPF_TCP_ESTABLISHED && old != BPF_TCP_CLOSE_WAIT) ||
+	    new == BPF_TCP_CLOSE_WAIT || !sk)
+		return;
+	st->stream_flags |= ACCEL_STREAM_COUNTED;
+	tp = (void *)bpf_skc_to_tcp_sock(sk);
+	if (!tp)
+		return;
+	written = tp->bytes_sent - tp->bytes_retrans + (__u32)(tp->write_seq - tp->snd_nxt);
+	if (written > st->passed_bytes)
+		stat_add(ACCEL_STAT_STREAM_WRITER_LEFT_BYTES, written - st->passed_bytes);
+}
+
+#else
+static __always_inline int stream_claim_peer(struct accel_sock_state *st)
+{
+	return 1;
+}
+
+static __always_inline void stream_unclaim_peer(struct accel_sock_state *st)
+{
+}
+
+static __always_inline void stream_try_leave(struct bpf_sock_ops *skops,
+					     struct accel_sock_state *st)
+{
+}
+
+static __always_inline void stream_count_left_bytes(struct bpf_sock_ops *skops,
+						    struct accel_sock_state *st)
+{
+}
+#endif /* ACCEL_FLOW_CONTROL */
+
+#endif /* ACCEL_STREAM_H */

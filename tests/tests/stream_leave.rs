@@ -1,0 +1,96 @@
+//! Small-message streams (stream.h): a writer of small messages whose reader
+//! is the sidecar proxy, and behind, leaves the sockhash for plain TCP,
+//! which coalesces small writes. Every byte arrives exactly and is counted
+//! once (redirected, passed by sk_msg, or written by TCP after leaving); an
+//! application reader never has its writer leave, so it never reads TCP
+//! bytes through a sockhash socket (FIONREAD and splice stay exact).
+
+use accel_test_harness::traffic::assert_clean;
+
+#[path = "common/integrity.rs"]
+mod integrity_support;
+
+use integrity_support::*;
+
+/// Small messages (log-uniform sizes up to 4 KiB, under the daemon's
+/// default `--stream-small-bytes`) into a reader that sleeps after each read.
+fn small_message_streams(
+    env: &accel_test_harness::TestEnv,
+    sidecar_end: &str,
+    recv: &str,
+) -> (
+    std::process::Output,
+    accel_test_harness::Value,
+    accel_test_harness::traffic::Delta,
+    u64,
+) {
+    let (conns, bytes) = if soak() {
+        (4u64, 8u64 << 20)
+    } else {
+        (2, 1 << 20)
+    };
+    let (out, report, d, _counts) = drive_captured(
+        env,
+        "stream",
+        &[
+            "--sidecar-end",
+            sidecar_end,
+            "--send",
+            SEND_ALL,
+            "--recv",
+            recv,
+            "--conns",
+            &conns.to_string(),
+            "--bytes",
+            &bytes.to_string(),
+            "--max-msg",
+            "4096",
+            "--delay-us",
+            "300",
+            "--timeout-secs",
+            "240",
+        ],
+    );
+    let pairs = SEND_ALL.split(',').count() as u64 * recv.split(',').count() as u64;
+    // Each connection also sends a 16-byte header naming its receive mode.
+    (out, report, d, pairs * conns * (bytes + 16))
+}
+
+#[test]
+fn small_message_writers_to_a_lagging_proxy_leave_for_tcp_byte_exact() {
+    let (_shared, env, _daemon) = shared_env_with_daemon("stream-leave");
+    let recv = "read,readv,peek,poll,epoll-et,nonblock";
+    let (out, report, d, total) = small_message_streams(&env, "server", recv);
+    eprintln!("stream leave: {report}\ncounters: {}", d.show());
+    assert_clean("small messages into the proxy", &out, &report);
+    let left = d.of("stream_writer_left_sockhash");
+    assert!(left > 0, "no writer left the sockhash: {}", d.show());
+    assert!(d.of("stream_writer_leaving_to_tcp") >= left, "{}", d.show());
+    assert_eq!(d.of("redirect_failed"), 0, "{}", d.show());
+    assert_eq!(
+        d.of("redirect_bytes") + d.of("pass_bytes") + d.of("stream_writer_left_bytes"),
+        total,
+        "every byte counted once: {}",
+        d.show()
+    );
+    assert_maps_drained(&env);
+}
+
+#[test]
+fn writers_to_an_application_reader_never_leave() {
+    let (_shared, env, _daemon) = shared_env_with_daemon("stream-app");
+    // The proxy writes, the application reads, FIONREAD included.
+    let (out, report, d, total) = small_message_streams(&env, "client", RECV_WORKING);
+    eprintln!("stream to an application: {report}\ncounters: {}", d.show());
+    assert_clean("small messages into an application", &out, &report);
+    assert_eq!(d.of("stream_writer_leaving_to_tcp"), 0, "{}", d.show());
+    assert_eq!(d.of("stream_writer_left_sockhash"), 0, "{}", d.show());
+    assert!(d.of("redirect_bytes") > 0, "{}", d.show());
+    assert_eq!(
+        d.of("redirect_bytes") + d.of("pass_bytes"),
+        total,
+        "every byte counted once: {}",
+        d.show()
+    );
+    assert_maps_drained(&env);
+}
