@@ -13,6 +13,7 @@
 mod load;
 mod mesh;
 mod nonblock;
+mod records;
 mod report;
 mod run_local;
 mod sandbox;
@@ -185,7 +186,7 @@ impl Transport {
     }
 }
 
-pub type Case = report::rows::Case<Workload>;
+pub type Case = records::Case<Workload>;
 
 /// One run of one transport: raw numbers plus the counter proof.
 #[derive(Debug, Clone, Serialize, Deserialize)]

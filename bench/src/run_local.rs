@@ -34,8 +34,9 @@ use clap::{Args, ValueEnum};
 use serde::Serialize;
 
 use crate::{
-    mesh::{DaemonCtl, Mode, catching_topology_panics, pin, start_nginx, topology_bins},
+    mesh::{DaemonCtl, catching_topology_panics, pin, start_nginx, topology_bins},
     online_cpus,
+    records::mesh::Mode,
     report::{
         Agg, Align, Machine,
         compare::{self, Comparison, Pair},

@@ -13,8 +13,9 @@ use serde_json::Value;
 
 use super::{
     loopback, mesh,
-    rows::{Case, Report, Run},
+    rows::{Report, Run},
 };
+use crate::records::Case;
 
 /// The parts of a saved result file the report is rebuilt from.
 #[derive(Deserialize)]

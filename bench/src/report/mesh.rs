@@ -9,7 +9,7 @@ use super::{
     rows::{self, Key, Metric, Run, Side, agg_ok},
     size_label, table, version, x,
 };
-use crate::mesh::{MeshCase, MeshConfig, MeshRecord, MeshWorkload, Mode, Placement};
+use crate::records::mesh::{MeshCase, MeshConfig, MeshRecord, MeshWorkload, Mode, Placement};
 
 /// Issue targets (100 B request/response, pinned; streaming; no regression).
 const RR100_P50_TARGET: f64 = 0.60;

@@ -7,20 +7,14 @@
 use std::{collections::BTreeMap, fmt::Write as _, path::PathBuf};
 
 use anyhow::{Context, Result};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::{
     Agg, Align, Machine, Target, default_results_root, not_slower, ratio_cell, size_label, spread,
     table, targets_table, verdict,
 };
-
-/// One workload at one size.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Case<W> {
-    pub workload: W,
-    pub size: usize,
-}
+use crate::records::Case;
 
 /// A placement or workload: its name in the JSON, tables and progress lines.
 pub trait Key: Copy + PartialEq {

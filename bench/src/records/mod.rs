@@ -1,0 +1,15 @@
+//! The data the benchmark runners produce and the reports read. Runners
+//! and reports both depend on this module and never on each other.
+//!
+//! - [`mesh`]: `accel-bench mesh`'s workloads, placements, modes and runs.
+
+pub mod mesh;
+
+use serde::{Deserialize, Serialize};
+
+/// One workload at one size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Case<W> {
+    pub workload: W,
+    pub size: usize,
+}
