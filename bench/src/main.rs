@@ -64,7 +64,7 @@ enum Cmd {
     Load(load::LoadArgs),
     /// Compares fortio JSON results (cluster or `load`): baseline vs
     /// accelerated table with ratios, SVG plots.
-    Report(report::compare::ReportArgs),
+    Report(report::command::ReportArgs),
     /// The local benchmark kit: sidecar topology, baseline and accelerated
     /// interleaved, pinned and unpinned, over sizes and concurrency, daemon
     /// RSS/CPU, unmeshed connection setup cost. Needs root.
@@ -247,7 +247,7 @@ fn main() -> ExitCode {
         Cmd::Loopback(a) => loopback(a),
         Cmd::Mesh(a) => mesh::run(a),
         Cmd::Load(a) => load::run(a),
-        Cmd::Report(a) => report::compare::run(a),
+        Cmd::Report(a) => report::command::run(a),
         Cmd::RunLocal(a) => run_local::run(a),
         Cmd::EchoServer(a) => load::echo_server(a),
     };

@@ -38,7 +38,7 @@ use crate::{
     online_cpus,
     records::mesh::Mode,
     report::{
-        Agg, Align, Machine,
+        Agg, Align, Machine, command,
         compare::{self, Comparison, Pair},
         fortio::RunnerResults,
         not_slower, size_label, table, version,
@@ -618,7 +618,7 @@ fn run_local(mut a: RunLocalArgs) -> Result<()> {
     };
     let md = markdown(&a, &facts, &cmp, &usage, &conn, &proofs);
     println!("{md}");
-    compare::write_outputs(&cmp, &md, &out_dir)?;
+    command::write_outputs(&cmp, &md, &out_dir)?;
     fs::rename(out_dir.join("report.md"), out_dir.join("run-local.md"))?;
     fs::write(
         out_dir.join("run-local.json"),

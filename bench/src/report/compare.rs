@@ -8,30 +8,12 @@
 //! `round`/`rep` labels only number repeats. Runs of one case and mode are
 //! reduced to medians; the table pairs the two modes of each case.
 
-use std::{
-    collections::BTreeMap,
-    fmt::Write as _,
-    path::{Path, PathBuf},
-};
+use std::{collections::BTreeMap, fmt::Write as _, path::PathBuf};
 
-use anyhow::{Context, Result, bail, ensure};
-use clap::Args;
+use anyhow::{Context, Result, ensure};
 use serde::Serialize;
 
 use super::{Agg, Align, fortio::RunnerResults, size_label, table, verdict};
-
-#[derive(Args, Debug, Clone)]
-pub struct ReportArgs {
-    /// fortio JSON result files, or directories holding them (*.json).
-    #[arg(required = true)]
-    pub files: Vec<PathBuf>,
-    /// Also write report.md, latency.svg and throughput.svg here.
-    #[arg(long)]
-    pub out_dir: Option<PathBuf>,
-    /// Title of the markdown report.
-    #[arg(long, default_value = "Baseline vs accelerated (fortio results)")]
-    pub title: String,
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -414,48 +396,13 @@ fn cell(
     }
 }
 
-pub fn run(args: ReportArgs) -> Result<()> {
-    let files = expand(&args.files)?;
-    let runs = load_runs(&files)?;
-    let cmp = Comparison::build(&runs);
-    if cmp
-        .pairs
-        .iter()
-        .all(|p| p.base.is_none() || p.accel.is_none())
-    {
-        bail!(
-            "no case has both a baseline and an accelerated run: label the runs \
-             mode=baseline / mode=accel with otherwise equal labels"
-        );
-    }
-    let md = cmp.markdown(&args.title, files.len());
-    println!("{md}");
-    if let Some(dir) = &args.out_dir {
-        write_outputs(&cmp, &md, dir)?;
-    }
-    Ok(())
-}
-
-/// report.md, latency.svg and throughput.svg in `dir`.
-pub fn write_outputs(cmp: &Comparison, md: &str, dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    std::fs::write(dir.join("report.md"), md)?;
-    super::plot::latency_svg(cmp, &dir.join("latency.svg"))?;
-    super::plot::throughput_svg(cmp, &dir.join("throughput.svg"))?;
-    eprintln!(
-        "accel-bench report: wrote report.md, latency.svg, throughput.svg in {}",
-        dir.display()
-    );
-    Ok(())
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const FIXTURE: &str = include_str!("../../tests/fixtures/fortio-http.json");
 
-    fn run_with(labels: &str, qps: f64, p50: f64) -> Run {
+    pub(crate) fn run_with(labels: &str, qps: f64, p50: f64) -> Run {
         let mut r = RunnerResults::parse(FIXTURE, "f").unwrap();
         r.labels = labels.into();
         r.actual_qps = qps;
@@ -523,30 +470,5 @@ mod tests {
         let mut r = RunnerResults::parse(FIXTURE, "f").unwrap();
         r.labels = "placement=x".into();
         assert!(Run::from_fortio(&r, "f").is_err());
-    }
-
-    #[test]
-    fn writes_plots() {
-        let runs: Vec<Run> = [64, 1024, 16384]
-            .iter()
-            .flat_map(|s| {
-                [
-                    run_with(&format!("mode=baseline size={s}"), 1000.0, 0.001),
-                    run_with(&format!("mode=accel size={s}"), 1500.0, 0.0007),
-                ]
-            })
-            .collect();
-        let cmp = Comparison::build(&runs);
-        let dir = std::env::temp_dir().join(format!("accel-bench-plot-{}", std::process::id()));
-        write_outputs(&cmp, "md", &dir).unwrap();
-        for f in ["latency.svg", "throughput.svg"] {
-            let svg = std::fs::read_to_string(dir.join(f)).unwrap();
-            assert!(
-                svg.starts_with("<svg") && svg.contains("accelerated"),
-                "{f}"
-            );
-            assert!(svg.contains("<polyline") || svg.contains("<path"), "{f}");
-        }
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -11,7 +11,10 @@
 //! - [`compare`]: `accel-bench report FILE...`: baseline vs accelerated
 //!   pairs from fortio JSON files, with ratios.
 //! - [`plot`]: the SVG plots of `compare`.
+//! - [`command`]: the command line of `accel-bench report`: `compare`'s
+//!   table and `plot`'s plots written out.
 
+pub mod command;
 pub mod compare;
 pub mod fortio;
 #[cfg(test)]
