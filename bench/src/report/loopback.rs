@@ -5,8 +5,8 @@ use std::{fmt::Write as _, time::SystemTime};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Agg, Health, Machine, Target, f, lat, rate, read_trim,
-    rows::{self, Key, Metric, Run, Side, agg_ok},
+    Agg, Machine, Target, f, lat, rate, read_trim,
+    rows::{self, Health, Key, Metric, Run, Side, agg_ok},
     size_label, x,
 };
 use crate::{

@@ -5,8 +5,8 @@ use std::{fmt::Write as _, time::Duration};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Agg, Align, Health, Machine, Target, lat, rate, read_trim,
-    rows::{self, Key, Metric, Run, Side, agg_ok},
+    Agg, Align, Machine, Target, lat, rate, read_trim,
+    rows::{self, Health, Key, Metric, Run, Side, agg_ok},
     size_label, table, version, x,
 };
 use crate::records::mesh::{MeshCase, MeshConfig, MeshRecord, MeshWorkload, Mode, Placement};

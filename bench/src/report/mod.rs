@@ -5,7 +5,8 @@
 //! - [`loopback`]: `accel-bench loopback` (plain TCP / accelerated / unix).
 //! - [`mesh`]: `accel-bench mesh` (baseline / accelerated through sidecars).
 //! - [`rows`]: what those two share: the runs grouped per placement, case and
-//!   side into rows, the rows compared, the report that holds them.
+//!   side into rows, the rows compared, the runs' health, the report that
+//!   holds them.
 //! - [`fortio`]: fortio's JSON result format, read and written (the local
 //!   load generator writes it too, so cluster and local runs share one path).
 //! - [`compare`]: `accel-bench report FILE...`: baseline vs accelerated
@@ -276,50 +277,6 @@ pub fn not_slower(n: usize, slow: &[String]) -> String {
             slow.len(),
             slow.join(", ")
         )
-    }
-}
-
-/// The health of the runs of one mode/transport in one case.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Health {
-    pub runs: usize,
-    pub failed: usize,
-    pub unverified: usize,
-    /// EAGAIN on blocking sockets, summed over the runs, and runs with any.
-    pub send_eagain: u64,
-    pub recv_eagain: u64,
-    pub eagain_runs: usize,
-}
-
-impl Health {
-    pub fn of<R: rows::Run>(rs: &[&R]) -> Health {
-        Health {
-            runs: rs.len(),
-            failed: rs.iter().filter(|r| !r.ok()).count(),
-            unverified: rs.iter().filter(|r| r.ok() && !r.verified()).count(),
-            send_eagain: rs.iter().map(|r| r.eagain().0).sum(),
-            recv_eagain: rs.iter().map(|r| r.eagain().1).sum(),
-            eagain_runs: rs
-                .iter()
-                .filter(|r| r.eagain().0 + r.eagain().1 > 0)
-                .count(),
-        }
-    }
-
-    /// What went wrong, for the verdict column, prefixed with `label`.
-    pub fn problems(&self, label: &str, out: &mut Vec<String>) {
-        if self.failed > 0 {
-            out.push(format!("{label} {} failed", self.failed));
-        }
-        if self.unverified > 0 {
-            out.push(format!("{label} {} UNVERIFIED", self.unverified));
-        }
-        if self.send_eagain + self.recv_eagain > 0 {
-            out.push(format!(
-                "{label}: EAGAIN on blocking socket (send {}, recv {}) in {}/{} runs",
-                self.send_eagain, self.recv_eagain, self.eagain_runs, self.runs
-            ));
-        }
     }
 }
 

@@ -103,6 +103,50 @@ macro_rules! record_fields {
 }
 pub(crate) use record_fields;
 
+/// The health of the runs of one mode/transport in one case.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Health {
+    pub runs: usize,
+    pub failed: usize,
+    pub unverified: usize,
+    /// EAGAIN on blocking sockets, summed over the runs, and runs with any.
+    pub send_eagain: u64,
+    pub recv_eagain: u64,
+    pub eagain_runs: usize,
+}
+
+impl Health {
+    pub fn of<R: Run>(rs: &[&R]) -> Health {
+        Health {
+            runs: rs.len(),
+            failed: rs.iter().filter(|r| !r.ok()).count(),
+            unverified: rs.iter().filter(|r| r.ok() && !r.verified()).count(),
+            send_eagain: rs.iter().map(|r| r.eagain().0).sum(),
+            recv_eagain: rs.iter().map(|r| r.eagain().1).sum(),
+            eagain_runs: rs
+                .iter()
+                .filter(|r| r.eagain().0 + r.eagain().1 > 0)
+                .count(),
+        }
+    }
+
+    /// What went wrong, for the verdict column, prefixed with `label`.
+    pub fn problems(&self, label: &str, out: &mut Vec<String>) {
+        if self.failed > 0 {
+            out.push(format!("{label} {} failed", self.failed));
+        }
+        if self.unverified > 0 {
+            out.push(format!("{label} {} UNVERIFIED", self.unverified));
+        }
+        if self.send_eagain + self.recv_eagain > 0 {
+            out.push(format!(
+                "{label}: EAGAIN on blocking socket (send {}, recv {}) in {}/{} runs",
+                self.send_eagain, self.recv_eagain, self.eagain_runs, self.runs
+            ));
+        }
+    }
+}
+
 /// The median and range of `f` over the runs that did not fail.
 pub fn agg_ok<R: Run>(runs: &[&R], f: impl Fn(&R) -> Option<f64>) -> Option<Agg> {
     Agg::of(
