@@ -64,7 +64,7 @@ pub struct LoadArgs {
     pub path: String,
     /// Payload size (K/M suffixes: KiB/MiB): TCP request (echoed back);
     /// HTTP: the response body (its Content-Length must be this).
-    #[arg(long, value_parser = crate::parse_size, default_value = "1K")]
+    #[arg(long, value_parser = crate::units::parse_size, default_value = "1K")]
     pub size: usize,
     /// HTTP: the body must be the benchmark's `pattern(size, size)`.
     #[arg(long)]

@@ -35,11 +35,12 @@ use anyhow::{Context, Result, bail, ensure};
 use clap::Args;
 
 use crate::{
-    WorkerProc, finish_pair, locate_daemon, online_cpus,
+    host::{locate_daemon, online_cpus},
     records::mesh::{MeshCase, MeshConfig, MeshRecord, MeshWorkload, Mode, Placement},
     report::mesh as mesh_report,
     sandbox::{check_interrupted, install_signal_handlers, interrupted},
     worker::{WorkerOut, Workload},
+    worker_proc::{WorkerProc, finish_pair},
 };
 
 #[derive(Args, Debug, Clone)]
@@ -65,7 +66,7 @@ pub struct MeshArgs {
     quick: bool,
     /// Payload sizes (bytes; K/M suffixes mean KiB/MiB): HTTP body,
     /// request/response message, streaming write.
-    #[arg(long, value_delimiter = ',', value_parser = crate::parse_size,
+    #[arg(long, value_delimiter = ',', value_parser = crate::units::parse_size,
           default_value = "100,1K,16K,256K")]
     sizes: Vec<usize>,
     /// Workloads to run.

@@ -34,8 +34,8 @@ use clap::{Args, ValueEnum};
 use serde::Serialize;
 
 use crate::{
+    host::online_cpus,
     mesh::{DaemonCtl, catching_topology_panics, pin, start_nginx, topology_bins},
-    online_cpus,
     records::mesh::Mode,
     report::{
         Agg, Align, Machine, command,
@@ -61,7 +61,7 @@ pub struct RunLocalArgs {
     #[arg(long, default_value_t = 3)]
     rounds: usize,
     /// Payload sizes (K/M suffixes: KiB/MiB).
-    #[arg(long, value_delimiter = ',', value_parser = crate::parse_size,
+    #[arg(long, value_delimiter = ',', value_parser = crate::units::parse_size,
           default_value = "64,1K,16K,64K")]
     sizes: Vec<usize>,
     /// Connections (`-c`).

@@ -1,8 +1,10 @@
 //! The data the benchmark runners produce and the reports read. Runners
 //! and reports both depend on this module and never on each other.
 //!
+//! - [`loopback`]: `accel-bench loopback`'s placements, transports and runs.
 //! - [`mesh`]: `accel-bench mesh`'s workloads, placements, modes and runs.
 
+pub mod loopback;
 pub mod mesh;
 
 use serde::{Deserialize, Serialize};

@@ -197,7 +197,7 @@ impl RunnerResults {
     /// server `size=` query parameter in the URL.
     pub fn payload_size(&self) -> Option<usize> {
         if let Some(s) = self.label_map().get("size") {
-            return crate::parse_size(s).ok();
+            return crate::units::parse_size(s).ok();
         }
         if let Some(x) = &self.accel_bench {
             return Some(x.payload_size);
@@ -206,7 +206,7 @@ impl RunnerResults {
         let q = url.split_once('?')?.1;
         q.split('&')
             .find_map(|kv| kv.strip_prefix("size="))
-            .and_then(|v| crate::parse_size(v).ok())
+            .and_then(|v| crate::units::parse_size(v).ok())
     }
 }
 

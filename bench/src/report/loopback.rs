@@ -10,8 +10,8 @@ use super::{
     size_label, x,
 };
 use crate::{
-    Case, Config, LoopbackArgs, PlacementKind, RunRecord, Transport, worker::STREAM_READ_BUF,
-    worker::Workload,
+    records::loopback::{LoopbackCase, LoopbackConfig, PlacementKind, RunRecord, Transport},
+    worker::{STREAM_READ_BUF, Workload},
 };
 
 /// Issue targets.
@@ -38,7 +38,7 @@ impl AsRef<Machine> for Facts {
 }
 
 impl Facts {
-    pub fn collect(_args: &LoopbackArgs, cfg: &Config, started: SystemTime) -> Self {
+    pub fn collect(cfg: &LoopbackConfig, started: SystemTime) -> Self {
         Facts {
             machine: Machine::collect(started),
             duration_s: cfg.duration.as_secs_f64(),
@@ -355,7 +355,7 @@ impl Report {
 }
 
 /// One line per finished case, on stderr while the benchmark runs.
-pub fn progress_line(p: PlacementKind, case: Case, records: &[RunRecord]) -> String {
+pub fn progress_line(p: PlacementKind, case: LoopbackCase, records: &[RunRecord]) -> String {
     rows::progress_line(
         p,
         case,

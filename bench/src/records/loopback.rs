@@ -1,0 +1,120 @@
+//! The records of `accel-bench loopback`: its placements and transports,
+//! one run's numbers and proof, and the configuration the runs share. The
+//! runner (`crate::loopback`) writes them; the report
+//! (`crate::report::loopback`) reads them.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use serde::{Deserialize, Serialize};
+
+use super::Case;
+use crate::worker::{Family, IoStyle, Workload};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PlacementKind {
+    /// Both ends on CPU 0.
+    OneCore,
+    /// Client on CPU 0, server on CPU 1.
+    TwoCore,
+}
+
+impl PlacementKind {
+    pub fn cpus(self) -> (usize, usize) {
+        match self {
+            PlacementKind::OneCore => (0, 0),
+            PlacementKind::TwoCore => (0, 1),
+        }
+    }
+    pub fn title(self) -> &'static str {
+        match self {
+            PlacementKind::OneCore => "one core (client CPU 0, server CPU 0)",
+            PlacementKind::TwoCore => "two cores (client CPU 0, server CPU 1)",
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            PlacementKind::OneCore => "one-core",
+            PlacementKind::TwoCore => "two-core",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transport {
+    Tcp,
+    Accel,
+    Unix,
+}
+
+impl Transport {
+    pub const ALL: [Transport; 3] = [Transport::Tcp, Transport::Accel, Transport::Unix];
+    pub fn label(self) -> &'static str {
+        match self {
+            Transport::Tcp => "plain TCP",
+            Transport::Accel => "accelerated",
+            Transport::Unix => "unix",
+        }
+    }
+    pub(crate) fn family(self) -> Family {
+        match self {
+            Transport::Tcp | Transport::Accel => Family::Tcp,
+            Transport::Unix => Family::Unix,
+        }
+    }
+}
+
+pub type LoopbackCase = Case<Workload>;
+
+/// One run of one transport: raw numbers plus the counter proof.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub placement: PlacementKind,
+    pub workload: Workload,
+    pub size: usize,
+    pub transport: Transport,
+    pub repeat: usize,
+    pub ok: bool,
+    pub error: Option<String>,
+    pub p50_us: Option<f64>,
+    pub p99_us: Option<f64>,
+    pub mean_us: Option<f64>,
+    pub min_us: Option<f64>,
+    pub max_us: Option<f64>,
+    pub round_trips: Option<u64>,
+    pub rts_per_s: Option<f64>,
+    pub mb_per_s: Option<f64>,
+    pub measured_bytes: Option<u64>,
+    pub measured_secs: Option<f64>,
+    /// Application bytes written in the run, both directions, warm-up included.
+    pub bytes_moved: u64,
+    /// EAGAIN from send(2)/recv(2) on the (blocking) sockets of this run,
+    /// both ends. Anything but 0 is an anomaly: the workers retried.
+    pub send_eagain: u64,
+    pub recv_eagain: u64,
+    /// Datapath counters after minus before the run.
+    pub counters_delta: BTreeMap<String, i64>,
+    /// Accelerated: redirect_bytes + pass_bytes grew by >= bytes_moved, and
+    /// pass_bytes only after the datapath's policy switches. Baseline/unix:
+    /// redirect and pass counters did not move at all.
+    pub verified: bool,
+    pub verify_note: String,
+}
+
+impl RunRecord {
+    /// Accelerated: % of the moved bytes the datapath did not redirect.
+    pub fn tcp_share_pct(&self) -> Option<f64> {
+        let rb = self.counters_delta.get("redirect_bytes").copied()?;
+        (self.transport == Transport::Accel && self.bytes_moved > 0).then(|| {
+            100.0 * (self.bytes_moved as f64 - rb as f64).max(0.0) / self.bytes_moved as f64
+        })
+    }
+}
+
+pub struct LoopbackConfig {
+    pub duration: Duration,
+    pub warmup: Duration,
+    pub repeats: usize,
+    pub worker_io: IoStyle,
+}
