@@ -19,6 +19,7 @@ mod records;
 mod report;
 mod run_local;
 mod sandbox;
+mod topology;
 mod units;
 mod worker;
 mod worker_proc;

@@ -35,7 +35,6 @@ use serde::Serialize;
 
 use crate::{
     host::online_cpus,
-    mesh::{DaemonCtl, catching_topology_panics, pin, start_nginx, topology_bins},
     records::mesh::Mode,
     report::{
         Agg, Align, Machine, command,
@@ -44,6 +43,7 @@ use crate::{
         not_slower, size_label, table, version,
     },
     sandbox::{check_interrupted, install_signal_handlers},
+    topology::{DaemonCtl, ProofState, catching_topology_panics, pin, start_nginx, topology_bins},
 };
 
 #[derive(Args, Debug, Clone)]
@@ -652,13 +652,7 @@ fn mode_word(m: Mode) -> &'static str {
 /// Accelerated: redirect_bytes grew by at least the application bytes of
 /// the measured window. Baseline: nothing attached and no pins, before and
 /// after.
-fn prove(
-    file: &Path,
-    mode: Mode,
-    bytes: u64,
-    before: &crate::mesh::ProofState,
-    after: &crate::mesh::ProofState,
-) -> RunProof {
+fn prove(file: &Path, mode: Mode, bytes: u64, before: &ProofState, after: &ProofState) -> RunProof {
     let (verified, note) = match mode {
         Mode::Accel => {
             let rb = match (&before.counters, &after.counters) {
@@ -674,7 +668,7 @@ fn prove(
             )
         }
         Mode::Baseline => {
-            let clean = |s: &crate::mesh::ProofState| s.attachments.is_empty() && !s.pins;
+            let clean = |s: &ProofState| s.attachments.is_empty() && !s.pins;
             let ok = clean(before) && clean(after);
             (
                 ok,

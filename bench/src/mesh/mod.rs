@@ -18,30 +18,34 @@
 //! runs by the growth of `redirect_bytes`, baseline runs by the absence of
 //! any program attached to the cgroup and of the pin dir before and after.
 
+mod wrk;
+
 use std::{
     collections::BTreeMap,
-    fs,
     net::SocketAddr,
-    panic::AssertUnwindSafe,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
-    thread,
+    process::Command,
     time::{Duration, Instant, SystemTime},
 };
 
-use accel_test_harness::{Daemon, TestEnv, Value, pattern, sha256_hex};
+use accel_test_harness::{TestEnv, sha256_hex};
 use accel_topology::{Mesh, Node, Pod};
 use anyhow::{Context, Result, bail, ensure};
 use clap::Args;
 
 use crate::{
-    host::{locate_daemon, online_cpus},
+    host::online_cpus,
     records::mesh::{MeshCase, MeshConfig, MeshRecord, MeshWorkload, Mode, Placement},
     report::mesh as mesh_report,
-    sandbox::{check_interrupted, install_signal_handlers, interrupted},
-    worker::{WorkerOut, Workload},
+    sandbox::{check_interrupted, install_signal_handlers},
+    topology::{
+        DaemonCtl, ProofState, catching_topology_panics, file_content, pin, start_nginx,
+        topology_bins,
+    },
+    worker::{self, WorkerOut, Workload},
     worker_proc::{WorkerProc, finish_pair},
 };
+use wrk::run_wrk;
 
 #[derive(Args, Debug, Clone)]
 pub struct MeshArgs {
@@ -104,73 +108,11 @@ pub struct MeshArgs {
     /// The rr/stream workers' I/O: blocking, or non-blocking driven by
     /// epoll (the two kinds of application `auto` treats differently).
     #[arg(long, value_enum, default_value = "blocking")]
-    worker_io: crate::worker::IoStyle,
+    worker_io: worker::IoStyle,
 }
 
 pub fn run(args: MeshArgs) -> Result<()> {
     catching_topology_panics("mesh", || mesh(args))
-}
-
-/// The topology library reports failures by panicking; unwinding runs
-/// every Drop guard (daemon, node, cgroup), then we turn it into an error.
-pub(crate) fn catching_topology_panics(what: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
-    match std::panic::catch_unwind(AssertUnwindSafe(f)) {
-        Ok(r) => r,
-        Err(p) => {
-            let msg = p
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "panic".into());
-            bail!("{what} benchmark aborted (everything was cleaned up): {msg}")
-        }
-    }
-}
-
-/// Checks root and the tools, finds the daemon and accel-pod binaries and
-/// tells the topology library where they are; returns our own executable.
-pub(crate) fn topology_bins(
-    daemon_bin: &Option<PathBuf>,
-    pod_bin: &Option<PathBuf>,
-    tools: &[&str],
-) -> Result<PathBuf> {
-    // SAFETY: geteuid has no preconditions.
-    ensure!(
-        unsafe { libc::geteuid() } == 0,
-        "accel-bench needs root here: it creates namespaces, cgroups and loads BPF programs"
-    );
-    let daemon_bin = locate_daemon(daemon_bin)?;
-    let exe = std::env::current_exe().context("locating own executable")?;
-    let pod_bin = pod_bin.clone().unwrap_or_else(|| {
-        exe.parent()
-            .map(|p| p.join("accel-pod"))
-            .unwrap_or_default()
-    });
-    ensure!(
-        pod_bin.is_file(),
-        "accel-pod not found at {} (cargo build --release -p accel-test-tools --bins, or --pod-bin)",
-        pod_bin.display()
-    );
-    for t in tools {
-        which(t)?;
-    }
-    // SAFETY: called before any thread is spawned; the topology library
-    // finds its binaries through these variables.
-    unsafe {
-        std::env::set_var("ACCEL_DAEMON_BIN", &daemon_bin);
-        std::env::set_var("ACCEL_POD_BIN", &pod_bin);
-    }
-    Ok(exe)
-}
-
-fn which(prog: &str) -> Result<PathBuf> {
-    std::env::var_os("PATH")
-        .and_then(|p| {
-            std::env::split_paths(&p)
-                .map(|d| d.join(prog))
-                .find(|c| c.is_file())
-        })
-        .with_context(|| format!("{prog} not found in PATH (apt-get install {prog})"))
 }
 
 fn mesh(mut args: MeshArgs) -> Result<()> {
@@ -346,7 +288,7 @@ fn mesh(mut args: MeshArgs) -> Result<()> {
         }
     }
     ctl.set(Mode::Baseline)?;
-    let toggles = ctl.toggles;
+    let toggles = ctl.toggles();
     let log = ctl.log();
     drop(ctl);
     drop(pods_file);
@@ -367,141 +309,6 @@ fn mesh(mut args: MeshArgs) -> Result<()> {
         );
     }
     Ok(())
-}
-
-// ---------------------------------------------------------------------------
-// Daemon on/off
-// ---------------------------------------------------------------------------
-
-/// Before/after state of one run, for its proof.
-pub(crate) struct ProofState {
-    pub(crate) counters: Option<BTreeMap<String, u64>>,
-    pub(crate) attachments: Vec<String>,
-    pub(crate) pins: bool,
-}
-
-pub(crate) struct DaemonCtl<'a> {
-    env: &'a TestEnv,
-    pods_arg: String,
-    extra_args: Vec<String>,
-    daemon: Option<Daemon>,
-    mode: Option<Mode>,
-    toggles: usize,
-    log: String,
-}
-
-impl<'a> DaemonCtl<'a> {
-    pub(crate) fn new(env: &'a TestEnv, pods_arg: String) -> Self {
-        DaemonCtl {
-            env,
-            pods_arg,
-            extra_args: Vec::new(),
-            daemon: None,
-            mode: None,
-            toggles: 0,
-            log: String::new(),
-        }
-    }
-
-    /// More `accel-daemon run` arguments for the accelerated mode.
-    pub(crate) fn with_args(mut self, args: &[&str]) -> Self {
-        self.extra_args.extend(args.iter().map(|a| a.to_string()));
-        self
-    }
-
-    /// Accelerated: `accel-daemon run --pods-file` (ready and
-    /// accelerated=true). Baseline: daemon killed, `accel-daemon unload`
-    /// (drain proven), nothing attached, no pins.
-    pub(crate) fn set(&mut self, mode: Mode) -> Result<()> {
-        if self.mode == Some(mode) {
-            return Ok(());
-        }
-        match mode {
-            Mode::Accel => {
-                ensure!(self.daemon.is_none(), "daemon already running");
-                let mut args = vec!["--pods-file", self.pods_arg.as_str()];
-                args.extend(self.extra_args.iter().map(String::as_str));
-                let d = self.env.start_daemon(&args);
-                let log = d.log();
-                self.daemon = Some(d);
-                ensure!(
-                    log.contains("accelerated=true"),
-                    "accel-daemon came up WITHOUT acceleration; log:\n{log}"
-                );
-                let st = self.env.status_json();
-                ensure!(
-                    st["daemon"]["loopback_meshed_only"] == Value::Bool(true)
-                        && st["daemon"]["pods"].as_array().map(Vec::len) == Some(2),
-                    "daemon did not take the pods file: {}",
-                    st["daemon"]
-                );
-            }
-            Mode::Baseline => {
-                if let Some(mut d) = self.daemon.take() {
-                    d.kill9();
-                    self.log.push_str(&d.log());
-                }
-                if self.env.pin_dir.exists() {
-                    let out = self.env.unload();
-                    ensure!(
-                        out.status.success(),
-                        "accel-daemon unload failed: {}{}",
-                        String::from_utf8_lossy(&out.stdout),
-                        String::from_utf8_lossy(&out.stderr)
-                    );
-                }
-                let att = self.env.attachments();
-                ensure!(
-                    att.is_empty() && !self.env.pin_dir.exists(),
-                    "datapath still present after unload: attached {att:?}, pins {}",
-                    self.env.pin_dir.exists()
-                );
-            }
-        }
-        if self.mode.is_some() {
-            self.toggles += 1;
-        }
-        self.mode = Some(mode);
-        // Let the start-up (self-test) or teardown settle before measuring.
-        thread::sleep(Duration::from_millis(300));
-        Ok(())
-    }
-
-    pub(crate) fn counters(&self) -> Result<BTreeMap<String, u64>> {
-        crate::sandbox::datapath_counters(&self.env.status_json())
-    }
-
-    pub(crate) fn proof_state(&self) -> Result<ProofState> {
-        Ok(ProofState {
-            counters: match self.mode {
-                Some(Mode::Accel) => Some(self.counters()?),
-                _ => None,
-            },
-            attachments: self.env.attachments(),
-            pins: self.env.pin_dir.exists(),
-        })
-    }
-
-    pub(crate) fn log(&self) -> String {
-        let mut l = self.log.clone();
-        if let Some(d) = &self.daemon {
-            l.push_str(&d.log());
-        }
-        l
-    }
-}
-
-impl Drop for DaemonCtl<'_> {
-    fn drop(&mut self) {
-        if let Some(mut d) = self.daemon.take() {
-            d.kill9();
-        }
-        // TestEnv's drop removes the pins (which detaches sock_ops); an
-        // explicit unload first drains properly.
-        if self.env.pin_dir.exists() {
-            let _ = self.env.unload();
-        }
-    }
 }
 
 /// `partial`: a mode where some legs carry bytes by TCP on purpose
@@ -583,220 +390,6 @@ fn set_affinity(pids: &[u32], placement: Placement, ncpu: usize) -> Result<()> {
     pin(pids, &list)
 }
 
-/// `taskset -a -p -c list` on every pid (all threads), checked in
-/// /proc/PID/status.
-pub(crate) fn pin(pids: &[u32], list: &str) -> Result<()> {
-    for pid in pids {
-        let out = Command::new("taskset")
-            .args(["-a", "-p", "-c", list, &pid.to_string()])
-            .stdin(Stdio::null())
-            .output()
-            .context("running taskset")?;
-        ensure!(
-            out.status.success(),
-            "taskset -a -p -c {list} {pid} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        let allowed = status
-            .lines()
-            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-            .map(str::trim)
-            .unwrap_or("");
-        ensure!(
-            allowed == list || (list.contains('-') && allowed.contains('-')),
-            "pid {pid}: Cpus_allowed_list {allowed:?}, wanted {list}"
-        );
-    }
-    Ok(())
-}
-
-// ---------------------------------------------------------------------------
-// nginx in pod B
-// ---------------------------------------------------------------------------
-
-fn file_content(size: usize) -> Vec<u8> {
-    pattern::bytes(size as u64, 0, size)
-}
-
-/// nginx in B serving `/f<size>` for every size (sendfile on): the
-/// topology's nginx, whose keep-alive lasts a whole wrk run.
-pub(crate) fn start_nginx(b: &Pod, sizes: &[usize]) -> u32 {
-    let contents: Vec<(String, Vec<u8>)> = sizes
-        .iter()
-        .map(|&s| (format!("/f{s}"), file_content(s)))
-        .collect();
-    let files: Vec<(&str, &[u8])> = contents
-        .iter()
-        .map(|(p, c)| (p.as_str(), c.as_slice()))
-        .collect();
-    b.start_nginx_files(&files, true)
-}
-
-// ---------------------------------------------------------------------------
-// wrk
-// ---------------------------------------------------------------------------
-
-#[derive(Debug, Default)]
-struct WrkOut {
-    requests: u64,
-    secs: f64,
-    read_bytes: f64,
-    per_s: f64,
-    p50_us: f64,
-    p99_us: f64,
-    mean_us: f64,
-    max_us: f64,
-    socket_errors: u64,
-    non2xx: u64,
-    output: String,
-}
-
-fn run_wrk(
-    a: &Pod,
-    b: &Pod,
-    cfg: &MeshConfig,
-    placement: Placement,
-    size: usize,
-) -> Result<WrkOut> {
-    let url = format!("http://{}/f{size}", b.ipv4);
-    let mut cmd = match placement {
-        Placement::Pinned => {
-            let mut c = a.command("taskset");
-            c.args(["-c", "0", "wrk"]);
-            c
-        }
-        Placement::Unpinned => a.command("wrk"),
-    };
-    cmd.args([
-        format!("-t{}", cfg.wrk_threads),
-        format!("-c{}", cfg.wrk_connections),
-        format!("-d{}s", cfg.wrk_duration),
-        "--timeout".into(),
-        "10s".into(),
-        "--latency".into(),
-        url,
-    ]);
-    let mut w = WorkerProc::from_command(cmd)?;
-    let deadline = Instant::now() + Duration::from_secs(u64::from(cfg.wrk_duration) + 30);
-    let status = loop {
-        if interrupted() {
-            w.kill();
-            bail!("interrupted");
-        }
-        if let Some(st) = w.child.try_wait()? {
-            break st;
-        }
-        if Instant::now() > deadline {
-            w.kill();
-            bail!("wrk did not finish; stderr: {}", w.stderr());
-        }
-        thread::sleep(Duration::from_millis(10));
-    };
-    let mut output = String::new();
-    while let Ok(l) = w.lines.recv_timeout(Duration::from_secs(2)) {
-        output.push_str(&l);
-        output.push('\n');
-    }
-    ensure!(
-        status.success(),
-        "wrk exited with {status}: {output}{}",
-        w.stderr()
-    );
-    parse_wrk(&output).with_context(|| format!("parsing wrk output:\n{output}"))
-}
-
-/// wrk's time format (us, ms, s, m, h) in µs.
-fn wrk_time_us(s: &str) -> Option<f64> {
-    let (num, mul) = if let Some(n) = s.strip_suffix("us") {
-        (n, 1.0)
-    } else if let Some(n) = s.strip_suffix("ms") {
-        (n, 1e3)
-    } else if let Some(n) = s.strip_suffix('s') {
-        (n, 1e6)
-    } else if let Some(n) = s.strip_suffix('m') {
-        (n, 60e6)
-    } else if let Some(n) = s.strip_suffix('h') {
-        (n, 3600e6)
-    } else {
-        (s, 1.0)
-    };
-    num.parse::<f64>().ok().map(|v| v * mul)
-}
-
-/// wrk's byte format (binary units, "12.34MB").
-fn wrk_bytes(s: &str) -> Option<f64> {
-    let s = s.strip_suffix('B').unwrap_or(s);
-    let (num, mul) = match s.chars().last()? {
-        'K' => (&s[..s.len() - 1], 1024f64),
-        'M' => (&s[..s.len() - 1], 1024f64.powi(2)),
-        'G' => (&s[..s.len() - 1], 1024f64.powi(3)),
-        'T' => (&s[..s.len() - 1], 1024f64.powi(4)),
-        _ => (s, 1.0),
-    };
-    num.parse::<f64>().ok().map(|v| v * mul)
-}
-
-fn parse_wrk(out: &str) -> Result<WrkOut> {
-    let mut w = WrkOut {
-        output: out.to_string(),
-        ..Default::default()
-    };
-    let (mut p50, mut p99, mut rps, mut total) = (None, None, None, None);
-    for line in out.lines() {
-        let t: Vec<&str> = line.split_whitespace().collect();
-        match t.as_slice() {
-            ["50%", v] => p50 = wrk_time_us(v),
-            ["99%", v] => p99 = wrk_time_us(v),
-            ["Latency", avg, _stdev, max, _] => {
-                w.mean_us = wrk_time_us(avg).unwrap_or(0.0);
-                w.max_us = wrk_time_us(max).unwrap_or(0.0);
-            }
-            ["Requests/sec:", v] => rps = v.parse::<f64>().ok(),
-            [n, "requests", "in", secs, bytes, "read"] => {
-                total = n.parse::<u64>().ok();
-                w.secs = wrk_time_us(secs.trim_end_matches(','))
-                    .map(|us| us / 1e6)
-                    .unwrap_or(0.0);
-                w.read_bytes = wrk_bytes(bytes).unwrap_or(0.0);
-            }
-            ["Socket", "errors:", rest @ ..] => {
-                w.socket_errors = rest
-                    .iter()
-                    .filter_map(|x| x.trim_end_matches(',').parse::<u64>().ok())
-                    .sum();
-            }
-            ["Non-2xx", "or", "3xx", "responses:", n] => w.non2xx = n.parse().unwrap_or(0),
-            _ => {}
-        }
-    }
-    w.p50_us = p50.context("no 50% line")?;
-    w.p99_us = p99.context("no 99% line")?;
-    w.per_s = rps.context("no Requests/sec line")?;
-    w.requests = total.context("no 'requests in' line")?;
-    ensure!(w.requests > 0, "wrk completed no request");
-    Ok(w)
-}
-
-impl WrkOut {
-    fn fill(self, rec: &mut MeshRecord, b: &Pod, size: usize) {
-        // wrk's request: "GET /f<size> HTTP/1.1\r\nHost: <ip>\r\n\r\n".
-        let req_len = format!("GET /f{size} HTTP/1.1\r\nHost: {}\r\n\r\n", b.ipv4).len() as u64;
-        rec.p50_us = Some(self.p50_us);
-        rec.p99_us = Some(self.p99_us);
-        rec.mean_us = Some(self.mean_us);
-        rec.max_us = Some(self.max_us);
-        rec.per_s = Some(self.per_s);
-        rec.count = Some(self.requests);
-        rec.measured_secs = Some(self.secs);
-        rec.mb_per_s = Some(self.read_bytes / self.secs.max(1e-9) / 1e6);
-        rec.bytes_moved = self.read_bytes as u64 + self.requests * req_len;
-        rec.wrk_socket_errors = self.socket_errors;
-        rec.wrk_non2xx = self.non2xx;
-        rec.wrk_output = Some(self.output);
-    }
-}
-
 // ---------------------------------------------------------------------------
 // Request/response and streaming workers
 // ---------------------------------------------------------------------------
@@ -867,7 +460,7 @@ fn fill_worker(
         MeshWorkload::Stream => Workload::Stream,
         MeshWorkload::Wrk => bail!("not a worker workload"),
     };
-    let n = crate::worker::pair_numbers(workload, case.size, client, server)?;
+    let n = worker::pair_numbers(workload, case.size, client, server)?;
     rec.send_eagain = n.send_eagain;
     rec.recv_eagain = n.recv_eagain;
     rec.p50_us = n.p50_us;
@@ -880,39 +473,4 @@ fn fill_worker(
     rec.measured_secs = n.measured_secs;
     rec.bytes_moved = n.bytes_moved;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_wrk_output() {
-        let out = "Running 3s test @ http://10.244.0.3/f100
-  1 threads and 8 connections
-  Thread Stats   Avg      Stdev     Max   +/- Stdev
-    Latency   245.12us  100.00us   5.10ms   90.00%
-    Req/Sec    32.10k     1.00k   34.00k    70.00%
-  Latency Distribution
-     50%  230.00us
-     75%  260.00us
-     90%  300.00us
-     99%    1.20ms
-  96300 requests in 3.00s, 45.67MB read
-  Socket errors: connect 0, read 2, write 0, timeout 1
-Requests/sec:  32100.00
-Transfer/sec:     15.22MB
-";
-        let w = parse_wrk(out).unwrap();
-        assert_eq!(w.requests, 96300);
-        assert!((w.p50_us - 230.0).abs() < 1e-9);
-        assert!((w.p99_us - 1200.0).abs() < 1e-9);
-        assert!((w.per_s - 32100.0).abs() < 1e-9);
-        assert!((w.secs - 3.0).abs() < 1e-9);
-        assert!((w.read_bytes - 45.67 * 1024.0 * 1024.0).abs() < 1.0);
-        assert_eq!(w.socket_errors, 3);
-        assert!((w.max_us - 5100.0).abs() < 1e-9);
-        assert_eq!(wrk_bytes("512.00B"), Some(512.0));
-        assert_eq!(wrk_time_us("1.50s"), Some(1.5e6));
-    }
 }
