@@ -1,9 +1,12 @@
 //! The data the benchmark runners produce and the reports read. Runners
 //! and reports both depend on this module and never on each other.
 //!
+//! - [`local`]: `accel-bench run-local`'s daemon usage, connection rates and
+//!   proofs.
 //! - [`loopback`]: `accel-bench loopback`'s placements, transports and runs.
 //! - [`mesh`]: `accel-bench mesh`'s workloads, placements, modes and runs.
 
+pub mod local;
 pub mod loopback;
 pub mod mesh;
 

@@ -12,6 +12,7 @@
 //! - [`compare`]: `accel-bench report FILE...`: baseline vs accelerated
 //!   pairs from fortio JSON files, with ratios.
 //! - [`plot`]: the SVG plots of `compare`.
+//! - [`local`]: `accel-bench run-local`'s report, around `compare`'s table.
 //! - [`command`]: the command line of `accel-bench report`: `compare`'s
 //!   table and `plot`'s plots written out.
 
@@ -20,6 +21,7 @@ pub mod compare;
 pub mod fortio;
 #[cfg(test)]
 mod golden;
+pub mod local;
 pub mod loopback;
 pub mod mesh;
 pub mod plot;

@@ -19,8 +19,9 @@
 //! connection setup for unmeshed traffic: connections per second from U1 to
 //! U2 with no daemon vs with the daemon attached, interleaved, medians.
 
+mod usage;
+
 use std::{
-    fmt::Write as _,
     fs,
     path::{Path, PathBuf},
     thread,
@@ -35,16 +36,21 @@ use serde::Serialize;
 
 use crate::{
     host::online_cpus,
-    records::mesh::Mode,
+    records::{
+        local::{ConnRate, DaemonUsage, LocalPlan, LocalProto, RunProof},
+        mesh::Mode,
+    },
     report::{
-        Agg, Align, Machine, command,
-        compare::{self, Comparison, Pair},
+        self, Agg, Machine, command,
+        compare::{self, Comparison},
         fortio::RunnerResults,
-        not_slower, size_label, table, version,
+        local::LocalFacts,
+        version,
     },
     sandbox::{check_interrupted, install_signal_handlers},
     topology::{DaemonCtl, ProofState, catching_topology_panics, pin, start_nginx, topology_bins},
 };
+use usage::{cgroup_cpu_usec, clk_tck, daemon_pid, proc_sample};
 
 #[derive(Args, Debug, Clone)]
 pub struct RunLocalArgs {
@@ -138,125 +144,6 @@ pub enum Part {
     Idle,
     Connect,
     Mesh,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
-pub enum LocalProto {
-    Http,
-    Tcp,
-}
-
-/// Daemon memory and CPU, from /proc.
-#[derive(Debug, Clone, Copy, Serialize, Default)]
-pub struct ProcSample {
-    pub rss_kib: u64,
-    /// The parts of the RSS: anonymous memory (heap, stacks, maps' user
-    /// copies) and file-backed pages (mostly the binary itself).
-    pub rss_anon_kib: u64,
-    pub rss_file_kib: u64,
-    pub hwm_kib: u64,
-    /// utime + stime in clock ticks.
-    pub cpu_ticks: u64,
-}
-
-fn proc_sample(pid: u32) -> Result<ProcSample> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status"))
-        .with_context(|| format!("reading /proc/{pid}/status"))?;
-    let kib = |key: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("reading /proc/{pid}/stat"))?;
-    // Fields after the command (which may hold spaces) start after ") ";
-    // utime and stime are fields 14 and 15, i.e. 12th and 13th after it.
-    let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
-    let f: Vec<u64> = rest
-        .split_whitespace()
-        .map(|x| x.parse().unwrap_or(0))
-        .collect();
-    ensure!(f.len() > 12, "short /proc/{pid}/stat");
-    Ok(ProcSample {
-        rss_kib: kib("VmRSS:"),
-        rss_anon_kib: kib("RssAnon:"),
-        rss_file_kib: kib("RssFile:"),
-        hwm_kib: kib("VmHWM:"),
-        cpu_ticks: f[11] + f[12],
-    })
-}
-
-fn clk_tck() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 { t as f64 } else { 100.0 }
-}
-
-/// The running daemon of `env`: the `accel-daemon run` whose command line
-/// names this sandbox's pin dir.
-fn daemon_pid(env: &TestEnv) -> Result<u32> {
-    let pin = env.pin_dir.display().to_string();
-    for e in fs::read_dir("/proc")?.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(cmd) = fs::read(e.path().join("cmdline")) else {
-            continue;
-        };
-        let args: Vec<&[u8]> = cmd.split(|&b| b == 0).collect();
-        if args.contains(&&b"run"[..]) && args.contains(&pin.as_bytes()) {
-            return Ok(pid);
-        }
-    }
-    bail!("no accel-daemon process with --pin-dir {pin}")
-}
-
-/// CPU time of every process in the cgroup so far (µs).
-fn cgroup_cpu_usec(cg: &Path) -> Result<u64> {
-    let s = fs::read_to_string(cg.join("cpu.stat"))
-        .with_context(|| format!("reading {}/cpu.stat", cg.display()))?;
-    s.lines()
-        .find_map(|l| l.strip_prefix("usage_usec "))
-        .and_then(|v| v.trim().parse().ok())
-        .context("no usage_usec in cpu.stat")
-}
-
-#[derive(Debug, Clone, Serialize)]
-struct DaemonUsage {
-    /// Idle: daemon up and attached, no traffic.
-    idle_cpu_pct: f64,
-    idle_rss_kib: u64,
-    idle_rss_anon_kib: u64,
-    idle_rss_file_kib: u64,
-    /// Threads of the idle daemon.
-    idle_threads: u64,
-    /// Per accelerated round: CPU % of one core and RSS during the load.
-    load_cpu_pct: Vec<f64>,
-    load_rss_kib: Vec<u64>,
-    /// Highest VmHWM seen.
-    max_hwm_kib: u64,
-}
-
-#[derive(Debug, Clone, Serialize)]
-struct ConnRate {
-    /// Connections/s per round, no daemon.
-    baseline: Vec<f64>,
-    /// Connections/s per round, daemon attached.
-    daemon: Vec<f64>,
-    baseline_median: f64,
-    daemon_median: f64,
-    ratio: f64,
-}
-
-/// One measured run and its proof.
-#[derive(Debug, Clone, Serialize)]
-struct RunProof {
-    file: String,
-    mode: Mode,
-    verified: bool,
-    note: String,
 }
 
 pub fn run(args: RunLocalArgs) -> Result<()> {
@@ -608,7 +495,7 @@ fn run_local(mut a: RunLocalArgs) -> Result<()> {
         compare::load_runs(&mesh_files)?
     };
     let cmp = Comparison::build(&runs);
-    let facts = Facts {
+    let facts = LocalFacts {
         machine,
         loadavg_start,
         loadavg_end: crate::report::read_trim("/proc/loadavg"),
@@ -616,7 +503,16 @@ fn run_local(mut a: RunLocalArgs) -> Result<()> {
         haproxy: version("haproxy", &["-v"]),
         nginx: version("nginx", &["-v"]),
     };
-    let md = markdown(&a, &facts, &cmp, &usage, &conn, &proofs);
+    let plan = LocalPlan {
+        proto: a.proto,
+        duration: a.duration,
+        warmup: a.warmup,
+        rounds: a.rounds,
+        sizes: a.sizes.clone(),
+        connections: a.connections.clone(),
+        qps: a.qps.clone(),
+    };
+    let md = report::local::markdown(&plan, &facts, &cmp, &usage, &conn, &proofs);
     println!("{md}");
     command::write_outputs(&cmp, &md, &out_dir)?;
     fs::rename(out_dir.join("report.md"), out_dir.join("run-local.md"))?;
@@ -694,275 +590,5 @@ fn prove(file: &Path, mode: Mode, bytes: u64, before: &ProofState, after: &Proof
         mode,
         verified,
         note,
-    }
-}
-
-#[derive(Debug, Clone, Serialize)]
-struct Facts {
-    #[serde(flatten)]
-    machine: Machine,
-    loadavg_start: String,
-    loadavg_end: String,
-    total_secs: f64,
-    haproxy: String,
-    nginx: String,
-}
-
-fn markdown(
-    a: &RunLocalArgs,
-    f: &Facts,
-    cmp: &Comparison,
-    u: &DaemonUsage,
-    conn: &ConnRate,
-    proofs: &[RunProof],
-) -> String {
-    let mut s =
-        String::from("# Local benchmark kit: same-node sidecar mesh, baseline vs accelerated\n\n");
-    f.machine.markdown_lines(&mut s);
-    let _ = writeln!(
-        s,
-        "- CPU: {}, {} logical CPUs; loadavg at start `{}`, at end `{}`; run took {:.0} s",
-        f.machine.cpu_model, f.machine.logical_cpus, f.loadavg_start, f.loadavg_end, f.total_secs
-    );
-    let _ = writeln!(s, "- Tools: {}; {}", f.haproxy, f.nginx);
-    let _ = writeln!(
-        s,
-        "- Path: `accel-bench load` in meshed pod A -> sidecar A -> sidecar B -> {} in pod B \
-         (three TCP connections per request); {:.1} s measured after {:.1} s warm-up per run; \
-         {} rounds per placement, modes alternating per round (A B, B A, ...); sizes {}; -c {}; \
-         rate {}",
-        match a.proto {
-            LocalProto::Http => "nginx (HTTP/1.1 keep-alive, every body checked byte for byte)",
-            LocalProto::Tcp => "the echo app (TCP request/response, every echo checked)",
-        },
-        a.duration,
-        a.warmup,
-        a.rounds,
-        a.sizes
-            .iter()
-            .map(|&x| size_label(x))
-            .collect::<Vec<_>>()
-            .join(", "),
-        a.connections
-            .iter()
-            .map(|c| c.to_string())
-            .collect::<Vec<_>>()
-            .join("/"),
-        a.qps
-            .iter()
-            .map(|&q| if q > 0.0 {
-                format!("{q} req/s")
-            } else {
-                "max".into()
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    let ok_acc = proofs
-        .iter()
-        .filter(|p| p.mode == Mode::Accel && p.verified)
-        .count();
-    let n_acc = proofs.iter().filter(|p| p.mode == Mode::Accel).count();
-    let ok_base = proofs
-        .iter()
-        .filter(|p| p.mode == Mode::Baseline && p.verified)
-        .count();
-    let n_base = proofs.len() - n_acc;
-    let _ = writeln!(
-        s,
-        "- Proof: {ok_acc}/{n_acc} accelerated runs grew `redirect_bytes` by at least their \
-         application bytes; {ok_base}/{n_base} baseline runs had nothing attached and no pins \
-         before and after"
-    );
-    let _ = writeln!(
-        s,
-        "- CPU µs/req: CPU time of every process in the pods' cgroup (load generator, both \
-         sidecars, server; not the daemon) per request\n"
-    );
-
-    // Targets.
-    let mut rows = Vec::new();
-    let kib: Vec<&Pair> = cmp
-        .pairs
-        .iter()
-        .filter(|p| p.size == Some(1024) && !p.fixed_rate())
-        .collect();
-    let list = |f: &dyn Fn(&Pair) -> Option<f64>, ok: &dyn Fn(f64) -> bool| {
-        let mut met = 0;
-        let mut parts = Vec::new();
-        for p in &kib {
-            if let Some(q) = f(p) {
-                if ok(q) {
-                    met += 1;
-                }
-                parts.push(format!("{} {q:.2}x", p.series()));
-            }
-        }
-        if parts.is_empty() {
-            "not run".to_string()
-        } else if met == parts.len() {
-            format!("MET in {met}/{} ({})", parts.len(), parts.join(", "))
-        } else {
-            format!(
-                "**NOT MET**: met in {met}/{} ({})",
-                parts.len(),
-                parts.join(", ")
-            )
-        }
-    };
-    rows.push(vec![
-        "1 KiB meshed request path: p50 >= 30% lower".into(),
-        list(&|p| p.p_ratio(0), &|q| q <= 0.70),
-    ]);
-    rows.push(vec![
-        "1 KiB meshed request path: p99 >= 30% lower".into(),
-        list(&|p| p.p_ratio(2), &|q| q <= 0.70),
-    ]);
-    rows.push(vec![
-        "1 KiB meshed request path: requests/s >= 1.5x".into(),
-        list(&|p| p.qps_ratio(), &|q| q >= 1.5),
-    ]);
-    let slow: Vec<String> = cmp
-        .pairs
-        .iter()
-        .filter(|p| p.slower() == Some(true))
-        .map(|p| format!("{} ({:.2}x req/s)", p.name(), p.qps_ratio().unwrap_or(0.0)))
-        .collect();
-    let paired = cmp.pairs.iter().filter(|p| p.slower().is_some()).count();
-    rows.push(vec![
-        "no payload size slower than baseline".into(),
-        not_slower(paired, &slow),
-    ]);
-    let verdict = |ok: bool| if ok { "MET" } else { "**NOT MET**" };
-    rows.push(vec![
-        "unmeshed connection setup rate within 2% of no daemon".into(),
-        if conn.baseline.is_empty() {
-            "not measured".into()
-        } else {
-            format!(
-                "{}: {:.0} vs {:.0} connections/s ({:+.1}%)",
-                verdict(conn.ratio >= 0.98),
-                conn.daemon_median,
-                conn.baseline_median,
-                (conn.ratio - 1.0) * 100.0
-            )
-        },
-    ]);
-    let max_rss = u
-        .load_rss_kib
-        .iter()
-        .copied()
-        .chain([u.idle_rss_kib])
-        .max()
-        .unwrap_or(0);
-    rows.push(vec![
-        "daemon RSS <= 20 MiB".into(),
-        if max_rss == 0 {
-            "not measured".into()
-        } else {
-            format!(
-                "{}: RSS idle {:.1} MiB ({:.1} MiB anonymous, {:.1} MiB file-backed; {} \
-                 threads), under load up to {:.1} MiB (peak VmHWM {:.1} MiB)",
-                verdict(u.max_hwm_kib.max(max_rss) <= 20 * 1024),
-                u.idle_rss_kib as f64 / 1024.0,
-                u.idle_rss_anon_kib as f64 / 1024.0,
-                u.idle_rss_file_kib as f64 / 1024.0,
-                u.idle_threads,
-                max_rss as f64 / 1024.0,
-                u.max_hwm_kib as f64 / 1024.0
-            )
-        },
-    ]);
-    let load_cpu = u
-        .load_cpu_pct
-        .iter()
-        .map(|c| format!("{c:.2} %"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    rows.push(vec![
-        "daemon idle CPU about 0 (< 0.5 % of one CPU)".into(),
-        if u.idle_cpu_pct.is_nan() {
-            format!("idle not measured; under load (per accelerated round) {load_cpu}")
-        } else {
-            format!(
-                "{}: {:.2} % of one CPU idle; under load (per accelerated round) {load_cpu}",
-                verdict(u.idle_cpu_pct < 0.5),
-                u.idle_cpu_pct
-            )
-        },
-    ]);
-    let _ = writeln!(s, "## Targets from the issue (medians, this run)\n");
-    table(&mut s, &["target", "result"], &rows, Align::Text);
-
-    let _ = writeln!(
-        s,
-        "## Unmeshed connection setup (pod U1 -> pod U2, connect + 1 byte each way + close, -c 1)\n"
-    );
-    let fmt = |v: &[f64]| {
-        v.iter()
-            .map(|x| format!("{x:.0}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    table(
-        &mut s,
-        &["mode", "connections/s per round", "median"],
-        &[
-            vec![
-                "no daemon".into(),
-                fmt(&conn.baseline),
-                format!("{:.0}", conn.baseline_median),
-            ],
-            vec![
-                "daemon attached".into(),
-                fmt(&conn.daemon),
-                format!("{:.0} ({:.3}x)", conn.daemon_median, conn.ratio),
-            ],
-        ],
-        Align::Text,
-    );
-    let _ = writeln!(s, "## Meshed request path, baseline vs accelerated\n");
-    let _ = writeln!(
-        s,
-        "Each cell: median baseline → median accelerated (accelerated / baseline). Latency \
-         and CPU per request: below 1.00x is better; requests/s: above 1.00x is better. Plots: \
-         [latency.svg](latency.svg), [throughput.svg](throughput.svg); raw fortio JSON in \
-         [json/](json/).\n"
-    );
-    cmp.markdown_table(&mut s);
-    let failed: Vec<&RunProof> = proofs.iter().filter(|p| !p.verified).collect();
-    if !failed.is_empty() {
-        let _ = writeln!(s, "## Failed or unproven runs\n");
-        for p in failed {
-            let _ = writeln!(s, "- `{}` ({}): {}", p.file, p.mode.label(), p.note);
-        }
-    }
-    s
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn samples_own_process() {
-        let a = proc_sample(std::process::id()).unwrap();
-        assert!(a.rss_kib > 0 && a.hwm_kib >= a.rss_kib, "{a:?}");
-        assert!(a.rss_anon_kib + a.rss_file_kib <= a.rss_kib + 4, "{a:?}");
-        // Burn CPU until the tick count moves (a loaded machine may give
-        // this thread little CPU, so wait on CPU time, not wall time).
-        let t = Instant::now();
-        let mut x = 0u64;
-        let b = loop {
-            for _ in 0..1_000_000 {
-                x = x.wrapping_mul(31).wrapping_add(7);
-            }
-            std::hint::black_box(x);
-            let b = proc_sample(std::process::id()).unwrap();
-            if b.cpu_ticks > a.cpu_ticks || t.elapsed() > Duration::from_secs(20) {
-                break b;
-            }
-        };
-        assert!(b.cpu_ticks > a.cpu_ticks, "{a:?} {b:?}");
     }
 }
