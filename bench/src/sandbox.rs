@@ -155,6 +155,11 @@ impl Sandbox {
             // mode, which would leave an application-to-application pair on
             // TCP: the loopback benchmark measures the datapath itself.
             .args(["--pod-acceleration", "all"])
+            // ... between two sidecar proxies, the hop the mesh accelerates:
+            // the workers run as root (`create`), so root is the proxy's
+            // uid, and a small-message writer may leave for TCP as it
+            // would towards a sidecar (--stream-small-bytes).
+            .args(["--proxy-uid", "0"])
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
