@@ -120,6 +120,7 @@ pub struct StreamArgs {
     pub conns: usize,
     pub bytes: u64,
     pub max_msg: u64,
+    pub min_msg: u64,
     pub max_read: usize,
     pub delay: Duration,
     pub seed: u64,
@@ -143,7 +144,7 @@ fn send_seeded(
     seed: u64,
     recv_index: u8,
     bytes: u64,
-    max_msg: u64,
+    (min_msg, max_msg): (u64, u64),
     mode: SendMode,
 ) -> Result<()> {
     let mut hdr = [0u8; 16];
@@ -151,7 +152,7 @@ fn send_seeded(
     hdr[8] = recv_index;
     s.write_all(&hdr).context("send the header")?;
     let mut rng = Rng::new(seed);
-    let sizes = io::message_sizes(bytes, max_msg, &mut rng);
+    let sizes = io::message_sizes_from(bytes, min_msg, max_msg, &mut rng);
     io::send_stream(s.as_raw_fd(), seed, &sizes, mode, &mut rng)
 }
 
@@ -214,14 +215,14 @@ pub fn stream(a: StreamArgs) -> Result<()> {
     for (pi, (send, recv)) in pairs.iter().enumerate() {
         for c in 0..a.conns {
             let seed = a.seed * 1_000_000 + (pi * a.conns + c) as u64;
-            let (send, recv, bytes, max_msg) = (*send, *recv, a.bytes, a.max_msg);
+            let (send, recv, bytes, msgs) = (*send, *recv, a.bytes, (a.min_msg, a.max_msg));
             let label = format!("{send:?}->{recv:?} #{c} (seed {seed})");
             pending_add(&label);
             writers.push((
                 pi,
                 spawn(move || -> Result<u64> {
                     let mut s = connect(target).context("connect")?;
-                    send_seeded(&mut s, seed, recv.index(), bytes, max_msg, send)
+                    send_seeded(&mut s, seed, recv.index(), bytes, msgs, send)
                         .with_context(|| format!("{send:?}"))?;
                     Ok(bytes)
                 }),
@@ -334,7 +335,7 @@ pub fn source(
             let seed = seed * 1_000_000 + c;
             spawn(move || -> Result<()> {
                 let mut s = connect(to).with_context(|| format!("connect {to}"))?;
-                send_seeded(&mut s, seed, 0, bytes, max_msg, mode)
+                send_seeded(&mut s, seed, 0, bytes, (1, max_msg), mode)
                     .with_context(|| format!("stream {seed}"))
             })
         })

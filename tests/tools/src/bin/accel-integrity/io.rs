@@ -243,16 +243,21 @@ fn split(len: usize, parts: usize, rng: &mut Rng) -> Vec<usize> {
 /// Message sizes of one connection: 1 byte and one `max` first (both ends
 /// of the range on every connection that has room), then log-uniform.
 pub fn message_sizes(total: u64, max: u64, rng: &mut Rng) -> Vec<u64> {
+    message_sizes_from(total, 1, max, rng)
+}
+
+/// [`message_sizes`] with no message under `min` (but the last).
+pub fn message_sizes_from(total: u64, min: u64, max: u64, rng: &mut Rng) -> Vec<u64> {
     let mut sizes = Vec::new();
     let mut left = total;
-    for first in [1, max] {
+    for first in [min.min(max), max] {
         if left >= first {
             sizes.push(first);
             left -= first;
         }
     }
     while left > 0 {
-        let s = rng.log_size(max).min(left);
+        let s = rng.log_size(max).max(min).min(left);
         sizes.push(s);
         left -= s;
     }

@@ -52,6 +52,9 @@ enum Cmd {
         /// Largest message (sizes are log-uniform from 1 B).
         #[arg(long, default_value_t = 4 << 20)]
         max_msg: u64,
+        /// Smallest message: smaller sizes are raised to it.
+        #[arg(long, default_value_t = 1)]
+        min_msg: u64,
         /// Largest read request.
         #[arg(long, default_value_t = 256 << 10)]
         max_read: usize,
@@ -208,6 +211,7 @@ fn main() -> Result<()> {
             conns,
             bytes,
             max_msg,
+            min_msg,
             max_read,
             delay_us,
             seed,
@@ -218,6 +222,7 @@ fn main() -> Result<()> {
             conns,
             bytes,
             max_msg,
+            min_msg,
             max_read,
             delay: Duration::from_micros(delay_us),
             seed,
