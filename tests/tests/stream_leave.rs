@@ -1,11 +1,14 @@
-//! Small-message streams (stream.h): a writer of small messages whose reader
-//! is the sidecar proxy, and behind, leaves the sockhash for plain TCP,
-//! which coalesces small writes. Every byte arrives exactly and is counted
+//! Streams that leave (stream.h): a writer of small messages whose reader is
+//! the sidecar proxy, and behind, leaves the sockhash for plain TCP, which
+//! coalesces small writes; so does a writer of large messages that flow
+//! control keeps sending to TCP. Every byte arrives exactly and is counted
 //! once (redirected, passed by sk_msg, or written by TCP after leaving); an
 //! application reader never has its writer leave, so it never reads TCP
 //! bytes through a sockhash socket (FIONREAD and splice stay exact).
 
-use accel_test_harness::traffic::assert_clean;
+use std::process::Command;
+
+use accel_test_harness::traffic::{assert_clean, measured, run_driver};
 
 #[path = "common/integrity.rs"]
 mod integrity_support;
@@ -89,6 +92,65 @@ fn writers_to_an_application_reader_never_leave() {
     assert_eq!(
         d.of("redirect_bytes") + d.of("pass_bytes"),
         total,
+        "every byte counted once: {}",
+        d.show()
+    );
+    assert_maps_drained(&env);
+}
+
+#[test]
+fn large_message_writers_that_flow_control_keeps_on_tcp_leave_byte_exact() {
+    let (_shared, env, _daemon) = shared_env_with_daemon("stream-large");
+    let (conns, bytes) = if soak() {
+        (4u64, 1u64 << 30)
+    } else {
+        (2, 256 << 20)
+    };
+    // Both ends on one CPU: the writer overruns the 4 MiB budget within a
+    // scheduler slice, so flow control sends it to TCP again and again.
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", "0", DRIVER.as_str()]);
+    let _procs = env.in_cgroup(&mut cmd);
+    let ((out, report), d) = measured(&env, || {
+        run_driver(
+            cmd,
+            &[
+                "--sidecar-end",
+                "server",
+                "stream",
+                "--send",
+                "write",
+                "--recv",
+                "read",
+                "--conns",
+                &conns.to_string(),
+                "--bytes",
+                &bytes.to_string(),
+                // 1 MiB messages, as `accel-bench loopback` on one core.
+                "--max-msg",
+                "1048576",
+                "--min-msg",
+                "1048576",
+                "--timeout-secs",
+                "240",
+            ],
+        )
+    });
+    eprintln!("large messages: {report}\ncounters: {}", d.show());
+    assert_clean("large messages into the proxy", &out, &report);
+    assert!(
+        d.of("flow_reader_behind_to_tcp") > 0,
+        "flow control never engaged: {}",
+        d.show()
+    );
+    assert!(
+        d.of("stream_writer_left_sockhash") > 0,
+        "no writer left: {}",
+        d.show()
+    );
+    assert_eq!(
+        d.of("redirect_bytes") + d.of("pass_bytes") + d.of("stream_writer_left_bytes"),
+        conns * (bytes + 16),
         "every byte counted once: {}",
         d.show()
     );

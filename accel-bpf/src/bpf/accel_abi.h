@@ -229,7 +229,8 @@ struct accel_sock_state {
 	 * make a hint wrong, never misdeliver. */
 	__u64 peer_sk;
 	__u64 flow_switches; /* redirect <-> TCP_FLOW transitions */
-	__u64 flow_unchecked; /* bytes redirected since the peer was last looked at */
+	__u64 flow_unchecked; /* bytes redirected since the peer was last looked at;
+			       * in TCP_FLOW, bytes sent by TCP since the switch */
 	__u64 cookie;        /* this socket's own cookie (its sockhash key) */
 	__u8 ingress;        /* ACCEL_INGRESS_*: may bytes be redirected into this socket */
 	__u8 peer_ingress;   /* ACCEL_INGRESS_*: may this socket redirect into its peer */

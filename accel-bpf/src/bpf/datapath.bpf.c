@@ -649,17 +649,23 @@ int accel_sk_msg(struct sk_msg_md *msg)
 				st->reason = ACCEL_REASON_FLOW;
 				st->flow_switches++;
 				stat_inc(ACCEL_STAT_FLOW_TO_TCP);
+				stream_large_writer_leaves(st, cfg->stream_small_bytes, budget);
 			}
-		} else if (st->decision == ACCEL_DECISION_TCP_FLOW &&
-			   flow_can_resume(msg, st->peer_sk, budget)) {
-			st->decision = ACCEL_DECISION_REDIRECT;
-			st->reason = ACCEL_REASON_NONE;
-			st->flow_switches++;
-			stat_inc(ACCEL_STAT_FLOW_RESUMED);
+		} else if (st->decision == ACCEL_DECISION_TCP_FLOW) {
+			if (flow_can_resume(msg, st->peer_sk, budget)) {
+				st->decision = ACCEL_DECISION_REDIRECT;
+				st->reason = ACCEL_REASON_NONE;
+				st->flow_switches++;
+				st->flow_unchecked = 0;
+				stat_inc(ACCEL_STAT_FLOW_RESUMED);
+			} else {
+				st->flow_unchecked += size; /* this TCP phase's bytes */
+				stream_large_writer_leaves(st, cfg->stream_small_bytes, budget);
+			}
 		}
 	}
 	if (st->decision == ACCEL_DECISION_REDIRECT && cfg)
-		stream_writer_leaves(st, size, cfg->stream_small_bytes);
+		stream_small_writer_leaves(st, size, cfg->stream_small_bytes);
 #endif
 
 	if (st->decision == ACCEL_DECISION_REDIRECT && stream_claim_peer(st)) {

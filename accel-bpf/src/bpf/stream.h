@@ -62,6 +62,18 @@ static __always_inline int stream_enabled(const struct accel_config *cfg)
  * written, so it is never found behind. */
 #define STREAM_SMALL_RUN 16
 
+/* A writer whose messages average at least this many bytes, and that flow
+ * control has sent to TCP this many times, leaves too: on one core it overruns any budget within
+ * a scheduler slice, and each TCP phase starts cold and goes through
+ * tcp_bpf_sendmsg, slower than plain TCP (bench/RESULTS.md, "Where the time
+ * goes"). 64 KiB writers switch as often and still gain: they stay. */
+#define STREAM_LARGE_BYTES (128 << 10)
+#define STREAM_LARGE_FLOW_TRIPS 4
+/* ... or whose TCP phase has carried this many budgets without ending: a
+ * writer that never pauses never has all its TCP bytes acknowledged, which
+ * flow control waits for before it redirects again. */
+#define STREAM_LONG_PHASE_BUDGETS 2
+
 /* The sender is about to redirect into its peer: returns 1 if it may, 0 if
  * it sends by TCP from now on (its decision changed). Proxy sockets only:
  * only their peers ever leave. */
@@ -111,25 +123,13 @@ static __always_inline void stream_unclaim_peer(struct accel_sock_state *st)
 		bpf_map_delete_elem(&accel_reader, &st->peer_cookie);
 }
 
-/* Before a redirect of `size` bytes: is this a small-message stream to a
- * proxy whose reader is behind? Then ask to leave: returns 1, and the
- * socket sends by TCP from now on. */
-static __always_inline int stream_writer_leaves(struct accel_sock_state *st, __u32 size,
-						__u32 small_bytes)
+/* Ask to leave: returns 1, and the socket sends by TCP from now on; 0 if
+ * it cannot (accel_reader full, or its reader is blocking: the guard takes
+ * it out). */
+static __always_inline int stream_ask_to_leave(struct accel_sock_state *st)
 {
 	__u8 seen = ACCEL_READER_LEAVE_SEEN, *v;
 
-	if (!small_bytes || !(st->stream_flags & ACCEL_STREAM_PEER_PROXY))
-		return 0;
-	if (size >= small_bytes) {
-		st->small_run = 0;
-		return 0;
-	}
-	if (++st->small_run < STREAM_SMALL_RUN)
-		return 0;
-	st->small_run = 0;
-	if (!flow_peer_has_unread(st->peer_sk))
-		return 0;
 	v = bpf_map_lookup_elem(&accel_reader, &st->cookie);
 	if (!v) {
 		/* Unclaimed: the peer never redirected here, and now never will. */
@@ -141,7 +141,7 @@ static __always_inline int stream_writer_leaves(struct accel_sock_state *st, __u
 	}
 	if (v) {
 		if (*v != ACCEL_READER_REDIRECTED_TO)
-			return 0; /* blocking: the guard takes it out */
+			return 0;
 		*v = ACCEL_READER_LEAVING;
 	}
 	st->decision = ACCEL_DECISION_TCP;
@@ -149,6 +149,39 @@ static __always_inline int stream_writer_leaves(struct accel_sock_state *st, __u
 	st->stream_flags |= ACCEL_STREAM_LEAVING;
 	stat_inc(ACCEL_STAT_STREAM_WRITER_LEAVING);
 	return 1;
+}
+
+/* Before a redirect of `size` bytes: is this a small-message stream to a
+ * proxy whose reader is behind? Then it asks to leave. */
+static __always_inline void stream_small_writer_leaves(struct accel_sock_state *st, __u32 size,
+						       __u32 small_bytes)
+{
+	if (!small_bytes || !(st->stream_flags & ACCEL_STREAM_PEER_PROXY))
+		return;
+	if (size >= small_bytes) {
+		st->small_run = 0;
+		return;
+	}
+	if (++st->small_run < STREAM_SMALL_RUN)
+		return;
+	st->small_run = 0;
+	if (flow_peer_has_unread(st->peer_sk))
+		stream_ask_to_leave(st);
+}
+
+/* Flow control has this writer on TCP: is it a writer of large messages
+ * (its redirected messages average STREAM_LARGE_BYTES or more) that flow
+ * control keeps sending to TCP, or whose TCP phase does not end? Then it
+ * asks to leave. flow_unchecked counts the phase's TCP bytes. */
+static __always_inline void stream_large_writer_leaves(struct accel_sock_state *st,
+						       __u32 small_bytes, __u32 budget)
+{
+	if (!small_bytes || !(st->stream_flags & ACCEL_STREAM_PEER_PROXY) ||
+	    st->redirected_bytes < STREAM_LARGE_BYTES * st->redirected_msgs)
+		return;
+	if (st->flow_switches >= 2 * STREAM_LARGE_FLOW_TRIPS - 1 ||
+	    st->flow_unchecked > STREAM_LONG_PHASE_BUDGETS * (__u64)budget)
+		stream_ask_to_leave(st);
 }
 
 /* sock_ops, the writer's RTT callback: leave once the peer has stopped and
