@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The main job, as a newcomer can watch it: build, start accel-daemon on a
-# private cgroup, push real loopback traffic through it, and show the PSH
-# segments on lo disappear (tcpdump), the counters move, and everything
-# come back to plain TCP after unload. Touches nothing outside its own cgroup.
+# The main job, as a newcomer can watch it: build, start accel-daemon in its
+# default mode on a private cgroup, run an application talking to a stand-in
+# sidecar proxy (uid 1337, as Istio's) over loopback, and show with tcpdump
+# which bytes skip the TCP/IP stack, that a blocking application is left on
+# plain TCP, the counters, and everything back on plain TCP after unload.
+# Touches nothing outside its own cgroup.
 #
 #   sudo scripts/demo.sh            # run the demo, clean up at the end
 #   DEMO_KEEP=1 sudo scripts/demo.sh  # leave the daemon running afterwards
@@ -34,30 +36,34 @@ cleanup() {
 trap cleanup EXIT
 
 mkdir -p "$CG"
-traffic() { # runs the echo traffic inside the demo cgroup
-  bash -c "echo \$\$ > $CG/cgroup.procs; exec $BIN/accel-loadgen --listen 127.0.0.1:$1 --conns 20 --sizes 100,1500,65536,1048576 --rounds 5"
+# 20 connections from an application to its sidecar inside the demo cgroup,
+# 20 request/answer rounds of up to 64 KiB each, every byte checked. $1: the
+# port; $2: the application's I/O (nonblocking, as event loops do, or
+# blocking). The sidecar end's sockets belong to uid 1337 (Istio's proxy).
+traffic() {
+  bash -c "echo \$\$ > $CG/cgroup.procs; exec $BIN/accel-integrity app-proxy --listen 127.0.0.1:$1 \
+    --app ${2:-nonblocking} --app-side client --conns 20 --rounds 20 --max-msg 65536"
 }
 psh_count() { # PSH data segments tcpdump sees on lo for a port while traffic runs
   local port=$1 pcap=/tmp/accel-demo-$$-$1.pcap
   tcpdump -i lo -nn --immediate-mode -B 65536 -U -w "$pcap" "tcp port $port" 2>/dev/null & local td=$!
   sleep 1
-  traffic "$port" >/dev/null
+  traffic "$port" "${2:-nonblocking}" >/dev/null
   sleep 0.5; kill -INT $td; wait $td 2>/dev/null || true
   echo "$(tcpdump -nn -r "$pcap" 'tcp[tcpflags] & tcp-push != 0' 2>/dev/null | wc -l) PSH data segments, $(tcpdump -nn -r "$pcap" 2>/dev/null | wc -l) segments in all"
   rm -f "$pcap"
 }
 
 echo
-echo "== 1. plain TCP, no daemon: 20 connections echo 100 B..1 MiB on 127.0.0.1:$PORT"
+echo "== 1. plain TCP, no daemon: an application and its sidecar, 20 connections on 127.0.0.1:$PORT"
 echo "   tcpdump on lo: $(psh_count $PORT)"
 
 echo
 echo "== 2. starting accel-daemon (cgroup $CG, pins $PIN)"
-echo "   --pod-acceleration all: both demo ends are plain applications with blocking"
-echo "   sockets, which the default mode (auto) deliberately keeps on TCP (a blocking"
-echo "   read of a sockmap socket can return EAGAIN); 'all' shows the redirect itself."
+echo "   default mode (auto): the sidecar's sockets take part, and the application's"
+echo "   only where it cannot tell the difference"
 $BIN/accel-daemon run --cgroup "$CG" --pin-dir "$PIN" --state-dir "$STATE" --metrics-addr 127.0.0.1:0 \
-  --pod-acceleration all >"$LOG" 2>&1 &
+  >"$LOG" 2>&1 &
 DAEMON=$!
 for _ in $(seq 100); do grep -q "ready" "$LOG" && break; sleep 0.1; done
 grep -q "ready" "$LOG" || { cat "$LOG"; exit 1; }
@@ -66,18 +72,26 @@ METRICS=$(sed -e 's/\x1b\[[0-9;]*m//g' "$LOG" | sed -n 's/.*listening on \([0-9.
 
 echo
 echo "== 3. the same traffic, accelerated"
-echo "   tcpdump on lo: $(psh_count $((PORT + 1)))   <- no PSH: data skipped the TCP/IP stack"
-echo "   byte-for-byte check by accel-loadgen: $(traffic $((PORT + 4)) | tail -1)"
+echo "   tcpdump on lo: $(psh_count $((PORT + 1)))"
+echo "   <- fewer: application -> sidecar skipped the TCP/IP stack; sidecar ->"
+echo "      application stays TCP, so the application reads exactly what TCP gives it"
+echo "   byte-for-byte check: $(traffic $((PORT + 4)) | tail -1)"
+echo
+echo "== 3b. a blocking application (threads and read(2)) is left on plain TCP"
+echo "   tcpdump on lo: $(psh_count $((PORT + 5)) blocking)   <- as in step 1"
+echo "   byte-for-byte check: $(traffic $((PORT + 6)) blocking | tail -1)"
 
 echo
 echo "== 4. what the daemon reports (accel-daemon status)"
 $BIN/accel-daemon status --pin-dir "$PIN" --state-dir "$STATE" | sed 's/^/   /'
 echo
 echo "== 5. Prometheus metrics (curl http://$METRICS/metrics)"
-curl -s "http://$METRICS/metrics" | grep -E '^sidecar_accel_(enabled|datapath_events_total\{event="(redirect_bytes|active_paired|passive_paired)")' | sed 's/^/   /'
+curl -s "http://$METRICS/metrics" | grep -E '^sidecar_accel_(enabled|datapath_events_total\{event="(redirect_bytes|active_paired|passive_paired|app_blocking_not_recorded|recorded_receive_only)")' | sed 's/^/   /'
 
 echo
-echo "== 6. per-connection proof (accel-daemon verify)"
+echo "== 6. per-connection proof (accel-daemon verify): a connection counts as accelerated"
+echo "   only if no data crossed TCP either way; in the default mode the sidecar's"
+echo "   answers to the application do, on purpose, and the reason column says so"
 V_PORT=$((PORT + 2))
 $BIN/accel-daemon verify --port $V_PORT --duration 4s --pin-dir "$PIN" --state-dir "$STATE" > /tmp/accel-demo-$$-verify.txt 2>/dev/null & VP=$!
 sleep 0.7; traffic $V_PORT >/dev/null; wait $VP || true
