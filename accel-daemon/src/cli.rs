@@ -42,6 +42,25 @@ pub enum Command {
     },
 }
 
+/// Smallest flow-control budget: one large message must fit (the self-test
+/// sends 1 MiB messages, and must see them redirected).
+pub const MIN_FLOW_BUDGET: u32 = 1 << 20;
+
+/// `--flow-budget-bytes`: 0 (off) or at least [`MIN_FLOW_BUDGET`].
+fn parse_flow_budget(s: &str) -> Result<u32, String> {
+    let n: u32 = s
+        .parse()
+        .map_err(|e| format!("{s:?} is not a byte count from 0 to 4294967295: {e}"))?;
+    if n != 0 && n < MIN_FLOW_BUDGET {
+        return Err(format!(
+            "{n} is below {MIN_FLOW_BUDGET} (1 MiB): a single large message would exceed it, \
+             so every large send would go by TCP and the daemon's self-test would fail; \
+             use 0 to turn flow control off, or at least {MIN_FLOW_BUDGET}"
+        ));
+    }
+    Ok(n)
+}
+
 pub fn default_pin_dir() -> PathBuf {
     Path::new(host::DEFAULT_PIN_ROOT).join(format!("v{}", abi::ABI_VERSION))
 }
@@ -92,8 +111,9 @@ pub struct RunArgs {
     #[arg(long, default_value = "5", value_name = "SECONDS")]
     pub endpoint_sync_secs: u64,
     /// Flow control: redirected bytes a reader may leave unread (at least its
-    /// receive buffer) before its sender falls back to TCP; 0 turns it off.
-    #[arg(long, default_value_t = 4 * 1024 * 1024)]
+    /// receive buffer) before its sender falls back to TCP; 0 turns it off,
+    /// otherwise at least 1 MiB.
+    #[arg(long, default_value_t = 4 * 1024 * 1024, value_parser = parse_flow_budget)]
     pub flow_budget_bytes: u32,
     /// A writer whose messages are all smaller than this, sending to the
     /// sidecar proxy while the proxy's reader is behind, leaves the

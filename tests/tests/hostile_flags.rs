@@ -43,6 +43,8 @@ fn bad_values_for_every_flag_fail_with_one_clear_line() {
         ("--endpoint-sync-secs", "abc"),
         ("--flow-budget-bytes", "-5"),
         ("--flow-budget-bytes", "5000000000"),
+        // Parses, but no large message fits: the self-test would fail.
+        ("--flow-budget-bytes", "262144"),
         ("--sockhash-size", "abc"),
         ("--pairing-size", "-1"),
         ("--cgroup", missing),
