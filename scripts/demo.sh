@@ -89,9 +89,8 @@ echo "== 5. Prometheus metrics (curl http://$METRICS/metrics)"
 curl -s "http://$METRICS/metrics" | grep -E '^sidecar_accel_(enabled|datapath_events_total\{event="(redirect_bytes|active_paired|passive_paired|app_blocking_not_recorded|recorded_receive_only)")' | sed 's/^/   /'
 
 echo
-echo "== 6. per-connection proof (accel-daemon verify): a connection counts as accelerated"
-echo "   only if no data crossed TCP either way; in the default mode the sidecar's"
-echo "   answers to the application do, on purpose, and the reason column says so"
+echo "== 6. per-connection proof (accel-daemon verify): 'TCP one way' = the application's"
+echo "   bytes to the sidecar were redirected, the sidecar's answers went by TCP"
 V_PORT=$((PORT + 2))
 $BIN/accel-daemon verify --port $V_PORT --duration 4s --pin-dir "$PIN" --state-dir "$STATE" > /tmp/accel-demo-$$-verify.txt 2>/dev/null & VP=$!
 sleep 0.7; traffic $V_PORT >/dev/null; wait $VP || true

@@ -100,6 +100,8 @@ pub struct ConnStats {
     pub data_segments_without_psh: u64,
     /// Segments with payload > 0 (PSH or not) observed after the handshake.
     pub data_segments_after_handshake: u64,
+    /// Of those, the ones the client sent (the rest the server sent).
+    pub client_data_after_handshake: u64,
     /// Sum of payload lengths.
     pub payload_bytes: u64,
     /// SYN (without ACK) seen.
@@ -132,6 +134,7 @@ impl ConnStats {
             psh_data_after_handshake: 0,
             data_segments_without_psh: 0,
             data_segments_after_handshake: 0,
+            client_data_after_handshake: 0,
             payload_bytes: 0,
             syn_seen: false,
             synack_seen: false,
@@ -221,6 +224,9 @@ impl ConnTable {
             }
             if after {
                 c.data_segments_after_handshake += 1;
+                if c.client == Some(seg.src) {
+                    c.client_data_after_handshake += 1;
+                }
             }
         }
         true

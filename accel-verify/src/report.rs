@@ -42,7 +42,10 @@ impl Expectation {
         matches!(
             (self, v),
             (Expectation::Accelerated, Verdict::Accelerated)
-                | (Expectation::NotAccelerated, Verdict::NotAccelerated { .. })
+                | (
+                    Expectation::NotAccelerated,
+                    Verdict::NotAccelerated { .. } | Verdict::OneWay { .. }
+                )
         )
     }
 }
@@ -79,10 +82,13 @@ impl ConnReport {
     }
 
     /// The reason column (empty unless not accelerated).
-    pub fn reason(&self) -> &str {
+    pub fn reason(&self) -> String {
         match &self.verdict {
-            Verdict::NotAccelerated { reason } => reason,
-            _ => "",
+            Verdict::NotAccelerated { reason } => reason.clone(),
+            Verdict::OneWay { by_tcp, reason } => format!(
+                "only {by_tcp} crossed TCP (the other way was redirected or sent nothing): {reason}"
+            ),
+            _ => String::new(),
         }
     }
 }
@@ -94,8 +100,10 @@ pub struct Summary {
     pub connections: usize,
     /// Verdict `Accelerated`.
     pub accelerated: usize,
-    /// Verdict `NotAccelerated`.
+    /// Verdict `NotAccelerated` or `OneWay`.
     pub not_accelerated: usize,
+    /// Of those, verdict `OneWay`.
+    pub one_way: usize,
     /// Verdict `Unknown`.
     pub unknown: usize,
     /// Segments over all connections.
@@ -154,6 +162,10 @@ impl Report {
                 match verdict {
                     Verdict::Accelerated => summary.accelerated += 1,
                     Verdict::NotAccelerated { .. } => summary.not_accelerated += 1,
+                    Verdict::OneWay { .. } => {
+                        summary.not_accelerated += 1;
+                        summary.one_way += 1;
+                    }
                     Verdict::Unknown => summary.unknown += 1,
                 }
                 ConnReport {
@@ -267,9 +279,15 @@ impl Report {
         let s = &self.summary;
         let _ = writeln!(
             out,
-            "\n{} connection(s) on {} in {}: {} accelerated, {} not accelerated, {} unknown \
-             (handshake not in the capture window)",
-            s.connections, self.interface, self.netns, s.accelerated, s.not_accelerated, s.unknown
+            "\n{} connection(s) on {} in {}: {} accelerated, {} not accelerated ({} of them \
+             by TCP one way only), {} unknown (handshake not in the capture window)",
+            s.connections,
+            self.interface,
+            self.netns,
+            s.accelerated,
+            s.not_accelerated,
+            s.one_way,
+            s.unknown
         );
         if let Some(c) = &self.capture {
             let _ = writeln!(
@@ -394,6 +412,14 @@ mod tests {
         let mut t = ConnTable::new("host", Filter::default());
         handshake(&mut t, "127.0.0.1:40001", "127.0.0.1:8080");
         feed(&mut t, "127.0.0.1:40001", "127.0.0.1:8080", PA, 12345);
+        // Data both ways: not accelerated, not one way.
+        feed(
+            &mut t,
+            "127.0.0.1:8080",
+            "127.0.0.1:40001",
+            TcpFlags::ACK,
+            100,
+        );
         handshake(&mut t, "[::1]:40002", "[::1]:8080");
         let r = report(&t);
         let text = r.render_table();
@@ -409,7 +435,7 @@ mod tests {
         assert!(verdicts.iter().any(|v| v.starts_with("accelerated")));
         assert!(text.contains("127.0.0.1:40001 -> 127.0.0.1:8080"));
         assert!(text.contains("[::1]:40002 -> [::1]:8080"));
-        assert!(text.contains("12345"));
+        assert!(text.contains("12445"));
         let v: serde_json::Value = serde_json::from_str(&r.to_json().unwrap()).unwrap();
         assert_eq!(v["summary"]["connections"], 2);
         let rows = v["connections"].as_array().unwrap();

@@ -10,6 +10,11 @@
 //! 2. Handshake seen and at least one data segment after it (PSH data, or —
 //!    stricter than the PSH rule — payload without PSH) →
 //!    [`Verdict::NotAccelerated`]: bytes crossed the TCP stack.
+//!    If every such segment went one way only, the verdict is
+//!    [`Verdict::OneWay`], a not-accelerated verdict that says more: the
+//!    other direction was redirected or sent nothing (the wire cannot tell
+//!    which). The default mode redirects an application's bytes to its
+//!    sidecar and sends the sidecar's back by TCP, on purpose.
 //! 3. Otherwise → [`Verdict::Accelerated`]. Note that a connection which sent
 //!    no data at all also lands here: on the wire an idle connection and a
 //!    redirected one look the same, which is why the report shows payload
@@ -41,6 +46,16 @@ pub enum Verdict {
         /// Operator-facing explanation.
         reason: String,
     },
+    /// Data segments after the handshake went one way only; the other
+    /// direction was redirected, or sent nothing. Not accelerated, for
+    /// `--expect`.
+    OneWay {
+        /// The direction whose bytes crossed the stack: `client -> server`
+        /// or `server -> client`.
+        by_tcp: String,
+        /// Operator-facing explanation.
+        reason: String,
+    },
     /// The handshake was not in the capture window; nothing can be concluded.
     Unknown,
 }
@@ -51,6 +66,7 @@ impl Verdict {
         match self {
             Verdict::Accelerated => "accelerated",
             Verdict::NotAccelerated { .. } => "NOT accelerated",
+            Verdict::OneWay { .. } => "TCP one way",
             Verdict::Unknown => "unknown",
         }
     }
@@ -70,7 +86,17 @@ pub fn judge(key: &ConnKey, stats: &ConnStats, explainer: Option<&dyn Explainer>
         let reason = explainer
             .and_then(|e| e.explain(key))
             .unwrap_or_else(|| DEFAULT_REASON.to_string());
-        return Verdict::NotAccelerated { reason };
+        let by_client = stats.client_data_after_handshake;
+        let by_server = stats.data_segments_after_handshake - by_client;
+        let by_tcp = match (by_client, by_server) {
+            (0, _) => "server -> client",
+            (_, 0) => "client -> server",
+            _ => return Verdict::NotAccelerated { reason },
+        };
+        return Verdict::OneWay {
+            by_tcp: by_tcp.to_string(),
+            reason,
+        };
     }
     Verdict::Accelerated
 }
@@ -131,6 +157,7 @@ mod tests {
                 seg(S, C, SYNACK, 0),
                 seg(C, S, ACK, 0),
                 seg(C, S, PA, 5),
+                seg(S, C, PA, 5),
             ],
             None,
         );
@@ -142,6 +169,23 @@ mod tests {
         );
     }
 
+    /// The default mode: the application's bytes redirected, its sidecar's
+    /// answers by TCP. Also what a one-way stream over TCP looks like.
+    #[test]
+    fn data_one_way_only_is_tcp_one_way() {
+        let handshake = [seg(C, S, SYN, 0), seg(S, C, SYNACK, 0), seg(C, S, ACK, 0)];
+        let v = verdict_of(&[&handshake[..], &[seg(S, C, PA, 5)]].concat(), None);
+        assert_eq!(
+            v,
+            Verdict::OneWay {
+                by_tcp: "server -> client".into(),
+                reason: DEFAULT_REASON.into()
+            }
+        );
+        let v = verdict_of(&[&handshake[..], &[seg(C, S, PA, 5)]].concat(), None);
+        assert!(matches!(v, Verdict::OneWay { by_tcp, .. } if by_tcp == "client -> server"));
+    }
+
     #[test]
     fn data_without_psh_is_not_accelerated() {
         let v = verdict_of(
@@ -149,6 +193,7 @@ mod tests {
                 seg(C, S, SYN, 0),
                 seg(S, C, SYNACK, 0),
                 seg(C, S, ACK, 1448),
+                seg(S, C, ACK, 1448),
             ],
             None,
         );
@@ -179,7 +224,12 @@ mod tests {
     #[test]
     fn explainer_supplies_reason() {
         let v = verdict_of(
-            &[seg(C, S, SYN, 0), seg(S, C, SYNACK, 0), seg(C, S, PA, 5)],
+            &[
+                seg(C, S, SYN, 0),
+                seg(S, C, SYNACK, 0),
+                seg(C, S, PA, 5),
+                seg(S, C, PA, 5),
+            ],
             Some(&Fixed),
         );
         assert_eq!(
@@ -194,6 +244,7 @@ mod tests {
                 seg(C, other, SYN, 0),
                 seg(other, C, SYNACK, 0),
                 seg(C, other, PA, 5),
+                seg(other, C, PA, 5),
             ],
             Some(&Fixed),
         );

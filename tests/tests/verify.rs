@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use accel_test_harness::{TestEnv, Value, daemon_bin, free_port, parse_load_report};
+use accel_test_harness::{TestEnv, Value, daemon_bin, free_port, integrity_bin, parse_load_report};
 
 static LOADGEN: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(|| accel_test_harness::loadgen_bin().display().to_string());
@@ -15,6 +15,22 @@ static LOADGEN: std::sync::LazyLock<String> =
 /// Starts `verify` for `port`, runs traffic in the test cgroup while it
 /// captures, returns (exit code, JSON report).
 fn verify_during_traffic(env: &TestEnv, expect: &str) -> (i32, Value) {
+    verify_during(env, expect, |port| {
+        let mut cmd = Command::new(LOADGEN.as_str());
+        cmd.arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .args(["--conns", "4", "--sizes", "100,1500,65536", "--rounds", "3"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let _procs = env.in_cgroup(&mut cmd);
+        let load = cmd.output().expect("loadgen");
+        let report = parse_load_report(&load);
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+    })
+}
+
+/// `verify` on a free port while `traffic(port)` runs.
+fn verify_during(env: &TestEnv, expect: &str, traffic: impl FnOnce(u16)) -> (i32, Value) {
     let port = free_port();
     let pin = env.pin_dir.display().to_string();
     let state = env.state_dir.display().to_string();
@@ -33,16 +49,7 @@ fn verify_during_traffic(env: &TestEnv, expect: &str) -> (i32, Value) {
         .spawn()
         .expect("spawn verify");
     thread::sleep(Duration::from_millis(700));
-    let mut cmd = Command::new(LOADGEN.as_str());
-    cmd.arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .args(["--conns", "4", "--sizes", "100,1500,65536", "--rounds", "3"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let _procs = env.in_cgroup(&mut cmd);
-    let load = cmd.output().expect("loadgen");
-    let report = parse_load_report(&load);
-    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    traffic(port);
     let out = verify.wait_with_output().expect("verify");
     let json: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
@@ -52,6 +59,40 @@ fn verify_during_traffic(env: &TestEnv, expect: &str) -> (i32, Value) {
         )
     });
     (out.status.code().unwrap_or(-1), json)
+}
+
+/// The default mode redirects an application's bytes to its sidecar and
+/// sends the sidecar's answers by TCP: verify says so per connection.
+#[test]
+fn verify_shows_the_default_modes_application_legs_as_tcp_one_way() {
+    let env = TestEnv::new("verify-auto");
+    let _daemon = env.start_daemon_default_mode(&[]);
+    let (code, json) = verify_during(&env, "not-accelerated", |port| {
+        let mut cmd = Command::new(integrity_bin());
+        cmd.args(["app-proxy", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--app", "nonblocking", "--app-side", "client"])
+            .args(["--conns", "4", "--rounds", "5", "--max-msg", "65536"])
+            .stdin(Stdio::null());
+        let _procs = env.in_cgroup(&mut cmd);
+        let out = cmd.output().expect("accel-integrity app-proxy");
+        assert!(
+            out.status.success(),
+            "app-proxy: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+    let rows = json["connections"].as_array().expect("connections array");
+    assert_eq!(rows.len(), 4, "{json}");
+    for r in rows {
+        assert_eq!(r["verdict"]["verdict"], "one_way", "{json}");
+        // The application connected: it is the client, the sidecar the server.
+        assert_eq!(r["verdict"]["by_tcp"], "server -> client", "{json}");
+    }
+    assert_eq!(json["summary"]["one_way"], 4, "{json}");
+    assert_eq!(
+        code, 0,
+        "TCP one way meets --expect not-accelerated: {json}"
+    );
 }
 
 fn verdicts(json: &Value) -> Vec<String> {
