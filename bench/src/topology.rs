@@ -178,13 +178,15 @@ impl<'a> DaemonCtl<'a> {
                 let mut args = vec!["--pods-file", self.pods_arg.as_str()];
                 args.extend(self.extra_args.iter().map(String::as_str));
                 let d = self.env.start_daemon(&args);
+                // Ready is /readyz; the log may not hold the ready line yet.
+                let st = self.env.status_json();
                 let log = d.log();
                 self.daemon = Some(d);
                 ensure!(
-                    log.contains("accelerated=true"),
-                    "accel-daemon came up WITHOUT acceleration; log:\n{log}"
+                    st["daemon"]["accelerated"] == Value::Bool(true),
+                    "accel-daemon came up WITHOUT acceleration ({}); log:\n{log}",
+                    st["daemon"]["reason"]
                 );
-                let st = self.env.status_json();
                 ensure!(
                     st["daemon"]["loopback_meshed_only"] == Value::Bool(true)
                         && st["daemon"]["pods"].as_array().map(Vec::len) == Some(2),
