@@ -92,23 +92,6 @@ static __always_inline void held_back_for_peer(__u16 pod)
 	held_inc(pod, ACCEL_HELD_APP_READS_TCP);
 }
 
-/* Stream roles (stream.h), decided at establishment: a proxy socket claims
- * its peer before redirecting; a socket whose peer is the proxy's may
- * leave. Both need their callbacks; without them, neither. */
-static __always_inline int stream_roles(struct bpf_sock_ops *skops, struct accel_sock_state *st,
-					const struct accel_config *cfg, int owner, int peer_proxy)
-{
-	if (!stream_enabled(cfg) || (owner != OWNER_PROXY && !peer_proxy))
-		return 0;
-	if (bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | STREAM_CB_FLAGS))
-		return 0;
-	if (owner == OWNER_PROXY)
-		st->stream_flags |= ACCEL_STREAM_PROXY;
-	if (peer_proxy)
-		st->stream_flags |= ACCEL_STREAM_PEER_PROXY;
-	return 1;
-}
-
 /* Records the socket, keyed by its cookie: in accel_sockhash, or in
  * accel_rx_sockhash when it will only ever be redirected to (`rx_only`).
  * Returns its state, or NULL when the socket stays on plain TCP. */
@@ -227,10 +210,9 @@ static __always_inline void on_active_established(struct bpf_sock_ops *skops)
 		offer.flags = ACCEL_PAIR_F_RX_ONLY;
 	/* Whether the peer is the proxy's is only known at the first send: the
 	 * callbacks are asked for below, for every socket. */
-	if (owner == OWNER_PROXY && stream_enabled(cfg)) {
-		st->stream_flags |= ACCEL_STREAM_PROXY;
+	stream_roles(st, cfg, owner, 0);
+	if (st->stream_flags & ACCEL_STREAM_PROXY)
 		offer.flags |= ACCEL_PAIR_F_PROXY;
-	}
 
 	pkey.token = pairing_new_token();
 	offer.cookie = cookie;
@@ -371,9 +353,11 @@ static __always_inline void on_passive_established(struct bpf_sock_ops *skops)
 		st->flags |= ACCEL_SF_APP_GUARDED;
 	if (offer.flags & ACCEL_PAIR_F_RX_ONLY)
 		st->flags |= ACCEL_SF_PEER_RX_ONLY;
-	/* A receive-only socket never sends through sk_msg: no stream role. */
-	if (!rx_only)
-		stream_roles(skops, st, cfg, owner, offer.flags & ACCEL_PAIR_F_PROXY);
+	/* A receive-only socket never sends through sk_msg: no stream role.
+	 * Without its callbacks, none either. */
+	if (!rx_only && stream_roles(st, cfg, owner, offer.flags & ACCEL_PAIR_F_PROXY) &&
+	    bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | STREAM_CB_FLAGS))
+		st->stream_flags = 0;
 	st->role = ACCEL_ROLE_PASSIVE;
 	st->peer_cookie = offer.cookie;
 	st->peer_sk = offer.sk_addr;

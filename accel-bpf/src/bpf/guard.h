@@ -177,6 +177,20 @@ static __always_inline void guard_mark_leaving(struct accel_sock_state *st, int 
 	}
 }
 
+/* sock_ops, the socket's own callback: out of the sockhash, back to the
+ * plain TCP proto, its guard done; state changes stay asked for (its close
+ * still cleans up). The caller has made sure nothing redirected to it is
+ * unread and nothing more will be. */
+static __always_inline void sock_leave_sockhash(struct bpf_sock_ops *skops,
+						struct accel_sock_state *st)
+{
+	bpf_map_delete_elem(&accel_sockhash, &st->cookie);
+	st->flags &= ~(ACCEL_SF_APP_GUARDED | ACCEL_SF_PROVEN);
+	bpf_sock_ops_cb_flags_set(skops, (skops->bpf_sock_ops_cb_flags & ~GUARD_CB_FLAGS &
+					  ~BPF_SOCK_OPS_RTT_CB_FLAG) |
+						 BPF_SOCK_OPS_STATE_CB_FLAG);
+}
+
 /* sk_msg, before each send of a guarded socket: a connect-with-timeout
  * socket that has turned blocking is caught at its first send. */
 static __always_inline void guard_on_send(struct sk_msg_md *msg, struct accel_sock_state *st)
@@ -227,13 +241,11 @@ static __always_inline void guard_on_callback(struct bpf_sock_ops *skops,
 	 * free them); the next segment or send tries again. */
 	if (guard_ingress_pending(skops->sk))
 		return;
-	bpf_map_delete_elem(&accel_sockhash, &st->cookie);
+	sock_leave_sockhash(skops, st);
+	/* Only now: a peer that finds no entry claims and redirects again,
+	 * which must fail (the socket is gone), not land here. */
 	bpf_map_delete_elem(&accel_reader, &st->cookie);
-	st->flags &= ~(ACCEL_SF_APP_GUARDED | ACCEL_SF_PROVEN);
 	stat_inc(ACCEL_STAT_APP_LEFT);
-	bpf_sock_ops_cb_flags_set(skops, (skops->bpf_sock_ops_cb_flags & ~GUARD_CB_FLAGS &
-					  ~BPF_SOCK_OPS_RTT_CB_FLAG) |
-						 BPF_SOCK_OPS_STATE_CB_FLAG);
 }
 
 #endif /* ACCEL_GUARD_H */

@@ -38,6 +38,7 @@
 #include "maps.h"
 #include "stats.h"
 #include "guard.h"
+#include "owner.h"
 
 /* sock_ops callbacks a recorded socket needs for this: an RTT sample when
  * its TCP-sent bytes are acknowledged (where a leaving writer leaves), and
@@ -52,6 +53,21 @@ static __always_inline int stream_enabled(const struct accel_config *cfg)
 #else
 	return 0; /* the backlog of the peer cannot be read */
 #endif
+}
+
+/* Roles, decided at establishment: a proxy socket claims its peer before
+ * redirecting into it; a socket whose peer is the proxy's may leave.
+ * Returns whether it has one (then it needs STREAM_CB_FLAGS). */
+static __always_inline int stream_roles(struct accel_sock_state *st,
+					const struct accel_config *cfg, int owner, int peer_proxy)
+{
+	if (!stream_enabled(cfg))
+		return 0;
+	if (owner == OWNER_PROXY)
+		st->stream_flags |= ACCEL_STREAM_PROXY;
+	if (peer_proxy)
+		st->stream_flags |= ACCEL_STREAM_PEER_PROXY;
+	return st->stream_flags != 0;
 }
 
 #ifdef ACCEL_FLOW_CONTROL
@@ -184,26 +200,20 @@ static __always_inline void stream_large_writer_leaves(struct accel_sock_state *
 		stream_ask_to_leave(st);
 }
 
-/* sock_ops, the writer's RTT callback: leave once the peer has stopped and
- * nothing redirected here is unread. Otherwise the next ACK tries again. */
+/* sock_ops, the RTT callback of a writer that asked to leave: leave once
+ * the peer has stopped and nothing redirected here is unread. Otherwise the
+ * next ACK tries again. Its entry stays until it closes, where its bytes
+ * are counted. */
 static __always_inline void stream_try_leave(struct bpf_sock_ops *skops,
 					     struct accel_sock_state *st)
 {
-	__u8 *v;
+	__u8 *v = bpf_map_lookup_elem(&accel_reader, &st->cookie);
 
-	if (!(st->stream_flags & ACCEL_STREAM_LEAVING))
-		return;
-	v = bpf_map_lookup_elem(&accel_reader, &st->cookie);
 	if (!v || *v != ACCEL_READER_LEAVE_SEEN || guard_ingress_pending(skops->sk))
 		return;
-	bpf_map_delete_elem(&accel_sockhash, &st->cookie);
+	sock_leave_sockhash(skops, st);
 	st->stream_flags = (st->stream_flags & ~ACCEL_STREAM_LEAVING) | ACCEL_STREAM_LEFT;
-	st->flags &= ~(ACCEL_SF_APP_GUARDED | ACCEL_SF_PROVEN);
 	stat_inc(ACCEL_STAT_STREAM_WRITER_LEFT);
-	/* State changes only: to count its bytes and drop the entry at close. */
-	bpf_sock_ops_cb_flags_set(skops, (skops->bpf_sock_ops_cb_flags & ~GUARD_CB_FLAGS &
-					  ~BPF_SOCK_OPS_RTT_CB_FLAG) |
-						 BPF_SOCK_OPS_STATE_CB_FLAG);
 }
 
 /* sock_ops, a state change of a socket that left: its bytes sent by TCP
