@@ -39,8 +39,16 @@ pub struct LoopbackArgs {
     /// Extra streaming-only sizes (small-message streams).
     #[arg(long, value_delimiter = ',', value_parser = parse_size, default_value = "100")]
     stream_extra_sizes: Vec<usize>,
+    /// Request sizes of the connection-churn workload (instead of --sizes).
+    #[arg(long, value_delimiter = ',', value_parser = parse_size, default_value = "100")]
+    churn_sizes: Vec<usize>,
     /// Workloads to run.
-    #[arg(long, value_delimiter = ',', value_enum, default_value = "rr,stream")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_enum,
+        default_value = "rr,stream,churn"
+    )]
     workloads: Vec<Workload>,
     /// Placements to run.
     #[arg(
@@ -88,14 +96,15 @@ pub fn run(mut args: LoopbackArgs) -> Result<()> {
     }
 
     let mut cases = Vec::new();
-    for w in [Workload::Rr, Workload::Stream] {
+    for w in [Workload::Rr, Workload::Stream, Workload::Churn] {
         if !args.workloads.contains(&w) {
             continue;
         }
-        let mut sizes = args.sizes.clone();
-        if w == Workload::Stream {
-            sizes.extend(&args.stream_extra_sizes);
-        }
+        let mut sizes = match w {
+            Workload::Rr => args.sizes.clone(),
+            Workload::Stream => [&args.sizes[..], &args.stream_extra_sizes[..]].concat(),
+            Workload::Churn => args.churn_sizes.clone(),
+        };
         sizes.sort_unstable();
         sizes.dedup();
         cases.extend(
@@ -142,6 +151,9 @@ pub fn run(mut args: LoopbackArgs) -> Result<()> {
                     check_interrupted()?;
                     let after = sb.counters()?;
                     verify(&mut rec, &counters, &after);
+                    if transport == Transport::Accel {
+                        check_maps_empty(&mut rec, &sb.maps_holding_entries()?);
+                    }
                     counters = after;
                     records.push(rec);
                 }
@@ -303,6 +315,28 @@ fn fill(
     rec.measured_secs = n.measured_secs;
     rec.bytes_moved = n.bytes_moved;
     Ok(())
+}
+
+/// After an accelerated run both workers have exited: a socket map that
+/// still holds entries kept a closed connection (the churn workload makes
+/// this its proof of clean teardown).
+fn check_maps_empty(rec: &mut RunRecord, held: &BTreeMap<String, u64>) {
+    if held.is_empty() {
+        return;
+    }
+    let held: Vec<String> = held.iter().map(|(m, n)| format!("{m} {n}")).collect();
+    rec.verified = false;
+    rec.verify_note.push_str(&format!(
+        "; maps not empty after the run: {}",
+        held.join(", ")
+    ));
+    eprintln!(
+        "accel-bench: MAPS NOT EMPTY after {} {:?} {} B: {}",
+        rec.placement.name(),
+        rec.workload,
+        rec.size,
+        held.join(", ")
+    );
 }
 
 /// Counters of the datapath's own switches of a redirecting socket to TCP:

@@ -232,6 +232,25 @@ impl Sandbox {
 
     /// `.datapath.counters` of `accel-daemon status --json`.
     pub fn counters(&self) -> Result<BTreeMap<String, u64>> {
+        datapath_counters(&self.status()?)
+    }
+
+    /// The datapath's maps that hold entries now, with their counts. With
+    /// no worker running, every map but configuration must be empty:
+    /// closed sockets leave nothing behind.
+    pub fn maps_holding_entries(&self) -> Result<BTreeMap<String, u64>> {
+        let v = self.status()?;
+        let maps = v["datapath"]["maps"]
+            .as_array()
+            .context("status has no .datapath.maps")?;
+        Ok(maps
+            .iter()
+            .filter_map(|m| Some((m["name"].as_str()?.to_string(), m["entries"].as_u64()?)))
+            .filter(|(_, n)| *n > 0)
+            .collect())
+    }
+
+    fn status(&self) -> Result<serde_json::Value> {
         let out = Command::new(&self.daemon_bin)
             .arg("status")
             .arg("--json")
@@ -247,9 +266,7 @@ impl Sandbox {
             "accel-daemon status failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let v: serde_json::Value =
-            serde_json::from_slice(&out.stdout).context("status --json output")?;
-        datapath_counters(&v)
+        serde_json::from_slice(&out.stdout).context("status --json output")
     }
 
     fn stop_daemon(&mut self) {

@@ -17,6 +17,8 @@ use crate::{
 /// Issue targets.
 const RR_LATENCY_TARGET: f64 = 0.65;
 const STREAM_64K_TARGET: f64 = 2.0;
+/// Connections per second of accelerated churn against plain TCP's.
+const CHURN_TARGET: f64 = 0.97;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Facts {
@@ -63,6 +65,7 @@ impl Key for Workload {
         match self {
             Workload::Rr => "rr",
             Workload::Stream => "stream",
+            Workload::Churn => "churn",
         }
     }
 }
@@ -99,11 +102,12 @@ impl Run for RunRecord {
         match w {
             Workload::Rr => (|a| a.p50_us, false),
             Workload::Stream => (|a| a.mb_per_s, true),
+            Workload::Churn => (|a| a.rts_per_s, true),
         }
     }
     fn p99(w: Workload) -> Option<Metric<TransportAgg>> {
         match w {
-            Workload::Rr => Some(|a| a.p99_us),
+            Workload::Rr | Workload::Churn => Some(|a| a.p99_us),
             Workload::Stream => None,
         }
     }
@@ -128,7 +132,7 @@ pub struct TransportAgg {
 }
 
 /// The issue's targets, evaluated on the medians (never tuned).
-const TARGETS: [Target<Report, PlacementKind>; 4] = [
+const TARGETS: [Target<Report, PlacementKind>; 5] = [
     (
         "request/response p50 latency <= 0.65x plain TCP (every size)",
         |rep, p| {
@@ -159,7 +163,31 @@ const TARGETS: [Target<Report, PlacementKind>; 4] = [
         }
     }),
     (
-        "no message size slower than plain TCP (rr p50 and streaming MB/s)",
+        "connection setup (churn connections/s) within 3 % of plain TCP",
+        |rep, p| {
+            let ratios: Vec<String> = rep
+                .rows_of(p, Workload::Churn)
+                .filter_map(|r| Some((r.size, r.accel_ratio(|a| a.rts_per_s)?)))
+                .map(|(size, q)| {
+                    let verdict = if q >= CHURN_TARGET {
+                        ""
+                    } else {
+                        " **NOT MET**"
+                    };
+                    format!("{} {q:.2}x{verdict}", size_label(size))
+                })
+                .collect();
+            if ratios.is_empty() {
+                "not run".into()
+            } else if ratios.iter().any(|r| r.contains("NOT MET")) {
+                ratios.join(", ")
+            } else {
+                format!("MET ({})", ratios.join(", "))
+            }
+        },
+    ),
+    (
+        "no message size slower than plain TCP (rr p50, streaming MB/s, churn connections/s)",
         |rep, p| rep.no_size_slower(p),
     ),
 ];
@@ -240,10 +268,11 @@ impl Report {
         self.placement_sections(
             &mut s,
             PlacementKind::title,
-            &[Workload::Rr, Workload::Stream],
+            &[Workload::Rr, Workload::Stream, Workload::Churn],
             |rep, s, p, w| match w {
                 Workload::Rr => rep.rr_table(s, p),
                 Workload::Stream => rep.stream_table(s, p),
+                Workload::Churn => rep.churn_table(s, p),
             },
         );
         self.targets(&mut s, &TARGETS);
@@ -317,6 +346,38 @@ impl Report {
         );
     }
 
+    fn churn_table(&self, s: &mut String, p: PlacementKind) {
+        self.case_table(
+            s,
+            (p, Workload::Churn),
+            "Connection churn (a new connection per request and echo, closed by the \
+             server; connections/s, and latency per connection in µs)",
+            &[
+                "request size",
+                "TCP conn/s",
+                "accel conn/s",
+                "unix conn/s",
+                "accel/TCP",
+                "unix/TCP",
+                "TCP p50",
+                "accel p50",
+                "unix p50",
+                "accel/TCP p50",
+                "spread conn/s TCP/accel/unix",
+                "accelerated vs TCP",
+            ],
+            |r| {
+                [
+                    r.compared(|a| a.rts_per_s, rate, true),
+                    vec![x(r.ratio(Transport::Unix, |a| a.rts_per_s))],
+                    r.compared(|a| a.p50_us, lat, false),
+                    vec![r.spreads(|a| a.rts_per_s)],
+                ]
+                .concat()
+            },
+        );
+    }
+
     /// Per-size check: MET if every size passes, else which sizes fail.
     fn check(
         &self,
@@ -363,6 +424,7 @@ pub fn progress_line(p: PlacementKind, case: LoopbackCase, records: &[RunRecord]
         |a: &TransportAgg| match case.workload {
             Workload::Rr => format!("p50 {} µs", lat(a.p50_us)),
             Workload::Stream => format!("{} MB/s", f(a.mb_per_s, 0)),
+            Workload::Churn => format!("{} conn/s", rate(a.rts_per_s)),
         },
         false,
     )

@@ -27,6 +27,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::nonblock;
 
+mod churn;
+
 /// Read buffer of the streaming reader, the same for every transport.
 pub const STREAM_READ_BUF: usize = 256 * 1024;
 
@@ -79,6 +81,9 @@ pub enum Workload {
     Rr,
     /// Client writes N-byte messages as fast as it can, server reads.
     Stream,
+    /// Connection churn: a new connection per N-byte request and echo,
+    /// closed by the server (setup and teardown cost).
+    Churn,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -176,7 +181,7 @@ pub fn pair_numbers(
         ..Default::default()
     };
     match workload {
-        Workload::Rr => {
+        Workload::Rr | Workload::Churn => {
             ensure!(client.echo_ok, "echoed bytes differ from what was sent");
             ensure!(
                 server.rts_served == client.rts_total,
@@ -245,10 +250,14 @@ pub fn run(args: WorkerArgs) -> Result<()> {
             let l =
                 TcpListener::bind(&args.listen).with_context(|| format!("bind {}", args.listen))?;
             announce(&l.local_addr()?.to_string())?;
-            let s = nonblock::accept(&l, args.io == IoStyle::Epoll).context("accept")?;
-            drop(l);
-            s.set_nodelay(true)?;
-            serve(&args, s)?
+            if args.workload == Workload::Churn {
+                churn::serve_tcp(&args, &l)?
+            } else {
+                let s = nonblock::accept(&l, args.io == IoStyle::Epoll).context("accept")?;
+                drop(l);
+                s.set_nodelay(true)?;
+                serve(&args, s)?
+            }
         }
         (Role::Server, Family::Unix) => {
             let path = args.unix_path.clone().context("--unix-path needed")?;
@@ -256,13 +265,21 @@ pub fn run(args: WorkerArgs) -> Result<()> {
             let l =
                 UnixListener::bind(&path).with_context(|| format!("bind {}", path.display()))?;
             announce(&path.display().to_string())?;
-            let (s, _) = l.accept().context("accept")?;
+            let out = if args.workload == Workload::Churn {
+                churn::serve_unix(&args, &l)?
+            } else {
+                let (s, _) = l.accept().context("accept")?;
+                serve(&args, s)?
+            };
             drop(l);
             let _ = std::fs::remove_file(&path);
-            serve(&args, s)?
+            out
         }
         (Role::Client, Family::Tcp) => {
             let addr = args.connect.clone().context("--connect needed")?;
+            if args.workload == Workload::Churn {
+                return print(&churn::drive_tcp(&args, &addr)?);
+            }
             let s = nonblock::connect(&addr, args.io == IoStyle::Epoll)
                 .with_context(|| format!("connect {addr}"))?;
             s.set_nodelay(true)?;
@@ -270,11 +287,18 @@ pub fn run(args: WorkerArgs) -> Result<()> {
         }
         (Role::Client, Family::Unix) => {
             let addr = args.connect.clone().context("--connect needed")?;
+            if args.workload == Workload::Churn {
+                return print(&churn::drive_unix(&args, &addr)?);
+            }
             let s = UnixStream::connect(&addr).with_context(|| format!("connect {addr}"))?;
             drive(&args, s)?
         }
     };
-    println!("{}", serde_json::to_string(&out)?);
+    print(&out)
+}
+
+fn print(out: &WorkerOut) -> Result<()> {
+    println!("{}", serde_json::to_string(out)?);
     Ok(())
 }
 
@@ -290,6 +314,7 @@ fn serve<C: Conn>(args: &WorkerArgs, s: C) -> Result<WorkerOut> {
     match args.workload {
         Workload::Rr => serve_rr(args.size, s, &mut ea),
         Workload::Stream => read_stream(Duration::from_millis(args.warmup_ms), s, &mut ea),
+        Workload::Churn => bail!("churn serves on the listener, not on one connection"),
     }
 }
 
@@ -300,6 +325,7 @@ fn drive<C: Conn>(args: &WorkerArgs, s: C) -> Result<WorkerOut> {
     match args.workload {
         Workload::Rr => client_rr(args.size, warmup, duration, s, &mut ea),
         Workload::Stream => write_stream(args.size, warmup + duration, s, &mut ea),
+        Workload::Churn => bail!("churn opens its own connections"),
     }
 }
 
