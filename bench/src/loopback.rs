@@ -202,30 +202,19 @@ fn run_once(
         repeat,
         ok: false,
         error: None,
-        p50_us: None,
-        p99_us: None,
-        mean_us: None,
-        min_us: None,
-        max_us: None,
-        round_trips: None,
-        rts_per_s: None,
-        mb_per_s: None,
-        measured_bytes: None,
-        measured_secs: None,
-        bytes_moved: 0,
-        send_eagain: 0,
-        recv_eagain: 0,
+        numbers: Default::default(),
         counters_delta: BTreeMap::new(),
         verified: false,
         verify_note: String::new(),
     };
-    match exchange(sb, exe, cfg, placement, case, transport, seq) {
-        Ok((client, server)) => {
-            if let Err(e) = fill(&mut rec, case, &client, &server) {
-                rec.error = Some(format!("{e:#}"));
-            } else {
-                rec.ok = true;
-            }
+    let numbers =
+        exchange(sb, exe, cfg, placement, case, transport, seq).and_then(|(client, server)| {
+            worker::pair_numbers(case.workload, case.size, &client, &server)
+        });
+    match numbers {
+        Ok(n) => {
+            rec.numbers = n;
+            rec.ok = true;
         }
         Err(e) => rec.error = Some(format!("{e:#}")),
     }
@@ -294,29 +283,6 @@ fn exchange(
     finish_pair(&mut client, &mut server, deadline)
 }
 
-fn fill(
-    rec: &mut RunRecord,
-    case: LoopbackCase,
-    client: &WorkerOut,
-    server: &WorkerOut,
-) -> Result<()> {
-    let n = worker::pair_numbers(case.workload, case.size, client, server)?;
-    rec.send_eagain = n.send_eagain;
-    rec.recv_eagain = n.recv_eagain;
-    rec.p50_us = n.p50_us;
-    rec.p99_us = n.p99_us;
-    rec.mean_us = n.mean_us;
-    rec.min_us = n.min_us;
-    rec.max_us = n.max_us;
-    rec.round_trips = n.round_trips;
-    rec.rts_per_s = n.per_s;
-    rec.mb_per_s = n.mb_per_s;
-    rec.measured_bytes = n.measured_bytes;
-    rec.measured_secs = n.measured_secs;
-    rec.bytes_moved = n.bytes_moved;
-    Ok(())
-}
-
 /// After an accelerated run both workers have exited: a socket map that
 /// still holds entries kept a closed connection (the churn workload makes
 /// this its proof of clean teardown).
@@ -368,11 +334,11 @@ fn verify(rec: &mut RunRecord, before: &BTreeMap<String, u64>, after: &BTreeMap<
             // under-counts (docs/known-issues.md, I-6).
             let rb = d("redirect_bytes");
             let switches = POLICY_SWITCHES.iter().map(|k| d(k)).sum::<i64>();
-            rec.verified = rb > 0 && (rb >= rec.bytes_moved as i64 || switches > 0);
+            rec.verified = rb > 0 && (rb >= rec.numbers.bytes_moved as i64 || switches > 0);
             rec.verify_note = format!(
                 "redirect_bytes +{rb} for {} bytes moved ({:.1} % by TCP); {switches} policy \
                  switches to TCP; pass_bytes +{}",
-                rec.bytes_moved,
+                rec.numbers.bytes_moved,
                 rec.tcp_share_pct().unwrap_or(0.0),
                 d("pass_bytes")
             );

@@ -8,7 +8,7 @@ use std::{collections::BTreeMap, time::Duration};
 use serde::{Deserialize, Serialize};
 
 use super::Case;
-use crate::worker::{Family, IoStyle, Workload};
+use crate::worker::{Family, IoStyle, PairNumbers, Workload};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -77,22 +77,9 @@ pub struct RunRecord {
     pub repeat: usize,
     pub ok: bool,
     pub error: Option<String>,
-    pub p50_us: Option<f64>,
-    pub p99_us: Option<f64>,
-    pub mean_us: Option<f64>,
-    pub min_us: Option<f64>,
-    pub max_us: Option<f64>,
-    pub round_trips: Option<u64>,
-    pub rts_per_s: Option<f64>,
-    pub mb_per_s: Option<f64>,
-    pub measured_bytes: Option<u64>,
-    pub measured_secs: Option<f64>,
-    /// Application bytes written in the run, both directions, warm-up included.
-    pub bytes_moved: u64,
-    /// EAGAIN from send(2)/recv(2) on the (blocking) sockets of this run,
-    /// both ends. Anything but 0 is an anomaly: the workers retried.
-    pub send_eagain: u64,
-    pub recv_eagain: u64,
+    /// The workers' numbers (JSON: their fields, inline).
+    #[serde(flatten)]
+    pub numbers: PairNumbers,
     /// Datapath counters after minus before the run.
     pub counters_delta: BTreeMap<String, i64>,
     /// Accelerated: redirect_bytes + pass_bytes grew by >= bytes_moved, and
@@ -106,9 +93,9 @@ impl RunRecord {
     /// Accelerated: % of the moved bytes the datapath did not redirect.
     pub fn tcp_share_pct(&self) -> Option<f64> {
         let rb = self.counters_delta.get("redirect_bytes").copied()?;
-        (self.transport == Transport::Accel && self.bytes_moved > 0).then(|| {
-            100.0 * (self.bytes_moved as f64 - rb as f64).max(0.0) / self.bytes_moved as f64
-        })
+        let moved = self.numbers.bytes_moved;
+        (self.transport == Transport::Accel && moved > 0)
+            .then(|| 100.0 * (moved as f64 - rb as f64).max(0.0) / moved as f64)
     }
 }
 

@@ -88,12 +88,16 @@ impl Run for RunRecord {
 
     rows::record_fields!(transport);
 
+    fn eagain(&self) -> (u64, u64) {
+        (self.numbers.send_eagain, self.numbers.recv_eagain)
+    }
+
     fn aggregate(runs: &[&RunRecord]) -> TransportAgg {
         TransportAgg {
-            p50_us: agg_ok(runs, |r| r.p50_us),
-            p99_us: agg_ok(runs, |r| r.p99_us),
-            rts_per_s: agg_ok(runs, |r| r.rts_per_s),
-            mb_per_s: agg_ok(runs, |r| r.mb_per_s),
+            p50_us: agg_ok(runs, |r| r.numbers.p50_us),
+            p99_us: agg_ok(runs, |r| r.numbers.p99_us),
+            rts_per_s: agg_ok(runs, |r| r.numbers.per_s),
+            mb_per_s: agg_ok(runs, |r| r.numbers.mb_per_s),
             by_tcp: agg_ok(runs, RunRecord::tcp_share_pct),
             health: Health::of(runs),
         }

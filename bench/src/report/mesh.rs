@@ -146,6 +146,10 @@ impl Run for MeshRecord {
 
     rows::record_fields!(mode);
 
+    fn eagain(&self) -> (u64, u64) {
+        (self.send_eagain, self.recv_eagain)
+    }
+
     fn aggregate(runs: &[&MeshRecord]) -> ModeAgg {
         ModeAgg {
             p50_us: agg_ok(runs, |r| r.p50_us),

@@ -93,9 +93,6 @@ macro_rules! record_fields {
         fn verified(&self) -> bool {
             self.verified
         }
-        fn eagain(&self) -> (u64, u64) {
-            (self.send_eagain, self.recv_eagain)
-        }
         fn counters_delta(&self) -> &std::collections::BTreeMap<String, i64> {
             &self.counters_delta
         }

@@ -147,7 +147,8 @@ pub struct WorkerOut {
 }
 
 /// What one run of a client/server pair measured, checked for integrity.
-#[derive(Debug, Default)]
+/// The loopback benchmark's records carry it as it is (its JSON fields).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct PairNumbers {
     pub p50_us: Option<f64>,
     pub p99_us: Option<f64>,
@@ -156,13 +157,16 @@ pub struct PairNumbers {
     pub max_us: Option<f64>,
     /// rr: measured round trips.
     pub round_trips: Option<u64>,
-    /// rr: round trips per second.
+    /// rr: round trips per second; churn: connections per second.
+    #[serde(rename = "rts_per_s")]
     pub per_s: Option<f64>,
     pub mb_per_s: Option<f64>,
     pub measured_bytes: Option<u64>,
     pub measured_secs: Option<f64>,
     /// Application bytes written in the run, both directions, warm-up included.
     pub bytes_moved: u64,
+    /// EAGAIN from send(2)/recv(2) on the blocking sockets of the run, both
+    /// ends. Anything but 0 is an anomaly: the workers retried.
     pub send_eagain: u64,
     pub recv_eagain: u64,
 }
