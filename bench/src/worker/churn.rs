@@ -7,11 +7,20 @@
 //! the client never runs out of ephemeral ports. The client ends the run
 //! with one more connection that carries the stop pattern.
 
-use super::{
-    Conn, Context, Duration, Eagain, Instant, IoStyle, Result, TcpListener, TcpStream,
-    UnixListener, UnixStream, WorkerArgs, WorkerOut, drain, ensure, nonblock, pattern, percentile,
-    read_full, send_all,
+use std::{
+    net::{TcpListener, TcpStream},
+    os::unix::net::{UnixListener, UnixStream},
+    time::{Duration, Instant},
 };
+
+use anyhow::{Context, Result, ensure};
+
+use super::{
+    IoStyle, WorkerArgs, WorkerOut,
+    rr::percentile,
+    sock_io::{Conn, Eagain, drain, pattern, read_full, send_all},
+};
+use crate::nonblock;
 
 /// Salt of the request that ends the server's accept loop.
 const STOP_SALT: u8 = 9;

@@ -7,14 +7,11 @@
 //! listening, every worker prints one JSON line ([`WorkerOut`]) when done.
 
 use std::{
-    io::{self, Read, Write},
-    net::{Shutdown, TcpListener, TcpStream},
-    os::{
-        fd::AsRawFd,
-        unix::net::{UnixListener, UnixStream},
-    },
+    io::{self, Write},
+    net::TcpListener,
+    os::unix::net::{UnixListener, UnixStream},
     path::PathBuf,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::{Context, Result, bail, ensure};
@@ -28,6 +25,13 @@ use serde::{Deserialize, Serialize};
 use crate::nonblock;
 
 mod churn;
+mod rr;
+mod sock_io;
+mod stream;
+
+use rr::{client_rr, serve_rr};
+use sock_io::{Conn, Eagain};
+use stream::{read_stream, write_stream};
 
 /// Read buffer of the streaming reader, the same for every transport.
 pub const STREAM_READ_BUF: usize = 256 * 1024;
@@ -223,22 +227,6 @@ pub fn pair_numbers(
     Ok(n)
 }
 
-trait Conn: Read + Write + AsRawFd {
-    fn shutdown_write(&self) -> io::Result<()>;
-}
-
-impl Conn for TcpStream {
-    fn shutdown_write(&self) -> io::Result<()> {
-        self.shutdown(Shutdown::Write)
-    }
-}
-
-impl Conn for UnixStream {
-    fn shutdown_write(&self) -> io::Result<()> {
-        self.shutdown(Shutdown::Write)
-    }
-}
-
 pub fn run(args: WorkerArgs) -> Result<()> {
     if let Some(cpu) = args.cpu {
         let mut set = CpuSet::new();
@@ -331,266 +319,4 @@ fn drive<C: Conn>(args: &WorkerArgs, s: C) -> Result<WorkerOut> {
         Workload::Stream => write_stream(args.size, warmup + duration, s, &mut ea),
         Workload::Churn => bail!("churn opens its own connections"),
     }
-}
-
-/// EAGAIN seen on a *blocking* socket, which must never happen. A sockmap
-/// ingress redirect does return it (send: peer receive memory exhausted;
-/// recv: a wake-up without data). The workers count every one (the driver
-/// reports them as an anomaly), wait for readiness, and retry. An epoll
-/// worker expects EAGAIN and waits in epoll_wait instead.
-#[derive(Default)]
-struct Eagain {
-    send: u64,
-    recv: u64,
-    epoll: Option<nonblock::Epoll>,
-}
-
-impl Eagain {
-    fn for_socket(io: IoStyle, s: &impl AsRawFd) -> Result<Self> {
-        Ok(Eagain {
-            epoll: match io {
-                IoStyle::Blocking => None,
-                IoStyle::Epoll => Some(nonblock::Epoll::watch(s.as_raw_fd())?),
-            },
-            ..Default::default()
-        })
-    }
-
-    /// The socket said EAGAIN: count it if it is blocking, and wait.
-    fn wait(&mut self, fd: i32, events: libc::c_short) -> Result<()> {
-        match &self.epoll {
-            Some(ep) => ep.wait(),
-            None => {
-                if events == libc::POLLOUT {
-                    self.send += 1;
-                } else {
-                    self.recv += 1;
-                }
-                wait_ready(fd, events);
-                Ok(())
-            }
-        }
-    }
-}
-
-fn wait_ready(fd: i32, events: libc::c_short) {
-    let mut pfd = libc::pollfd {
-        fd,
-        events,
-        revents: 0,
-    };
-    // SAFETY: poll on one valid pollfd; sched_yield has no preconditions.
-    unsafe {
-        libc::poll(&mut pfd, 1, 100);
-        libc::sched_yield();
-    }
-}
-
-fn send_all<C: Conn>(s: &mut C, mut buf: &[u8], ea: &mut Eagain) -> Result<()> {
-    while !buf.is_empty() {
-        match s.write(buf) {
-            Ok(0) => bail!("write returned 0"),
-            Ok(n) => buf = &buf[n..],
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                ea.wait(s.as_raw_fd(), libc::POLLOUT)?;
-            }
-            Err(e) => return Err(e).context("send"),
-        }
-    }
-    Ok(())
-}
-
-/// One read(2); 0 means EOF.
-fn recv<C: Conn>(s: &mut C, buf: &mut [u8], ea: &mut Eagain) -> Result<usize> {
-    loop {
-        match s.read(buf) {
-            Ok(n) => return Ok(n),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                ea.wait(s.as_raw_fd(), libc::POLLIN)?;
-            }
-            Err(e) => return Err(e).context("recv"),
-        }
-    }
-}
-
-/// Fills `buf` completely; false on a clean EOF before the first byte.
-fn read_full<C: Conn>(s: &mut C, buf: &mut [u8], ea: &mut Eagain) -> Result<bool> {
-    let mut got = 0;
-    while got < buf.len() {
-        match recv(s, &mut buf[got..], ea)? {
-            0 if got == 0 => return Ok(false),
-            0 => bail!("EOF after {got} of {} bytes", buf.len()),
-            n => got += n,
-        }
-    }
-    Ok(true)
-}
-
-/// Reads to EOF; returns how many bytes came.
-fn drain<C: Conn>(s: &mut C, ea: &mut Eagain) -> Result<u64> {
-    let mut buf = [0u8; 4096];
-    let mut n = 0u64;
-    loop {
-        match recv(s, &mut buf, ea)? {
-            0 => return Ok(n),
-            k => n += k as u64,
-        }
-    }
-}
-
-fn serve_rr<C: Conn>(size: usize, mut s: C, ea: &mut Eagain) -> Result<WorkerOut> {
-    let mut buf = vec![0u8; size];
-    let mut n = 0u64;
-    while read_full(&mut s, &mut buf, ea)? {
-        send_all(&mut s, &buf, ea)?;
-        n += 1;
-    }
-    Ok(WorkerOut {
-        role: "server".into(),
-        rts_served: n,
-        send_eagain: ea.send,
-        recv_eagain: ea.recv,
-        ..Default::default()
-    })
-}
-
-fn pattern(size: usize, salt: u8) -> Vec<u8> {
-    (0..size)
-        .map(|i| (i % 251) as u8 ^ salt.wrapping_mul(37))
-        .collect()
-}
-
-fn client_rr<C: Conn>(
-    size: usize,
-    warmup: Duration,
-    duration: Duration,
-    mut s: C,
-    ea: &mut Eagain,
-) -> Result<WorkerOut> {
-    let first = pattern(size, 1);
-    let out = pattern(size, 2);
-    let mut back = vec![0u8; size];
-    let mut echo_ok = true;
-    let mut total = 0u64;
-
-    // Warm-up (also the first content check).
-    send_all(&mut s, &first, ea)?;
-    ensure!(read_full(&mut s, &mut back, ea)?, "server closed");
-    echo_ok &= back == first;
-    total += 1;
-    let start = Instant::now();
-    while start.elapsed() < warmup {
-        send_all(&mut s, &out, ea)?;
-        ensure!(read_full(&mut s, &mut back, ea)?, "server closed");
-        total += 1;
-    }
-
-    let mut lat: Vec<u64> = Vec::with_capacity(1 << 20);
-    let t0 = Instant::now();
-    let mut now = t0;
-    while now.duration_since(t0) < duration {
-        let t = now;
-        send_all(&mut s, &out, ea)?;
-        ensure!(read_full(&mut s, &mut back, ea)?, "server closed");
-        now = Instant::now();
-        lat.push(now.duration_since(t).as_nanos() as u64);
-    }
-    let elapsed = now.duration_since(t0);
-    total += lat.len() as u64;
-    echo_ok &= back == out;
-
-    s.shutdown_write()?;
-    let rest = drain(&mut s, ea)?;
-    ensure!(rest == 0, "server sent {rest} unexpected bytes");
-
-    let rts = lat.len() as u64;
-    ensure!(rts > 0, "no round trip completed in the measured window");
-    let mean = lat.iter().sum::<u64>() / rts;
-    lat.sort_unstable();
-    Ok(WorkerOut {
-        role: "client".into(),
-        rts_total: total,
-        rts,
-        elapsed_ns: elapsed.as_nanos() as u64,
-        p50_ns: percentile(&lat, 50.0),
-        p99_ns: percentile(&lat, 99.0),
-        mean_ns: mean,
-        min_ns: lat[0],
-        max_ns: lat[lat.len() - 1],
-        echo_ok,
-        send_eagain: ea.send,
-        recv_eagain: ea.recv,
-        ..Default::default()
-    })
-}
-
-/// Nearest-rank percentile of sorted data.
-pub fn percentile(sorted: &[u64], p: f64) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-fn write_stream<C: Conn>(
-    size: usize,
-    run_for: Duration,
-    mut s: C,
-    ea: &mut Eagain,
-) -> Result<WorkerOut> {
-    let msg = pattern(size, 3);
-    let mut written = 0u64;
-    let start = Instant::now();
-    while start.elapsed() < run_for {
-        send_all(&mut s, &msg, ea)?;
-        written += size as u64;
-    }
-    s.shutdown_write()?;
-    // Wait for the reader to drain everything and close.
-    let rest = drain(&mut s, ea)?;
-    Ok(WorkerOut {
-        role: "client".into(),
-        bytes_written: written,
-        echo_ok: rest == 0,
-        send_eagain: ea.send,
-        recv_eagain: ea.recv,
-        ..Default::default()
-    })
-}
-
-/// Reads to EOF. The measured window starts `warmup` after the first byte
-/// and ends at EOF, so bytes still queued when the writer stops count, with
-/// the time it takes to read them.
-fn read_stream<C: Conn>(warmup: Duration, mut s: C, ea: &mut Eagain) -> Result<WorkerOut> {
-    let mut buf = vec![0u8; STREAM_READ_BUF];
-    let mut total = 0u64;
-    let mut first: Option<Instant> = None;
-    let mut mark: Option<(Instant, u64)> = None;
-    loop {
-        let n = recv(&mut s, &mut buf, ea)?;
-        if n == 0 {
-            break;
-        }
-        let now = Instant::now();
-        total += n as u64;
-        let f = *first.get_or_insert(now);
-        if mark.is_none() && now.duration_since(f) >= warmup {
-            // Bytes returned by this read arrived before `now`: not in the window.
-            mark = Some((now, total));
-        }
-    }
-    let end = Instant::now();
-    let (t0, before) = mark.unwrap_or((first.unwrap_or(end), 0));
-    Ok(WorkerOut {
-        role: "server".into(),
-        bytes_read: total,
-        measured_bytes: total - before,
-        elapsed_ns: end.duration_since(t0).as_nanos() as u64,
-        send_eagain: ea.send,
-        recv_eagain: ea.recv,
-        ..Default::default()
-    })
 }
