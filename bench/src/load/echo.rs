@@ -1,7 +1,7 @@
 //! The echo server `load --proto tcp|connect` runs against.
 
 use std::{
-    io::{self, Read, Write},
+    io::{self, Write},
     net::SocketAddr,
     thread,
 };
@@ -13,20 +13,10 @@ use clap::Args;
 /// unit tests): every byte read is written back.
 pub fn serve_echo(listener: std::net::TcpListener) {
     for s in listener.incoming() {
-        let Ok(mut s) = s else { continue };
+        let Ok(s) = s else { continue };
         thread::spawn(move || {
             let _ = s.set_nodelay(true);
-            let mut buf = vec![0u8; 64 * 1024];
-            loop {
-                match s.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        if s.write_all(&buf[..n]).is_err() {
-                            break;
-                        }
-                    }
-                }
-            }
+            accel_topology::sock::echo_until_eof(s);
         });
     }
 }

@@ -207,6 +207,14 @@ pub fn splice_both(a: TcpStream, b: TcpStream) {
     let _ = t.join();
 }
 
+/// Writes back everything read from `s` until EOF, then half-closes: an
+/// echo server's connection.
+pub fn echo_until_eof(s: TcpStream) {
+    if let Ok(w) = s.try_clone() {
+        copy_half(s, w);
+    }
+}
+
 pub(crate) fn copy_half(mut from: TcpStream, mut to: TcpStream) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {

@@ -167,22 +167,7 @@ fn echo(listen: Vec<SocketAddr>) -> Result<()> {
         let l = sock::listen(addr).with_context(|| format!("listen {addr}"))?;
         threads.push(thread::spawn(move || {
             for s in l.incoming().flatten() {
-                thread::spawn(move || {
-                    let Ok(mut w) = s.try_clone() else { return };
-                    let mut r = s;
-                    let mut buf = vec![0u8; 64 * 1024];
-                    loop {
-                        match r.read(&mut buf) {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => {
-                                if w.write_all(&buf[..n]).is_err() {
-                                    break;
-                                }
-                            }
-                        }
-                    }
-                    let _ = w.shutdown(std::net::Shutdown::Write);
-                });
+                thread::spawn(move || sock::echo_until_eof(s));
             }
         }));
     }
