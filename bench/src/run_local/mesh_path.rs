@@ -1,0 +1,328 @@
+//! Part 3 of `run-local`: the meshed request path, every case in both modes
+//! per placement and round, each run proven accelerated or untouched.
+
+use std::{fs, path::Path, time::Instant};
+
+use anyhow::Result;
+
+use super::{
+    LocalPlacement, Part, RunLocalArgs,
+    kit::Kit,
+    mode_word,
+    usage::{ProcSample, cgroup_cpu_usec, clk_tck, daemon_pid, proc_sample},
+};
+use crate::{
+    records::{
+        local::{DaemonUsage, LocalProto, RunProof},
+        mesh::Mode,
+    },
+    sandbox::check_interrupted,
+    topology::{ProofState, pin},
+};
+
+/// One case: payload size, connections, request rate (0: as fast as
+/// possible).
+#[derive(Clone, Copy)]
+struct Case {
+    size: usize,
+    c: usize,
+    qps: f64,
+}
+
+/// Where a run sits in the plan: placement, round and mode.
+#[derive(Clone, Copy)]
+struct Slot {
+    placement: LocalPlacement,
+    /// The load generator's `--cpus`, if pinned.
+    client_cpus: Option<&'static str>,
+    round: usize,
+    mode: Mode,
+}
+
+/// Runs every placement (only if the mesh part was asked for) x round x
+/// mode x case; returns the proof of every run and adds the daemon's CPU
+/// and RSS of each accelerated round to `usage`. `ncpu` online CPUs give
+/// the unpinned CPU list; progress lines count seconds from `t0`.
+pub(super) fn measure_mesh(
+    kit: &mut Kit<'_>,
+    a: &RunLocalArgs,
+    ncpu: usize,
+    t0: Instant,
+    usage: &mut DaemonUsage,
+) -> Result<Vec<RunProof>> {
+    let cases = cases(a);
+    let placements: &[LocalPlacement] = if a.parts.contains(&Part::Mesh) {
+        &a.placements
+    } else {
+        &[]
+    };
+    let total = placements.len() * a.rounds * 2 * cases.len();
+    eprintln!(
+        "accel-bench run-local: {} placements x {} rounds x 2 modes x {} cases = {total} runs of {:.1} s",
+        placements.len(),
+        a.rounds,
+        cases.len(),
+        a.duration
+    );
+    let all_cpus = format!("0-{}", ncpu.max(1) - 1);
+    let mut mesh = MeshPath {
+        kit,
+        a,
+        cases: &cases,
+        usage,
+        proofs: Vec::new(),
+        done: 0,
+        total,
+        t0,
+    };
+    for &placement in placements {
+        mesh.placement(placement, &all_cpus)?;
+    }
+    Ok(mesh.proofs)
+}
+
+/// Every size (sorted, deduplicated) x connections x rate, in that order.
+fn cases(a: &RunLocalArgs) -> Vec<Case> {
+    let mut sizes = a.sizes.clone();
+    sizes.sort_unstable();
+    sizes.dedup();
+    let mut cases = Vec::new();
+    for &size in &sizes {
+        for &c in &a.connections {
+            for &qps in &a.qps {
+                cases.push(Case { size, c, qps });
+            }
+        }
+    }
+    cases
+}
+
+/// The meshed request path measurement in progress.
+struct MeshPath<'r, 'e> {
+    kit: &'r mut Kit<'e>,
+    a: &'r RunLocalArgs,
+    cases: &'r [Case],
+    usage: &'r mut DaemonUsage,
+    proofs: Vec<RunProof>,
+    /// Runs that completed (failed ones only get a proof).
+    done: usize,
+    total: usize,
+    t0: Instant,
+}
+
+impl MeshPath<'_, '_> {
+    /// Pins both sides for `placement`, then runs its rounds: baseline
+    /// first in even rounds, accelerated first in odd ones.
+    fn placement(&mut self, placement: LocalPlacement, all_cpus: &str) -> Result<()> {
+        let (client_cpus, client_list, server_list) = match placement {
+            LocalPlacement::OneCore => (Some("0"), "0", "0"),
+            LocalPlacement::TwoCore => (Some("0"), "0", "1"),
+            LocalPlacement::Unpinned => (None, all_cpus, all_cpus),
+        };
+        pin(&self.kit.client_side, client_list)?;
+        pin(&self.kit.server_side, server_list)?;
+        for round in 0..self.a.rounds {
+            let order = if round % 2 == 0 {
+                [Mode::Baseline, Mode::Accel]
+            } else {
+                [Mode::Accel, Mode::Baseline]
+            };
+            for mode in order {
+                self.mode_round(Slot {
+                    placement,
+                    client_cpus,
+                    round,
+                    mode,
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets the mode and runs every case in it; accelerated, samples the
+    /// daemon before and after.
+    fn mode_round(&mut self, slot: Slot) -> Result<()> {
+        self.kit.ctl.set(slot.mode)?;
+        let dpid = match slot.mode {
+            Mode::Accel => Some(daemon_pid(self.kit.env)?),
+            Mode::Baseline => None,
+        };
+        let d0 = dpid.map(proc_sample).transpose()?;
+        let tr = Instant::now();
+        for &case in self.cases {
+            self.case(slot, case)?;
+        }
+        if let (Some(pid), Some(d0)) = (dpid, d0) {
+            self.record_daemon_load(pid, d0, tr)?;
+        }
+        eprintln!(
+            "accel-bench run-local: [{}] round {} {} done ({}/{} runs, {:.0} s)",
+            slot.placement.name(),
+            slot.round + 1,
+            slot.mode.label(),
+            self.done,
+            self.total,
+            self.t0.elapsed().as_secs_f64()
+        );
+        Ok(())
+    }
+
+    /// The daemon's CPU since `d0` (taken at `since`) and its RSS now.
+    fn record_daemon_load(&mut self, pid: u32, d0: ProcSample, since: Instant) -> Result<()> {
+        let d1 = proc_sample(pid)?;
+        let secs = since.elapsed().as_secs_f64();
+        self.usage
+            .load_cpu_pct
+            .push((d1.cpu_ticks - d0.cpu_ticks) as f64 / clk_tck() / secs * 100.0);
+        self.usage.load_rss_kib.push(d1.rss_kib);
+        self.usage.max_hwm_kib = self.usage.max_hwm_kib.max(d1.hwm_kib);
+        Ok(())
+    }
+
+    /// One `accel-bench load` run in pod A: the pods' cgroup CPU goes into
+    /// its file, and its proof (or its failure) into the proofs.
+    fn case(&mut self, slot: Slot, case: Case) -> Result<()> {
+        check_interrupted()?;
+        let file = self.kit.json_dir.join(self.file_name(slot, case));
+        let extra = self.load_args(slot, case);
+        let before = self.kit.ctl.proof_state()?;
+        let cpu0 = cgroup_cpu_usec(&self.kit.env.cgroup)?;
+        let res = self.kit.load(&self.kit.pa, &extra, &file);
+        let cpu1 = cgroup_cpu_usec(&self.kit.env.cgroup)?;
+        let after = self.kit.ctl.proof_state()?;
+        let mut r = match res {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("accel-bench run-local: run failed: {e:#}");
+                self.proofs.push(RunProof {
+                    file: file.display().to_string(),
+                    mode: slot.mode,
+                    verified: false,
+                    note: format!("run failed: {e:#}"),
+                });
+                return Ok(());
+            }
+        };
+        // The cgroup's CPU over the whole run (warm-up included),
+        // scaled to the measured window.
+        let window = self.a.duration / (self.a.duration + self.a.warmup);
+        if let Some(x) = r.accel_bench.as_mut() {
+            x.cpu_seconds = Some((cpu1 - cpu0) as f64 / 1e6 * window);
+        }
+        fs::write(&file, serde_json::to_string_pretty(&r)?)?;
+        let bytes = r.accel_bench.as_ref().map_or(0, |x| x.bytes);
+        self.proofs
+            .push(prove(&file, slot.mode, bytes, &before, &after));
+        self.done += 1;
+        Ok(())
+    }
+
+    fn proto(&self) -> &'static str {
+        match self.a.proto {
+            LocalProto::Http => "http",
+            LocalProto::Tcp => "tcp",
+        }
+    }
+
+    /// `<proto>-<placement>-s<size>-c<c>-q<qps|max>-<mode>-r<round>.json`.
+    fn file_name(&self, slot: Slot, case: Case) -> String {
+        let Case { size, c, qps } = case;
+        let qname = if qps > 0.0 {
+            format!("{qps}")
+        } else {
+            "max".into()
+        };
+        format!(
+            "{}-{}-s{size}-c{c}-q{qname}-{}-r{}.json",
+            self.proto(),
+            slot.placement.name(),
+            mode_word(slot.mode),
+            slot.round
+        )
+    }
+
+    /// The `accel-bench load` arguments of one run (all but `--json`).
+    fn load_args(&self, slot: Slot, case: Case) -> Vec<String> {
+        let Case { size, c, qps } = case;
+        let proto = self.proto();
+        let mut extra: Vec<String> = vec![
+            "--target".into(),
+            self.kit.pb.addr_v4(self.kit.target_port).to_string(),
+            "--proto".into(),
+            proto.into(),
+            "--size".into(),
+            size.to_string(),
+            "-c".into(),
+            c.to_string(),
+            "--qps".into(),
+            qps.to_string(),
+            "--duration".into(),
+            self.a.duration.to_string(),
+            "--warmup".into(),
+            self.a.warmup.to_string(),
+            "--labels".into(),
+            format!(
+                "mode={} proto={proto} placement={} size={size} round={}",
+                mode_word(slot.mode),
+                slot.placement.name(),
+                slot.round
+            ),
+        ];
+        if self.a.proto == LocalProto::Http {
+            extra.extend(["--path".into(), format!("/f{size}")]);
+            extra.push("--expect-pattern".into());
+        }
+        if let Some(cpus) = slot.client_cpus {
+            extra.extend(["--cpus".into(), cpus.into()]);
+        }
+        extra
+    }
+}
+
+/// Accelerated: redirect_bytes grew by at least the application bytes of
+/// the measured window. Baseline: nothing attached and no pins, before and
+/// after.
+fn prove(file: &Path, mode: Mode, bytes: u64, before: &ProofState, after: &ProofState) -> RunProof {
+    let (verified, note) = match mode {
+        Mode::Accel => {
+            let rb = match (&before.counters, &after.counters) {
+                (Some(b), Some(a)) => {
+                    a.get("redirect_bytes").copied().unwrap_or(0) as i64
+                        - b.get("redirect_bytes").copied().unwrap_or(0) as i64
+                }
+                _ => 0,
+            };
+            (
+                rb > 0 && rb >= bytes as i64,
+                format!("redirect_bytes +{rb} for {bytes} application bytes"),
+            )
+        }
+        Mode::Baseline => {
+            let clean = |s: &ProofState| s.attachments.is_empty() && !s.pins;
+            let ok = clean(before) && clean(after);
+            (
+                ok,
+                if ok {
+                    "nothing attached, no pins".into()
+                } else {
+                    format!(
+                        "DATAPATH PRESENT: {:?}/{:?}",
+                        before.attachments, after.attachments
+                    )
+                },
+            )
+        }
+    };
+    if !verified {
+        eprintln!(
+            "accel-bench run-local: PROOF FAILED {}: {note}",
+            file.display()
+        );
+    }
+    RunProof {
+        file: file.display().to_string(),
+        mode,
+        verified,
+        note,
+    }
+}
