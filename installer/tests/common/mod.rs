@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use accel_fake_apiserver::{FakeApiServer, fixtures};
 use accel_k8s::keys;
-use accel_k8s::node::NodeStatus;
+use accel_k8s::node::{NodeState, NodeStatus};
 use serde_json::Value;
 
 pub const NS: &str = keys::DEFAULT_NAMESPACE;
@@ -96,6 +96,22 @@ impl Env {
             keys::ACCELERATED_LABEL,
             status.label_value(),
         ));
+    }
+}
+
+/// A daemon's report: `state`, `reason` and `kernel` as given, the rest as a
+/// 0.1.0 daemon with three meshed pods writes it.
+pub fn status(state: NodeState, reason: &str, kernel: &str) -> NodeStatus {
+    NodeStatus {
+        state,
+        reason: reason.into(),
+        daemon_version: "0.1.0".into(),
+        kernel: kernel.into(),
+        meshed_pods: 3,
+        failed_checks: Vec::new(),
+        unload_token: None,
+        updated: "2026-11-23T16:00:00Z".into(),
+        heartbeat_seconds: 0,
     }
 }
 
