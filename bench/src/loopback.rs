@@ -149,12 +149,12 @@ pub fn run(mut args: LoopbackArgs) -> Result<()> {
                     let mut rec =
                         run_once(&sb, &exe, &cfg, placement, *case, transport, repeat, seq);
                     check_interrupted()?;
-                    let after = sb.counters()?;
-                    verify(&mut rec, &counters, &after);
+                    let after = sb.snapshot()?;
+                    verify(&mut rec, &counters, &after.counters);
                     if transport == Transport::Accel {
-                        check_maps_empty(&mut rec, &sb.maps_holding_entries()?);
+                        check_maps_empty(&mut rec, &after.maps_holding_entries);
                     }
-                    counters = after;
+                    counters = after.counters;
                     records.push(rec);
                 }
             }

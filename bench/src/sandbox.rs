@@ -235,19 +235,14 @@ impl Sandbox {
         datapath_counters(&self.status()?)
     }
 
-    /// The datapath's maps that hold entries now, with their counts. With
-    /// no worker running, every map but configuration must be empty:
-    /// closed sockets leave nothing behind.
-    pub fn maps_holding_entries(&self) -> Result<BTreeMap<String, u64>> {
+    /// The counters and the maps holding entries, from one
+    /// `accel-daemon status --json`.
+    pub fn snapshot(&self) -> Result<DatapathSnapshot> {
         let v = self.status()?;
-        let maps = v["datapath"]["maps"]
-            .as_array()
-            .context("status has no .datapath.maps")?;
-        Ok(maps
-            .iter()
-            .filter_map(|m| Some((m["name"].as_str()?.to_string(), m["entries"].as_u64()?)))
-            .filter(|(_, n)| *n > 0)
-            .collect())
+        Ok(DatapathSnapshot {
+            counters: datapath_counters(&v)?,
+            maps_holding_entries: maps_holding_entries(&v)?,
+        })
     }
 
     fn status(&self) -> Result<serde_json::Value> {
@@ -360,5 +355,27 @@ pub(crate) fn datapath_counters(status: &serde_json::Value) -> Result<BTreeMap<S
     Ok(pairs
         .iter()
         .filter_map(|p| Some((p[0].as_str()?.to_string(), p[1].as_u64()?)))
+        .collect())
+}
+
+/// What one `accel-daemon status --json` says of the datapath.
+pub struct DatapathSnapshot {
+    /// `.datapath.counters`.
+    pub counters: BTreeMap<String, u64>,
+    /// The datapath's maps that hold entries, with their counts. With no
+    /// worker running, every map but configuration must be empty: closed
+    /// sockets leave nothing behind.
+    pub maps_holding_entries: BTreeMap<String, u64>,
+}
+
+/// The maps of `.datapath.maps` with a non-zero entry count.
+fn maps_holding_entries(status: &serde_json::Value) -> Result<BTreeMap<String, u64>> {
+    let maps = status["datapath"]["maps"]
+        .as_array()
+        .context("status has no .datapath.maps")?;
+    Ok(maps
+        .iter()
+        .filter_map(|m| Some((m["name"].as_str()?.to_string(), m["entries"].as_u64()?)))
+        .filter(|(_, n)| *n > 0)
         .collect())
 }
