@@ -21,4 +21,8 @@ if ((${#need[@]})); then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
+# podman creates its lock files on first use; two first uses at once (the
+# image tests run in parallel) fail with "failed to create 2048 locks".
+# One use here, before any test, creates them.
+podman info >/dev/null || { echo "podman does not start: run 'podman info' to see why" >&2; exit 1; }
 command -v cargo >/dev/null 2>&1 || { echo "cargo (Rust >= 1.95) is required: https://rustup.rs" >&2; exit 1; }
