@@ -174,10 +174,10 @@ enum Cmd {
         #[arg(long)]
         hold: bool,
     },
-    /// Short connections (connect, echo a few bytes, close) as fast as
-    /// `threads` clients can, against in-process servers.
     /// An application and its sidecar (see app_proxy.rs).
     AppProxy(app_proxy::AppProxyArgs),
+    /// Short connections (connect, echo a few bytes, close) as fast as
+    /// `threads` clients can, against in-process servers.
     Churn {
         #[arg(long, required = true)]
         listen: Vec<SocketAddr>,
