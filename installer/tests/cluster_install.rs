@@ -11,7 +11,7 @@ use accel_fake_apiserver::{RolloutMode, fixtures};
 use accel_k8s::keys;
 use accel_k8s::node::NodeState;
 
-use common::{Env, NS, row, status};
+use common::{Env, NS, assert_row, row, status};
 
 #[test]
 fn preflight_judges_every_node_and_finds_the_mesh() {
@@ -38,14 +38,15 @@ fn preflight_judges_every_node_and_finds_the_mesh() {
     let r = env.run(&["preflight"]);
     assert_eq!(r.code, 0, "{r:?}");
     assert!(r.out.contains("=== context a (http://127.0.0.1:"), "{r:?}");
-    let old = row(&r.out, "old");
-    assert!(
-        old.contains("4.19.91-26.al7.x86_64") && old.contains("Alibaba Cloud Linux (Aliyun Linux)"),
-        "{old}"
-    );
-    assert!(
-        old.contains("not eligible") && old.contains("older than 5.10"),
-        "{old}"
+    assert_row(
+        &r.out,
+        "old",
+        &[
+            "4.19.91-26.al7.x86_64",
+            "Alibaba Cloud Linux (Aliyun Linux)",
+            "not eligible",
+            "older than 5.10",
+        ],
     );
     assert!(
         row(&r.out, "lts").ends_with("eligible") && !row(&r.out, "lts").contains("not eligible")
@@ -54,13 +55,16 @@ fn preflight_judges_every_node_and_finds_the_mesh() {
         row(&r.out, "new").contains("Debian GNU/Linux 12")
             && row(&r.out, "new").ends_with("eligible")
     );
-    let odd = row(&r.out, "odd");
-    assert!(
-        odd.contains("not eligible") && odd.contains("cannot parse kernel release"),
-        "{odd}"
+    assert_row(
+        &r.out,
+        "odd",
+        &["not eligible", "cannot parse kernel release"],
     );
-    let vk = row(&r.out, "virtual-kubelet-cn-hangzhou-k");
-    assert!(vk.contains("not eligible: virtual node"), "{vk}");
+    assert_row(
+        &r.out,
+        "virtual-kubelet-cn-hangzhou-k",
+        &["not eligible: virtual node"],
+    );
     assert!(r.out.contains("2 of 5 node(s) eligible"), "{r:?}");
     assert!(
         r.out.contains("warning: no mesh control plane found"),
@@ -74,13 +78,10 @@ fn preflight_judges_every_node_and_finds_the_mesh() {
     let r = env.run(&["preflight"]);
     assert_eq!(r.code, 0, "{r:?}");
     assert!(!r.out.contains("no mesh control plane"), "{r:?}");
-    let istio = row(&r.out, "Istio");
-    assert!(
-        istio.contains("istio-system")
-            && istio.contains("istiod ")
-            && istio.contains("default")
-            && istio.contains("1.24.2"),
-        "{istio}"
+    assert_row(
+        &r.out,
+        "Istio",
+        &["istio-system", "istiod ", "default", "1.24.2"],
     );
     assert!(
         r.out
@@ -88,12 +89,10 @@ fn preflight_judges_every_node_and_finds_the_mesh() {
             .any(|l| l.starts_with("Istio") && l.contains("istiod-canary") && l.contains("canary")),
         "{r:?}"
     );
-    let asm = row(&r.out, "ASM");
-    assert!(
-        asm.contains("istiod-1-22-6")
-            && asm.contains("1-22-6")
-            && asm.contains("1.22.6.43-g4d1a7b5c-aliyun"),
-        "{asm}"
+    assert_row(
+        &r.out,
+        "ASM",
+        &["istiod-1-22-6", "1-22-6", "1.22.6.43-g4d1a7b5c-aliyun"],
     );
 }
 
@@ -310,23 +309,18 @@ fn status_shows_what_each_daemon_reported() {
     );
     assert!(r.out.contains("daemonset: sidecar-accel-system/accel-daemon image registry.example.invalid/sidecar-accel/accel-daemon:0.1.0"), "{r:?}");
     assert!(r.out.contains("rollout: complete: 3/3 updated"), "{r:?}");
-    let n1 = row(&r.out, "n1");
-    assert!(
-        n1.contains("yes")
-            && n1.contains("accelerating")
-            && n1.contains("0.1.0")
-            && n1.contains("all probes passed"),
-        "{n1}"
+    assert_row(
+        &r.out,
+        "n1",
+        &["yes", "accelerating", "0.1.0", "all probes passed"],
     );
-    let n2 = row(&r.out, "n2");
-    assert!(
-        n2.contains(" no ")
-            && n2.contains("unaccelerated")
-            && n2.contains("sk_msg redirect: EINVAL"),
-        "{n2}"
+    assert_row(
+        &r.out,
+        "n2",
+        &[" no ", "unaccelerated", "sk_msg redirect: EINVAL"],
     );
-    assert!(row(&r.out, "n3").contains("not reported"), "{r:?}");
-    assert!(row(&r.out, "vk").contains("virtual node"), "{r:?}");
+    assert_row(&r.out, "n3", &["not reported"]);
+    assert_row(&r.out, "vk", &["virtual node"]);
     assert!(r.out.contains("1 of 4 node(s) accelerated"), "{r:?}");
 
     // A malformed report is shown as such, not a crash.

@@ -160,3 +160,11 @@ pub fn row<'a>(out: &'a str, first: &str) -> &'a str {
         .find(|l| l.split_whitespace().next() == Some(first))
         .unwrap_or_else(|| panic!("no row {first} in:\n{out}"))
 }
+
+/// Asserts that the row of a table whose first column is `first` holds
+/// every one of `parts`.
+pub fn assert_row(out: &str, first: &str, parts: &[&str]) {
+    let r = row(out, first);
+    let missing: Vec<&&str> = parts.iter().filter(|p| !r.contains(**p)).collect();
+    assert!(missing.is_empty(), "row {first} lacks {missing:?}: {r}");
+}
