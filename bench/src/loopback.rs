@@ -13,7 +13,10 @@ use clap::Args;
 
 use crate::{
     host::{locate_daemon, online_cpus},
-    records::loopback::{LoopbackCase, LoopbackConfig, PlacementKind, RunRecord, Transport},
+    records::{
+        loopback::{LoopbackCase, LoopbackConfig, RunRecord, Transport},
+        placement::Placement,
+    },
     report,
     sandbox::{self, Sandbox, check_interrupted},
     units::parse_size,
@@ -57,7 +60,7 @@ pub struct LoopbackArgs {
         value_enum,
         default_value = "one-core,two-core"
     )]
-    placements: Vec<PlacementKind>,
+    placements: Vec<Placement>,
     /// The accel-daemon binary [default: next to this executable].
     #[arg(long)]
     daemon_bin: Option<PathBuf>,
@@ -88,12 +91,7 @@ pub fn run(mut args: LoopbackArgs) -> Result<()> {
     let daemon_bin = locate_daemon(&args.daemon_bin)?;
     let exe = std::env::current_exe().context("locating own executable")?;
     let ncpu = online_cpus();
-    let mut placements = args.placements.clone();
-    placements.dedup();
-    if ncpu < 2 {
-        placements.retain(|p| *p != PlacementKind::TwoCore);
-        eprintln!("accel-bench: only {ncpu} CPU online; skipping the two-core placement");
-    }
+    let placements = Placement::usable(&args.placements, ncpu, "accel-bench");
 
     let mut cases = Vec::new();
     for w in [Workload::Rr, Workload::Stream, Workload::Churn] {
@@ -188,7 +186,7 @@ fn run_once(
     sb: &Sandbox,
     exe: &PathBuf,
     cfg: &LoopbackConfig,
-    placement: PlacementKind,
+    placement: Placement,
     case: LoopbackCase,
     transport: Transport,
     repeat: usize,
@@ -234,7 +232,7 @@ fn exchange(
     sb: &Sandbox,
     exe: &PathBuf,
     cfg: &LoopbackConfig,
-    placement: PlacementKind,
+    placement: Placement,
     case: LoopbackCase,
     transport: Transport,
     seq: usize,
@@ -242,8 +240,8 @@ fn exchange(
     let (client_cpu, server_cpu) = placement.cpus();
     let family = transport.family();
     let procs_fd = sb.procs_fd(transport == Transport::Accel);
-    let common = |role: &str, cpu: usize| -> Vec<String> {
-        vec![
+    let common = |role: &str, cpu: Option<usize>| -> Vec<String> {
+        let mut args: Vec<String> = vec![
             "--role".into(),
             role.into(),
             "--family".into(),
@@ -252,15 +250,17 @@ fn exchange(
             format!("{:?}", case.workload).to_lowercase(),
             "--size".into(),
             case.size.to_string(),
-            "--cpu".into(),
-            cpu.to_string(),
             "--duration-ms".into(),
             cfg.duration.as_millis().to_string(),
             "--warmup-ms".into(),
             cfg.warmup.as_millis().to_string(),
             "--io".into(),
             cfg.worker_io.name().into(),
-        ]
+        ];
+        if let Some(cpu) = cpu {
+            args.extend(["--cpu".into(), cpu.to_string()]);
+        }
+        args
     };
     let mut sargs = common("server", server_cpu);
     if family == Family::Unix {

@@ -29,18 +29,20 @@ use std::{
 };
 
 use accel_test_harness::{TestEnv, sha256_hex};
-use accel_topology::{Mesh, Node, Pod};
+use accel_topology::Pod;
 use anyhow::{Context, Result, bail, ensure};
 use clap::Args;
 
 use crate::{
     host::online_cpus,
-    records::mesh::{MeshCase, MeshConfig, MeshRecord, MeshWorkload, Mode, Placement},
+    records::{
+        mesh::{MeshCase, MeshConfig, MeshRecord, MeshWorkload, Mode},
+        placement::Placement,
+    },
     report::mesh as mesh_report,
     sandbox::{check_interrupted, install_signal_handlers},
     topology::{
-        DaemonCtl, ProofState, catching_topology_panics, file_content, pin, start_nginx,
-        topology_bins,
+        PodServer, ProofState, SidecarPair, catching_topology_panics, file_content, topology_bins,
     },
     worker::{self, WorkerOut, Workload},
     worker_proc::{WorkerProc, finish_pair},
@@ -86,7 +88,7 @@ pub struct MeshArgs {
         long,
         value_delimiter = ',',
         value_enum,
-        default_value = "pinned,unpinned"
+        default_value = "one-core,unpinned"
     )]
     placements: Vec<Placement>,
     /// The accel-daemon binary [default: next to this executable].
@@ -149,8 +151,8 @@ fn mesh(mut args: MeshArgs) -> Result<()> {
         ],
     )?;
 
-    let mut placements = args.placements.clone();
-    placements.dedup();
+    let ncpu = online_cpus();
+    let placements = Placement::usable(&args.placements, ncpu, "accel-bench mesh");
     let mut sizes = args.sizes.clone();
     sizes.sort_unstable();
     sizes.dedup();
@@ -164,7 +166,6 @@ fn mesh(mut args: MeshArgs) -> Result<()> {
 
     let started = SystemTime::now();
     let t_start = Instant::now();
-    let ncpu = online_cpus();
     let facts = mesh_report::MeshFacts::collect(&cfg, started, ncpu);
     let total = placements.len() * cases.len() * cfg.repeats * 2;
     eprintln!(
@@ -179,32 +180,29 @@ fn mesh(mut args: MeshArgs) -> Result<()> {
     );
     install_signal_handlers()?;
 
-    // Drop order (reverse of declaration): daemon control, pods file, node
-    // (pods, sidecars, nginx), cgroup and pins.
+    // Drop order: the pair (daemon control, pods file, node: pods,
+    // sidecars, nginx), then the cgroup and pins.
     let env = TestEnv::new("mesh-bench");
-    let node = Node::new(&env, "mb");
-    let a = node.meshed_pod("a", Mesh::default());
-    let b = node.meshed_pod("b", Mesh::default());
-    let nginx_pid = start_nginx(&b, &sizes);
-    let pods_file = accel_topology::PodsFile::write(&env, &[(&a, ""), (&b, "")])
-        .context("writing the pods file")?;
-    let mut ctl = DaemonCtl::new(&env, pods_file.arg())
-        .with_args(&["--pod-acceleration", &cfg.pod_acceleration]);
-    let mut pids: Vec<u32> = a.sidecar_pids();
-    pids.extend(b.sidecar_pids());
-    pids.push(nginx_pid);
+    let mut pair = SidecarPair::start(
+        &env,
+        "mb",
+        PodServer::Nginx { sizes: &sizes },
+        &["--pod-acceleration", &cfg.pod_acceleration],
+    )?;
+    let (a, b) = (&pair.a, &pair.b);
     eprintln!(
-        "accel-bench mesh: pods A {} and B {} up (haproxy sidecars, nginx pid {nginx_pid}); cgroup {}",
+        "accel-bench mesh: pods A {} and B {} up (haproxy sidecars, nginx pid {}); cgroup {}",
         a.ipv4,
         b.ipv4,
+        pair.server_pid,
         env.cgroup.display()
     );
 
     // Smoke test: every file through both sidecars, both modes.
     for mode in [Mode::Baseline, Mode::Accel] {
-        ctl.set(mode)?;
+        pair.ctl.set(mode)?;
         let before = match mode {
-            Mode::Accel => ctl.counters()?,
+            Mode::Accel => pair.ctl.counters()?,
             Mode::Baseline => BTreeMap::new(),
         };
         for &size in &sizes {
@@ -216,7 +214,7 @@ fn mesh(mut args: MeshArgs) -> Result<()> {
             );
         }
         if mode == Mode::Accel {
-            let after = ctl.counters()?;
+            let after = pair.ctl.counters()?;
             let d = after.get("redirect_bytes").copied().unwrap_or(0)
                 - before.get("redirect_bytes").copied().unwrap_or(0);
             let want: usize = sizes.iter().sum();
@@ -224,7 +222,7 @@ fn mesh(mut args: MeshArgs) -> Result<()> {
                 d >= want as u64,
                 "smoke test: redirect_bytes grew by {d}, less than the {want} body bytes: \
                  the mesh is not accelerated; daemon log:\n{}",
-                ctl.log()
+                pair.ctl.log()
             );
         }
     }
@@ -233,26 +231,21 @@ fn mesh(mut args: MeshArgs) -> Result<()> {
     let mut records = Vec::new();
     let mut seq = 0;
     for &placement in &placements {
-        set_affinity(&pids, placement, ncpu)?;
+        pair.place(placement, ncpu)?;
         for &case in &cases {
             for repeat in 0..cfg.repeats {
-                let order = if repeat % 2 == 0 {
-                    [Mode::Baseline, Mode::Accel]
-                } else {
-                    [Mode::Accel, Mode::Baseline]
-                };
-                for mode in order {
+                for mode in Mode::abba(repeat) {
                     check_interrupted()?;
-                    ctl.set(mode)?;
+                    pair.ctl.set(mode)?;
                     seq += 1;
                     let mut rec = MeshRecord::new(seq, placement, case, mode, repeat);
                     rec.started_s = t_start.elapsed().as_secs_f64();
-                    let before = ctl.proof_state()?;
+                    let before = pair.ctl.proof_state()?;
                     let res = match case.workload {
-                        MeshWorkload::Wrk => run_wrk(&a, &b, &cfg, placement, case.size)
-                            .map(|w| w.fill(&mut rec, &b, case.size)),
+                        MeshWorkload::Wrk => run_wrk(a, b, &cfg, placement, case.size)
+                            .map(|w| w.fill(&mut rec, b, case.size)),
                         MeshWorkload::Rr | MeshWorkload::Stream => {
-                            exchange(&a, &b, &exe, &cfg, placement, case)
+                            exchange(a, b, &exe, &cfg, placement, case)
                                 .and_then(|(c, s)| fill_worker(&mut rec, case, &c, &s))
                         }
                     };
@@ -270,7 +263,7 @@ fn mesh(mut args: MeshArgs) -> Result<()> {
                         }
                     }
                     check_interrupted()?;
-                    let after = ctl.proof_state()?;
+                    let after = pair.ctl.proof_state()?;
                     verify(
                         &mut rec,
                         &before,
@@ -287,12 +280,10 @@ fn mesh(mut args: MeshArgs) -> Result<()> {
             );
         }
     }
-    ctl.set(Mode::Baseline)?;
-    let toggles = ctl.toggles();
-    let log = ctl.log();
-    drop(ctl);
-    drop(pods_file);
-    drop(node);
+    pair.ctl.set(Mode::Baseline)?;
+    let toggles = pair.ctl.toggles();
+    let log = pair.ctl.log();
+    drop(pair);
     drop(env);
 
     let mut facts = facts;
@@ -377,20 +368,6 @@ fn verify(rec: &mut MeshRecord, before: &ProofState, after: &ProofState, partial
 }
 
 // ---------------------------------------------------------------------------
-// Placement
-// ---------------------------------------------------------------------------
-
-/// `taskset -a -p -c LIST PID` on the long-running pod processes (sidecars,
-/// nginx): all threads, applied before the placement's first run.
-fn set_affinity(pids: &[u32], placement: Placement, ncpu: usize) -> Result<()> {
-    let list = match placement {
-        Placement::Pinned => "0".to_string(),
-        Placement::Unpinned => format!("0-{}", ncpu.max(1) - 1),
-    };
-    pin(pids, &list)
-}
-
-// ---------------------------------------------------------------------------
 // Request/response and streaming workers
 // ---------------------------------------------------------------------------
 
@@ -432,8 +409,8 @@ fn exchange(
     placement: Placement,
     case: MeshCase,
 ) -> Result<(WorkerOut, WorkerOut)> {
-    let cpu = placement.worker_cpu();
-    let mut scmd = worker_cmd(b, exe, "server", case, cfg, cpu);
+    let (client_cpu, server_cpu) = placement.cpus();
+    let mut scmd = worker_cmd(b, exe, "server", case, cfg, server_cpu);
     scmd.args(["--listen", "0.0.0.0:0"]);
     let mut server = WorkerProc::from_command(scmd)?;
     let port = server
@@ -441,7 +418,7 @@ fn exchange(
         .parse::<SocketAddr>()
         .context("server address")?
         .port();
-    let mut ccmd = worker_cmd(a, exe, "client", case, cfg, cpu);
+    let mut ccmd = worker_cmd(a, exe, "client", case, cfg, client_cpu);
     ccmd.args(["--connect", &b.addr_v4(port).to_string()]);
     let mut client = WorkerProc::from_command(ccmd)?;
 

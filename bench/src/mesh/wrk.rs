@@ -10,7 +10,10 @@ use accel_topology::Pod;
 use anyhow::{Context, Result, bail, ensure};
 
 use crate::{
-    records::mesh::{MeshConfig, MeshRecord, Placement},
+    records::{
+        mesh::{MeshConfig, MeshRecord},
+        placement::Placement,
+    },
     sandbox::interrupted,
     worker_proc::WorkerProc,
 };
@@ -40,13 +43,13 @@ pub(crate) fn run_wrk(
     size: usize,
 ) -> Result<WrkOut> {
     let url = format!("http://{}/f{size}", b.ipv4);
-    let mut cmd = match placement {
-        Placement::Pinned => {
+    let mut cmd = match placement.cpus().0 {
+        Some(cpu) => {
             let mut c = a.command("taskset");
-            c.args(["-c", "0", "wrk"]);
+            c.args(["-c", &cpu.to_string(), "wrk"]);
             c
         }
-        Placement::Unpinned => a.command("wrk"),
+        None => a.command("wrk"),
     };
     cmd.args([
         format!("-t{}", cfg.wrk_threads),

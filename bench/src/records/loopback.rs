@@ -7,38 +7,8 @@ use std::{collections::BTreeMap, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
-use super::Case;
+use super::{Case, placement::Placement};
 use crate::worker::{Family, IoStyle, PairNumbers, Workload};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum PlacementKind {
-    /// Both ends on CPU 0.
-    OneCore,
-    /// Client on CPU 0, server on CPU 1.
-    TwoCore,
-}
-
-impl PlacementKind {
-    pub fn cpus(self) -> (usize, usize) {
-        match self {
-            PlacementKind::OneCore => (0, 0),
-            PlacementKind::TwoCore => (0, 1),
-        }
-    }
-    pub fn title(self) -> &'static str {
-        match self {
-            PlacementKind::OneCore => "one core (client CPU 0, server CPU 0)",
-            PlacementKind::TwoCore => "two cores (client CPU 0, server CPU 1)",
-        }
-    }
-    pub fn name(self) -> &'static str {
-        match self {
-            PlacementKind::OneCore => "one-core",
-            PlacementKind::TwoCore => "two-core",
-        }
-    }
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -70,7 +40,7 @@ pub type LoopbackCase = Case<Workload>;
 /// One run of one transport: raw numbers plus the counter proof.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunRecord {
-    pub placement: PlacementKind,
+    pub placement: Placement,
     pub workload: Workload,
     pub size: usize,
     pub transport: Transport,

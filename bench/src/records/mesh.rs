@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
-use super::Case;
+use super::{Case, placement::Placement};
 use crate::worker::IoStyle;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
@@ -31,38 +31,6 @@ impl MeshWorkload {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Placement {
-    /// Every pod process (clients, servers, nginx, both sidecars) on CPU 0.
-    Pinned,
-    /// No affinity: the scheduler places everything.
-    Unpinned,
-}
-
-impl Placement {
-    pub fn name(self) -> &'static str {
-        match self {
-            Placement::Pinned => "pinned",
-            Placement::Unpinned => "unpinned",
-        }
-    }
-    pub fn title(self) -> &'static str {
-        match self {
-            Placement::Pinned => {
-                "pinned (every pod process on CPU 0: client, server/nginx, both haproxy sidecars)"
-            }
-            Placement::Unpinned => "unpinned (no affinity; the scheduler uses both CPUs)",
-        }
-    }
-    pub(crate) fn worker_cpu(self) -> Option<usize> {
-        match self {
-            Placement::Pinned => Some(0),
-            Placement::Unpinned => None,
-        }
-    }
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
@@ -72,6 +40,16 @@ pub enum Mode {
 
 impl Mode {
     pub const ALL: [Mode; 2] = [Mode::Baseline, Mode::Accel];
+    /// The order of the two modes in round `n`: baseline first in even
+    /// rounds, accelerated first in odd ones (A B B A A B ...), so that
+    /// neither mode always runs on a warmer machine.
+    pub fn abba(n: usize) -> [Mode; 2] {
+        if n.is_multiple_of(2) {
+            [Mode::Baseline, Mode::Accel]
+        } else {
+            [Mode::Accel, Mode::Baseline]
+        }
+    }
     pub fn label(self) -> &'static str {
         match self {
             Mode::Baseline => "baseline",

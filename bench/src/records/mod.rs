@@ -4,11 +4,13 @@
 //! - [`local`]: `accel-bench run-local`'s daemon usage, connection rates and
 //!   proofs.
 //! - [`loopback`]: `accel-bench loopback`'s placements, transports and runs.
-//! - [`mesh`]: `accel-bench mesh`'s workloads, placements, modes and runs.
+//! - [`mesh`]: `accel-bench mesh`'s workloads, modes and runs.
+//! - [`placement`]: where every runner's processes run.
 
 pub mod local;
 pub mod loopback;
 pub mod mesh;
+pub mod placement;
 
 use serde::{Deserialize, Serialize};
 

@@ -10,7 +10,10 @@ use super::{
     size_label, x,
 };
 use crate::{
-    records::loopback::{LoopbackCase, LoopbackConfig, PlacementKind, RunRecord, Transport},
+    records::{
+        loopback::{LoopbackCase, LoopbackConfig, RunRecord, Transport},
+        placement::Placement,
+    },
     worker::{STREAM_READ_BUF, Workload},
 };
 
@@ -54,12 +57,6 @@ impl Facts {
     }
 }
 
-impl Key for PlacementKind {
-    fn name(self) -> &'static str {
-        PlacementKind::name(self)
-    }
-}
-
 impl Key for Workload {
     fn name(self) -> &'static str {
         match self {
@@ -81,7 +78,7 @@ impl Side for Transport {
 
 impl Run for RunRecord {
     const BENCHMARK: &'static str = "loopback";
-    type Placement = PlacementKind;
+    type Placement = Placement;
     type Workload = Workload;
     type Side = Transport;
     type Agg = TransportAgg;
@@ -136,7 +133,7 @@ pub struct TransportAgg {
 }
 
 /// The targets, evaluated on the medians (never tuned).
-const TARGETS: [Target<Report, PlacementKind>; 5] = [
+const TARGETS: [Target<Report, Placement>; 5] = [
     (
         "request/response p50 latency <= 0.65x plain TCP (every size)",
         |rep, p| {
@@ -271,7 +268,7 @@ impl Report {
 
         self.placement_sections(
             &mut s,
-            PlacementKind::title,
+            Placement::title,
             &[Workload::Rr, Workload::Stream, Workload::Churn],
             |rep, s, p, w| match w {
                 Workload::Rr => rep.rr_table(s, p),
@@ -283,7 +280,7 @@ impl Report {
         s
     }
 
-    fn rr_table(&self, s: &mut String, p: PlacementKind) {
+    fn rr_table(&self, s: &mut String, p: Placement) {
         self.case_table(
             s,
             (p, Workload::Rr),
@@ -318,7 +315,7 @@ impl Report {
         );
     }
 
-    fn stream_table(&self, s: &mut String, p: PlacementKind) {
+    fn stream_table(&self, s: &mut String, p: Placement) {
         self.case_table(
             s,
             (p, Workload::Stream),
@@ -350,7 +347,7 @@ impl Report {
         );
     }
 
-    fn churn_table(&self, s: &mut String, p: PlacementKind) {
+    fn churn_table(&self, s: &mut String, p: Placement) {
         self.case_table(
             s,
             (p, Workload::Churn),
@@ -383,12 +380,7 @@ impl Report {
     }
 
     /// Per-size check: MET if every size passes, else which sizes fail.
-    fn check(
-        &self,
-        p: PlacementKind,
-        w: Workload,
-        f: impl Fn(&Row) -> Option<(f64, bool)>,
-    ) -> String {
+    fn check(&self, p: Placement, w: Workload, f: impl Fn(&Row) -> Option<(f64, bool)>) -> String {
         let mut n = 0;
         let mut fails = Vec::new();
         let mut worst: Option<(f64, usize)> = None;
@@ -420,7 +412,7 @@ impl Report {
 }
 
 /// One line per finished case, on stderr while the benchmark runs.
-pub fn progress_line(p: PlacementKind, case: LoopbackCase, records: &[RunRecord]) -> String {
+pub fn progress_line(p: Placement, case: LoopbackCase, records: &[RunRecord]) -> String {
     rows::progress_line(
         p,
         case,

@@ -14,11 +14,17 @@ use super::{
     Agg, Align, Machine, Target, default_results_root, not_slower, ratio_cell, size_label, spread,
     table, targets_table, verdict,
 };
-use crate::records::Case;
+use crate::records::{Case, placement::Placement};
 
 /// A placement or workload: its name in the JSON, tables and progress lines.
 pub trait Key: Copy + PartialEq {
     fn name(self) -> &'static str;
+}
+
+impl Key for Placement {
+    fn name(self) -> &'static str {
+        Placement::name(self)
+    }
 }
 
 /// The columns compared: transports of the loopback benchmark, modes of the

@@ -4,13 +4,13 @@
 use std::path::{Path, PathBuf};
 
 use accel_test_harness::TestEnv;
-use accel_topology::{ECHO_PORT, HTTP_PORT, Mesh, Node, Pod, PodsFile};
+use accel_topology::{ECHO_PORT, HTTP_PORT, Pod};
 use anyhow::{Context, Result, ensure};
 
 use crate::{
     records::{local::LocalProto, mesh::Mode},
     report::fortio::RunnerResults,
-    topology::{DaemonCtl, start_nginx},
+    topology::{PodServer, SidecarPair},
 };
 
 /// The port of the echo server in pod U2 (unmeshed connection setup).
@@ -18,20 +18,13 @@ pub(super) const CONN_PORT: u16 = 9100;
 
 /// The topology while it runs, with what the measurements need of it.
 ///
-/// Fields drop in declaration order: the daemon (`ctl`), the pods file, the
-/// node (its pods' processes and namespaces); the cgroup (`env`) is owned by
-/// the caller, declared before the kit, and so dropped after it.
+/// Fields drop in declaration order: the meshed pair (daemon, pods file,
+/// node with every pod's processes and namespaces); the cgroup (`env`) is
+/// owned by the caller, declared before the kit, and so dropped after it.
 pub(super) struct Kit<'e> {
-    /// Switches the daemon between baseline and accelerated.
-    pub(super) ctl: DaemonCtl<'e>,
-    /// Held for its Drop: removes the pods file.
-    _pods_file: PodsFile,
-    /// Held for its Drop: kills the pod processes, deletes the namespaces.
-    _node: Node,
-    /// Meshed pod A: runs the load generator.
-    pub(super) pa: Pod,
-    /// Meshed pod B: runs nginx or the echo app.
-    pub(super) pb: Pod,
+    /// Meshed pods A (the load generator) and B (nginx or the echo app),
+    /// and the daemon switch.
+    pub(super) pair: SidecarPair<'e>,
     /// Unmeshed pod U1: the connection setup client.
     pub(super) u1: Pod,
     /// Unmeshed pod U2: the connection setup echo server.
@@ -42,11 +35,6 @@ pub(super) struct Kit<'e> {
     exe: PathBuf,
     /// Where the fortio JSON files go.
     pub(super) json_dir: PathBuf,
-    /// The client side's processes (sidecar A), pinned per placement.
-    pub(super) client_side: Vec<u32>,
-    /// The server side's processes (sidecar B, the server), pinned per
-    /// placement.
-    pub(super) server_side: Vec<u32>,
     /// The server's port in pod B (nginx or echo).
     pub(super) target_port: u16,
 }
@@ -62,48 +50,34 @@ impl<'e> Kit<'e> {
         proto: LocalProto,
         sizes: &[usize],
     ) -> Result<Self> {
-        let node = Node::new(env, "rl");
-        let pa = node.meshed_pod("a", Mesh::default());
-        let pb = node.meshed_pod("b", Mesh::default());
-        let u1 = node.unmeshed_pod("u1");
-        let u2 = node.unmeshed_pod("u2");
-        let (server_pid, target_port) = match proto {
-            LocalProto::Http => (start_nginx(&pb, sizes), HTTP_PORT),
-            LocalProto::Tcp => (pb.start_echo(), ECHO_PORT),
+        let (server, target_port) = match proto {
+            LocalProto::Http => (PodServer::Nginx { sizes }, HTTP_PORT),
+            LocalProto::Tcp => (PodServer::Echo, ECHO_PORT),
         };
+        let pair = SidecarPair::start(env, "rl", server, &[])?;
+        let u1 = pair.node.unmeshed_pod("u1");
+        let u2 = pair.node.unmeshed_pod("u2");
         let mut echo_cmd = u2.command(exe);
         echo_cmd
             .args(["echo-server", "--listen", &format!("0.0.0.0:{CONN_PORT}")])
             .stdout(std::process::Stdio::null());
         u2.spawn("bench-echo", &mut echo_cmd);
         u2.wait_listening(CONN_PORT, 1);
-        let pods_file =
-            PodsFile::write(env, &[(&pa, ""), (&pb, "")]).context("writing the pods file")?;
-        let ctl = DaemonCtl::new(env, pods_file.arg());
-        let client_side: Vec<u32> = pa.sidecar_pids();
-        let mut server_side: Vec<u32> = pb.sidecar_pids();
-        server_side.push(server_pid);
         eprintln!(
             "accel-bench run-local: pods A {} B {} (meshed), U1 {} U2 {} (unmeshed); cgroup {}",
-            pa.ipv4,
-            pb.ipv4,
+            pair.a.ipv4,
+            pair.b.ipv4,
             u1.ipv4,
             u2.ipv4,
             env.cgroup.display()
         );
         Ok(Kit {
-            ctl,
-            _pods_file: pods_file,
-            _node: node,
-            pa,
-            pb,
+            pair,
             u1,
             u2,
             env,
             exe: exe.to_path_buf(),
             json_dir: json_dir.to_path_buf(),
-            client_side,
-            server_side,
             target_port,
         })
     }
@@ -126,7 +100,7 @@ impl<'e> Kit<'e> {
     /// Leaves the daemon stopped and unloaded (baseline); returns the
     /// daemon logs of the whole run.
     pub(super) fn stop_daemon(&mut self) -> Result<String> {
-        self.ctl.set(Mode::Baseline)?;
-        Ok(self.ctl.log())
+        self.pair.ctl.set(Mode::Baseline)?;
+        Ok(self.pair.ctl.log())
     }
 }

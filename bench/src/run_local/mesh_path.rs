@@ -6,7 +6,7 @@ use std::{fs, path::Path, time::Instant};
 use anyhow::Result;
 
 use super::{
-    LocalPlacement, Part, RunLocalArgs,
+    Part, RunLocalArgs,
     kit::Kit,
     mode_word,
     usage::{ProcSample, cgroup_cpu_usec, clk_tck, daemon_pid, proc_sample},
@@ -15,9 +15,10 @@ use crate::{
     records::{
         local::{DaemonUsage, LocalProto, RunProof},
         mesh::Mode,
+        placement::Placement,
     },
     sandbox::check_interrupted,
-    topology::{ProofState, pin},
+    topology::ProofState,
 };
 
 /// One case: payload size, connections, request rate (0: as fast as
@@ -32,9 +33,7 @@ struct Case {
 /// Where a run sits in the plan: placement, round and mode.
 #[derive(Clone, Copy)]
 struct Slot {
-    placement: LocalPlacement,
-    /// The load generator's `--cpus`, if pinned.
-    client_cpus: Option<&'static str>,
+    placement: Placement,
     round: usize,
     mode: Mode,
 }
@@ -42,7 +41,7 @@ struct Slot {
 /// Runs every placement (only if the mesh part was asked for) x round x
 /// mode x case; returns the proof of every run and adds the daemon's CPU
 /// and RSS of each accelerated round to `usage`. `ncpu` online CPUs give
-/// the unpinned CPU list; progress lines count seconds from `t0`.
+/// the unpinned CPU lists; progress lines count seconds from `t0`.
 pub(super) fn measure_mesh(
     kit: &mut Kit<'_>,
     a: &RunLocalArgs,
@@ -51,7 +50,7 @@ pub(super) fn measure_mesh(
     usage: &mut DaemonUsage,
 ) -> Result<Vec<RunProof>> {
     let cases = cases(a);
-    let placements: &[LocalPlacement] = if a.parts.contains(&Part::Mesh) {
+    let placements: &[Placement] = if a.parts.contains(&Part::Mesh) {
         &a.placements
     } else {
         &[]
@@ -64,7 +63,6 @@ pub(super) fn measure_mesh(
         cases.len(),
         a.duration
     );
-    let all_cpus = format!("0-{}", ncpu.max(1) - 1);
     let mut mesh = MeshPath {
         kit,
         a,
@@ -76,7 +74,7 @@ pub(super) fn measure_mesh(
         t0,
     };
     for &placement in placements {
-        mesh.placement(placement, &all_cpus)?;
+        mesh.placement(placement, ncpu)?;
     }
     Ok(mesh.proofs)
 }
@@ -113,24 +111,12 @@ struct MeshPath<'r, 'e> {
 impl MeshPath<'_, '_> {
     /// Pins both sides for `placement`, then runs its rounds: baseline
     /// first in even rounds, accelerated first in odd ones.
-    fn placement(&mut self, placement: LocalPlacement, all_cpus: &str) -> Result<()> {
-        let (client_cpus, client_list, server_list) = match placement {
-            LocalPlacement::OneCore => (Some("0"), "0", "0"),
-            LocalPlacement::TwoCore => (Some("0"), "0", "1"),
-            LocalPlacement::Unpinned => (None, all_cpus, all_cpus),
-        };
-        pin(&self.kit.client_side, client_list)?;
-        pin(&self.kit.server_side, server_list)?;
+    fn placement(&mut self, placement: Placement, ncpu: usize) -> Result<()> {
+        self.kit.pair.place(placement, ncpu)?;
         for round in 0..self.a.rounds {
-            let order = if round % 2 == 0 {
-                [Mode::Baseline, Mode::Accel]
-            } else {
-                [Mode::Accel, Mode::Baseline]
-            };
-            for mode in order {
+            for mode in Mode::abba(round) {
                 self.mode_round(Slot {
                     placement,
-                    client_cpus,
                     round,
                     mode,
                 })?;
@@ -142,7 +128,7 @@ impl MeshPath<'_, '_> {
     /// Sets the mode and runs every case in it; accelerated, samples the
     /// daemon before and after.
     fn mode_round(&mut self, slot: Slot) -> Result<()> {
-        self.kit.ctl.set(slot.mode)?;
+        self.kit.pair.ctl.set(slot.mode)?;
         let dpid = match slot.mode {
             Mode::Accel => Some(daemon_pid(self.kit.env)?),
             Mode::Baseline => None,
@@ -185,11 +171,11 @@ impl MeshPath<'_, '_> {
         check_interrupted()?;
         let file = self.kit.json_dir.join(self.file_name(slot, case));
         let extra = self.load_args(slot, case);
-        let before = self.kit.ctl.proof_state()?;
+        let before = self.kit.pair.ctl.proof_state()?;
         let cpu0 = cgroup_cpu_usec(&self.kit.env.cgroup)?;
-        let res = self.kit.load(&self.kit.pa, &extra, &file);
+        let res = self.kit.load(&self.kit.pair.a, &extra, &file);
         let cpu1 = cgroup_cpu_usec(&self.kit.env.cgroup)?;
-        let after = self.kit.ctl.proof_state()?;
+        let after = self.kit.pair.ctl.proof_state()?;
         let mut r = match res {
             Ok(r) => r,
             Err(e) => {
@@ -247,7 +233,7 @@ impl MeshPath<'_, '_> {
         let proto = self.proto();
         let mut extra: Vec<String> = vec![
             "--target".into(),
-            self.kit.pb.addr_v4(self.kit.target_port).to_string(),
+            self.kit.pair.b.addr_v4(self.kit.target_port).to_string(),
             "--proto".into(),
             proto.into(),
             "--size".into(),
@@ -272,8 +258,8 @@ impl MeshPath<'_, '_> {
             extra.extend(["--path".into(), format!("/f{size}")]);
             extra.push("--expect-pattern".into());
         }
-        if let Some(cpus) = slot.client_cpus {
-            extra.extend(["--cpus".into(), cpus.into()]);
+        if let Some(cpu) = slot.placement.cpus().0 {
+            extra.extend(["--cpus".into(), cpu.to_string()]);
         }
         extra
     }

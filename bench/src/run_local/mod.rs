@@ -38,7 +38,7 @@ use serde::Serialize;
 
 use crate::{
     host::online_cpus,
-    records::{local::LocalProto, mesh::Mode},
+    records::{local::LocalProto, mesh::Mode, placement::Placement},
     report::Machine,
     sandbox::install_signal_handlers,
     topology::{catching_topology_panics, topology_bins},
@@ -78,7 +78,7 @@ pub struct RunLocalArgs {
         value_enum,
         default_value = "one-core,two-core,unpinned"
     )]
-    placements: Vec<LocalPlacement>,
+    placements: Vec<Placement>,
     /// Protocol of the meshed request path: HTTP against nginx, or TCP
     /// request/response against the echo app.
     #[arg(long, value_enum, default_value = "http")]
@@ -111,28 +111,6 @@ pub struct RunLocalArgs {
     /// Output directory [default: bench/results/<YYYY-MM-DD>/local].
     #[arg(long)]
     out_dir: Option<PathBuf>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum LocalPlacement {
-    /// Every pod process (load generator, both sidecars, server) on CPU 0.
-    OneCore,
-    /// Client side (load generator, sidecar A) on CPU 0, server side
-    /// (sidecar B, nginx/echo) on CPU 1.
-    TwoCore,
-    /// No affinity.
-    Unpinned,
-}
-
-impl LocalPlacement {
-    fn name(self) -> &'static str {
-        match self {
-            LocalPlacement::OneCore => "one-core",
-            LocalPlacement::TwoCore => "two-core",
-            LocalPlacement::Unpinned => "unpinned",
-        }
-    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
@@ -211,9 +189,7 @@ impl Setup {
             &["nginx", "haproxy", "taskset", "iptables-restore", "bpftool"],
         )?;
         let ncpu = online_cpus();
-        if ncpu < 2 {
-            a.placements.retain(|p| *p != LocalPlacement::TwoCore);
-        }
+        a.placements = Placement::usable(&a.placements, ncpu, "accel-bench run-local");
         let started = SystemTime::now();
         let t0 = Instant::now();
         let machine = Machine::collect(started);
@@ -252,7 +228,7 @@ impl RunLocalArgs {
         self.rounds = 2;
         self.sizes = vec![1024];
         self.connections = vec![1, 8];
-        self.placements = vec![LocalPlacement::Unpinned];
+        self.placements = vec![Placement::Unpinned];
         self.conn_rounds = 2;
         self.conn_duration = 0.5;
         self.idle_secs = 1.0;

@@ -42,7 +42,7 @@ pub(super) fn measure_idle(
     idle_secs: f64,
     usage: &mut DaemonUsage,
 ) -> Result<()> {
-    kit.ctl.set(Mode::Accel)?;
+    kit.pair.ctl.set(Mode::Accel)?;
     thread::sleep(Duration::from_secs(1));
     let pid = daemon_pid(kit.env)?;
     let s0 = proc_sample(pid)?;
@@ -81,14 +81,11 @@ pub(super) fn measure_unmeshed_connect(kit: &mut Kit<'_>, a: &RunLocalArgs) -> R
         0
     };
     for round in 0..conn_rounds {
-        let order = if round % 2 == 0 {
-            [Mode::Accel, Mode::Baseline]
-        } else {
-            [Mode::Baseline, Mode::Accel]
-        };
-        for mode in order {
+        // Accelerated first in the first round: the reverse of the
+        // request path's rounds.
+        for mode in Mode::abba(round + 1) {
             check_interrupted()?;
-            kit.ctl.set(mode)?;
+            kit.pair.ctl.set(mode)?;
             let qps = connect_run(kit, a.conn_duration, round, mode)?;
             match mode {
                 Mode::Baseline => conn.baseline.push(qps),

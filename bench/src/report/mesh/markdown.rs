@@ -5,7 +5,10 @@ use std::fmt::Write as _;
 
 use super::{MeshReport, MeshRow, TARGETS, lower, mbs, range_of, rr_ratio};
 use crate::{
-    records::mesh::{MeshWorkload, Mode, Placement},
+    records::{
+        mesh::{MeshWorkload, Mode},
+        placement::Placement,
+    },
     report::{Agg, Align, lat, rate, rows::Health, table, x},
 };
 
@@ -306,16 +309,16 @@ impl MeshReport {
         );
         type Eval = fn(&MeshReport, Placement) -> String;
         let lines: [(&str, &str, Eval); 5] = [
-            ("rr 100 B p50", "34% lower (pinned)", |rep, p| {
+            ("rr 100 B p50", "34% lower (one core)", |rep, p| {
                 lower(rr_ratio(rep, p, 100, |a| a.p50_us))
             }),
-            ("rr 100 B p99", "58% lower (pinned)", |rep, p| {
+            ("rr 100 B p99", "58% lower (one core)", |rep, p| {
                 lower(rr_ratio(rep, p, 100, |a| a.p99_us))
             }),
             ("rr 16 KiB p50", "21% lower", |rep, p| {
                 lower(rr_ratio(rep, p, 16 * 1024, |a| a.p50_us))
             }),
-            ("streaming MB/s", "2x (pinned)", |rep, p| {
+            ("streaming MB/s", "2x (one core)", |rep, p| {
                 range_of(rep, p, MeshWorkload::Stream)
             }),
             ("wrk requests/s", "1.46x", |rep, p| {

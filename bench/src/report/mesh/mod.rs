@@ -9,11 +9,14 @@ use super::{
     rows::{self, Health, Key, Metric, Run, Side, agg_ok},
     size_label, version,
 };
-use crate::records::mesh::{MeshCase, MeshConfig, MeshRecord, MeshWorkload, Mode, Placement};
+use crate::records::{
+    mesh::{MeshCase, MeshConfig, MeshRecord, MeshWorkload, Mode},
+    placement::Placement,
+};
 
 mod markdown;
 
-/// Issue targets (100 B request/response, pinned; streaming; no regression).
+/// Issue targets (100 B request/response, one core; streaming; no regression).
 const RR100_P50_TARGET: f64 = 0.60;
 const RR100_P99_TARGET: f64 = 0.50;
 const STREAM_TARGET: f64 = 2.0;
@@ -118,12 +121,6 @@ pub struct ModeAgg {
     pub wrk_non2xx: u64,
 }
 
-impl Key for Placement {
-    fn name(self) -> &'static str {
-        Placement::name(self)
-    }
-}
-
 impl Key for MeshWorkload {
     fn name(self) -> &'static str {
         MeshWorkload::name(self)
@@ -197,11 +194,11 @@ impl Run for MeshRecord {
 
 const TARGETS: [Target<MeshReport, Placement>; 4] = [
     (
-        "rr 100 B: p50 >= 40% lower than baseline (target stated for pinned)",
+        "rr 100 B: p50 >= 40% lower than baseline (target stated for one core)",
         |rep, p| rr100(rep, p, |a| a.p50_us, RR100_P50_TARGET),
     ),
     (
-        "rr 100 B: p99 >= 50% lower than baseline (target stated for pinned)",
+        "rr 100 B: p99 >= 50% lower than baseline (target stated for one core)",
         |rep, p| rr100(rep, p, |a| a.p99_us, RR100_P99_TARGET),
     ),
     ("streaming >= 2x baseline (every size)", |rep, p| {

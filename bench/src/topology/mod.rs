@@ -1,8 +1,12 @@
 //! What `accel-bench mesh` and `accel-bench run-local` share of the
 //! end-to-end tests' topology (`accel_topology`): finding its binaries,
 //! turning its panics into errors, pinning pod processes, nginx in a pod,
-//! and the daemon switched between baseline and accelerated with the proof
-//! state of each run.
+//! the daemon switched between baseline and accelerated with the proof
+//! state of each run, and the meshed pair both run on ([`SidecarPair`]).
+
+mod pair;
+
+pub(crate) use pair::{PodServer, SidecarPair};
 
 use std::{
     collections::BTreeMap,
