@@ -306,7 +306,9 @@ fn mesh(mut args: MeshArgs) -> Result<()> {
 /// (`proxy-only`: the application legs; `auto`: bytes to applications), so
 /// the TCP bytes of recorded sockets count as the datapath's (`pass_bytes`
 /// is only ever counted for recorded sockets). In `all` and `app-safe`
-/// every leg must redirect.
+/// every leg must redirect, except a stream writer that left for TCP by
+/// policy: its later bytes are counted in `stream_writer_left_bytes`
+/// (docs/design.md), in every mode.
 fn verify(rec: &mut MeshRecord, before: &ProofState, after: &ProofState, partial: bool) {
     if let (Some(b), Some(a)) = (&before.counters, &after.counters) {
         rec.counters_delta = a
@@ -328,14 +330,17 @@ fn verify(rec: &mut MeshRecord, before: &ProofState, after: &ProofState, partial
                 MeshWorkload::Wrk => rec.count.unwrap_or(0) * rec.size as u64,
                 _ => rec.bytes_moved,
             };
-            let carried = if partial { rb + d("pass_bytes") } else { rb };
+            // A stream writer that left for TCP by policy counts what it
+            // sent afterwards in stream_writer_left_bytes, in every mode.
+            let left = d("stream_writer_left_bytes");
+            let carried = left + if partial { rb + d("pass_bytes") } else { rb };
             rec.verified = !rec.counters_delta.is_empty() && rb > 0 && carried >= floor as i64;
             if rec.bytes_moved > 0 {
                 rec.redirected_legs = Some(rb as f64 / rec.bytes_moved as f64);
             }
             rec.verify_note = format!(
                 "redirect_bytes +{rb} for {} bytes moved by the apps ({:.2} legs); pass_bytes +{}; \
-                 passive_paired +{}",
+                 stream_writer_left_bytes +{left}; passive_paired +{}",
                 rec.bytes_moved,
                 rec.redirected_legs.unwrap_or(0.0),
                 d("pass_bytes"),
