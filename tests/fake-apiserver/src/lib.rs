@@ -5,13 +5,17 @@
 //! All methods are synchronous: the server runs on its own tokio runtime, so they work from
 //! plain `#[test]`s and from inside `#[tokio::test]`s alike.
 
+mod controls;
 mod exec;
 pub mod fixtures;
 mod http;
+mod objects;
 mod patch;
+mod requests;
 mod resources;
 mod rollout;
 mod selector;
+mod shared;
 mod status;
 mod store;
 mod util;
@@ -19,155 +23,21 @@ mod util;
 use std::io;
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::{broadcast, oneshot};
 
 pub use exec::{ExecExit, ExecHandler, ExecReply, ExecRequest};
+pub use requests::{LoggedRequest, RequestCounts, RequestKey};
 pub use rollout::RolloutMode;
-use store::{State, WriteKind};
+pub(crate) use shared::{Control, Shared};
+use store::State;
 
 /// The user named in 403 Forbidden messages.
 pub const FAKE_USER: &str = "system:serviceaccount:test:fake";
-
-/// One HTTP request as the server received it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LoggedRequest {
-    pub method: String,
-    pub path: String,
-    /// Decoded query parameters in order.
-    pub query: Vec<(String, String)>,
-    /// Media type without parameters, e.g. `application/apply-patch+yaml`.
-    pub content_type: Option<String>,
-    pub field_manager: Option<String>,
-    pub body: Option<Value>,
-    /// The `User-Agent` header: which client sent it, where clients set one.
-    pub user_agent: Option<String>,
-}
-
-/// What [`FakeApiServer::request_counts`] counts by.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct RequestKey {
-    /// The `User-Agent` header, "" when absent.
-    pub client: String,
-    /// The API verb (get, list, watch, create, update, patch, delete, deletecollection);
-    /// for discovery and unroutable paths the lower-case HTTP method.
-    pub verb: String,
-    /// The URL path without the query.
-    pub path: String,
-}
-
-/// Requests received, by client, verb and path. Unlike [`FakeApiServer::requests`] it keeps
-/// no bodies: cheap enough for load tests with thousands of clients.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RequestCounts(pub std::collections::BTreeMap<RequestKey, u64>);
-
-impl RequestCounts {
-    pub fn total(&self) -> u64 {
-        self.0.values().sum()
-    }
-
-    /// Totals by verb.
-    pub fn by_verb(&self) -> std::collections::BTreeMap<String, u64> {
-        let mut out = std::collections::BTreeMap::new();
-        for (k, n) in &self.0 {
-            *out.entry(k.verb.clone()).or_default() += n;
-        }
-        out
-    }
-
-    /// Totals by client (User-Agent).
-    pub fn by_client(&self) -> std::collections::BTreeMap<String, u64> {
-        let mut out = std::collections::BTreeMap::new();
-        for (k, n) in &self.0 {
-            *out.entry(k.client.clone()).or_default() += n;
-        }
-        out
-    }
-
-    /// Totals by verb and path.
-    pub fn by_path(&self) -> std::collections::BTreeMap<(String, String), u64> {
-        let mut out = std::collections::BTreeMap::new();
-        for (k, n) in &self.0 {
-            *out.entry((k.verb.clone(), k.path.clone())).or_default() += n;
-        }
-        out
-    }
-
-    /// The requests counted here and not in `earlier` (a snapshot taken before).
-    pub fn since(&self, earlier: &RequestCounts) -> RequestCounts {
-        RequestCounts(
-            self.0
-                .iter()
-                .filter_map(|(k, n)| {
-                    let d = n - earlier.0.get(k).copied().unwrap_or(0).min(*n);
-                    (d > 0).then(|| (k.clone(), d))
-                })
-                .collect(),
-        )
-    }
-}
-
-impl LoggedRequest {
-    /// The first value of query parameter `name`.
-    pub fn param(&self, name: &str) -> Option<&str> {
-        self.query
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Control {
-    Bookmark,
-    Break,
-}
-
-pub(crate) struct Shared {
-    state: Mutex<State>,
-    control_tx: broadcast::Sender<Control>,
-    open_watches: AtomicUsize,
-    bookmark_ms: AtomicU64,
-    handle: tokio::runtime::Handle,
-    execs: Mutex<exec::Execs>,
-}
-
-impl Shared {
-    /// The state lock; a panicking test thread must not wedge the server for the others.
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn bookmark_interval(&self) -> Duration {
-        Duration::from_millis(self.bookmark_ms.load(Ordering::Relaxed).max(10))
-    }
-
-    /// Start the Gradual rollouts queued by writes (spawned outside the state lock).
-    fn flush_rollouts(self: &Arc<Self>) {
-        let (pending, mode) = {
-            let mut st = self.lock();
-            (std::mem::take(&mut st.pending_rollouts), st.rollout)
-        };
-        let RolloutMode::Gradual { per_step } = mode else {
-            return;
-        };
-        for (key, epoch) in pending {
-            let sh = self.clone();
-            self.handle.spawn(async move {
-                loop {
-                    tokio::time::sleep(per_step).await;
-                    if !sh.lock().rollout_step(&key, epoch) {
-                        break;
-                    }
-                }
-            });
-        }
-    }
-}
 
 struct Running {
     stop_tx: oneshot::Sender<()>,
@@ -273,105 +143,6 @@ impl FakeApiServer {
         kube::Config::new(uri)
     }
 
-    fn resolve(api_version: &str, kind: &str) -> usize {
-        resources::by_kind(api_version, kind)
-            .unwrap_or_else(|| panic!("fake apiserver does not serve {api_version} {kind}"))
-    }
-
-    /// Create or replace `obj` (must carry apiVersion, kind, metadata.name and for namespaced
-    /// kinds metadata.namespace, else "default"), firing ADDED/MODIFIED to watchers. Status is
-    /// stored as given; uid/creationTimestamp are filled in when absent. Returns the stored
-    /// object. Panics on a kind the server does not serve or a nameless object (test bugs).
-    pub fn upsert(&self, obj: Value) -> Value {
-        let api_version = obj
-            .get("apiVersion")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let kind = obj.get("kind").and_then(Value::as_str).unwrap_or_default();
-        let res = Self::resolve(api_version, kind);
-        let ns = obj
-            .pointer("/metadata/namespace")
-            .and_then(Value::as_str)
-            .map(str::to_string);
-        let out = self
-            .shared
-            .lock()
-            .write(res, ns.as_deref(), obj, WriteKind::Raw, false)
-            .unwrap_or_else(|e| panic!("upsert failed: {}", e.message));
-        self.shared.flush_rollouts();
-        out
-    }
-
-    /// Delete an object (a Namespace takes its contents along); false when it was absent.
-    pub fn delete(
-        &self,
-        api_version: &str,
-        kind: &str,
-        namespace: Option<&str>,
-        name: &str,
-    ) -> bool {
-        let res = Self::resolve(api_version, kind);
-        let key = State::key_for(res, namespace, name);
-        let ok = self.shared.lock().delete(&key).is_ok();
-        self.shared.flush_rollouts();
-        ok
-    }
-
-    pub fn get(
-        &self,
-        api_version: &str,
-        kind: &str,
-        namespace: Option<&str>,
-        name: &str,
-    ) -> Option<Value> {
-        let res = Self::resolve(api_version, kind);
-        let key = State::key_for(res, namespace, name);
-        self.shared.lock().objects.get(&key).cloned()
-    }
-
-    /// All objects of a kind, in every namespace, ordered by namespace then name.
-    pub fn list(&self, api_version: &str, kind: &str) -> Vec<Value> {
-        let res = Self::resolve(api_version, kind);
-        self.shared
-            .lock()
-            .objects
-            .iter()
-            .filter(|(k, _)| k.res == res)
-            .map(|(_, v)| v.clone())
-            .collect()
-    }
-
-    /// The current cluster-wide resourceVersion.
-    pub fn resource_version(&self) -> u64 {
-        self.shared.lock().rv
-    }
-
-    /// Answer `verb` (get, list, watch, create, update, patch, delete, deletecollection, or
-    /// "*") on `resource` (plural, e.g. "nodes", or "daemonsets/status") with 403 Forbidden.
-    pub fn forbid(&self, verb: &str, resource: &str) {
-        self.shared
-            .lock()
-            .forbidden
-            .insert((verb.to_string(), resource.to_string()));
-    }
-
-    /// Undo one `forbid`.
-    pub fn allow(&self, verb: &str, resource: &str) {
-        self.shared
-            .lock()
-            .forbidden
-            .remove(&(verb.to_string(), resource.to_string()));
-    }
-
-    pub fn clear_forbidden(&self) {
-        self.shared.lock().forbidden.clear();
-    }
-
-    /// While true every request (discovery included) gets 503 ServiceUnavailable.
-    pub fn unavailable(&self, on: bool) {
-        self.shared.lock().unavailable = on;
-    }
-
     /// Close the listener and every connection (open watches are cut): clients get
     /// "connection refused" until `restart`. The store is kept and stays writable via the
     /// test methods. Idempotent.
@@ -417,96 +188,6 @@ impl FakeApiServer {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .is_some()
-    }
-
-    /// End every open watch stream cleanly (the client sees EOF and must re-watch).
-    pub fn break_watches(&self) {
-        let _ = self.shared.control_tx.send(Control::Break);
-    }
-
-    /// Drop the whole event history: a watch from any resourceVersion older than the current
-    /// one gets an ERROR event with a 410 Expired Status, as after etcd compaction.
-    pub fn compact(&self) {
-        let mut st = self.shared.lock();
-        st.history.clear();
-        st.compacted_rv = st.rv;
-    }
-
-    /// Keep only the last `events` events for watch replay (default 4096, at least 1); older
-    /// resourceVersions then get 410 Expired, as on a busy real cluster.
-    pub fn set_history_limit(&self, events: usize) {
-        let mut st = self.shared.lock();
-        st.history_limit = events.clamp(1, store::HISTORY_MAX);
-        while st.history.len() > st.history_limit {
-            if let Some(dropped) = st.history.pop_front() {
-                st.compacted_rv = dropped.rv;
-            }
-        }
-    }
-
-    /// Send a BOOKMARK now on every watch that asked for bookmarks.
-    pub fn bookmark_now(&self) {
-        let _ = self.shared.control_tx.send(Control::Bookmark);
-    }
-
-    /// Period of the automatic bookmarks on watches opened from now on (default 1 s).
-    pub fn set_bookmark_interval(&self, every: Duration) {
-        self.shared
-            .bookmark_ms
-            .store(every.as_millis().max(1) as u64, Ordering::Relaxed);
-    }
-
-    /// How DaemonSet status evolves after later writes (default `Instant`).
-    pub fn set_rollout(&self, mode: RolloutMode) {
-        self.shared.lock().rollout = mode;
-    }
-
-    /// Every request received so far, oldest first.
-    pub fn requests(&self) -> Vec<LoggedRequest> {
-        self.shared.lock().requests.clone()
-    }
-
-    pub fn clear_requests(&self) {
-        self.shared.lock().requests.clear();
-    }
-
-    /// Requests received since the start (or `reset_request_counts`), by client, verb and path.
-    pub fn request_counts(&self) -> RequestCounts {
-        RequestCounts(self.shared.lock().counts.clone())
-    }
-
-    pub fn reset_request_counts(&self) {
-        self.shared.lock().counts.clear();
-    }
-
-    /// Keep the full request log (`requests()`, on by default). Load tests turn it off and
-    /// read `request_counts()` instead.
-    pub fn set_request_log(&self, on: bool) {
-        let mut st = self.shared.lock();
-        st.log_requests = on;
-        if !on {
-            st.requests.clear();
-        }
-    }
-
-    /// Decide what `pods/exec` "runs": `handler` gets each exec that passed the server's
-    /// checks and returns what the command prints and how it ends. Without one, every exec
-    /// ends with an `InternalError` Status saying so.
-    pub fn set_exec_handler(
-        &self,
-        handler: impl Fn(&ExecRequest) -> ExecReply + Send + Sync + 'static,
-    ) {
-        self.shared.execs().handler = Some(Arc::new(handler));
-    }
-
-    /// Every exec the server accepted (checks passed, connection upgraded), oldest first.
-    pub fn exec_requests(&self) -> Vec<ExecRequest> {
-        self.shared.execs().log.clone()
-    }
-
-    /// Watch streams currently open.
-    pub fn open_watches(&self) -> usize {
-        self.shared.open_watches.load(Ordering::SeqCst)
     }
 }
 
