@@ -1,9 +1,15 @@
-//! What the benchmarks need of this machine: its online CPUs and the
-//! accel-daemon binary.
+//! What the benchmarks need of this machine: its online CPUs, its cgroup v2
+//! mount and the accel-daemon binary.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, ensure};
+
+/// Where cgroup v2 is mounted.
+pub(crate) fn cgroup2_mount() -> Result<PathBuf> {
+    accel_test_harness::find_cgroup2_mount()
+        .context("no cgroup v2 mount on this machine (needed to place the traffic)")
+}
 
 /// The accel-daemon binary: `arg`, or `accel-daemon` next to this
 /// executable; an error that says how to build it when it is missing.

@@ -59,11 +59,6 @@ pub fn check_interrupted() -> Result<()> {
     Ok(())
 }
 
-pub fn cgroup2_mount() -> Result<PathBuf> {
-    accel_test_harness::find_cgroup2_mount()
-        .context("no cgroup v2 mount on this machine (needed to place the traffic)")
-}
-
 fn ensure_bpffs() -> Result<()> {
     accel_test_harness::mount_bpffs_if_needed().map_err(anyhow::Error::msg)
 }
@@ -93,7 +88,7 @@ impl Sandbox {
             "accel-bench loopback needs root: it loads and attaches BPF programs and creates cgroups"
         );
         ensure_bpffs()?;
-        let root = cgroup2_mount()?;
+        let root = crate::host::cgroup2_mount()?;
         let pid = std::process::id();
         let name = format!("accel-bench-{pid}");
         let pin_root = Path::new("/sys/fs/bpf").join(&name);

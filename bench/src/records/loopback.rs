@@ -7,8 +7,8 @@ use std::{collections::BTreeMap, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
+use super::worker::{Family, IoStyle, PairNumbers, Workload};
 use super::{Case, placement::Placement};
-use crate::worker::{Family, IoStyle, PairNumbers, Workload};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -6,11 +6,13 @@
 //! - [`loopback`]: `accel-bench loopback`'s placements, transports and runs.
 //! - [`mesh`]: `accel-bench mesh`'s workloads, modes and runs.
 //! - [`placement`]: where every runner's processes run.
+//! - [`worker`]: what a worker pair runs and measures.
 
 pub mod local;
 pub mod loopback;
 pub mod mesh;
 pub mod placement;
+pub mod worker;
 
 use serde::{Deserialize, Serialize};
 

@@ -9,11 +9,9 @@ use super::{
     rows::{self, Health, Key, Metric, Run, Side, agg_ok},
     size_label, x,
 };
-use crate::{
-    records::{
-        loopback::{LoopbackCase, LoopbackConfig, RunRecord, Transport},
-        placement::Placement,
-    },
+use crate::records::{
+    loopback::{LoopbackCase, LoopbackConfig, RunRecord, Transport},
+    placement::Placement,
     worker::{STREAM_READ_BUF, Workload},
 };
 

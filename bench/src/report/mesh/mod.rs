@@ -38,8 +38,11 @@ pub struct MeshFacts {
     pub pod_acceleration: String,
     /// The rr/stream workers' I/O (results from before the option: blocking;
     /// written only when not blocking, so older results round-trip).
-    #[serde(default, skip_serializing_if = "crate::worker::IoStyle::is_blocking")]
-    pub worker_io: crate::worker::IoStyle,
+    #[serde(
+        default,
+        skip_serializing_if = "crate::records::worker::IoStyle::is_blocking"
+    )]
+    pub worker_io: crate::records::worker::IoStyle,
     pub wrk_version: String,
     pub nginx_version: String,
     pub haproxy_version: String,
@@ -65,7 +68,7 @@ impl AsRef<Machine> for MeshFacts {
 
 impl MeshFacts {
     pub fn collect(cfg: &MeshConfig, started: std::time::SystemTime, online: usize) -> Self {
-        let foreign = crate::sandbox::cgroup2_mount()
+        let foreign = crate::host::cgroup2_mount()
             .ok()
             .and_then(|root| std::fs::read_dir(root).ok())
             .map(|rd| {
