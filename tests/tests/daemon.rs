@@ -9,7 +9,9 @@ use std::{
     time::Duration,
 };
 
-use accel_test_harness::{Capture, TestEnv, assert_clean_load, counter_of, free_port, map_entries};
+use accel_test_harness::{
+    Capture, TestEnv, assert_clean_load, counter_of, free_port, map_entries, wait_until,
+};
 
 #[path = "common/daemon.rs"]
 mod daemon_support;
@@ -234,7 +236,12 @@ fn unload_refuses_then_drains(name: &str, drain_check: Option<&str>) {
             "6000",
         ],
     );
-    thread::sleep(Duration::from_millis(1500));
+    // Until the 8 MiB are sent (a fixed 1.5 s sleep was too short on a
+    // loaded machine: the unload then found nothing queued). The server
+    // reads nothing for 6 s, which leaves the unloads their time.
+    wait_until(Duration::from_secs(5), "the clients' 8 MiB sent", || {
+        env.counter("redirect_bytes") + env.counter("pass_bytes") >= 8 << 20
+    });
     assert_eq!(daemon.terminate(), Some(0));
     let pin = env.pin_dir.display().to_string();
     let unload = |timeout: &str| -> Output {
