@@ -13,6 +13,7 @@ use clap::Args;
 
 use crate::{
     host::{locate_daemon, online_cpus},
+    plan::{Bench, Order, Slot, drive},
     records::{
         loopback::{LoopbackCase, LoopbackConfig, RunRecord, Transport},
         placement::Placement,
@@ -135,33 +136,15 @@ pub fn run(mut args: LoopbackArgs) -> Result<()> {
     sb.start_daemon()?;
     eprintln!("accel-bench: daemon ready, accelerated");
 
-    let mut records = Vec::new();
-    let mut counters = sb.counters()?;
-    let mut seq = 0usize;
-    for &placement in &placements {
-        for case in &cases {
-            for repeat in 0..cfg.repeats {
-                for transport in Transport::ALL {
-                    check_interrupted()?;
-                    seq += 1;
-                    let mut rec =
-                        run_once(&sb, &exe, &cfg, placement, *case, transport, repeat, seq);
-                    check_interrupted()?;
-                    let after = sb.snapshot()?;
-                    verify(&mut rec, &counters, &after.counters);
-                    if transport == Transport::Accel {
-                        check_maps_empty(&mut rec, &after.maps_holding_entries);
-                    }
-                    counters = after.counters;
-                    records.push(rec);
-                }
-            }
-            eprintln!(
-                "{}",
-                report::loopback::progress_line(placement, *case, &records)
-            );
-        }
-    }
+    let mut bench = LoopbackBench {
+        counters: sb.counters()?,
+        sb: &sb,
+        exe: &exe,
+        cfg: &cfg,
+        records: Vec::new(),
+    };
+    drive(&mut bench, Order::ByCase, &placements, &cases, cfg.repeats)?;
+    let records = bench.records;
     // The datapath counters were read after every run; the daemon must
     // still be the one that was started.
     let log = sb.log();
@@ -179,6 +162,56 @@ pub fn run(mut args: LoopbackArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The loopback runner's part of the plan: the three transports of every
+/// case, each run checked against the datapath's counters.
+struct LoopbackBench<'s> {
+    sb: &'s Sandbox,
+    /// This executable (the workers).
+    exe: &'s PathBuf,
+    cfg: &'s LoopbackConfig,
+    /// The datapath's counters after the previous run.
+    counters: BTreeMap<String, u64>,
+    records: Vec<RunRecord>,
+}
+
+impl Bench for LoopbackBench<'_> {
+    type Case = LoopbackCase;
+    type Side = Transport;
+
+    fn sides(&self, _n: usize) -> Vec<Transport> {
+        Transport::ALL.to_vec()
+    }
+
+    fn run(&mut self, slot: Slot<LoopbackCase, Transport>) -> Result<()> {
+        let Slot {
+            placement,
+            case,
+            repeat,
+            side: transport,
+            seq,
+        } = slot;
+        let mut rec = run_once(
+            self.sb, self.exe, self.cfg, placement, case, transport, repeat, seq,
+        );
+        check_interrupted()?;
+        let after = self.sb.snapshot()?;
+        verify(&mut rec, &self.counters, &after.counters);
+        if transport == Transport::Accel {
+            check_maps_empty(&mut rec, &after.maps_holding_entries);
+        }
+        self.counters = after.counters;
+        self.records.push(rec);
+        Ok(())
+    }
+
+    fn case_done(&mut self, placement: Placement, case: LoopbackCase) {
+        eprintln!(
+            "{}",
+            report::loopback::progress_line(placement, case, &self.records)
+        );
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -15,6 +15,7 @@ mod load;
 mod loopback;
 mod mesh;
 mod nonblock;
+mod plan;
 mod records;
 mod report;
 mod run_local;

@@ -35,6 +35,7 @@ use clap::Args;
 
 use crate::{
     host::online_cpus,
+    plan::{Bench, Order, Slot, drive},
     records::{
         mesh::{MeshCase, MeshConfig, MeshRecord, MeshWorkload, Mode},
         placement::Placement,
@@ -228,58 +229,16 @@ fn mesh(mut args: MeshArgs) -> Result<()> {
     }
     eprintln!("accel-bench mesh: smoke test passed (curl through both sidecars, both modes)");
 
-    let mut records = Vec::new();
-    let mut seq = 0;
-    for &placement in &placements {
-        pair.place(placement, ncpu)?;
-        for &case in &cases {
-            for repeat in 0..cfg.repeats {
-                for mode in Mode::abba(repeat) {
-                    check_interrupted()?;
-                    pair.ctl.set(mode)?;
-                    seq += 1;
-                    let mut rec = MeshRecord::new(seq, placement, case, mode, repeat);
-                    rec.started_s = t_start.elapsed().as_secs_f64();
-                    let before = pair.ctl.proof_state()?;
-                    let res = match case.workload {
-                        MeshWorkload::Wrk => run_wrk(a, b, &cfg, placement, case.size)
-                            .map(|w| w.fill(&mut rec, b, case.size)),
-                        MeshWorkload::Rr | MeshWorkload::Stream => {
-                            exchange(a, b, &exe, &cfg, placement, case)
-                                .and_then(|(c, s)| fill_worker(&mut rec, case, &c, &s))
-                        }
-                    };
-                    match res {
-                        Ok(()) => rec.ok = true,
-                        Err(e) => {
-                            rec.error = Some(format!("{e:#}"));
-                            eprintln!(
-                                "accel-bench mesh: run failed ({} {} {} B {}): {e:#}",
-                                placement.name(),
-                                case.workload.name(),
-                                case.size,
-                                mode.label()
-                            );
-                        }
-                    }
-                    check_interrupted()?;
-                    let after = pair.ctl.proof_state()?;
-                    verify(
-                        &mut rec,
-                        &before,
-                        &after,
-                        matches!(cfg.pod_acceleration.as_str(), "proxy-only" | "auto"),
-                    );
-                    records.push(rec);
-                }
-            }
-            eprintln!(
-                "{}  [{:.0} s]",
-                mesh_report::progress_line(placement, case, &records),
-                t_start.elapsed().as_secs_f64()
-            );
-        }
-    }
+    let mut bench = MeshBench {
+        pair: &mut pair,
+        exe: &exe,
+        cfg: &cfg,
+        ncpu,
+        t_start,
+        records: Vec::new(),
+    };
+    drive(&mut bench, Order::ByCase, &placements, &cases, cfg.repeats)?;
+    let records = bench.records;
     pair.ctl.set(Mode::Baseline)?;
     let toggles = pair.ctl.toggles();
     let log = pair.ctl.log();
@@ -300,6 +259,90 @@ fn mesh(mut args: MeshArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The mesh runner's part of the plan: every run on the sidecar pair,
+/// wrk or a worker pair, proven by the daemon's counters or its absence.
+struct MeshBench<'p, 'e> {
+    pair: &'p mut SidecarPair<'e>,
+    /// This executable (the workers).
+    exe: &'p Path,
+    cfg: &'p MeshConfig,
+    ncpu: usize,
+    /// When the run started (progress lines, record start times).
+    t_start: Instant,
+    records: Vec<MeshRecord>,
+}
+
+impl Bench for MeshBench<'_, '_> {
+    type Case = MeshCase;
+    type Side = Mode;
+
+    fn sides(&self, n: usize) -> Vec<Mode> {
+        Mode::abba(n).to_vec()
+    }
+
+    fn enter_placement(&mut self, placement: Placement) -> Result<()> {
+        self.pair.place(placement, self.ncpu)
+    }
+
+    fn enter_side(&mut self, mode: Mode) -> Result<()> {
+        self.pair.ctl.set(mode)
+    }
+
+    fn run(&mut self, slot: Slot<MeshCase, Mode>) -> Result<()> {
+        let Slot {
+            placement,
+            case,
+            repeat,
+            side: mode,
+            seq,
+        } = slot;
+        let (a, b, cfg) = (&self.pair.a, &self.pair.b, self.cfg);
+        let mut rec = MeshRecord::new(seq, placement, case, mode, repeat);
+        rec.started_s = self.t_start.elapsed().as_secs_f64();
+        let before = self.pair.ctl.proof_state()?;
+        let res = match case.workload {
+            MeshWorkload::Wrk => {
+                run_wrk(a, b, cfg, placement, case.size).map(|w| w.fill(&mut rec, b, case.size))
+            }
+            MeshWorkload::Rr | MeshWorkload::Stream => {
+                exchange(a, b, self.exe, cfg, placement, case)
+                    .and_then(|(c, s)| fill_worker(&mut rec, case, &c, &s))
+            }
+        };
+        match res {
+            Ok(()) => rec.ok = true,
+            Err(e) => {
+                rec.error = Some(format!("{e:#}"));
+                eprintln!(
+                    "accel-bench mesh: run failed ({} {} {} B {}): {e:#}",
+                    placement.name(),
+                    case.workload.name(),
+                    case.size,
+                    mode.label()
+                );
+            }
+        }
+        check_interrupted()?;
+        let after = self.pair.ctl.proof_state()?;
+        verify(
+            &mut rec,
+            &before,
+            &after,
+            matches!(cfg.pod_acceleration.as_str(), "proxy-only" | "auto"),
+        );
+        self.records.push(rec);
+        Ok(())
+    }
+
+    fn case_done(&mut self, placement: Placement, case: MeshCase) {
+        eprintln!(
+            "{}  [{:.0} s]",
+            mesh_report::progress_line(placement, case, &self.records),
+            self.t_start.elapsed().as_secs_f64()
+        );
+    }
 }
 
 /// `partial`: a mode where some legs carry bytes by TCP on purpose

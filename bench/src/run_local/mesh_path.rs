@@ -12,12 +12,12 @@ use super::{
     usage::{ProcSample, cgroup_cpu_usec, clk_tck, daemon_pid, proc_sample},
 };
 use crate::{
+    plan::{self, Bench, Order, drive},
     records::{
         local::{DaemonUsage, LocalProto, RunProof},
         mesh::Mode,
         placement::Placement,
     },
-    sandbox::check_interrupted,
     topology::ProofState,
 };
 
@@ -30,13 +30,9 @@ struct Case {
     qps: f64,
 }
 
-/// Where a run sits in the plan: placement, round and mode.
-#[derive(Clone, Copy)]
-struct Slot {
-    placement: Placement,
-    round: usize,
-    mode: Mode,
-}
+/// Where a run sits in the plan: placement, case, round (`repeat`) and
+/// mode (`side`).
+type Slot = plan::Slot<Case, Mode>;
 
 /// Runs every placement (only if the mesh part was asked for) x round x
 /// mode x case; returns the proof of every run and adds the daemon's CPU
@@ -66,16 +62,15 @@ pub(super) fn measure_mesh(
     let mut mesh = MeshPath {
         kit,
         a,
-        cases: &cases,
+        ncpu,
         usage,
         proofs: Vec::new(),
         done: 0,
         total,
         t0,
+        round_start: None,
     };
-    for &placement in placements {
-        mesh.placement(placement, ncpu)?;
-    }
+    drive(&mut mesh, Order::BySide, placements, &cases, a.rounds)?;
     Ok(mesh.proofs)
 }
 
@@ -99,60 +94,67 @@ fn cases(a: &RunLocalArgs) -> Vec<Case> {
 struct MeshPath<'r, 'e> {
     kit: &'r mut Kit<'e>,
     a: &'r RunLocalArgs,
-    cases: &'r [Case],
+    ncpu: usize,
     usage: &'r mut DaemonUsage,
     proofs: Vec<RunProof>,
     /// Runs that completed (failed ones only get a proof).
     done: usize,
     total: usize,
     t0: Instant,
+    /// Accelerated rounds: the daemon's pid and sample at the round's
+    /// start, and when it started.
+    round_start: Option<(u32, ProcSample, Instant)>,
 }
 
-impl MeshPath<'_, '_> {
-    /// Pins both sides for `placement`, then runs its rounds: baseline
-    /// first in even rounds, accelerated first in odd ones.
-    fn placement(&mut self, placement: Placement, ncpu: usize) -> Result<()> {
-        self.kit.pair.place(placement, ncpu)?;
-        for round in 0..self.a.rounds {
-            for mode in Mode::abba(round) {
-                self.mode_round(Slot {
-                    placement,
-                    round,
-                    mode,
-                })?;
+impl Bench for MeshPath<'_, '_> {
+    type Case = Case;
+    type Side = Mode;
+
+    /// Baseline first in even rounds, accelerated first in odd ones.
+    fn sides(&self, n: usize) -> Vec<Mode> {
+        Mode::abba(n).to_vec()
+    }
+
+    fn enter_placement(&mut self, placement: Placement) -> Result<()> {
+        self.kit.pair.place(placement, self.ncpu)
+    }
+
+    /// Sets the mode; accelerated, samples the daemon.
+    fn enter_side(&mut self, mode: Mode) -> Result<()> {
+        self.kit.pair.ctl.set(mode)?;
+        self.round_start = match mode {
+            Mode::Accel => {
+                let pid = daemon_pid(self.kit.env)?;
+                Some((pid, proc_sample(pid)?, Instant::now()))
             }
-        }
+            Mode::Baseline => None,
+        };
         Ok(())
     }
 
-    /// Sets the mode and runs every case in it; accelerated, samples the
-    /// daemon before and after.
-    fn mode_round(&mut self, slot: Slot) -> Result<()> {
-        self.kit.pair.ctl.set(slot.mode)?;
-        let dpid = match slot.mode {
-            Mode::Accel => Some(daemon_pid(self.kit.env)?),
-            Mode::Baseline => None,
-        };
-        let d0 = dpid.map(proc_sample).transpose()?;
-        let tr = Instant::now();
-        for &case in self.cases {
-            self.case(slot, case)?;
-        }
-        if let (Some(pid), Some(d0)) = (dpid, d0) {
-            self.record_daemon_load(pid, d0, tr)?;
+    fn run(&mut self, slot: Slot) -> Result<()> {
+        self.case(slot)
+    }
+
+    /// Accelerated, samples the daemon again; a progress line.
+    fn side_done(&mut self, placement: Placement, round: usize, mode: Mode) -> Result<()> {
+        if let Some((pid, d0, since)) = self.round_start.take() {
+            self.record_daemon_load(pid, d0, since)?;
         }
         eprintln!(
             "accel-bench run-local: [{}] round {} {} done ({}/{} runs, {:.0} s)",
-            slot.placement.name(),
-            slot.round + 1,
-            slot.mode.label(),
+            placement.name(),
+            round + 1,
+            mode.label(),
             self.done,
             self.total,
             self.t0.elapsed().as_secs_f64()
         );
         Ok(())
     }
+}
 
+impl MeshPath<'_, '_> {
     /// The daemon's CPU since `d0` (taken at `since`) and its RSS now.
     fn record_daemon_load(&mut self, pid: u32, d0: ProcSample, since: Instant) -> Result<()> {
         let d1 = proc_sample(pid)?;
@@ -167,10 +169,9 @@ impl MeshPath<'_, '_> {
 
     /// One `accel-bench load` run in pod A: the pods' cgroup CPU goes into
     /// its file, and its proof (or its failure) into the proofs.
-    fn case(&mut self, slot: Slot, case: Case) -> Result<()> {
-        check_interrupted()?;
-        let file = self.kit.json_dir.join(self.file_name(slot, case));
-        let extra = self.load_args(slot, case);
+    fn case(&mut self, slot: Slot) -> Result<()> {
+        let file = self.kit.json_dir.join(self.file_name(slot));
+        let extra = self.load_args(slot);
         let before = self.kit.pair.ctl.proof_state()?;
         let cpu0 = cgroup_cpu_usec(&self.kit.env.cgroup)?;
         let res = self.kit.load(&self.kit.pair.a, &extra, &file);
@@ -182,7 +183,7 @@ impl MeshPath<'_, '_> {
                 eprintln!("accel-bench run-local: run failed: {e:#}");
                 self.proofs.push(RunProof {
                     file: file.display().to_string(),
-                    mode: slot.mode,
+                    mode: slot.side,
                     verified: false,
                     note: format!("run failed: {e:#}"),
                 });
@@ -198,7 +199,7 @@ impl MeshPath<'_, '_> {
         fs::write(&file, serde_json::to_string_pretty(&r)?)?;
         let bytes = r.accel_bench.as_ref().map_or(0, |x| x.bytes);
         self.proofs
-            .push(prove(&file, slot.mode, bytes, &before, &after));
+            .push(prove(&file, slot.side, bytes, &before, &after));
         self.done += 1;
         Ok(())
     }
@@ -211,8 +212,8 @@ impl MeshPath<'_, '_> {
     }
 
     /// `<proto>-<placement>-s<size>-c<c>-q<qps|max>-<mode>-r<round>.json`.
-    fn file_name(&self, slot: Slot, case: Case) -> String {
-        let Case { size, c, qps } = case;
+    fn file_name(&self, slot: Slot) -> String {
+        let Case { size, c, qps } = slot.case;
         let qname = if qps > 0.0 {
             format!("{qps}")
         } else {
@@ -222,14 +223,14 @@ impl MeshPath<'_, '_> {
             "{}-{}-s{size}-c{c}-q{qname}-{}-r{}.json",
             self.proto(),
             slot.placement.name(),
-            mode_word(slot.mode),
-            slot.round
+            mode_word(slot.side),
+            slot.repeat
         )
     }
 
     /// The `accel-bench load` arguments of one run (all but `--json`).
-    fn load_args(&self, slot: Slot, case: Case) -> Vec<String> {
-        let Case { size, c, qps } = case;
+    fn load_args(&self, slot: Slot) -> Vec<String> {
+        let Case { size, c, qps } = slot.case;
         let proto = self.proto();
         let mut extra: Vec<String> = vec![
             "--target".into(),
@@ -249,9 +250,9 @@ impl MeshPath<'_, '_> {
             "--labels".into(),
             format!(
                 "mode={} proto={proto} placement={} size={size} round={}",
-                mode_word(slot.mode),
+                mode_word(slot.side),
                 slot.placement.name(),
-                slot.round
+                slot.repeat
             ),
         ];
         if self.a.proto == LocalProto::Http {
