@@ -1,5 +1,5 @@
 //! Compiles the BPF programs with clang. The Rust mirror of the ABI is
-//! checked against the BTF of these objects (see abi.rs).
+//! checked against the BTF of these objects (see abi/tests.rs).
 
 use std::{
     env,

@@ -2,9 +2,10 @@
 /*
  * The ABI shared between the BPF datapath and userspace.
  *
- * Every struct here is mirrored in accel-bpf/src/abi.rs and checked by the
- * layout tests against the BTF of the built objects (so a struct must be
- * used by a map or a program); constants and counters against this file.
+ * Every struct here is mirrored in accel-bpf/src/abi/mirrors.rs and checked
+ * by the layout tests (abi/tests.rs) against the BTF of the built objects
+ * (so a struct must be used by a map or a program); constants and counters
+ * against this file.
  * Padding is explicit: the kernel copies map values byte for byte, and an
  * implicit hole would be uninitialised stack in BPF and undefined in Rust.
  *
