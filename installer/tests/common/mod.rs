@@ -1,8 +1,11 @@
 //! The fake cluster the installer's tests run against: a fake API server, a
 //! kubeconfig whose context "a" points at it, and the installer run
-//! in-process with its exit code, stdout and stderr.
+//! in-process with its exit code, stdout and stderr; and, for the manifest
+//! tests, the files under manifests/ (`manifest_files`).
 // Each test file uses part of it.
 #![allow(dead_code)]
+
+pub mod manifest_files;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
