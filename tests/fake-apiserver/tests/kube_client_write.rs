@@ -8,7 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use accel_fake_apiserver::{FakeApiServer, RolloutMode, fixtures};
-use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetStatus};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
@@ -45,6 +45,27 @@ fn agent_ds(image: &str) -> DaemonSet {
     .unwrap()
 }
 
+/// Applies the agent DaemonSet with `image` (server-side apply, forced, field
+/// manager `sidecar-accel`) and returns what the server stored.
+async fn apply_agent(dss: &Api<DaemonSet>, image: &str) -> DaemonSet {
+    dss.patch(
+        "sidecar-accel",
+        &PatchParams::apply("sidecar-accel").force(),
+        &Patch::Apply(agent_ds(image)),
+    )
+    .await
+    .unwrap()
+}
+
+/// The agent DaemonSet's status as the server reports it now.
+async fn ds_status(dss: &Api<DaemonSet>) -> DaemonSetStatus {
+    dss.get_status("sidecar-accel")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+}
+
 #[tokio::test]
 async fn server_side_apply_creates_updates_and_conflicts() {
     let s = FakeApiServer::start().unwrap();
@@ -60,33 +81,19 @@ async fn server_side_apply_creates_updates_and_conflicts() {
         .unwrap();
 
     let dss: Api<DaemonSet> = Api::namespaced(c.clone(), "sidecar-accel");
-    let created = dss
-        .patch("sidecar-accel", &ssa, &Patch::Apply(agent_ds("agent:v1")))
-        .await
-        .unwrap();
+    let created = apply_agent(&dss, "agent:v1").await;
     assert_eq!(created.metadata.generation, Some(1));
     assert!(created.metadata.uid.is_some() && created.metadata.creation_timestamp.is_some());
-    let updated = dss
-        .patch("sidecar-accel", &ssa, &Patch::Apply(agent_ds("agent:v2")))
-        .await
-        .unwrap();
+    let updated = apply_agent(&dss, "agent:v2").await;
     assert_eq!(updated.metadata.generation, Some(2));
     assert_eq!(updated.metadata.uid, created.metadata.uid);
-    let same = dss
-        .patch("sidecar-accel", &ssa, &Patch::Apply(agent_ds("agent:v2")))
-        .await
-        .unwrap();
+    let same = apply_agent(&dss, "agent:v2").await;
     assert_eq!(
         same.metadata.generation,
         Some(2),
         "no spec change, no new generation"
     );
-    let st = dss
-        .get_status("sidecar-accel")
-        .await
-        .unwrap()
-        .status
-        .unwrap();
+    let st = ds_status(&dss).await;
     assert_eq!(st.observed_generation, Some(2));
 
     let applies: Vec<_> = s
@@ -252,22 +259,11 @@ async fn daemonset_rollout_climbs_gradually() {
         per_step: Duration::from_millis(100),
     });
     let dss: Api<DaemonSet> = Api::namespaced(client(&s), "sidecar-accel");
-    dss.patch(
-        "sidecar-accel",
-        &PatchParams::apply("sidecar-accel").force(),
-        &Patch::Apply(agent_ds("agent:v1")),
-    )
-    .await
-    .unwrap();
+    apply_agent(&dss, "agent:v1").await;
     let mut seen = Vec::new();
     let end = Instant::now() + Duration::from_secs(10);
     loop {
-        let st = dss
-            .get_status("sidecar-accel")
-            .await
-            .unwrap()
-            .status
-            .unwrap();
+        let st = ds_status(&dss).await;
         assert_eq!(
             st.desired_number_scheduled, 3,
             "the virtual node is excluded by affinity"
@@ -292,39 +288,18 @@ async fn daemonset_rollout_climbs_gradually() {
     // A node heartbeat does not reset the rollout; a new matching node extends it.
     s.set_rollout(RolloutMode::Instant);
     s.upsert(fixtures::node("n1", "6.6.0", "Alibaba Cloud Linux 3"));
-    let st = dss
-        .get_status("sidecar-accel")
-        .await
-        .unwrap()
-        .status
-        .unwrap();
+    let st = ds_status(&dss).await;
     assert_eq!(st.updated_number_scheduled, Some(3));
     s.upsert(fixtures::node("n4", "6.6.0", "Alibaba Cloud Linux 3"));
-    let st = dss
-        .get_status("sidecar-accel")
-        .await
-        .unwrap()
-        .status
-        .unwrap();
+    let st = ds_status(&dss).await;
     assert_eq!(
         (st.desired_number_scheduled, st.number_available),
         (4, Some(4))
     );
 
     s.set_rollout(RolloutMode::Stuck);
-    dss.patch(
-        "sidecar-accel",
-        &PatchParams::apply("sidecar-accel").force(),
-        &Patch::Apply(agent_ds("agent:v2")),
-    )
-    .await
-    .unwrap();
-    let st = dss
-        .get_status("sidecar-accel")
-        .await
-        .unwrap()
-        .status
-        .unwrap();
+    apply_agent(&dss, "agent:v2").await;
+    let st = ds_status(&dss).await;
     assert_eq!(st.observed_generation, Some(2));
     assert_eq!(st.updated_number_scheduled, Some(0));
     assert_eq!(st.number_unavailable, Some(4));
