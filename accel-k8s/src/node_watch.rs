@@ -17,7 +17,7 @@ use tracing::{info, warn};
 use crate::{
     keys, node,
     throttle::{Backoff, Throttle},
-    watch::hint,
+    watch::{hint, note_progress},
 };
 
 /// What the daemon knows of its Node.
@@ -58,12 +58,8 @@ pub fn spawn_node_watcher(client: Client, node: &str) -> watch::Receiver<NodeVie
         let mut quiet = Throttle::default();
         let mut backoff = Backoff::default();
         while let Some(event) = stream.next().await {
-            // Init comes before every re-list attempt: not a sign of health.
-            if matches!(&event, Ok(e) if !matches!(e, watcher::Event::Init)) {
-                backoff.reset();
-                if let Some(failures) = quiet.success() {
-                    info!(failures, "node watch recovered");
-                }
+            if let Some(failures) = note_progress(&event, &mut quiet, &mut backoff) {
+                info!(failures, "node watch recovered");
             }
             let next = match event {
                 Ok(watcher::Event::Init) => {

@@ -93,6 +93,22 @@ pub fn hint(e: &watcher::Error) -> &'static str {
     }
 }
 
+/// Notes an item of a watch stream in its retry state. Any item but an error
+/// or `Init` is progress (`Init` comes before every re-list attempt: not a
+/// sign of health): the backoff starts over, and `Some(failures)` says that
+/// it ends an outage, for the caller to log.
+pub(crate) fn note_progress<K>(
+    event: &Result<watcher::Event<K>, watcher::Error>,
+    quiet: &mut Throttle,
+    backoff: &mut Backoff,
+) -> Option<u64> {
+    if !matches!(event, Ok(e) if !matches!(e, watcher::Event::Init)) {
+        return None;
+    }
+    backoff.reset();
+    quiet.success()
+}
+
 /// Starts watching the pods scheduled to `node`. The returned receiver
 /// always holds the latest complete view.
 pub fn spawn_pod_watcher(
@@ -113,12 +129,8 @@ pub fn spawn_pod_watcher(
         let mut quiet = Throttle::default();
         let mut backoff = Backoff::default();
         while let Some(event) = stream.next().await {
-            // Init comes before every re-list attempt: not a sign of health.
-            if matches!(&event, Ok(e) if !matches!(e, watcher::Event::Init)) {
-                backoff.reset();
-                if let Some(failures) = quiet.success() {
-                    info!(failures, "pod watch recovered");
-                }
+            if let Some(failures) = note_progress(&event, &mut quiet, &mut backoff) {
+                info!(failures, "pod watch recovered");
             }
             let changed = match event {
                 Ok(watcher::Event::Init) => {
@@ -174,4 +186,24 @@ pub fn spawn_pod_watcher(
         }
     });
     (rx, health)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_is_any_item_but_an_error_or_init() {
+        let mut quiet = Throttle::default();
+        let mut backoff = Backoff::default();
+        quiet.failure();
+        let init: Result<watcher::Event<Pod>, _> = Ok(watcher::Event::Init);
+        assert_eq!(note_progress(&init, &mut quiet, &mut backoff), None);
+        let err: Result<watcher::Event<Pod>, _> = Err(watcher::Error::NoResourceVersion);
+        assert_eq!(note_progress(&err, &mut quiet, &mut backoff), None);
+        assert_eq!(quiet.failures(), 1, "the outage goes on");
+        let done: Result<watcher::Event<Pod>, _> = Ok(watcher::Event::InitDone);
+        assert_eq!(note_progress(&done, &mut quiet, &mut backoff), Some(1));
+        assert_eq!(note_progress(&done, &mut quiet, &mut backoff), None);
+    }
 }
