@@ -263,13 +263,8 @@ impl ConnTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frame::{LinkType, TcpFlags, build, parse};
+    use crate::frame::{TcpFlags, build::loopback_segment as seg};
     use std::time::Duration;
-
-    fn seg(src: &str, dst: &str, flags: u8, len: usize) -> TcpSegment {
-        let spec = build::FrameSpec::new(src.parse().unwrap(), dst.parse().unwrap(), flags, len);
-        parse(LinkType::Loopback, &build::tcp_frame(&spec)).unwrap()
-    }
 
     const C: &str = "127.0.0.1:40000";
     const S: &str = "127.0.0.1:8080";

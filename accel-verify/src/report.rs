@@ -352,14 +352,12 @@ pub fn tcpdump_command(interface: &str, netns: &NetnsTarget, filter: &Filter) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frame::{LinkType, TcpFlags, build, parse};
+    use crate::frame::{TcpFlags, build::loopback_segment};
     use std::path::PathBuf;
     use std::time::SystemTime;
 
     fn feed(t: &mut ConnTable, src: &str, dst: &str, flags: u8, len: usize) {
-        let spec = build::FrameSpec::new(src.parse().unwrap(), dst.parse().unwrap(), flags, len);
-        let s = parse(LinkType::Loopback, &build::tcp_frame(&spec)).unwrap();
-        t.observe(&s, SystemTime::now());
+        t.observe(&loopback_segment(src, dst, flags, len), SystemTime::now());
     }
 
     fn handshake(t: &mut ConnTable, c: &str, s: &str) {

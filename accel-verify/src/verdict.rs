@@ -105,13 +105,8 @@ pub fn judge(key: &ConnKey, stats: &ConnStats, explainer: Option<&dyn Explainer>
 mod tests {
     use super::*;
     use crate::conn::{ConnTable, Filter};
-    use crate::frame::{LinkType, TcpFlags, TcpSegment, build, parse};
+    use crate::frame::{TcpFlags, TcpSegment, build::loopback_segment as seg};
     use std::time::SystemTime;
-
-    fn seg(src: &str, dst: &str, flags: u8, len: usize) -> TcpSegment {
-        let spec = build::FrameSpec::new(src.parse().unwrap(), dst.parse().unwrap(), flags, len);
-        parse(LinkType::Loopback, &build::tcp_frame(&spec)).unwrap()
-    }
 
     const C: &str = "127.0.0.1:40000";
     const S: &str = "127.0.0.1:8080";

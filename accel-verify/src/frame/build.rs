@@ -115,3 +115,21 @@ pub fn tcp_frame(spec: &FrameSpec) -> Vec<u8> {
     frame.extend_from_slice(&ip);
     frame
 }
+
+/// A plain segment from `src` to `dst` (`"ip:port"`), built and parsed back
+/// as a capture on `lo` would see it: the unit tests' traffic.
+#[cfg(test)]
+pub(crate) fn loopback_segment(
+    src: &str,
+    dst: &str,
+    flags: u8,
+    payload_len: usize,
+) -> super::TcpSegment {
+    let spec = FrameSpec::new(
+        src.parse().unwrap(),
+        dst.parse().unwrap(),
+        flags,
+        payload_len,
+    );
+    super::parse(super::LinkType::Loopback, &tcp_frame(&spec)).unwrap()
+}
