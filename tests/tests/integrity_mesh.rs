@@ -118,6 +118,22 @@ fn nginx_serves_a_large_file_to_curl_through_two_sidecars_sha256_equal() {
 /// 16 KiB, a 0.5 ms pause after each.
 const SLOW_READERS: [&str; 6] = ["--recv", "read", "--max-read", "16384", "--delay-us", "500"];
 
+/// The fast writers of every backpressure case: `conns` connections of
+/// `bytes` each, in messages of at most 64 KiB; the driver gives up after
+/// 15 minutes.
+fn fast_writers<'a>(conns: &'a str, bytes: &'a str) -> [&'a str; 8] {
+    [
+        "--conns",
+        conns,
+        "--bytes",
+        bytes,
+        "--max-msg",
+        "65536",
+        "--timeout-secs",
+        "900",
+    ]
+}
+
 /// 100 loopback streams inside `pod` into slow readers: in the test's
 /// cgroup (accelerated) or outside it (plain TCP, same namespace).
 fn loopback_slow_readers(pod: &Pod, accelerated: bool, conns: u64, bytes: u64) -> (Value, u64) {
@@ -132,22 +148,9 @@ fn loopback_slow_readers(pod: &Pod, accelerated: bool, conns: u64, bytes: u64) -
         let (out, r) = run_driver(
             cmd,
             &[
-                &[
-                    "stream",
-                    "--listen",
-                    "127.0.0.1:9200",
-                    "--send",
-                    "write",
-                    "--conns",
-                    &conns,
-                    "--bytes",
-                    &bytes,
-                    "--max-msg",
-                    "65536",
-                    "--timeout-secs",
-                    "900",
-                ],
-                &SLOW_READERS[..],
+                &["stream", "--listen", "127.0.0.1:9200", "--send", "write"][..],
+                &fast_writers(&conns, &bytes),
+                &SLOW_READERS,
             ]
             .concat(),
         );
@@ -182,18 +185,10 @@ fn mesh_slow_readers(a: &Pod, b: &Pod, conns: u64, bytes: u64) -> u64 {
         let (out, r) = run_driver(
             a.command(DRIVER.as_str()),
             &[
-                "source",
-                "--connect",
-                &target,
-                "--conns",
-                &conns,
-                "--bytes",
-                &bytes,
-                "--max-msg",
-                "65536",
-                "--timeout-secs",
-                "900",
-            ],
+                &["source", "--connect", &target][..],
+                &fast_writers(&conns, &bytes),
+            ]
+            .concat(),
         );
         assert_clean("fast writers through the sidecars", &out, &r);
     });
