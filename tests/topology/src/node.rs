@@ -58,13 +58,8 @@ impl Node {
             namespaces: Mutex::new(Vec::new()),
             procs: Arc::new(Mutex::new(Vec::new())),
         };
-        // Registered before creation: a failure below still tears it down.
-        node.namespaces.lock().unwrap().push(node.netns.clone());
+        node.add_netns(&node.netns);
         let n = node.netns.as_str();
-        ip(&["netns", "add", n]);
-        node.sysctl(n, "net.ipv6.conf.all.accept_dad", "0");
-        node.sysctl(n, "net.ipv6.conf.default.accept_dad", "0");
-        ip(&["-n", n, "link", "set", "lo", "up"]);
         ip(&[
             "-n",
             n,
@@ -93,6 +88,16 @@ impl Node {
         ]);
         ip(&["-n", n, "link", "set", BRIDGE, "up"]);
         node
+    }
+
+    /// Creates the network namespace `netns` with IPv6 DAD off and `lo` up.
+    /// It is registered before creation: a failure below still tears it down.
+    fn add_netns(&self, netns: &str) {
+        self.namespaces.lock().unwrap().push(netns.to_string());
+        ip(&["netns", "add", netns]);
+        self.sysctl(netns, "net.ipv6.conf.all.accept_dad", "0");
+        self.sysctl(netns, "net.ipv6.conf.default.accept_dad", "0");
+        ip(&["-n", netns, "link", "set", "lo", "up"]);
     }
 
     fn sysctl(&self, netns: &str, key: &str, value: &str) {
@@ -138,12 +143,8 @@ impl Node {
             cgroup: self.cgroup.clone(),
             procs: self.procs.clone(),
         };
-        self.namespaces.lock().unwrap().push(pod.netns.clone());
+        self.add_netns(&pod.netns);
         let (p, n) = (pod.netns.as_str(), self.netns.as_str());
-        ip(&["netns", "add", p]);
-        self.sysctl(p, "net.ipv6.conf.all.accept_dad", "0");
-        self.sysctl(p, "net.ipv6.conf.default.accept_dad", "0");
-        ip(&["-n", p, "link", "set", "lo", "up"]);
         ip(&[
             "-n",
             n,
