@@ -90,28 +90,21 @@ mod tests {
 
     #[test]
     fn progress_redraws_on_a_terminal_and_prints_changes_otherwise() {
-        let mut buf = Vec::new();
-        let mut ui = Ui::new(&mut buf, true);
-        ui.progress("rollout: 0/2");
-        ui.progress("rollout: 0/2");
-        ui.progress("rollout: 1/2");
-        ui.line("done");
-        drop(ui);
+        let shown = |tty| {
+            let mut buf = Vec::new();
+            let mut ui = Ui::new(&mut buf, tty);
+            ui.progress("rollout: 0/2");
+            ui.progress("rollout: 0/2");
+            ui.progress("rollout: 1/2");
+            ui.line("done");
+            drop(ui);
+            String::from_utf8(buf).unwrap()
+        };
         assert_eq!(
-            String::from_utf8(buf).unwrap(),
+            shown(true),
             "\r\x1b[2Krollout: 0/2\r\x1b[2Krollout: 1/2\ndone\n"
         );
-        let mut buf = Vec::new();
-        let mut ui = Ui::new(&mut buf, false);
-        ui.progress("rollout: 0/2");
-        ui.progress("rollout: 0/2");
-        ui.progress("rollout: 1/2");
-        ui.line("done");
-        drop(ui);
-        assert_eq!(
-            String::from_utf8(buf).unwrap(),
-            "rollout: 0/2\nrollout: 1/2\ndone\n"
-        );
+        assert_eq!(shown(false), "rollout: 0/2\nrollout: 1/2\ndone\n");
     }
 
     #[test]
