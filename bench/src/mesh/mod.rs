@@ -18,19 +18,17 @@
 //! runs by the growth of `redirect_bytes`, baseline runs by the absence of
 //! any program attached to the cgroup and of the pin dir before and after.
 
+mod workers;
 mod wrk;
 
 use std::{
     collections::BTreeMap,
-    net::SocketAddr,
     path::{Path, PathBuf},
-    process::Command,
     time::{Duration, Instant, SystemTime},
 };
 
 use accel_test_harness::{TestEnv, sha256_hex};
-use accel_topology::Pod;
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Result, bail, ensure};
 use clap::Args;
 
 use crate::{
@@ -45,9 +43,9 @@ use crate::{
     topology::{
         PodServer, ProofState, SidecarPair, catching_topology_panics, file_content, topology_bins,
     },
-    worker::{self, WorkerOut, Workload},
-    worker_proc::{WorkerProc, finish_pair},
+    worker,
 };
+use workers::{exchange, fill_worker};
 use wrk::run_wrk;
 
 #[derive(Args, Debug, Clone)]
@@ -413,89 +411,4 @@ fn verify(rec: &mut MeshRecord, before: &ProofState, after: &ProofState, partial
             rec.verify_note
         );
     }
-}
-
-// ---------------------------------------------------------------------------
-// Request/response and streaming workers
-// ---------------------------------------------------------------------------
-
-fn worker_cmd(
-    pod: &Pod,
-    exe: &Path,
-    role: &str,
-    case: MeshCase,
-    cfg: &MeshConfig,
-    cpu: Option<usize>,
-) -> Command {
-    let mut cmd = pod.command(exe);
-    cmd.args([
-        "worker",
-        "--role",
-        role,
-        "--family",
-        "tcp",
-        "--workload",
-        case.workload.name(),
-    ])
-    .args(["--size", &case.size.to_string()])
-    .args(["--duration-ms", &cfg.duration.as_millis().to_string()])
-    .args(["--warmup-ms", &cfg.warmup.as_millis().to_string()])
-    .args(["--io", cfg.worker_io.name()]);
-    if let Some(c) = cpu {
-        cmd.args(["--cpu", &c.to_string()]);
-    }
-    cmd
-}
-
-/// Server (B, listening on 0.0.0.0:ephemeral) and client (A, connecting to
-/// B's pod IP: REDIRECTed to A's sidecar, then B's sidecar, then B's app).
-fn exchange(
-    a: &Pod,
-    b: &Pod,
-    exe: &Path,
-    cfg: &MeshConfig,
-    placement: Placement,
-    case: MeshCase,
-) -> Result<(WorkerOut, WorkerOut)> {
-    let (client_cpu, server_cpu) = placement.cpus();
-    let mut scmd = worker_cmd(b, exe, "server", case, cfg, server_cpu);
-    scmd.args(["--listen", "0.0.0.0:0"]);
-    let mut server = WorkerProc::from_command(scmd)?;
-    let port = server
-        .listen_addr()?
-        .parse::<SocketAddr>()
-        .context("server address")?
-        .port();
-    let mut ccmd = worker_cmd(a, exe, "client", case, cfg, client_cpu);
-    ccmd.args(["--connect", &b.addr_v4(port).to_string()]);
-    let mut client = WorkerProc::from_command(ccmd)?;
-
-    let deadline = Instant::now() + cfg.warmup + cfg.duration + Duration::from_secs(60);
-    finish_pair(&mut client, &mut server, deadline)
-}
-
-fn fill_worker(
-    rec: &mut MeshRecord,
-    case: MeshCase,
-    client: &WorkerOut,
-    server: &WorkerOut,
-) -> Result<()> {
-    let workload = match case.workload {
-        MeshWorkload::Rr => Workload::Rr,
-        MeshWorkload::Stream => Workload::Stream,
-        MeshWorkload::Wrk => bail!("not a worker workload"),
-    };
-    let n = worker::pair_numbers(workload, case.size, client, server)?;
-    rec.send_eagain = n.send_eagain;
-    rec.recv_eagain = n.recv_eagain;
-    rec.p50_us = n.p50_us;
-    rec.p99_us = n.p99_us;
-    rec.mean_us = n.mean_us;
-    rec.max_us = n.max_us;
-    rec.count = n.round_trips;
-    rec.per_s = n.per_s;
-    rec.mb_per_s = n.mb_per_s;
-    rec.measured_secs = n.measured_secs;
-    rec.bytes_moved = n.bytes_moved;
-    Ok(())
 }
