@@ -18,7 +18,6 @@ use std::{
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
-        mpsc,
     },
     thread,
     time::{Duration, Instant},
@@ -130,8 +129,9 @@ impl Sandbox {
         f.as_ref().map(|f| f.as_raw_fd()).unwrap_or(-1)
     }
 
-    /// `accel-daemon run` on the private cgroup; returns once it logged
-    /// "ready" with acceleration on.
+    /// `accel-daemon run` on the private cgroup; returns once it is ready
+    /// (its state file names it, `/readyz` answers 200) with acceleration
+    /// on.
     pub fn start_daemon(&mut self) -> Result<()> {
         ensure!(
             self.accel_cg != self.cgroup_root,
@@ -172,47 +172,37 @@ impl Sandbox {
             .spawn()
             .with_context(|| format!("spawning {}", self.daemon_bin.display()))?;
         let stderr = child.stderr.take().context("daemon stderr")?;
+        let pid = child.id();
         self.daemon = Some(child);
-        let (tx, rx) = mpsc::channel();
         let log = self.daemon_log.clone();
-        // Keeps draining after "ready" so the daemon never blocks on its log.
+        // Drains the log for the daemon's whole life, so it never blocks.
         thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Ok(mut l) = log.lock() {
                     l.push_str(&line);
                     l.push('\n');
                 }
-                if line.contains("ready") {
-                    let _ = tx.send(line);
-                }
             }
         });
-        let deadline = Instant::now() + Duration::from_secs(90);
-        let ready = loop {
-            check_interrupted()?;
-            match rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(line) => break line,
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    bail!("accel-daemon exited before ready; log:\n{}", self.log())
+        let daemon = &mut self.daemon;
+        let ready =
+            accel_test_harness::wait_ready(&self.state_dir, pid, Duration::from_secs(90), || {
+                check_interrupted().map_err(|e| e.to_string())?;
+                match daemon.as_mut().map(Child::try_wait) {
+                    Some(Ok(Some(st))) => Err(format!("accel-daemon exited ({st})")),
+                    _ => Ok(()),
                 }
-            }
-            if let Some(c) = self.daemon.as_mut()
-                && let Ok(Some(st)) = c.try_wait()
-            {
-                thread::sleep(Duration::from_millis(100));
-                bail!(
-                    "accel-daemon exited ({st}) before ready; log:\n{}",
-                    self.log()
-                );
-            }
-            if Instant::now() > deadline {
-                bail!("accel-daemon not ready after 90 s; log:\n{}", self.log());
-            }
-        };
+            });
+        if let Err(why) = ready {
+            // The log thread may still be reading the last lines.
+            thread::sleep(Duration::from_millis(100));
+            bail!("accel-daemon not ready: {why}; log:\n{}", self.log());
+        }
+        let st = self.status()?;
         ensure!(
-            ready.contains("accelerated=true"),
-            "accel-daemon came up WITHOUT acceleration, nothing to benchmark; log:\n{}",
+            st["daemon"]["accelerated"] == serde_json::Value::Bool(true),
+            "accel-daemon came up WITHOUT acceleration ({}), nothing to benchmark; log:\n{}",
+            st["daemon"]["reason"],
             self.log()
         );
         Ok(())

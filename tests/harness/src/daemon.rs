@@ -62,32 +62,17 @@ impl Daemon {
         d
     }
 
-    /// Waits until this daemon wrote its state file (its pid, its bound
-    /// metrics address) and its `/readyz` answers 200; returns the address.
+    /// Waits until this daemon is ready ([`wait_ready`]); returns its
+    /// metrics address.
     fn wait_ready(&mut self, state_dir: &Path, limit: Duration) -> Result<String, String> {
         let pid = self.child.as_ref().map(Child::id).ok_or("no child")?;
-        let deadline = Instant::now() + limit;
-        let mut addr = None;
-        loop {
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
-                return Err(format!("exit {status}"));
+        let child = &mut self.child;
+        wait_ready(state_dir, pid, limit, || {
+            match child.as_mut().map(Child::try_wait) {
+                Some(Ok(Some(status))) => Err(format!("exit {status}")),
+                _ => Ok(()),
             }
-            if addr.is_none() {
-                addr = state_file_addr(state_dir, pid);
-            }
-            if let Some(a) = &addr
-                && try_http_get(a, "/readyz").is_ok_and(|(code, _)| code == 200)
-            {
-                return Ok(a.clone());
-            }
-            if Instant::now() > deadline {
-                return Err(match addr {
-                    Some(a) => format!("{a}/readyz not 200 within {limit:?}"),
-                    None => format!("no state file of pid {pid} within {limit:?}"),
-                });
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
+        })
     }
 
     pub fn log(&self) -> String {
@@ -183,6 +168,38 @@ fn flag_value<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
 
 /// The metrics address in the daemon's state file (`status.json`), once
 /// the daemon with `pid` wrote it (an earlier daemon's file does not count).
+/// Waits until the daemon `pid` wrote its state file in `state_dir` (its
+/// pid, its bound metrics address) and its `/readyz` answers 200; returns
+/// the address. `check` runs on every poll: its error (the process exited,
+/// the caller was interrupted) ends the wait.
+pub fn wait_ready(
+    state_dir: &Path,
+    pid: u32,
+    limit: Duration,
+    mut check: impl FnMut() -> Result<(), String>,
+) -> Result<String, String> {
+    let deadline = Instant::now() + limit;
+    let mut addr = None;
+    loop {
+        check()?;
+        if addr.is_none() {
+            addr = state_file_addr(state_dir, pid);
+        }
+        if let Some(a) = &addr
+            && try_http_get(a, "/readyz").is_ok_and(|(code, _)| code == 200)
+        {
+            return Ok(a.clone());
+        }
+        if Instant::now() > deadline {
+            return Err(match addr {
+                Some(a) => format!("{a}/readyz not 200 within {limit:?}"),
+                None => format!("no state file of pid {pid} within {limit:?}"),
+            });
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn state_file_addr(state_dir: &Path, pid: u32) -> Option<String> {
     let text = fs::read_to_string(state_dir.join("status.json")).ok()?;
     let state: Value = serde_json::from_str(&text).ok()?;

@@ -35,7 +35,7 @@ pub mod traffic;
 pub use binaries::{daemon_bin, integrity_bin, loadgen_bin, pod_bin, workspace_bin};
 pub use bpffs::PrivateBpffs;
 pub use capture::{Capture, CaptureCounts};
-pub use daemon::{Daemon, http_get};
+pub use daemon::{Daemon, http_get, wait_ready};
 pub use host::{
     attachments, cgroup2_mount, find_cgroup2_mount, join_cgroup_on_exec, kill_cgroup_tree,
     mount_bpffs_if_needed, remove_tree, running_kernel,
