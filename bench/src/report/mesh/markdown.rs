@@ -90,7 +90,7 @@ impl MeshReport {
         );
         let _ = writeln!(
             s,
-            "- Topology (`accel_tests::topology`): a private node namespace with a bridge; meshed \
+            "- Topology (`accel_topology`): a private node namespace with a bridge; meshed \
              pods A and B with Istio's REDIRECT rules and haproxy sidecars (TCP mode, one \
              thread). Every connection is app A -> sidecar A (127.0.0.1:15001) -> sidecar B \
              (B:15006) -> app B (from 127.0.0.6): three TCP connections. All pod processes run \
