@@ -154,7 +154,8 @@ impl MeshReport {
             s,
             "- Proof: {}/{} accelerated runs grew `redirect_bytes`{} (read with `accel-daemon \
              status --json` before and after each run) by at least the bytes the apps moved \
-             (wrk: the response bodies); {:.2} GB redirected in total; redirect_bytes / app \
+             (wrk: the response bodies), counting what stream writers sent after leaving for \
+             TCP by policy (`stream_writer_left_bytes`); {:.2} GB redirected in total; redirect_bytes / app \
              bytes per run: median {:.2}, min {:.2}, max {:.2} (3.00 = all three legs \
              redirected{}). {}/{} baseline runs had no program attached to the cgroup and no pins \
              before and after",
