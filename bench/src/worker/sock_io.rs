@@ -136,8 +136,8 @@ pub(super) fn drain<C: Conn>(s: &mut C, ea: &mut Eagain) -> Result<u64> {
     }
 }
 
+/// `size` bytes of the tests' byte pattern, stream `salt`: what a worker
+/// sends, and what the echo it checks must hold.
 pub(super) fn pattern(size: usize, salt: u8) -> Vec<u8> {
-    (0..size)
-        .map(|i| (i % 251) as u8 ^ salt.wrapping_mul(37))
-        .collect()
+    accel_test_harness::pattern::bytes(u64::from(salt), 0, size)
 }
