@@ -1,7 +1,7 @@
-//! The records of `accel-bench loopback`: its placements and transports,
-//! one run's numbers and proof, and the configuration the runs share. The
-//! runner (`crate::loopback`) writes them; the report
-//! (`crate::report::loopback`) reads them.
+//! The records of `accel-bench loopback`: its transports (the placements
+//! are [`super::placement`]), one run's numbers and proof, and the
+//! configuration the runs share. The runner (`crate::loopback`) writes
+//! them; the report (`crate::report::loopback`) reads them.
 
 use std::{collections::BTreeMap, time::Duration};
 

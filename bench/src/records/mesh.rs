@@ -1,7 +1,7 @@
-//! The records of `accel-bench mesh`: its workloads, placements and modes,
-//! one run's numbers and proof, and the configuration the runs share. The
-//! runner (`crate::mesh`) writes them; the report (`crate::report::mesh`)
-//! reads them.
+//! The records of `accel-bench mesh`: its workloads and modes (the
+//! placements are [`super::placement`]), one run's numbers and proof, and
+//! the configuration the runs share. The runner (`crate::mesh`) writes
+//! them; the report (`crate::report::mesh`) reads them.
 
 use std::{collections::BTreeMap, time::Duration};
 
