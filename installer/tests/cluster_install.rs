@@ -174,10 +174,7 @@ fn install_applies_server_side_waits_for_the_rollout_and_is_idempotent() {
             format!("/apis/apps/v1/namespaces/{NS}/daemonsets/accel-daemon"),
         ]
     );
-    let ds = env
-        .server
-        .get("apps/v1", "DaemonSet", Some(NS), "accel-daemon")
-        .unwrap();
+    let ds = env.daemonset();
     assert_eq!(
         ds["spec"]["template"]["spec"]["containers"][0]["image"],
         "example.com/accel-daemon:0.1.0"
@@ -230,10 +227,7 @@ fn install_applies_server_side_waits_for_the_rollout_and_is_idempotent() {
     let again = env.run(&["install", "--image", "example.com/accel-daemon:0.1.0"]);
     assert_eq!(again.code, 0, "{again:?}");
     assert_eq!(applied(&env).len(), 6);
-    let ds = env
-        .server
-        .get("apps/v1", "DaemonSet", Some(NS), "accel-daemon")
-        .unwrap();
+    let ds = env.daemonset();
     assert_eq!(
         ds["metadata"]["generation"], generation,
         "a second install changed the DaemonSet"
@@ -266,10 +260,7 @@ fn install_applies_the_monitor_when_the_operator_is_there() {
     );
     assert!(sm.is_some());
     // Default image: the kustomization's placeholder.
-    let ds = env
-        .server
-        .get("apps/v1", "DaemonSet", Some(NS), "accel-daemon")
-        .unwrap();
+    let ds = env.daemonset();
     assert_eq!(
         ds["spec"]["template"]["spec"]["containers"][0]["image"],
         "registry.example.invalid/sidecar-accel/accel-daemon:0.1.0"

@@ -87,6 +87,13 @@ impl Env {
         self.server.get("v1", "Node", None, name).unwrap()
     }
 
+    /// The installed DaemonSet; panics if there is none.
+    pub fn daemonset(&self) -> Value {
+        self.server
+            .get("apps/v1", "DaemonSet", Some(NS), "accel-daemon")
+            .expect("the DaemonSet is installed")
+    }
+
     pub fn report(&self, node: &str, status: &NodeStatus) {
         let obj = self.node(node);
         let obj = fixtures::with_annotation(
