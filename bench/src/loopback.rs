@@ -137,7 +137,7 @@ pub fn run(mut args: LoopbackArgs) -> Result<()> {
     eprintln!("accel-bench: daemon ready, accelerated");
 
     let mut bench = LoopbackBench {
-        counters: sb.counters()?,
+        counters: sb.snapshot()?.counters,
         sb: &sb,
         exe: &exe,
         cfg: &cfg,

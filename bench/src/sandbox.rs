@@ -215,11 +215,6 @@ impl Sandbox {
             .unwrap_or_default()
     }
 
-    /// `.datapath.counters` of `accel-daemon status --json`.
-    pub fn counters(&self) -> Result<BTreeMap<String, u64>> {
-        datapath_counters(&self.status()?)
-    }
-
     /// The counters and the maps holding entries, from one
     /// `accel-daemon status --json`.
     pub fn snapshot(&self) -> Result<DatapathSnapshot> {
