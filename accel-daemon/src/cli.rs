@@ -61,6 +61,28 @@ fn parse_flow_budget(s: &str) -> Result<u32, String> {
     Ok(n)
 }
 
+/// Why `--flow-budget-bytes 0` needs `--allow-no-flow-control`: what an
+/// operator accepts by turning flow control off.
+pub const NO_FLOW_BUDGET_RISK: &str = "redirected bytes are not bounded: a reader that falls \
+     behind holds them until the node's TCP memory limit, and then its senders' send() fails \
+     with ENOMEM, which plain TCP never returns";
+
+impl RunArgs {
+    /// `--flow-budget-bytes 0` turns flow control off, which changes what
+    /// applications can see (ENOMEM under memory pressure instead of a
+    /// blocking send): the operator must say so with `--allow-no-flow-control`.
+    pub fn check_flow_control_choice(&self) -> Result<(), String> {
+        if self.flow_budget_bytes == 0 && !self.allow_no_flow_control {
+            return Err(format!(
+                "--flow-budget-bytes 0 turns flow control off: {NO_FLOW_BUDGET_RISK}; add \
+                 --allow-no-flow-control to accept that, or give a budget of at least \
+                 {MIN_FLOW_BUDGET} (the default is 4194304)"
+            ));
+        }
+        Ok(())
+    }
+}
+
 pub fn default_pin_dir() -> PathBuf {
     Path::new(host::DEFAULT_PIN_ROOT).join(format!("v{}", abi::ABI_VERSION))
 }
@@ -86,7 +108,8 @@ pub struct RunArgs {
     #[arg(long)]
     pub pretend_no_btf: bool,
     /// Accelerate even where flow control cannot load (no kernel BTF, or its
-    /// build refused by the verifier). Redirected bytes are then not bounded
+    /// build refused by the verifier), and allow --flow-budget-bytes 0.
+    /// Redirected bytes are then not bounded
     /// by the reader (a slow reader can exhaust the node's TCP memory) and
     /// an unload cannot prove receive queues drained (it waits, then removes
     /// the datapath, which can discard unread bytes). Off: such a node runs
@@ -111,8 +134,8 @@ pub struct RunArgs {
     #[arg(long, default_value = "5", value_name = "SECONDS")]
     pub endpoint_sync_secs: u64,
     /// Flow control: redirected bytes a reader may leave unread (at least its
-    /// receive buffer) before its sender falls back to TCP; 0 turns it off,
-    /// otherwise at least 1 MiB.
+    /// receive buffer) before its sender falls back to TCP; at least 1 MiB,
+    /// or 0 to turn it off (only with --allow-no-flow-control).
     #[arg(long, default_value_t = 4 * 1024 * 1024, value_parser = parse_flow_budget)]
     pub flow_budget_bytes: u32,
     /// A writer whose messages are all smaller than this, sending to the

@@ -9,7 +9,7 @@ use anyhow::Result;
 use tracing::info;
 
 use crate::{
-    cli::RunArgs,
+    cli::{NO_FLOW_BUDGET_RISK, RunArgs},
     datapath::{self, Datapath, DatapathError, InstallOptions, MapSizes},
     endpoints, probes, selftest,
     state::{Check, State},
@@ -71,6 +71,9 @@ pub fn decide(
         }
         info!(pin_dir = %args.pin_dir.display(), "adopted the pinned datapath");
         state.add_check(Check::new("datapath", true, "adopted existing pins"));
+        if args.flow_budget_bytes == 0 {
+            state.add_check(flow_budget_off());
+        }
         return Ok(Gate::On {
             dp: Box::new(dp),
             adopted: true,
@@ -104,6 +107,9 @@ pub fn decide(
         Ok((dp, variant)) => {
             state.add_check(Check::new("self-test", true, "loopback redirect verified"));
             match variant {
+                datapath::Variant::FlowControl if args.flow_budget_bytes == 0 => {
+                    state.add_check(flow_budget_off())
+                }
                 datapath::Variant::FlowControl => state.add_check(Check::new(
                     "flow control",
                     true,
@@ -134,4 +140,16 @@ pub fn decide(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// The failed check of a datapath whose flow control the operator turned off.
+fn flow_budget_off() -> Check {
+    Check::new(
+        "flow control",
+        false,
+        format!(
+            "off (--flow-budget-bytes 0, accepted with --allow-no-flow-control): \
+             {NO_FLOW_BUDGET_RISK}"
+        ),
+    )
 }

@@ -22,6 +22,8 @@ use crate::{
 pub fn run(args: RunArgs) -> Result<()> {
     // Everything that can be wrong with the input fails here, before
     // anything is attached, with one line that names the fix.
+    args.check_flow_control_choice()
+        .map_err(anyhow::Error::msg)?;
     host::check_privileges()?;
     let running = host::running_kernel()?;
     let (kernel, overridden) = match &args.kernel_release {

@@ -197,6 +197,42 @@ fn a_kernel_without_btf_runs_unaccelerated_unless_the_operator_accepts_the_risk(
     assert!(env.attachments().is_empty());
 }
 
+/// A budget of 0 turns flow control off, and a reader that falls behind
+/// then holds redirected bytes until the node's TCP memory runs out, where
+/// senders get ENOMEM (seen in the mesh benchmark). Like a kernel without
+/// BTF, that needs --allow-no-flow-control, and status says so.
+#[test]
+fn flow_control_turned_off_needs_the_operator_to_accept_the_risk() {
+    let env = TestEnv::new("nobudget");
+    let args = env.run_args(&["--flow-budget-bytes", "0"]);
+    let e = run_fails(&env, &refs(&args));
+    assert!(
+        e.contains("--flow-budget-bytes 0")
+            && e.contains("ENOMEM")
+            && e.contains("--allow-no-flow-control"),
+        "the refusal names the risk and the way out: {e}"
+    );
+    assert_eq!(e.matches("error:").count(), 1, "{e}");
+    assert!(!env.pin_dir.exists(), "nothing pinned");
+
+    let mut daemon = env.start_daemon(&["--flow-budget-bytes", "0", "--allow-no-flow-control"]);
+    let status = env.status_json();
+    assert_eq!(status["daemon"]["accelerated"], true, "{status}");
+    let flow = check_named(&status, "flow control");
+    assert_eq!(flow["ok"], false, "status says flow control is off: {flow}");
+    assert!(
+        flow["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("not bounded") && d.contains("ENOMEM")),
+        "{flow}"
+    );
+    let (_, psh) = env.short_load(LOADGEN.as_str(), 3);
+    assert_eq!(psh, 0, "accelerated with flow control off");
+    assert_eq!(daemon.terminate(), Some(0));
+    env.unload_ok();
+    assert!(env.attachments().is_empty());
+}
+
 #[test]
 fn a_datapath_of_another_version_is_retired_cleanly() {
     let env = TestEnv::new("upgrade");

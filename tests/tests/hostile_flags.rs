@@ -45,6 +45,9 @@ fn bad_values_for_every_flag_fail_with_one_clear_line() {
         ("--flow-budget-bytes", "5000000000"),
         // Parses, but no large message fits: the self-test would fail.
         ("--flow-budget-bytes", "262144"),
+        // Flow control off, without --allow-no-flow-control: senders could
+        // get ENOMEM where plain TCP blocks.
+        ("--flow-budget-bytes", "0"),
         ("--sockhash-size", "abc"),
         ("--pairing-size", "-1"),
         ("--cgroup", missing),
