@@ -102,6 +102,29 @@ fn monitor_toggles_render_the_observability_objects() {
     assert!(e.contains("enable one or the other"), "{e}");
 }
 
+/// The daemon refuses `--flow-budget-bytes 0` without
+/// `--allow-no-flow-control`; the chart says so at install time instead of
+/// rendering a DaemonSet whose pods would crash-loop.
+#[test]
+fn flow_control_off_needs_the_allow_flag_in_extra_args() {
+    let e = render_err(&["flowBudgetBytes=0"]);
+    assert!(
+        e.contains("flowBudgetBytes") && e.contains("--allow-no-flow-control"),
+        "{e}"
+    );
+    let objs = render(&[
+        "flowBudgetBytes=0",
+        "extraArgs={--log-json,--allow-no-flow-control}",
+    ]);
+    let args = container(&objs)["args"].clone();
+    for flag in ["--flow-budget-bytes=0", "--allow-no-flow-control"] {
+        assert!(
+            args.as_array().is_some_and(|a| a.iter().any(|x| x == flag)),
+            "{flag} in {args}"
+        );
+    }
+}
+
 #[test]
 fn chart_version_is_the_workspace_version() {
     let c = chart();

@@ -22,3 +22,8 @@ app.kubernetes.io/component: node-daemon
 {{- if or .Values.image.tag (not .Values.image.digest) }}:{{ .Values.image.tag | default .Chart.AppVersion }}{{ end }}
 {{- with .Values.image.digest }}@{{ . }}{{ end }}
 {{- end }}
+
+{{/* "yes" when extraArgs accepts running without flow control, else empty. */}}
+{{- define "sidecar-accel.allowsNoFlowControl" -}}
+{{- range .Values.extraArgs }}{{ if eq . "--allow-no-flow-control" }}yes{{ end }}{{ end }}
+{{- end }}
