@@ -109,11 +109,12 @@ pub struct RunArgs {
     pub pretend_no_btf: bool,
     /// Accelerate even where flow control cannot load (no kernel BTF, or its
     /// build refused by the verifier), and allow --flow-budget-bytes 0.
-    /// Redirected bytes are then not bounded
-    /// by the reader (a slow reader can exhaust the node's TCP memory) and
-    /// an unload cannot prove receive queues drained (it waits, then removes
-    /// the datapath, which can discard unread bytes). Off: such a node runs
-    /// unaccelerated and says why.
+    /// Redirected bytes are then not bounded by the reader (a slow reader
+    /// can exhaust the node's TCP memory, and senders then get ENOMEM);
+    /// without the flow-control build an unload cannot prove receive queues
+    /// drained either (it waits, then removes the datapath, which can
+    /// discard unread bytes). Off: such a node runs unaccelerated and says
+    /// why, and a budget of 0 is refused.
     #[arg(long)]
     pub allow_no_flow_control: bool,
     /// Exit non-zero instead of running unaccelerated when a gate fails.
