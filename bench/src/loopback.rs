@@ -8,6 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use accel_test_harness::peak_tcp_mem_while;
 use anyhow::{Context, Result, bail, ensure};
 use clap::Args;
 
@@ -15,7 +16,7 @@ use crate::{
     host::{locate_daemon, online_cpus},
     plan::{Bench, Order, Slot, drive},
     records::{
-        loopback::{LoopbackCase, LoopbackConfig, RunRecord, Transport},
+        loopback::{LoopbackCase, LoopbackConfig, PEAK_SAMPLE_EVERY, RunRecord, Transport},
         placement::Placement,
     },
     report,
@@ -235,13 +236,17 @@ fn run_once(
         error: None,
         numbers: Default::default(),
         counters_delta: BTreeMap::new(),
+        peak_tcp_mem: None,
         verified: false,
         verify_note: String::new(),
     };
-    let numbers =
-        exchange(sb, exe, cfg, placement, case, transport, seq).and_then(|(client, server)| {
-            worker::pair_numbers(case.workload, case.size, &client, &server)
-        });
+    let (peak, numbers) = peak_tcp_mem_while(PEAK_SAMPLE_EVERY, || {
+        exchange(sb, exe, cfg, placement, case, transport, seq)
+    });
+    let numbers = numbers.and_then(|(client, server)| {
+        worker::pair_numbers(case.workload, case.size, &client, &server)
+    });
+    rec.peak_tcp_mem = Some(peak);
     match numbers {
         Ok(n) => {
             rec.numbers = n;

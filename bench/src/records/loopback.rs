@@ -37,6 +37,10 @@ impl Transport {
 
 pub type LoopbackCase = Case<Workload>;
 
+/// How often a run samples node TCP memory for its peak (/proc/net/sockstat:
+/// a few microseconds a read, on whichever CPU the benchmark itself runs).
+pub const PEAK_SAMPLE_EVERY: Duration = Duration::from_millis(2);
+
 /// One run of one transport: raw numbers plus the counter proof.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunRecord {
@@ -52,6 +56,11 @@ pub struct RunRecord {
     pub numbers: PairNumbers,
     /// Datapath counters after minus before the run.
     pub counters_delta: BTreeMap<String, i64>,
+    /// Peak node TCP memory above its level before the run, in bytes, while
+    /// the workers ran (TCP and accelerated: redirected bytes are charged
+    /// to the receiving socket; none for unix). Absent in older results.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_tcp_mem: Option<u64>,
     /// Accelerated: redirect_bytes + pass_bytes grew by >= bytes_moved, and
     /// pass_bytes only after the datapath's policy switches. Baseline/unix:
     /// redirect and pass counters did not move at all.
@@ -60,6 +69,14 @@ pub struct RunRecord {
 }
 
 impl RunRecord {
+    /// [`Self::peak_tcp_mem`] in MiB, for the transports that use TCP memory.
+    pub fn peak_tcp_mem_mib(&self) -> Option<f64> {
+        (self.transport != Transport::Unix)
+            .then_some(self.peak_tcp_mem)
+            .flatten()
+            .map(|b| b as f64 / (1 << 20) as f64)
+    }
+
     /// Accelerated: % of the moved bytes the datapath did not redirect.
     pub fn tcp_share_pct(&self) -> Option<f64> {
         let rb = self.counters_delta.get("redirect_bytes").copied()?;

@@ -10,7 +10,7 @@ use super::{
     size_label, x,
 };
 use crate::records::{
-    loopback::{LoopbackCase, LoopbackConfig, RunRecord, Transport},
+    loopback::{LoopbackCase, LoopbackConfig, PEAK_SAMPLE_EVERY, RunRecord, Transport},
     placement::Placement,
     worker::{STREAM_READ_BUF, Workload},
 };
@@ -102,6 +102,7 @@ impl Run for RunRecord {
             rts_per_s: agg_ok(runs, |r| r.numbers.per_s),
             mb_per_s: agg_ok(runs, |r| r.numbers.mb_per_s),
             by_tcp: agg_ok(runs, RunRecord::tcp_share_pct),
+            peak_tcp_mem_mib: agg_ok(runs, RunRecord::peak_tcp_mem_mib),
             health: Health::of(runs),
         }
     }
@@ -134,6 +135,9 @@ pub struct TransportAgg {
     /// medians (which round-trip with the committed results).
     #[serde(skip_serializing)]
     pub by_tcp: Option<Agg>,
+    /// Peak node TCP memory during a run, MiB (TCP and accelerated).
+    #[serde(skip_serializing)]
+    pub peak_tcp_mem_mib: Option<Agg>,
     #[serde(flatten)]
     pub health: Health,
 }
@@ -268,7 +272,10 @@ impl Report {
              ratios above 1.00x are better. **SLOWER** marks sizes where accelerated TCP is \
              worse than plain TCP (request/response: median p50; streaming: median MB/s); \
              \"within spread\" means the per-repeat ranges of the two overlap. Spread is \
-             (max-min)/median over the repeats. MB = 10^6 bytes.\n"
+             (max-min)/median over the repeats. Peak TCP memory: the node's TCP memory \
+             (/proc/net/sockstat) above its level before the run, the highest of samples every \
+             {} ms; bytes redirected to a reader and not yet read count there. MB = 10^6 bytes.\n",
+            PEAK_SAMPLE_EVERY.as_millis()
         );
 
         self.placement_sections(
@@ -334,9 +341,15 @@ impl Report {
                 "unix/TCP",
                 "spread TCP/accel/unix",
                 "accel bytes by TCP",
+                "peak TCP memory TCP/accel (MiB)",
                 "accelerated vs TCP",
             ],
             |r| {
+                let peak = |t| {
+                    r.get(t)
+                        .peak_tcp_mem_mib
+                        .map_or("-".into(), |a| format!("{:.1}", a.median))
+                };
                 [
                     r.compared(|a| a.mb_per_s, |v| f(v, 0), true),
                     vec![
@@ -345,6 +358,7 @@ impl Report {
                         r.get(Transport::Accel)
                             .by_tcp
                             .map_or("-".into(), |a| format!("{:.0} %", a.median)),
+                        format!("{}/{}", peak(Transport::Tcp), peak(Transport::Accel)),
                     ],
                 ]
                 .concat()

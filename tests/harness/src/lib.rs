@@ -44,7 +44,8 @@ pub use load::{LoadReport, assert_clean_load, parse_load_report};
 pub use netns::Netns;
 pub use pattern::sha256_hex;
 pub use process::{
-    collect_stderr, free_port, peak_tcp_mem, peak_while, spawn_listening, wait_until,
+    collect_stderr, free_port, peak_tcp_mem, peak_tcp_mem_while, peak_while, spawn_listening,
+    wait_until,
 };
 
 /// A number for names unique within this process (with its pid, on the

@@ -30,10 +30,15 @@ fn tcp_mem_pages() -> u64 {
 /// Peak node TCP memory above the starting level while `f` runs, in bytes.
 /// The counter is node-wide: other TCP traffic on the machine inflates it.
 pub fn peak_tcp_mem(f: impl FnOnce()) -> u64 {
+    peak_tcp_mem_while(Duration::from_millis(5), f).0
+}
+
+/// [`peak_tcp_mem`], sampled every `every`, with what `f` returned.
+pub fn peak_tcp_mem_while<T>(every: Duration, f: impl FnOnce() -> T) -> (u64, T) {
     const PAGE: u64 = 4096;
     let base = tcp_mem_pages();
-    let (peak, ()) = peak_while(base, Duration::from_millis(5), tcp_mem_pages, f);
-    peak.saturating_sub(base) * PAGE
+    let (peak, out) = peak_while(base, every, tcp_mem_pages, f);
+    (peak.saturating_sub(base) * PAGE, out)
 }
 
 /// Runs `f` while a thread samples `sample` every `every`; returns the
