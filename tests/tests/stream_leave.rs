@@ -1,7 +1,8 @@
 //! Streams that leave (stream.h): a writer of small messages whose reader is
 //! the sidecar proxy, and behind, leaves the sockhash for plain TCP, which
 //! coalesces small writes; so does a writer of large messages that flow
-//! control keeps sending to TCP. Every byte arrives exactly and is counted
+//! control keeps sending to TCP, and any writer that has sent most of its
+//! bytes by TCP. Every byte arrives exactly and is counted
 //! once (redirected, passed by sk_msg, or written by TCP after leaving); an
 //! application reader never has its writer leave, so it never reads TCP
 //! bytes through a sockhash socket (FIONREAD and splice stay exact).
@@ -138,6 +139,70 @@ fn large_message_writers_that_flow_control_keeps_on_tcp_leave_byte_exact() {
     });
     eprintln!("large messages: {report}\ncounters: {}", d.show());
     assert_clean("large messages into the proxy", &out, &report);
+    assert!(
+        d.of("flow_reader_behind_to_tcp") > 0,
+        "flow control never engaged: {}",
+        d.show()
+    );
+    assert!(
+        d.of("stream_writer_left_sockhash") > 0,
+        "no writer left: {}",
+        d.show()
+    );
+    assert_eq!(
+        d.of("redirect_bytes") + d.of("pass_bytes") + d.of("stream_writer_left_bytes"),
+        conns * (bytes + 16),
+        "every byte counted once: {}",
+        d.show()
+    );
+    assert_maps_drained(&env);
+}
+
+#[test]
+fn writers_that_send_most_bytes_by_tcp_leave_byte_exact() {
+    let (_shared, env, _daemon) = shared_env_with_daemon("stream-tcp-share");
+    // More than two windows of 64 budgets (256 MiB each): the first only
+    // starts the count, the second is judged.
+    let (conns, bytes) = if soak() {
+        (4u64, 2u64 << 30)
+    } else {
+        (2, 640 << 20)
+    };
+    // 64 KiB messages (under the large-writer size) into a reader that
+    // sleeps after each read, both on one CPU: flow control keeps the
+    // writer on TCP for nearly all its bytes, so only its TCP share makes
+    // it leave.
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", "0", DRIVER.as_str()]);
+    let _procs = env.in_cgroup(&mut cmd);
+    let ((out, report), d) = measured(&env, || {
+        run_driver(
+            cmd,
+            &[
+                "--sidecar-end",
+                "server",
+                "stream",
+                "--send",
+                "write",
+                "--recv",
+                "read",
+                "--conns",
+                &conns.to_string(),
+                "--bytes",
+                &bytes.to_string(),
+                "--max-msg",
+                "65536",
+                "--min-msg",
+                "65536",
+                "--delay-us",
+                "50",
+                "--timeout-secs",
+                "240",
+            ],
+        )
+    });
+    eprintln!("mostly by TCP: {report}\ncounters: {}", d.show());
+    assert_clean("64 KiB messages into a slower proxy", &out, &report);
     assert!(
         d.of("flow_reader_behind_to_tcp") > 0,
         "flow control never engaged: {}",

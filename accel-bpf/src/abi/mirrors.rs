@@ -48,6 +48,10 @@ pub struct SockState {
     /// Small sends in a row.
     pub small_run: u8,
     pub _pad1: u32,
+    /// Bytes written (redirected + passed) when the TCP-share window began.
+    pub share_mark: u64,
+    /// Bytes passed to TCP when the TCP-share window began.
+    pub share_passed_mark: u64,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]

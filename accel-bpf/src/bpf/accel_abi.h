@@ -238,6 +238,10 @@ struct accel_sock_state {
 	__u8 stream_flags;   /* ACCEL_STREAM_* */
 	__u8 small_run;      /* small sends in a row (stream.h) */
 	__u32 _pad1;
+	/* redirected + passed bytes, and passed bytes, when the current window
+	 * of a flow-controlled writer's TCP share began (stream.h) */
+	__u64 share_mark;
+	__u64 share_passed_mark;
 };
 
 struct accel_pair_key {

@@ -633,7 +633,7 @@ int accel_sk_msg(struct sk_msg_md *msg)
 				st->reason = ACCEL_REASON_FLOW;
 				st->flow_switches++;
 				stat_inc(ACCEL_STAT_FLOW_TO_TCP);
-				stream_large_writer_leaves(st, cfg->stream_small_bytes, budget);
+				stream_flow_writer_leaves(st, cfg->stream_small_bytes, budget);
 			}
 		} else if (st->decision == ACCEL_DECISION_TCP_FLOW) {
 			if (flow_can_resume(msg, st->peer_sk, budget)) {
@@ -644,7 +644,7 @@ int accel_sk_msg(struct sk_msg_md *msg)
 				stat_inc(ACCEL_STAT_FLOW_RESUMED);
 			} else {
 				st->flow_unchecked += size; /* this TCP phase's bytes */
-				stream_large_writer_leaves(st, cfg->stream_small_bytes, budget);
+				stream_flow_writer_leaves(st, cfg->stream_small_bytes, budget);
 			}
 		}
 	}

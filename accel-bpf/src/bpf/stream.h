@@ -89,6 +89,16 @@ static __always_inline int stream_roles(struct accel_sock_state *st,
  * writer that never pauses never has all its TCP bytes acknowledged, which
  * flow control waits for before it redirects again. */
 #define STREAM_LONG_PHASE_BUDGETS 2
+/* ... or, whatever its message size, that sent at least STREAM_TCP_SHARE_RATIO
+ * times as many bytes by TCP as it redirected over a window of this many
+ * budgets written, the first window (autotuning, the first long TCP phase)
+ * aside: TCP phases through tcp_bpf_sendmsg are slower than plain TCP, and
+ * a writer that spends most of its bytes in them loses to a plain TCP
+ * socket. A stream whose reader keeps up enough for most bytes to stay
+ * redirected stays (bench/RESULTS.md, "Where the time goes: one core and
+ * the TCP share"). */
+#define STREAM_TCP_SHARE_WINDOW_BUDGETS 64
+#define STREAM_TCP_SHARE_RATIO 3
 
 /* The sender is about to redirect into its peer: returns 1 if it may, 0 if
  * it sends by TCP from now on (its decision changed). Proxy sockets only:
@@ -185,15 +195,38 @@ static __always_inline void stream_small_writer_leaves(struct accel_sock_state *
 		stream_ask_to_leave(st);
 }
 
-/* Flow control has this writer on TCP: is it a writer of large messages
- * (its redirected messages average STREAM_LARGE_BYTES or more) that flow
- * control keeps sending to TCP, or whose TCP phase does not end? Then it
- * asks to leave. flow_unchecked counts the phase's TCP bytes. */
-static __always_inline void stream_large_writer_leaves(struct accel_sock_state *st,
-						       __u32 small_bytes, __u32 budget)
+/* At the end of each window of STREAM_TCP_SHARE_WINDOW_BUDGETS written:
+ * did this writer send most of the window's bytes by TCP? The first window
+ * only starts the count. */
+static __always_inline int stream_mostly_tcp(struct accel_sock_state *st, __u32 budget)
 {
-	if (!small_bytes || !(st->stream_flags & ACCEL_STREAM_PEER_PROXY) ||
-	    st->redirected_bytes < STREAM_LARGE_BYTES * st->redirected_msgs)
+	__u64 written = st->redirected_bytes + st->passed_bytes, passed, redirected;
+	int first = !st->share_mark;
+
+	if (written - st->share_mark < STREAM_TCP_SHARE_WINDOW_BUDGETS * (__u64)budget)
+		return 0;
+	passed = st->passed_bytes - st->share_passed_mark;
+	redirected = written - st->share_mark - passed;
+	st->share_mark = written;
+	st->share_passed_mark = st->passed_bytes;
+	return !first && passed > STREAM_TCP_SHARE_RATIO * redirected;
+}
+
+/* Flow control has this writer on TCP: does it send most of its bytes by
+ * TCP, or is it a writer of large messages (its redirected messages average
+ * STREAM_LARGE_BYTES or more) that flow control keeps sending to TCP, or
+ * whose TCP phase does not end? Then it asks to leave. flow_unchecked
+ * counts the phase's TCP bytes. */
+static __always_inline void stream_flow_writer_leaves(struct accel_sock_state *st,
+						      __u32 small_bytes, __u32 budget)
+{
+	if (!small_bytes || !(st->stream_flags & ACCEL_STREAM_PEER_PROXY))
+		return;
+	if (stream_mostly_tcp(st, budget)) {
+		stream_ask_to_leave(st);
+		return;
+	}
+	if (st->redirected_bytes < STREAM_LARGE_BYTES * st->redirected_msgs)
 		return;
 	if (st->flow_switches >= 2 * STREAM_LARGE_FLOW_TRIPS - 1 ||
 	    st->flow_unchecked > STREAM_LONG_PHASE_BUDGETS * (__u64)budget)
