@@ -99,19 +99,23 @@ fn writers_to_an_application_reader_never_leave() {
     assert_maps_drained(&env);
 }
 
-#[test]
-fn large_message_writers_that_flow_control_keeps_on_tcp_leave_byte_exact() {
-    let (_shared, env, _daemon) = shared_env_with_daemon("stream-large");
-    let (conns, bytes) = if soak() {
-        (4u64, 1u64 << 30)
-    } else {
-        (2, 256 << 20)
-    };
-    // Both ends on one CPU: the writer overruns the 4 MiB budget within a
-    // scheduler slice, so flow control sends it to TCP again and again.
+/// `conns` streams of `bytes` in `msg`-byte messages into the proxy end,
+/// writer and reader on CPU 0, the reader sleeping `delay_us` after each
+/// read: flow control must engage, a writer must leave, and every byte must
+/// arrive exactly and be counted once.
+fn one_cpu_writers_leave(
+    tag: &str,
+    what: &str,
+    (conns, bytes): (u64, u64),
+    msg: u64,
+    delay_us: u64,
+) {
+    let (_shared, env, _daemon) = shared_env_with_daemon(tag);
     let mut cmd = Command::new("taskset");
     cmd.args(["-c", "0", DRIVER.as_str()]);
     let _procs = env.in_cgroup(&mut cmd);
+    let [conns_arg, bytes_arg, msg_arg, delay_arg] =
+        [conns, bytes, msg, delay_us].map(|n| n.to_string());
     let ((out, report), d) = measured(&env, || {
         run_driver(
             cmd,
@@ -124,21 +128,22 @@ fn large_message_writers_that_flow_control_keeps_on_tcp_leave_byte_exact() {
                 "--recv",
                 "read",
                 "--conns",
-                &conns.to_string(),
+                &conns_arg,
                 "--bytes",
-                &bytes.to_string(),
-                // 1 MiB messages, as `accel-bench loopback` on one core.
+                &bytes_arg,
                 "--max-msg",
-                "1048576",
+                &msg_arg,
                 "--min-msg",
-                "1048576",
+                &msg_arg,
+                "--delay-us",
+                &delay_arg,
                 "--timeout-secs",
                 "240",
             ],
         )
     });
-    eprintln!("large messages: {report}\ncounters: {}", d.show());
-    assert_clean("large messages into the proxy", &out, &report);
+    eprintln!("{what}: {report}\ncounters: {}", d.show());
+    assert_clean(what, &out, &report);
     assert!(
         d.of("flow_reader_behind_to_tcp") > 0,
         "flow control never engaged: {}",
@@ -158,66 +163,33 @@ fn large_message_writers_that_flow_control_keeps_on_tcp_leave_byte_exact() {
     assert_maps_drained(&env);
 }
 
+/// The writer overruns the 4 MiB budget within a scheduler slice, so flow
+/// control sends it to TCP again and again; 1 MiB messages, as `accel-bench
+/// loopback` on one core.
+#[test]
+fn large_message_writers_that_flow_control_keeps_on_tcp_leave_byte_exact() {
+    let size = if soak() { (4, 1 << 30) } else { (2, 256 << 20) };
+    one_cpu_writers_leave(
+        "stream-large",
+        "large messages into the proxy",
+        size,
+        1 << 20,
+        0,
+    );
+}
+
+/// 64 KiB messages (under the large-writer size) into a reader that sleeps
+/// after each read: flow control keeps the writer on TCP for nearly all its
+/// bytes, so only its TCP share makes it leave. More than two windows of 64
+/// budgets (256 MiB each): the first only starts the count.
 #[test]
 fn writers_that_send_most_bytes_by_tcp_leave_byte_exact() {
-    let (_shared, env, _daemon) = shared_env_with_daemon("stream-tcp-share");
-    // More than two windows of 64 budgets (256 MiB each): the first only
-    // starts the count, the second is judged.
-    let (conns, bytes) = if soak() {
-        (4u64, 2u64 << 30)
-    } else {
-        (2, 640 << 20)
-    };
-    // 64 KiB messages (under the large-writer size) into a reader that
-    // sleeps after each read, both on one CPU: flow control keeps the
-    // writer on TCP for nearly all its bytes, so only its TCP share makes
-    // it leave.
-    let mut cmd = Command::new("taskset");
-    cmd.args(["-c", "0", DRIVER.as_str()]);
-    let _procs = env.in_cgroup(&mut cmd);
-    let ((out, report), d) = measured(&env, || {
-        run_driver(
-            cmd,
-            &[
-                "--sidecar-end",
-                "server",
-                "stream",
-                "--send",
-                "write",
-                "--recv",
-                "read",
-                "--conns",
-                &conns.to_string(),
-                "--bytes",
-                &bytes.to_string(),
-                "--max-msg",
-                "65536",
-                "--min-msg",
-                "65536",
-                "--delay-us",
-                "50",
-                "--timeout-secs",
-                "240",
-            ],
-        )
-    });
-    eprintln!("mostly by TCP: {report}\ncounters: {}", d.show());
-    assert_clean("64 KiB messages into a slower proxy", &out, &report);
-    assert!(
-        d.of("flow_reader_behind_to_tcp") > 0,
-        "flow control never engaged: {}",
-        d.show()
+    let size = if soak() { (4, 2 << 30) } else { (2, 640 << 20) };
+    one_cpu_writers_leave(
+        "stream-tcp-share",
+        "64 KiB messages into a slower proxy",
+        size,
+        64 << 10,
+        50,
     );
-    assert!(
-        d.of("stream_writer_left_sockhash") > 0,
-        "no writer left: {}",
-        d.show()
-    );
-    assert_eq!(
-        d.of("redirect_bytes") + d.of("pass_bytes") + d.of("stream_writer_left_bytes"),
-        conns * (bytes + 16),
-        "every byte counted once: {}",
-        d.show()
-    );
-    assert_maps_drained(&env);
 }
