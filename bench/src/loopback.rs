@@ -240,13 +240,19 @@ fn run_once(
         verified: false,
         verify_note: String::new(),
     };
-    let (peak, numbers) = peak_tcp_mem_while(PEAK_SAMPLE_EVERY, || {
-        exchange(sb, exe, cfg, placement, case, transport, seq)
-    });
+    let run = || exchange(sb, exe, cfg, placement, case, transport, seq);
+    // Only streams queue enough to matter; a sampler waking every few
+    // milliseconds would also be in the latency of rr and churn.
+    let numbers = if case.workload == Workload::Stream {
+        let (peak, numbers) = peak_tcp_mem_while(PEAK_SAMPLE_EVERY, run);
+        rec.peak_tcp_mem = Some(peak);
+        numbers
+    } else {
+        run()
+    };
     let numbers = numbers.and_then(|(client, server)| {
         worker::pair_numbers(case.workload, case.size, &client, &server)
     });
-    rec.peak_tcp_mem = Some(peak);
     match numbers {
         Ok(n) => {
             rec.numbers = n;

@@ -58,7 +58,8 @@ pub struct RunRecord {
     pub counters_delta: BTreeMap<String, i64>,
     /// Peak node TCP memory above its level before the run, in bytes, while
     /// the workers ran (TCP and accelerated: redirected bytes are charged
-    /// to the receiving socket; none for unix). Absent in older results.
+    /// to the receiving socket; none for unix). Streams only; absent in
+    /// older results.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peak_tcp_mem: Option<u64>,
     /// Accelerated: redirect_bytes + pass_bytes grew by >= bytes_moved, and
