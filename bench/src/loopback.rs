@@ -241,9 +241,9 @@ fn run_once(
         verify_note: String::new(),
     };
     let run = || exchange(sb, exe, cfg, placement, case, transport, seq);
-    // Only streams queue enough to matter; a sampler waking every few
+    // Only TCP streams queue in TCP memory; a sampler waking every few
     // milliseconds would also be in the latency of rr and churn.
-    let numbers = if case.workload == Workload::Stream {
+    let numbers = if case.workload == Workload::Stream && transport.family() == Family::Tcp {
         let (peak, numbers) = peak_tcp_mem_while(PEAK_SAMPLE_EVERY, run);
         rec.peak_tcp_mem = Some(peak);
         numbers

@@ -57,9 +57,8 @@ pub struct RunRecord {
     /// Datapath counters after minus before the run.
     pub counters_delta: BTreeMap<String, i64>,
     /// Peak node TCP memory above its level before the run, in bytes, while
-    /// the workers ran (TCP and accelerated: redirected bytes are charged
-    /// to the receiving socket; none for unix). Streams only; absent in
-    /// older results.
+    /// the workers ran (redirected bytes are charged to the receiving
+    /// socket). TCP and accelerated streams only; absent in older results.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peak_tcp_mem: Option<u64>,
     /// Accelerated: redirect_bytes + pass_bytes grew by >= bytes_moved, and
@@ -70,12 +69,9 @@ pub struct RunRecord {
 }
 
 impl RunRecord {
-    /// [`Self::peak_tcp_mem`] in MiB, for the transports that use TCP memory.
+    /// [`Self::peak_tcp_mem`] in MiB.
     pub fn peak_tcp_mem_mib(&self) -> Option<f64> {
-        (self.transport != Transport::Unix)
-            .then_some(self.peak_tcp_mem)
-            .flatten()
-            .map(|b| b as f64 / (1 << 20) as f64)
+        self.peak_tcp_mem.map(|b| b as f64 / (1 << 20) as f64)
     }
 
     /// Accelerated: % of the moved bytes the datapath did not redirect.
