@@ -16,7 +16,8 @@ use crate::{
     host::{locate_daemon, online_cpus},
     plan::{Bench, Order, Slot, drive},
     records::{
-        loopback::{LoopbackCase, LoopbackConfig, PEAK_SAMPLE_EVERY, RunRecord, Transport},
+        PEAK_SAMPLE_EVERY,
+        loopback::{LoopbackCase, LoopbackConfig, RunRecord, Transport},
         placement::Placement,
     },
     report,

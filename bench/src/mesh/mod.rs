@@ -27,7 +27,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use accel_test_harness::{TestEnv, sha256_hex};
+use accel_test_harness::{TestEnv, peak_tcp_mem_while, sha256_hex};
 use anyhow::{Result, bail, ensure};
 use clap::Args;
 
@@ -35,6 +35,7 @@ use crate::{
     host::online_cpus,
     plan::{Bench, Order, Slot, drive},
     records::{
+        PEAK_SAMPLE_EVERY,
         mesh::{MeshCase, MeshConfig, MeshRecord, MeshWorkload, Mode},
         placement::Placement,
     },
@@ -304,9 +305,16 @@ impl Bench for MeshBench<'_, '_> {
             MeshWorkload::Wrk => {
                 run_wrk(a, b, cfg, placement, case.size).map(|w| w.fill(&mut rec, b, case.size))
             }
-            MeshWorkload::Rr | MeshWorkload::Stream => {
-                exchange(a, b, self.exe, cfg, placement, case)
-                    .and_then(|(c, s)| fill_worker(&mut rec, case, &c, &s))
+            MeshWorkload::Rr => exchange(a, b, self.exe, cfg, placement, case)
+                .and_then(|(c, s)| fill_worker(&mut rec, case, &c, &s)),
+            // What each mode queues for its speed; rr runs go without the
+            // sampler, whose wake-ups would be in their latency.
+            MeshWorkload::Stream => {
+                let (peak, out) = peak_tcp_mem_while(PEAK_SAMPLE_EVERY, || {
+                    exchange(a, b, self.exe, cfg, placement, case)
+                });
+                rec.peak_tcp_mem = Some(peak);
+                out.and_then(|(c, s)| fill_worker(&mut rec, case, &c, &s))
             }
         };
         match res {

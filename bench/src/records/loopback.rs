@@ -37,10 +37,6 @@ impl Transport {
 
 pub type LoopbackCase = Case<Workload>;
 
-/// How often a run samples node TCP memory for its peak (/proc/net/sockstat:
-/// a few microseconds a read, on whichever CPU the benchmark itself runs).
-pub const PEAK_SAMPLE_EVERY: Duration = Duration::from_millis(2);
-
 /// One run of one transport: raw numbers plus the counter proof.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunRecord {
@@ -71,7 +67,7 @@ pub struct RunRecord {
 impl RunRecord {
     /// [`Self::peak_tcp_mem`] in MiB.
     pub fn peak_tcp_mem_mib(&self) -> Option<f64> {
-        self.peak_tcp_mem.map(|b| b as f64 / (1 << 20) as f64)
+        self.peak_tcp_mem.map(super::mib)
     }
 
     /// Accelerated: % of the moved bytes the datapath did not redirect.

@@ -96,6 +96,11 @@ pub struct MeshRecord {
     pub counters_delta: BTreeMap<String, i64>,
     /// redirect_bytes / bytes_moved: ~3 when all three legs are redirected.
     pub redirected_legs: Option<f64>,
+    /// Stream runs: peak node TCP memory above its level before the run, in
+    /// bytes, while the workers ran (redirected bytes not yet read are
+    /// charged to the reader). Absent in older results.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_tcp_mem: Option<u64>,
     pub verified: bool,
     pub verify_note: String,
     /// wrk's full output.
@@ -115,6 +120,11 @@ pub struct MeshConfig {
 }
 
 impl MeshRecord {
+    /// [`Self::peak_tcp_mem`] in MiB.
+    pub fn peak_tcp_mem_mib(&self) -> Option<f64> {
+        self.peak_tcp_mem.map(super::mib)
+    }
+
     pub(crate) fn new(
         seq: usize,
         placement: Placement,
@@ -147,6 +157,7 @@ impl MeshRecord {
             recv_eagain: 0,
             counters_delta: BTreeMap::new(),
             redirected_legs: None,
+            peak_tcp_mem: None,
             verified: false,
             verify_note: String::new(),
             wrk_output: None,

@@ -10,7 +10,8 @@ use super::{
     size_label, x,
 };
 use crate::records::{
-    loopback::{LoopbackCase, LoopbackConfig, PEAK_SAMPLE_EVERY, RunRecord, Transport},
+    PEAK_SAMPLE_EVERY,
+    loopback::{LoopbackCase, LoopbackConfig, RunRecord, Transport},
     placement::Placement,
     worker::{STREAM_READ_BUF, Workload},
 };

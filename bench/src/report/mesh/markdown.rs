@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use super::{MeshReport, MeshRow, TARGETS, lower, mbs, range_of, rr_ratio};
 use crate::{
     records::{
+        PEAK_SAMPLE_EVERY,
         mesh::{MeshWorkload, Mode},
         placement::Placement,
     },
@@ -38,6 +39,16 @@ fn legs(r: &MeshRow) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
+/// Both modes' median peak node TCP memory during a stream run.
+fn peak_tcp_mem(r: &MeshRow) -> String {
+    let peak = |m| {
+        r.get(m)
+            .peak_tcp_mem_mib
+            .map_or_else(|| "-".into(), |a| format!("{:.1}", a.median))
+    };
+    format!("{}/{}", peak(Mode::Baseline), peak(Mode::Accel))
+}
+
 impl MeshReport {
     pub fn markdown(&self) -> String {
         let mut s = String::new();
@@ -52,7 +63,11 @@ impl MeshReport {
              overlap. Spread is (max-min)/median over the repeats. `legs` is redirect_bytes / \
              application bytes (median): 3.00 means every byte was redirected on all three legs \
              (app A -> sidecar A, sidecar A -> sidecar B, sidecar B -> app B); for wrk it \
-             includes the HTTP headers in the application bytes.\n"
+             includes the HTTP headers in the application bytes. Peak TCP memory (streams): \
+             the node's TCP memory (/proc/net/sockstat) above its level before the run, the \
+             highest of samples every {} ms; bytes redirected to a reader and not yet read \
+             count there.\n",
+            PEAK_SAMPLE_EVERY.as_millis()
         );
         self.placement_sections(
             &mut s,
@@ -283,12 +298,13 @@ impl MeshReport {
                 "accel/base",
                 "spread base/accel",
                 "legs",
+                "peak TCP memory base/accel (MiB)",
                 "accelerated vs baseline",
             ],
             |r| {
                 [
                     r.compared(|a| a.mb_per_s, mbs, true),
-                    vec![r.spreads(|a| a.mb_per_s), legs(r)],
+                    vec![r.spreads(|a| a.mb_per_s), legs(r), peak_tcp_mem(r)],
                 ]
                 .concat()
             },

@@ -117,6 +117,10 @@ pub struct ModeAgg {
     pub per_s: Option<Agg>,
     pub mb_per_s: Option<Agg>,
     pub redirected_legs: Option<Agg>,
+    /// Stream runs' peak node TCP memory, MiB; not in the JSON's medians
+    /// (which round-trip with the committed results).
+    #[serde(skip_serializing)]
+    pub peak_tcp_mem_mib: Option<Agg>,
     pub pass_bytes: i64,
     #[serde(flatten)]
     pub health: Health,
@@ -159,6 +163,7 @@ impl Run for MeshRecord {
             per_s: agg_ok(runs, |r| r.per_s),
             mb_per_s: agg_ok(runs, |r| r.mb_per_s),
             redirected_legs: agg_ok(runs, |r| r.redirected_legs),
+            peak_tcp_mem_mib: agg_ok(runs, MeshRecord::peak_tcp_mem_mib),
             pass_bytes: runs.iter().map(|r| r.counter("pass_bytes")).sum(),
             health: Health::of(runs),
             wrk_socket_errors: runs.iter().map(|r| r.wrk_socket_errors).sum(),
