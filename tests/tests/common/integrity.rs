@@ -87,3 +87,15 @@ pub const SEND_ALL: &str = "write,msg-more,cork,writev,sendfile,splice";
 /// Every receive interface but splice: splice readers cannot see redirected
 /// bytes, so the default mode never redirects to them (transparency.rs).
 pub const RECV_WORKING: &str = "read,recv,readv,peek,fionread,poll,epoll-et,nonblock";
+
+/// [`RECV_WORKING`] but FIONREAD, for streams in `all` that outrun the flow
+/// budget: once part of a stream arrives by TCP, FIONREAD reads 0 on kernels
+/// without the upstream fix (docs/known-issues.md, I-4). transparency.rs
+/// covers FIONREAD readers over the budget in the default mode.
+pub fn recv_working_over_budget() -> String {
+    RECV_WORKING
+        .split(',')
+        .filter(|mode| *mode != "fionread")
+        .collect::<Vec<_>>()
+        .join(",")
+}
