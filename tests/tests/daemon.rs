@@ -164,7 +164,9 @@ fn kill9_during_traffic_loses_nothing_and_restart_adopts_the_pins() {
     let env = TestEnv::new("kill9");
     let mut daemon = env.start_daemon(&[]);
     let port = free_port();
-    let child = spawn_timed_load(&env, port, 20, "1,1500,65536", 4000);
+    // Long enough to outlast the kill and the check after it: reaping the
+    // killed daemon alone can take seconds (faults.rs).
+    let child = spawn_timed_load(&env, port, 20, "1,1500,65536", 10_000);
     thread::sleep(Duration::from_millis(1000));
     daemon.kill9();
     env.assert_one_attachment("with the daemon killed: the datapath outlives it");

@@ -9,9 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use accel_test_harness::{
-    LoadReport, TestEnv, Value, assert_clean_load, daemon_bin, free_port, set_flag,
-};
+use accel_test_harness::{LoadReport, TestEnv, Value, assert_clean_load, daemon_bin, set_flag};
 
 pub static LOADGEN: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(|| accel_test_harness::loadgen_bin().display().to_string());
@@ -22,11 +20,13 @@ pub const CONNS: usize = 20;
 /// Message sizes each connection cycles through: a byte, a segment, 64 KiB.
 pub const SIZES: &str = "1,1500,65536";
 
-/// Continuous echo traffic inside the test's cgroup.
+/// Continuous echo traffic inside the test's cgroup. The load binds port 0
+/// itself: nothing else needs its port, and a port chosen here could be
+/// taken (by any connect() on the node) before the load binds it.
 pub fn spawn_load(env: &TestEnv, conns: usize, duration_ms: u64) -> Child {
     let (mut cmd, _procs) = env.loadgen(
         LOADGEN.as_str(),
-        free_port(),
+        0,
         &[
             "--conns",
             &conns.to_string(),
@@ -39,6 +39,22 @@ pub fn spawn_load(env: &TestEnv, conns: usize, duration_ms: u64) -> Child {
     cmd.stdin(Stdio::null())
         .spawn()
         .expect("spawn accel-loadgen")
+}
+
+/// Whether a running load is still there, or how it ended: for the message
+/// of a check that found no traffic.
+pub fn load_state(load: &mut Child) -> String {
+    match load.try_wait() {
+        Ok(None) => "the load is still running".into(),
+        Ok(Some(status)) => {
+            let mut stderr = String::new();
+            if let Some(mut e) = load.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
+            }
+            format!("the load exited ({status}): {}", stderr.trim())
+        }
+        Err(e) => format!("the load cannot be waited for: {e}"),
+    }
 }
 
 pub fn finish_load(child: Child) -> LoadReport {
