@@ -152,6 +152,15 @@ pub struct RunArgs {
     /// are redirected too), `all` (every socket, unguarded) or `proxy-only`.
     #[arg(long, value_enum, default_value_t = PodAcceleration::Auto)]
     pub pod_acceleration: PodAcceleration,
+    /// Record the application sockets of `auto` pods even where this
+    /// kernel's FIONREAD leaves out bytes received by TCP on sockhash
+    /// sockets (known issue I-4; status check "FIONREAD counts TCP bytes").
+    /// Their sends stay accelerated, and an application that sizes its
+    /// reads with FIONREAD (nginx, Java's available(), .NET's
+    /// Socket.Available) is told 0 and can stall. Off: on such a kernel
+    /// `auto` pods keep their application sockets on TCP, as `proxy-only`.
+    #[arg(long)]
+    pub allow_auto_fionread_gap: bool,
     /// Owner uid of the sidecar proxy's sockets, for proxy-only pods
     /// (Istio and ASM run the proxy as 1337).
     #[arg(long, default_value_t = 1337)]

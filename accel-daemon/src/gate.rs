@@ -17,7 +17,13 @@ use crate::{
 
 /// The outcome of the gates: a live datapath, or the reason there is none.
 pub enum Gate {
-    On { dp: Box<Datapath>, adopted: bool },
+    On {
+        dp: Box<Datapath>,
+        adopted: bool,
+        /// `auto` pods may record application sockets here
+        /// (`endpoints::mode_flags`).
+        auto_records_apps: bool,
+    },
     Off(String),
 }
 
@@ -55,6 +61,7 @@ pub fn decide(
     if let Some(f) = probes.missing_essential() {
         return Ok(Gate::Off(format!("kernel lacks {}: {}", f.name, f.detail)));
     }
+    let auto_records_apps = auto_records_apps(args, &probes, state);
 
     for other in datapath::other_versions(&args.pin_dir) {
         info!(dir = %other.display(), "retiring datapath of another version");
@@ -77,6 +84,7 @@ pub fn decide(
         return Ok(Gate::On {
             dp: Box::new(dp),
             adopted: true,
+            auto_records_apps,
         });
     }
 
@@ -94,7 +102,10 @@ pub fn decide(
             flow_budget: args.flow_budget_bytes,
             proxy_uid: args.proxy_uid,
             stream_small_bytes: args.stream_small_bytes,
-            default_ep_flags: endpoints::mode_flags(args.pod_acceleration.into()),
+            default_ep_flags: endpoints::mode_flags(
+                args.pod_acceleration.into(),
+                auto_records_apps,
+            ),
             ..abi::Config::default()
         },
     };
@@ -128,6 +139,7 @@ pub fn decide(
             Ok(Gate::On {
                 dp: Box::new(dp),
                 adopted: false,
+                auto_records_apps,
             })
         }
         Err(e @ DatapathError::NoFlowControl(_)) => {
@@ -152,4 +164,34 @@ fn flow_budget_off() -> Check {
              {NO_FLOW_BUDGET_RISK}"
         ),
     )
+}
+
+/// Whether `auto` may record application sockets: where this kernel's
+/// FIONREAD leaves out bytes received by TCP on sockhash sockets, only if
+/// the operator accepted that (`--allow-auto-fionread-gap`). Recorded in
+/// `state` as a check (logged with the others), with what it means for
+/// applications.
+fn auto_records_apps(args: &RunArgs, probes: &probes::ProbeReport, state: &State) -> bool {
+    const CHECK: &str = "application sockets of auto pods";
+    if probes.has(probes::FIONREAD_COUNTS_TCP) {
+        state.add_check(Check::new(CHECK, true, "recorded while non-blocking"));
+        return true;
+    }
+    let (recorded, detail) = if args.allow_auto_fionread_gap {
+        (
+            true,
+            "recorded although FIONREAD leaves out the bytes they receive by TCP (I-4, \
+             --allow-auto-fionread-gap): an application that sizes its reads with FIONREAD \
+             can stall",
+        )
+    } else {
+        (
+            false,
+            "on TCP, as in proxy-only pods: this kernel's FIONREAD leaves out bytes received \
+             by TCP on sockhash sockets (I-4); the sidecar hop is still accelerated \
+             (--allow-auto-fionread-gap records them anyway)",
+        )
+    };
+    state.add_check(Check::new(CHECK, false, detail));
+    recorded
 }

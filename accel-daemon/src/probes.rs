@@ -9,6 +9,9 @@ use aya::{
 };
 use serde::Serialize;
 
+mod fionread;
+pub use fionread::FIONREAD_COUNTS_TCP;
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Feature {
     pub name: &'static str,
@@ -84,6 +87,7 @@ pub fn run() -> ProbeReport {
         available: true,
         detail: String::new(),
     });
+    report.features.push(fionread::probe(&ebpf));
     for (prog, name, essential) in PROGRAM_PROBES {
         let result = match ebpf.program_mut(prog) {
             Some(Program::SockOps(p)) => SockOps::load(p).map_err(|e| format!("{e:#}")),

@@ -161,11 +161,19 @@ pub fn run(args: RunArgs) -> Result<()> {
     // The serve loop owns the datapath and lends it to /metrics.
     let mut datapath = Owner::new(None);
     match gate {
-        Gate::On { mut dp, adopted } => {
+        Gate::On {
+            mut dp,
+            adopted,
+            auto_records_apps,
+        } => {
+            sync_ctx.auto_records_apps = auto_records_apps;
             dp.set_flow_budget(args.flow_budget_bytes)?;
             dp.set_proxy_uid(args.proxy_uid)?;
             dp.set_stream_small_bytes(args.stream_small_bytes)?;
-            dp.set_default_ep_flags(endpoints::mode_flags(args.pod_acceleration.into()))?;
+            dp.set_default_ep_flags(endpoints::mode_flags(
+                args.pod_acceleration.into(),
+                auto_records_apps,
+            ))?;
             // The datapath is attached: from here on a problem with the
             // endpoint set is reported, never a reason to exit (and leave
             // an attached datapath without its daemon).

@@ -88,6 +88,9 @@ fn held_back_application_sockets_raise_an_event_on_their_pod() {
     if let Some(i) = args.iter().position(|a| *a == "--endpoint-sync-secs") {
         args[i + 1] = "1";
     }
+    // The guard holds application sockets back only where `auto` records
+    // them: on every kernel with this flag (I-4, transparency.rs).
+    args.push("--allow-auto-fionread-gap");
     let daemon = env.start_daemon_default_mode(&args);
     wait_until(Duration::from_secs(10), "pod namespaces resolved", || {
         map_entries(&env, "accel_meshed_netns") == 2

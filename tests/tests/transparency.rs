@@ -10,6 +10,12 @@
 //! against the default mode: each must pass, and each also proves that the
 //! guard really engaged (the counters), so a pass is never a datapath that
 //! simply did nothing.
+//!
+//! `auto` records application sockets only where the kernel's FIONREAD
+//! counts bytes received by TCP on sockhash sockets (I-4, probed at start);
+//! elsewhere they stay on TCP and there is no guard to prove. So the guard's
+//! tests run with `--allow-auto-fionread-gap`, which records them on every
+//! kernel; `fionread_applications_are_told_every_byte` runs the true default.
 
 use std::{
     io::{BufRead, BufReader, Write},
@@ -29,14 +35,17 @@ static DRIVER: std::sync::LazyLock<String> =
 fn daemon(tag: &str, extra: &[&str]) -> (TestEnv, Daemon) {
     let env = TestEnv::new(tag);
     let forced = std::env::var("ACCEL_TRANSPARENCY_MODE").ok();
-    let daemon = match &forced {
-        Some(mode) if extra.is_empty() => {
-            env.start_daemon_default_mode(&["--pod-acceleration", mode])
-        }
-        _ => env.start_daemon_default_mode(extra),
-    };
+    let mut args = vec![GUARD_ON_EVERY_KERNEL];
+    match &forced {
+        Some(mode) if extra.is_empty() => args.extend(["--pod-acceleration", mode]),
+        _ => args.extend(extra),
+    }
+    let daemon = env.start_daemon_default_mode(&args);
     (env, daemon)
 }
+
+/// Records `auto` applications' sockets whatever the kernel's FIONREAD.
+const GUARD_ON_EVERY_KERNEL: &str = "--allow-auto-fionread-gap";
 
 /// The driver in the test's cgroup, with the counters' movements.
 fn drive(env: &TestEnv, args: &[&str]) -> (Output, Value, Delta) {
@@ -136,6 +145,56 @@ fn nonblocking_applications_send_redirected_and_receive_by_tcp() {
     }
 }
 
+/// I-4 in the default mode: an application that sizes its reads with
+/// FIONREAD (nginx, Java's `available()`, .NET's `Socket.Available`) is told
+/// every byte the sidecar sent it, as a client and as a server.
+/// The daemon's true default: where the kernel's FIONREAD counts TCP bytes
+/// on sockhash sockets the applications' sockets are recorded (and receive
+/// by TCP); where it does not, they are not recorded at all.
+#[test]
+fn fionread_applications_are_told_every_byte() {
+    let env = TestEnv::new("tr-fionread");
+    let default_daemon = env.start_daemon_default_mode(&[]);
+    let status = env.status_json();
+    let probe = status["daemon"]["checks"]
+        .as_array()
+        .expect("checks in status")
+        .iter()
+        .find(|c| c["name"].as_str().is_some_and(|n| n.contains("FIONREAD")))
+        .cloned()
+        .expect("the FIONREAD probe is in the status checks");
+    let apps_recorded = probe["ok"] == true;
+    eprintln!("FIONREAD probe: {probe}");
+    for side in ["client", "server"] {
+        let (out, report, d) = app_proxy(&env, "fionread", side, &[]);
+        assert_no_eagain(&format!("FIONREAD {side}"), &out, &report);
+        if apps_recorded {
+            assert!(d.of("app_receives_by_tcp") >= 20, "{side}: {}", d.show());
+        } else {
+            assert!(d.of("refused_proxy_only") >= 20, "{side}: {}", d.show());
+            assert_eq!(d.of("redirect_bytes"), 0, "{side}: {}", d.show());
+        }
+    }
+    drop(default_daemon);
+
+    // The probe is right: with the applications recorded anyway, they are
+    // told 0 exactly where it said FIONREAD leaves TCP bytes out.
+    let (env, _daemon) = daemon("tr-fionread-gap", &[]);
+    let (out, report, d) = app_proxy(&env, "fionread", "client", &[]);
+    assert!(d.of("app_receives_by_tcp") >= 20, "{}", d.show());
+    let told_zero = report["errors"].as_array().is_some_and(|e| {
+        e.iter()
+            .any(|e| e.as_str().is_some_and(|e| e.contains("FIONREAD said 0")))
+    });
+    assert_eq!(
+        told_zero,
+        !apps_recorded,
+        "the probe said FIONREAD counts TCP bytes: {}; the recorded applications: {report} {}",
+        apps_recorded,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// An application listening since before the datapath was installed: its
 /// listen() was never seen, so the first sidecar connection to it is
 /// recorded as before (sending through sk_msg); the application's accepted
@@ -169,7 +228,7 @@ fn a_listener_older_than_the_datapath_is_learnt_from_its_first_connection() {
     stdout.read_line(&mut line).expect("read listening line");
     assert!(line.starts_with("listening"), "{line}");
 
-    let _daemon = env.start_daemon_default_mode(&[]);
+    let _daemon = env.start_daemon_default_mode(&[GUARD_ON_EVERY_KERNEL]);
     let (out, d) = measured(&env, || {
         child
             .stdin

@@ -66,7 +66,9 @@ fn verify_during(env: &TestEnv, expect: &str, traffic: impl FnOnce(u16)) -> (i32
 #[test]
 fn verify_shows_the_default_modes_application_legs_as_tcp_one_way() {
     let env = TestEnv::new("verify-auto");
-    let _daemon = env.start_daemon_default_mode(&[]);
+    // Application sockets are recorded in `auto` only where the kernel's
+    // FIONREAD counts TCP bytes, or with this flag (I-4, transparency.rs).
+    let _daemon = env.start_daemon_default_mode(&["--allow-auto-fionread-gap"]);
     let (code, json) = verify_during(&env, "not-accelerated", |port| {
         let mut cmd = Command::new(integrity_bin());
         cmd.args(["app-proxy", "--listen", &format!("127.0.0.1:{port}")])

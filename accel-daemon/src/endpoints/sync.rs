@@ -47,6 +47,9 @@ pub struct SyncContext {
     pub pod_ids: PodIds,
     /// For pods that do not say (`--pod-acceleration`).
     pub default_acceleration: Acceleration,
+    /// Whether `auto` may record application sockets on this node (see
+    /// [`mode_flags`]); false until the gate has probed the kernel.
+    pub auto_records_apps: bool,
     /// What the log already said about held-back sockets.
     pub held_log: crate::held::HeldLog,
 }
@@ -88,8 +91,15 @@ fn apply<K: Pod + Ord, V: Pod + PartialEq>(
 }
 
 /// The datapath's endpoint flags for a pod's mode (guard.h, owner.h).
-pub fn mode_flags(mode: Acceleration) -> u32 {
+///
+/// `auto_records_apps`: this kernel's FIONREAD counts bytes received by TCP
+/// on a sockhash socket (or the operator accepted that it does not). Where
+/// it does not, an `auto` application socket, which receives by TCP while in
+/// the sockhash, would be told 0 by FIONREAD (I-4): `auto` pods then keep
+/// their applications on TCP, as `proxy-only` pods do.
+pub fn mode_flags(mode: Acceleration, auto_records_apps: bool) -> u32 {
     match mode {
+        Acceleration::Auto if !auto_records_apps => EP_PROXY_ONLY,
         Acceleration::Auto => EP_APP_NONBLOCKING_ONLY | EP_APP_SEND_ONLY,
         Acceleration::AppSafe => EP_APP_NONBLOCKING_ONLY,
         Acceleration::All => 0,
@@ -108,7 +118,7 @@ pub fn sync(
     let mut result = SyncResult::default();
     dp.set_loopback_meshed_only(snap.loopback_meshed_only)?;
     // Namespaces nobody listed get the node's mode, not a looser one.
-    dp.set_default_ep_flags(mode_flags(ctx.default_acceleration))?;
+    dp.set_default_ep_flags(mode_flags(ctx.default_acceleration, ctx.auto_records_apps))?;
 
     let have_eps: BTreeMap<EndpointKey, Endpoint> =
         dp.entries(&map::ENDPOINTS)?.into_iter().collect();
@@ -166,7 +176,8 @@ pub fn sync(
     let mut want_cidrs = BTreeMap::new();
     for (ep, cookie) in snap.endpoints.iter().zip(&netns_of) {
         let pod = ctx.pod_ids.by_name.get(&ep.name).copied().unwrap_or(0);
-        let flags = EP_MESHED | mode_flags(ep.acceleration.unwrap_or(ctx.default_acceleration));
+        let mode = ep.acceleration.unwrap_or(ctx.default_acceleration);
+        let flags = EP_MESHED | mode_flags(mode, ctx.auto_records_apps);
         if let Some(c) = cookie {
             // Both flags fit: the netns value keeps them in 16 bits.
             want_netns.insert(

@@ -3,8 +3,10 @@
 //! The sidecar end's sockets belong to the proxy's user (uid 1337) and use
 //! non-blocking I/O driven by poll, as Envoy does. The application end uses
 //! the I/O style under test: blocking, non-blocking (from socket creation
-//! or accept4), or a connect with a timeout (non-blocking connect, then
-//! blocking I/O: C client libraries and classic Java do this). Each
+//! or accept4), non-blocking sizing each read with `FIONREAD` (nginx, Java's
+//! `available()`, .NET's `Socket.Available`), or a connect with a timeout
+//! (non-blocking connect, then blocking I/O: C client libraries and classic
+//! Java do this). Each
 //! connection exchanges request/answer rounds, then the application shuts
 //! down writing and reads the sidecar's last answer to EOF: a blocking read
 //! after our own FIN, the shape that showed EAGAIN on sockhash sockets.
@@ -23,7 +25,7 @@ use serde_json::json;
 use accel_test_harness::pattern;
 
 use crate::{
-    io::{poll_fd, set_nonblocking},
+    io::{fionread, poll_fd, set_nonblocking},
     owner::{self, End},
 };
 
@@ -33,6 +35,9 @@ use crate::{
 pub enum AppIo {
     Blocking,
     Nonblocking,
+    /// Non-blocking; after each poll it asks `FIONREAD` how much to read,
+    /// and a 0 while a byte is readable is an error.
+    Fionread,
     /// Client only: non-blocking connect, then blocking.
     ConnectTimeout,
 }
@@ -67,14 +72,58 @@ const POLL: Duration = Duration::from_secs(30);
 struct Io {
     s: TcpStream,
     polled: bool,
+    /// Sizes each read with FIONREAD (polled only).
+    fionread: bool,
     eagain: u64,
 }
 
 impl Io {
+    fn new(s: TcpStream, polled: bool, fionread: bool) -> Self {
+        Io {
+            s,
+            polled,
+            fionread: polled && fionread,
+            eagain: 0,
+        }
+    }
+
+    /// How many bytes to read next, as a FIONREAD reader decides: what
+    /// FIONREAD announces, or 1 where it says 0 and the socket is at EOF.
+    fn fionread_size(&mut self, want: usize) -> Result<usize> {
+        let fd = self.s.as_raw_fd();
+        loop {
+            ensure!(poll_fd(fd, libc::POLLIN, POLL)?, "poll timed out");
+            let avail = fionread(fd)?;
+            if avail > 0 {
+                return Ok(avail.min(want));
+            }
+            let mut b = [0u8; 1];
+            // SAFETY: one-byte buffer.
+            let peeked = unsafe {
+                libc::recv(
+                    fd,
+                    b.as_mut_ptr().cast(),
+                    1,
+                    libc::MSG_PEEK | libc::MSG_DONTWAIT,
+                )
+            };
+            match peeked {
+                0 => return Ok(1), // EOF: the read returns 0
+                1 => bail!("FIONREAD said 0 while a byte was readable"),
+                _ => {} // an empty wake-up: poll again
+            }
+        }
+    }
+
     fn read_exact(&mut self, buf: &mut [u8]) -> Result<()> {
         let mut got = 0;
         while got < buf.len() {
-            match self.s.read(&mut buf[got..]) {
+            let end = if self.fionread {
+                got + self.fionread_size(buf.len() - got)?
+            } else {
+                buf.len()
+            };
+            match self.s.read(&mut buf[got..end]) {
                 Ok(0) => bail!("EOF after {got} of {} bytes", buf.len()),
                 Ok(n) => got += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock && self.polled => {
@@ -246,7 +295,8 @@ pub fn app_proxy(a: AppProxyArgs) -> Result<()> {
             .context("waiting for the go line")?;
     }
     let a = std::sync::Arc::new(a);
-    let app_polled = a.app == AppIo::Nonblocking;
+    let app_polled = a.app != AppIo::Blocking && a.app != AppIo::ConnectTimeout;
+    let app_fionread = a.app == AppIo::Fionread;
     let server = {
         let a = a.clone();
         std::thread::spawn(move || -> Vec<Result<u64>> {
@@ -262,12 +312,9 @@ pub fn app_proxy(a: AppProxyArgs) -> Result<()> {
                     // Both ends name a connection by the client's port:
                     // accept order is not connect order.
                     let conn = usize::from(s.peer_addr()?.port());
-                    let io = Io {
-                        s,
-                        polled: nb,
-                        eagain: 0,
-                    };
-                    if a.app_side == End::Server {
+                    let app = a.app_side == End::Server;
+                    let io = Io::new(s, nb, app && app_fionread);
+                    if app {
                         app_side(io, conn, &a)
                     } else {
                         sidecar_side(io, conn, &a).map(|()| 0)
@@ -288,15 +335,11 @@ pub fn app_proxy(a: AppProxyArgs) -> Result<()> {
             let nb = !app || a.app != AppIo::Blocking;
             let s = connect(target, nb)?;
             let conn = usize::from(s.local_addr()?.port());
-            let polled = !app || a.app == AppIo::Nonblocking;
+            let polled = !app || app_polled;
             if !polled {
                 set_nonblocking(s.as_raw_fd(), false)?;
             }
-            let io = Io {
-                s,
-                polled,
-                eagain: 0,
-            };
+            let io = Io::new(s, polled, app && app_fionread);
             if app {
                 app_side(io, conn, &a)
             } else {

@@ -195,7 +195,7 @@ pub(crate) fn poll_fd(fd: RawFd, events: libc::c_short, timeout: Duration) -> Re
     }
 }
 
-fn fionread(fd: RawFd) -> Result<usize> {
+pub fn fionread(fd: RawFd) -> Result<usize> {
     let mut n: libc::c_int = 0;
     // SAFETY: FIONREAD writes one int.
     cvt_int(unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) }).context("FIONREAD")?;
