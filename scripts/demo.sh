@@ -39,10 +39,14 @@ mkdir -p "$CG"
 # 20 connections from an application to its sidecar inside the demo cgroup,
 # 20 request/answer rounds of up to 64 KiB each, every byte checked. $1: the
 # port; $2: the application's I/O (nonblocking, as event loops do, or
-# blocking). The sidecar end's sockets belong to uid 1337 (Istio's proxy).
+# blocking), or "sidecars": both ends the proxy's, as the hop from one pod's
+# sidecar to another's. The sidecar end's sockets belong to uid 1337
+# (Istio's proxy).
 traffic() {
-  bash -c "echo \$\$ > $CG/cgroup.procs; exec $BIN/accel-integrity app-proxy --listen 127.0.0.1:$1 \
-    --app ${2:-nonblocking} --app-side client --conns 20 --rounds 20 --max-msg 65536"
+  local io=${2:-nonblocking} as=""
+  [[ $io == sidecars ]] && { io=nonblocking; as="setpriv --reuid=1337 --regid=1337 --clear-groups"; }
+  bash -c "echo \$\$ > $CG/cgroup.procs; exec $as $BIN/accel-integrity app-proxy --listen 127.0.0.1:$1 \
+    --app $io --app-side client --conns 20 --rounds 20 --max-msg 65536"
 }
 psh_count() { # PSH data segments tcpdump sees on lo for a port while traffic runs
   local port=$1 pcap=/tmp/accel-demo-$$-$1.pcap
@@ -71,10 +75,21 @@ sed -e 's/\x1b\[[0-9;]*m//g' "$LOG" | sed 's/^/   /'
 METRICS=$(sed -e 's/\x1b\[[0-9;]*m//g' "$LOG" | sed -n 's/.*listening on \([0-9.:]*\).*/\1/p' | head -1)
 
 echo
-echo "== 3. the same traffic, accelerated"
+echo "== 3. sidecar to sidecar (both ends uid 1337, as the hop between two pods' proxies)"
+echo "   tcpdump on lo: $(psh_count $((PORT + 7)) sidecars)"
+echo "   <- (next to) none: both directions skipped the TCP/IP stack"
+echo "   byte-for-byte check: $(traffic $((PORT + 8)) sidecars | tail -1)"
+echo
+echo "== 3a. the application's traffic of step 1, with the daemon"
 echo "   tcpdump on lo: $(psh_count $((PORT + 1)))"
-echo "   <- fewer: application -> sidecar skipped the TCP/IP stack; sidecar ->"
-echo "      application stays TCP, so the application reads exactly what TCP gives it"
+if sed -e 's/\x1b\[[0-9;]*m//g' "$LOG" | grep -q "detail=on TCP, as in proxy-only"; then
+  echo "   <- as in step 1: this kernel's FIONREAD leaves out bytes a sockhash socket"
+  echo "      received by TCP (known issue I-4), so the application's sockets stay on"
+  echo "      plain TCP: an application sizing its reads with FIONREAD could tell"
+else
+  echo "   <- fewer: application -> sidecar skipped the TCP/IP stack; sidecar ->"
+  echo "      application stays TCP, so the application reads exactly what TCP gives it"
+fi
 echo "   byte-for-byte check: $(traffic $((PORT + 4)) | tail -1)"
 echo
 echo "== 3b. a blocking application (threads and read(2)) is left on plain TCP"
@@ -86,14 +101,13 @@ echo "== 4. what the daemon reports (accel-daemon status)"
 $BIN/accel-daemon status --pin-dir "$PIN" --state-dir "$STATE" | sed 's/^/   /'
 echo
 echo "== 5. Prometheus metrics (curl http://$METRICS/metrics)"
-curl -s "http://$METRICS/metrics" | grep -E '^sidecar_accel_(enabled|datapath_events_total\{event="(redirect_bytes|active_paired|passive_paired|app_blocking_not_recorded|recorded_receive_only)")' | sed 's/^/   /'
+curl -s "http://$METRICS/metrics" | grep -E '^sidecar_accel_(enabled|datapath_events_total\{event="(redirect_bytes|active_paired|passive_paired|app_blocking_not_recorded|recorded_receive_only|refused_proxy_only)")' | sed 's/^/   /'
 
 echo
-echo "== 6. per-connection proof (accel-daemon verify): 'TCP one way' = the application's"
-echo "   bytes to the sidecar were redirected, the sidecar's answers went by TCP"
+echo "== 6. per-connection proof (accel-daemon verify) of sidecar-to-sidecar traffic"
 V_PORT=$((PORT + 2))
 $BIN/accel-daemon verify --port $V_PORT --duration 4s --pin-dir "$PIN" --state-dir "$STATE" > /tmp/accel-demo-$$-verify.txt 2>/dev/null & VP=$!
-sleep 0.7; traffic $V_PORT >/dev/null; wait $VP || true
+sleep 0.7; traffic $V_PORT sidecars >/dev/null; wait $VP || true
 head -12 /tmp/accel-demo-$$-verify.txt | sed 's/^/   /'; rm -f /tmp/accel-demo-$$-verify.txt
 
 if [[ -n ${DEMO_KEEP:-} ]]; then
