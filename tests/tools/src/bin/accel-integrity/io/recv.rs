@@ -319,10 +319,21 @@ fn epoll_et_drain(
             return Err(e).context("epoll_wait");
         }
         if n == 0 {
-            let pending = fionread(fd)?;
+            // MSG_PEEK, not FIONREAD: on a sockhash socket FIONREAD can
+            // leave out bytes that came by TCP (I-4).
+            let mut b = [0u8; 1];
+            // SAFETY: one-byte buffer.
+            let peeked = unsafe {
+                libc::recv(
+                    fd,
+                    b.as_mut_ptr().cast(),
+                    1,
+                    libc::MSG_PEEK | libc::MSG_DONTWAIT,
+                )
+            };
             ensure!(
-                pending == 0,
-                "edge-triggered epoll: {pending} bytes readable but no event for 10 s"
+                peeked != 1,
+                "edge-triggered epoll: bytes readable but no event for 10 s"
             );
             continue;
         }
