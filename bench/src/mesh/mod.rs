@@ -103,7 +103,8 @@ pub struct MeshArgs {
     out_dir: Option<PathBuf>,
     /// The accelerated mode's `accel-daemon run --pod-acceleration`:
     /// `auto` (the default: the sidecar hop, and the applications' own sends
-    /// where they are non-blocking), `app-safe` or `all` (three legs),
+    /// where they are non-blocking and the kernel's FIONREAD counts TCP
+    /// bytes on sockhash sockets), `app-safe` or `all` (three legs),
     /// `proxy-only` (the sidecar-to-sidecar hop only).
     #[arg(long, default_value = "auto", value_parser = ["auto", "app-safe", "all", "proxy-only"])]
     pod_acceleration: String,
