@@ -280,17 +280,18 @@ fn has(row: &Row, needle: &str) -> &'static str {
 
 fn table(rows: &[Row]) -> String {
     let mut t = String::from(
-        "| kernel | BTF | hdr options | sk_storage in sk_msg | netns cookie (sock_ops) | netns cookie (sk_msg) | flow control | accelerated | redirected | integrity | loopback pairs | netns refusals | slow reader: peak TCP memory plain / accelerated (fallbacks) | default mode: blocking apps left / sent to apps by TCP / redirected | gate refusal (`--kernel-release 5.4.0`) | unload | time |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| kernel | BTF | hdr options | sk_storage in sk_msg | netns cookie (sock_ops) | netns cookie (sk_msg) | FIONREAD counts TCP bytes (I-4) | flow control | accelerated | redirected | integrity | loopback pairs | netns refusals | slow reader: peak TCP memory plain / accelerated (fallbacks) | default mode: blocking apps left / sent to apps by TCP / redirected | gate refusal (`--kernel-release 5.4.0`) | unload | time |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         t += &format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} B | {} | {} | {} | {} | {} | {} | {} | {:.0} s |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} B | {} | {} | {} | {} | {} | {} | {} | {:.0} s |\n",
             r.kernel,
             if r.btf { "yes" } else { "no" },
             has(r, "header options"),
             has(r, "sk_msg: socket storage"),
             has(r, "sock_ops: bpf_get_netns_cookie"),
             has(r, "sk_msg: bpf_get_netns_cookie"),
+            has(r, "FIONREAD counts TCP bytes"),
             has(r, "flow control"),
             if r.accelerated { "yes" } else { "no" },
             r.redirected,
