@@ -2,7 +2,9 @@
 //! (known issue I-4), found by asking this kernel.
 //!
 //! Kernels with the 2026 change "bpf, sockmap: Fix FIONREAD for sockmap"
-//! (6.6.128+, 6.12.75+, 6.18.14+, 6.19+) answer `FIONREAD` on a sockhash
+//! (reported in 6.6.128+, 6.12.75+, 6.18.14+, 6.19+; Debian's 6.12.117
+//! counts TCP bytes, 6.18.44 does not, so the release number cannot tell)
+//! answer `FIONREAD` on a sockhash
 //! socket with what waits in its psock's ingress queue only. Bytes that
 //! arrived by TCP are left out: an application that sizes its reads with
 //! `FIONREAD` (nginx, Java's `available()`, .NET's `Socket.Available`) is
