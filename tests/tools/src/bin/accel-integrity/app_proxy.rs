@@ -25,7 +25,7 @@ use serde_json::json;
 use accel_test_harness::pattern;
 
 use crate::{
-    io::{fionread, poll_fd, set_nonblocking},
+    io::{fionread, peek_one, poll_fd, set_nonblocking},
     owner::{self, End},
 };
 
@@ -97,20 +97,10 @@ impl Io {
             if avail > 0 {
                 return Ok(avail.min(want));
             }
-            let mut b = [0u8; 1];
-            // SAFETY: one-byte buffer.
-            let peeked = unsafe {
-                libc::recv(
-                    fd,
-                    b.as_mut_ptr().cast(),
-                    1,
-                    libc::MSG_PEEK | libc::MSG_DONTWAIT,
-                )
-            };
-            match peeked {
-                0 => return Ok(1), // EOF: the read returns 0
-                1 => bail!("FIONREAD said 0 while a byte was readable"),
-                _ => {} // an empty wake-up: poll again
+            match peek_one(fd) {
+                Ok(0) => return Ok(1), // EOF: the read returns 0
+                Ok(_) => bail!("FIONREAD said 0 while a byte was readable"),
+                Err(_) => {} // an empty wake-up (or an error the read will see)
             }
         }
     }

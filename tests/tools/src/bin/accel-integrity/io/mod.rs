@@ -195,6 +195,22 @@ pub(crate) fn poll_fd(fd: RawFd, events: libc::c_short, timeout: Duration) -> Re
     }
 }
 
+/// Peeks one byte without waiting: Ok(1) a byte is readable, Ok(0) EOF,
+/// WouldBlock neither. Sees both of a sockhash socket's receive queues,
+/// where FIONREAD may leave one out (I-4).
+pub fn peek_one(fd: RawFd) -> io::Result<usize> {
+    let mut b = [0u8; 1];
+    // SAFETY: one-byte buffer.
+    cvt(unsafe {
+        libc::recv(
+            fd,
+            b.as_mut_ptr().cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    })
+}
+
 pub fn fionread(fd: RawFd) -> Result<usize> {
     let mut n: libc::c_int = 0;
     // SAFETY: FIONREAD writes one int.

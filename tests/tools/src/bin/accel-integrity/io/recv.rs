@@ -12,7 +12,9 @@ use serde::Serialize;
 
 use accel_test_harness::pattern::{self, Rng};
 
-use super::{PIPE_CHUNK, RecvMode, cvt, cvt_int, fionread, pipe, poll_fd, set_nonblocking, split};
+use super::{
+    PIPE_CHUNK, RecvMode, cvt, cvt_int, fionread, peek_one, pipe, poll_fd, set_nonblocking, split,
+};
 
 /// What a receiver saw besides the bytes themselves.
 #[derive(Debug, Default, Clone, Serialize)]
@@ -218,16 +220,7 @@ fn fionread_then_read(
     // Reading fewer than announced is fine; fewer than asked is not.
     let n = avail.min(cap.max(1));
     if avail == 0 {
-        let mut b = [0u8; 1];
-        // SAFETY: one-byte buffer.
-        return match cvt(unsafe {
-            libc::recv(
-                fd,
-                b.as_mut_ptr().cast(),
-                1,
-                libc::MSG_DONTWAIT | libc::MSG_PEEK,
-            )
-        }) {
+        return match peek_one(fd) {
             Ok(0) => Ok(Some(Ok(0))),
             Ok(_) => bail!("FIONREAD said 0 while a byte was readable"),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -321,18 +314,8 @@ fn epoll_et_drain(
         if n == 0 {
             // MSG_PEEK, not FIONREAD: on a sockhash socket FIONREAD can
             // leave out bytes that came by TCP (I-4).
-            let mut b = [0u8; 1];
-            // SAFETY: one-byte buffer.
-            let peeked = unsafe {
-                libc::recv(
-                    fd,
-                    b.as_mut_ptr().cast(),
-                    1,
-                    libc::MSG_PEEK | libc::MSG_DONTWAIT,
-                )
-            };
             ensure!(
-                peeked != 1,
+                !matches!(peek_one(fd), Ok(1)),
                 "edge-triggered epoll: bytes readable but no event for 10 s"
             );
             continue;
