@@ -278,21 +278,32 @@ fn api_server_down_under_load_leaves_the_datapath_untouched() {
     cmd.arg("--listen")
         .arg(format!("127.0.0.1:{}", free_port()))
         .args(["--conns", &CONNS.to_string(), "--sizes", SIZES])
-        .args(["--duration-ms", "6000"])
+        // Long enough to outlast the outage: stopping the fake server
+        // waits up to 15 s for its connections and watches to end.
+        .args(["--duration-ms", "20000"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let load = cmd.spawn().expect("spawn accel-loadgen in pod a");
+    let mut load = cmd.spawn().expect("spawn accel-loadgen in pod a");
+    let started = Instant::now();
     thread::sleep(Duration::from_millis(1000));
     let before = env.counter("redirect_msgs");
     assert!(before > 0, "the pod's loopback traffic is not accelerated");
 
     api.stop();
+    let stopped = started.elapsed();
+    eprintln!("the API server was down {stopped:?} after the load started");
     thread::sleep(Duration::from_secs(3));
     let during = env.counter("redirect_msgs");
     assert!(
         during > before,
-        "redirects stopped while the API server was down ({before} -> {during})"
+        "redirects stopped while the API server was down ({before} -> {during}); the server \
+         was down {stopped:?} after the load started, the check {:?} after; {}; {} endpoints; \
+         counters {}",
+        started.elapsed(),
+        load_state(&mut load),
+        endpoints(),
+        env.status_json()["datapath"]["counters"]
     );
     assert_eq!(endpoints(), 2, "maps changed while the API was down");
     assert_eq!(daemon.http_get("/readyz").0, 200);
