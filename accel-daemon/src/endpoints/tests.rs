@@ -1,4 +1,5 @@
-//! Unit tests of the endpoints file and pods file parsers.
+//! Unit tests of the endpoints file and pods file parsers, and of the
+//! modes' endpoint flags.
 
 use std::path::Path;
 
@@ -76,4 +77,24 @@ fn pods_file_errors_name_the_problem() {
     assert!(bad("[[pod]]\nips = [\"10.0.0.1\"]\ncolour = 1\n").contains("colour"));
     assert!(bad("[[pod]]\nips = [\"10.0.0.300\"]\n").contains("p.toml"));
     assert!(bad("[[pod]]\nips = [\"10.0.0.1\"]\nnetns = \"/x\"\npid = 1\n").contains("not both"));
+}
+
+/// `auto` records application sockets only where the kernel's FIONREAD
+/// counts TCP bytes (or the operator accepted the gap); elsewhere it takes
+/// proxy-only's flags. No other mode depends on the probe.
+#[test]
+fn auto_takes_proxy_only_flags_where_applications_cannot_be_recorded() {
+    use accel_bpf::abi::{EP_APP_NONBLOCKING_ONLY, EP_APP_SEND_ONLY, EP_PROXY_ONLY};
+    assert_eq!(
+        mode_flags(Acceleration::Auto, true),
+        EP_APP_NONBLOCKING_ONLY | EP_APP_SEND_ONLY
+    );
+    assert_eq!(mode_flags(Acceleration::Auto, false), EP_PROXY_ONLY);
+    for mode in [
+        Acceleration::AppSafe,
+        Acceleration::All,
+        Acceleration::ProxyOnly,
+    ] {
+        assert_eq!(mode_flags(mode, true), mode_flags(mode, false), "{mode:?}");
+    }
 }
