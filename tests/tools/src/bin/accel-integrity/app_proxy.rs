@@ -88,7 +88,8 @@ impl Io {
     }
 
     /// How many bytes to read next, as a FIONREAD reader decides: what
-    /// FIONREAD announces, or 1 where it says 0 and the socket is at EOF.
+    /// FIONREAD announces, or 1 where it says 0 and the socket is at EOF or
+    /// in error (the read then returns what plain TCP gives).
     fn fionread_size(&mut self, want: usize) -> Result<usize> {
         let fd = self.s.as_raw_fd();
         loop {
@@ -100,7 +101,8 @@ impl Io {
             match peek_one(fd) {
                 Ok(0) => return Ok(1), // EOF: the read returns 0
                 Ok(_) => bail!("FIONREAD said 0 while a byte was readable"),
-                Err(_) => {} // an empty wake-up (or an error the read will see)
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {} // an empty wake-up
+                Err(_) => return Ok(1), // a socket error: the read reports it
             }
         }
     }
