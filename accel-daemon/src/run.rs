@@ -171,8 +171,8 @@ pub fn run(args: RunArgs) -> Result<()> {
             dp.set_proxy_uid(args.proxy_uid)?;
             dp.set_stream_small_bytes(args.stream_small_bytes)?;
             dp.set_default_ep_flags(endpoints::mode_flags(
-                args.pod_acceleration.into(),
-                auto_records_apps,
+                sync_ctx.default_acceleration,
+                sync_ctx.auto_records_apps,
             ))?;
             // The datapath is attached: from here on a problem with the
             // endpoint set is reported, never a reason to exit (and leave
