@@ -87,6 +87,9 @@ fn counts_tcp_bytes(ebpf: &Ebpf) -> Result<bool, String> {
     answer
 }
 
+/// poll, not a blocking read: on a sockhash socket a blocking read can
+/// return EAGAIN after a wake-up without data (I-2), which would make a
+/// kernel that counts TCP bytes look like one that could not be probed.
 fn readable(fd: RawFd) -> Result<bool, String> {
     let mut p = libc::pollfd {
         fd,
