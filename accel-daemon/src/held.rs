@@ -40,9 +40,10 @@ pub fn hint(reason: &str) -> &'static str {
         }
         "no_file" => "kernel-owned sockets (no file) stay on TCP",
         "receives_by_tcp" => {
-            "bytes to its application go by TCP (mode auto: receive-side splice and FIONREAD \
-             stay exact); if the application reads with read/recv and does not rely on \
-             FIONREAD, annotate the pod sidecar-accel.io/accelerate=app-safe"
+            "bytes to its application go by TCP (mode auto: receive-side splice stays exact, \
+             and FIONREAD where the node's check \"FIONREAD counts TCP bytes\" passed); if the \
+             application reads with read/recv and does not rely on FIONREAD, annotate the pod \
+             sidecar-accel.io/accelerate=app-safe"
         }
         _ => "",
     }

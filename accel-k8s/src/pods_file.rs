@@ -30,14 +30,15 @@ impl NetnsRef {
 pub enum Acceleration {
     /// The default: the sidecar proxy's sockets always; the application's
     /// only while the kernel's sockmap receive behaviours cannot reach it.
-    /// Its sockets take part only while non-blocking, and bytes TO it go by
-    /// TCP (receive-side splice and FIONREAD see them), while its own sends
-    /// to the proxy are redirected.
+    /// Its sockets take part only while non-blocking, and only where the
+    /// kernel's FIONREAD counts TCP bytes on sockhash sockets (the daemon
+    /// probes it, I-4); bytes TO it go by TCP (receive-side splice and
+    /// FIONREAD see them), while its own sends to the proxy are redirected.
     #[default]
     Auto,
     /// `auto`, and the pod declares its application safe to receive
     /// redirected bytes (it reads with read/recv, not splice, and does not
-    /// rely on FIONREAD on kernels without the fix): bytes to it are
+    /// size its reads with FIONREAD): bytes to it are
     /// redirected too, unless its socket is blocking.
     AppSafe,
     /// Every socket of the pod, with no guard (the reference add-on's
