@@ -148,6 +148,7 @@ fn nonblocking_applications_send_redirected_and_receive_by_tcp() {
 /// I-4 in the default mode: an application that sizes its reads with
 /// FIONREAD (nginx, Java's `available()`, .NET's `Socket.Available`) is told
 /// every byte the sidecar sent it, as a client and as a server.
+///
 /// The daemon's true default: where the kernel's FIONREAD counts TCP bytes
 /// on sockhash sockets the applications' sockets are recorded (and receive
 /// by TCP); where it does not, they are not recorded at all.
