@@ -5,7 +5,10 @@
 use std::{
     io,
     net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs},
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    os::{
+        fd::{AsRawFd, FromRawFd, OwnedFd},
+        unix::net::UnixStream,
+    },
 };
 
 use anyhow::{Context, Result, bail};
@@ -65,6 +68,16 @@ pub fn connect(addr: &str, nonblocking: bool) -> Result<TcpStream> {
     if let Some(e) = s.take_error()? {
         bail!("connect: {e}");
     }
+    Ok(s)
+}
+
+/// The Unix reference in the same I/O style as the TCP workers, so that
+/// `unix/TCP` compares like with like: an epoll worker's Unix socket is
+/// non-blocking too, and pays the same EAGAIN read and epoll_wait per
+/// message. (A Unix socket has no datapath that could see its creation
+/// flags, so setting them after connect or accept is the same.)
+pub fn unix_styled(s: UnixStream, nonblocking: bool) -> io::Result<UnixStream> {
+    s.set_nonblocking(nonblocking)?;
     Ok(s)
 }
 

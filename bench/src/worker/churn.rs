@@ -37,7 +37,11 @@ pub(super) fn serve_tcp(args: &WorkerArgs, l: &TcpListener) -> Result<WorkerOut>
 }
 
 pub(super) fn serve_unix(args: &WorkerArgs, l: &UnixListener) -> Result<WorkerOut> {
-    serve(args, || Ok(l.accept().context("accept")?.0))
+    let nonblocking = args.io == IoStyle::Epoll;
+    serve(args, || {
+        let (s, _) = l.accept().context("accept")?;
+        Ok(nonblock::unix_styled(s, nonblocking)?)
+    })
 }
 
 pub(super) fn drive_tcp(args: &WorkerArgs, addr: &str) -> Result<WorkerOut> {
@@ -51,8 +55,10 @@ pub(super) fn drive_tcp(args: &WorkerArgs, addr: &str) -> Result<WorkerOut> {
 }
 
 pub(super) fn drive_unix(args: &WorkerArgs, path: &str) -> Result<WorkerOut> {
+    let nonblocking = args.io == IoStyle::Epoll;
     drive(args, || {
-        UnixStream::connect(path).with_context(|| format!("connect {path}"))
+        let s = UnixStream::connect(path).with_context(|| format!("connect {path}"))?;
+        Ok(nonblock::unix_styled(s, nonblocking)?)
     })
 }
 

@@ -189,7 +189,7 @@ pub fn run(args: WorkerArgs) -> Result<()> {
                 churn::serve_unix(&args, &l)?
             } else {
                 let (s, _) = l.accept().context("accept")?;
-                serve(&args, s)?
+                serve(&args, nonblock::unix_styled(s, args.io == IoStyle::Epoll)?)?
             };
             drop(l);
             let _ = std::fs::remove_file(&path);
@@ -211,7 +211,7 @@ pub fn run(args: WorkerArgs) -> Result<()> {
                 return print(&churn::drive_unix(&args, &addr)?);
             }
             let s = UnixStream::connect(&addr).with_context(|| format!("connect {addr}"))?;
-            drive(&args, s)?
+            drive(&args, nonblock::unix_styled(s, args.io == IoStyle::Epoll)?)?
         }
     };
     print(&out)
