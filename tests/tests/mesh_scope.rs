@@ -1,7 +1,7 @@
 //! Which sidecar traffic the datapath takes on the pod topology, and what
 //! it leaves alone: IPv6 pods, unmeshed traffic, ten thousand short
 //! connections, connections from before the daemon, proxy-only pods, a
-//! sidecar's connections off the node.
+//! sidecar's connections off the node, a connection nobody answers.
 
 use accel_test_harness::{TestEnv, counter_of, map_entries};
 use accel_topology::{BOUND_SOURCE_PORTS, ECHO_PORT, Mesh, Node, OUTBOUND_PORT, PodsFile};
@@ -371,4 +371,67 @@ fn a_sidecars_connections_off_the_node_are_not_recorded() {
         a_lo.psh_data, 0,
         "app A -> sidecar A must be accelerated: {a_lo:?}"
     );
+}
+
+/// A connection whose passive end refuses the offer (here B's excluded
+/// inbound port: the application accepts it directly, outside the mesh)
+/// leaves the connecting sidecar's socket unanswered. It must not stay in
+/// the sockhash, where it would only pay the sockmap send path (about a
+/// third slower than plain TCP for bulk sends): it takes itself out at the
+/// acknowledgement of its first bytes, while the connection is open, and
+/// the echo is byte-exact. The daemon's default mode: the echo client
+/// writes and reads one blocking socket from two threads, which `all`
+/// would record and expose to I-5.
+#[test]
+fn a_connection_nobody_answers_leaves_the_sockhash() {
+    let env = TestEnv::new("mesh-unanswered");
+    let node = Node::new(&env, "un");
+    let a = node.meshed_pod("a", Mesh::default());
+    let b = node.meshed_pod("b", Mesh::default().exclude_inbound_port(ECHO_PORT));
+    b.start_echo();
+    let pods = PodsFile::write(
+        &env,
+        &[
+            (&a, ""),
+            (&b, &format!("exclude_inbound_ports = [{ECHO_PORT}]")),
+        ],
+    )
+    .expect("pods file");
+    let _daemon = env.start_daemon_default_mode(&["--pods-file", &pods.arg()]);
+    let names = [
+        "active_unanswered",
+        "unanswered_left_sockhash",
+        "excluded_by_pod_opt_out",
+        "pass_bytes",
+        "passive_paired",
+    ];
+    let before: Vec<u64> = names.iter().map(|n| env.counter(n)).collect();
+    let sockets_before = map_entries(&env.status_json(), "accel_sockhash");
+    const BYTES: usize = 8 << 20;
+    let cap_bridge = node.capture(&a.host_veth, &format!("tcp port {ECHO_PORT}"));
+    let client = a.echo_client(b.addr_v4(ECHO_PORT), BYTES);
+    client.report.assert_pattern_echoed(BYTES);
+    // Still open (the client holds it): the sidecar's unanswered upstream
+    // is out of the sockhash.
+    let status = env.status_json();
+    let sockets = map_entries(&status, "accel_sockhash") - sockets_before;
+    client.finish();
+    let bridge = cap_bridge.stop();
+    let delta: Vec<u64> = names
+        .iter()
+        .zip(&before)
+        .map(|(n, b)| counter_of(&status, n) - b)
+        .collect();
+    eprintln!("bridge {bridge:?}; deltas {names:?} = {delta:?}; sockhash +{sockets}");
+    assert_eq!(delta[0], 1, "the sidecar's upstream was unanswered");
+    assert_eq!(delta[1], 1, "the unanswered socket left the sockhash");
+    assert!(delta[2] >= 1, "B refused the offer on its excluded port");
+    assert!(
+        delta[3] < BYTES as u64 / 4,
+        "{} of {BYTES} bytes took the sockmap send path: it left too late",
+        delta[3]
+    );
+    assert_eq!(delta[4], 0, "nothing was paired");
+    assert_eq!(sockets, 0, "the unanswered socket stayed recorded");
+    assert!(bridge.psh_data > 0, "the upstream is plain TCP: {bridge:?}");
 }

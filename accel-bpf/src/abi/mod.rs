@@ -15,7 +15,7 @@ pub use mirrors::{
 };
 pub use stats::Stat;
 
-pub const ABI_VERSION: u32 = 6;
+pub const ABI_VERSION: u32 = 7;
 
 pub const TCPOPT_KIND: u8 = 253;
 pub const TCPOPT_EXID: u16 = 0xACCE;

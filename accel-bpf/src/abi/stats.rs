@@ -41,10 +41,11 @@ pub enum Stat {
     StreamWriterLeftBytes,
     StreamPeerLeaving,
     StreamClaimFull,
+    UnansweredLeft,
 }
 
 impl Stat {
-    pub const ALL: [Stat; 36] = [
+    pub const ALL: [Stat; 37] = [
         Stat::ActiveOffered,
         Stat::PassivePaired,
         Stat::ActivePaired,
@@ -81,6 +82,7 @@ impl Stat {
         Stat::StreamWriterLeftBytes,
         Stat::StreamPeerLeaving,
         Stat::StreamClaimFull,
+        Stat::UnansweredLeft,
     ];
 
     /// Stable snake_case name, used in status output and metric labels.
@@ -122,6 +124,7 @@ impl Stat {
             Stat::StreamWriterLeftBytes => "stream_writer_left_bytes",
             Stat::StreamPeerLeaving => "stream_peer_leaving_to_tcp",
             Stat::StreamClaimFull => "stream_claim_map_full",
+            Stat::UnansweredLeft => "unanswered_left_sockhash",
         }
     }
 }

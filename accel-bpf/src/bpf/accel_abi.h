@@ -28,8 +28,10 @@
  *    ACCEL_SF_PEER_RX_ONLY, accel_pair_value.flags, accel_app_listeners).
  * 6: small-message stream writers leave the sockhash (ACCEL_STREAM_*,
  *    the socket state's stream_flags and small_run, ACCEL_READER_* claims,
- *    ACCEL_PAIR_F_PROXY, accel_config.stream_small_bytes, 48 stat slots). */
-#define ACCEL_ABI_VERSION 6
+ *    ACCEL_PAIR_F_PROXY, accel_config.stream_small_bytes, 48 stat slots).
+ * 7: a socket nobody answered leaves the sockhash (ACCEL_SF_LEAVING for
+ *    any socket, ACCEL_STAT_UNANSWERED_LEFT). */
+#define ACCEL_ABI_VERSION 7
 
 /* Pairing token carried in the handshake's final ACK: RFC 6994 shared
  * experimental option (kind 253) with a 16-bit ExID, then the token. */
@@ -71,8 +73,9 @@
 #define ACCEL_SF_APP_GUARDED (1U << 1)
 /* Seen non-blocking where the check means something (guard.h). */
 #define ACCEL_SF_PROVEN (1U << 2)
-/* Blocking, or of no more use in the sockhash: it sends by TCP and takes
- * itself out of the sockhash at its next callback with nothing queued. */
+/* Blocking, or of no more use in the sockhash (a guarded socket, or one
+ * whose offer nobody answered): it sends by TCP and takes itself out of
+ * the sockhash at its next callback with nothing queued. */
 #define ACCEL_SF_LEAVING (1U << 3)
 /* Recorded in accel_rx_sockhash: a redirect target that never redirects
  * (its peer receives by TCP), so no sk_msg program runs on its sends and
@@ -187,6 +190,7 @@ enum accel_stat {
 	ACCEL_STAT_STREAM_WRITER_LEFT_BYTES, /* bytes they wrote by TCP once out (counted at close) */
 	ACCEL_STAT_STREAM_PEER_LEAVING, /* senders that switched to TCP: their peer is leaving */
 	ACCEL_STAT_STREAM_CLAIM_FULL,   /* senders that switched to TCP: accel_reader full */
+	ACCEL_STAT_UNANSWERED_LEFT,     /* active sockets nobody answered, out of the sockhash */
 	ACCEL_STAT_COUNT,
 };
 #define ACCEL_STATS_SLOTS 48

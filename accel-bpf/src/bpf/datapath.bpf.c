@@ -234,11 +234,11 @@ static __always_inline void on_active_established(struct bpf_sock_ops *skops)
 	cb_flags = BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG | BPF_SOCK_OPS_STATE_CB_FLAG;
 	if (guarded)
 		cb_flags |= GUARD_CB_FLAGS;
-	/* A receive-only socket never sends through sk_msg, where an active
-	 * socket withdraws an unclaimed offer: it does so when its first
-	 * TCP-sent bytes are acknowledged (on_parse_hdr). */
-	if (rx_only || stream_enabled(cfg))
-		cb_flags |= BPF_SOCK_OPS_RTT_CB_FLAG;
+	/* RTT: the ACK of its first TCP-sent bytes is where a receive-only
+	 * socket withdraws an unclaimed offer (it never sends through
+	 * sk_msg, where others do), and where a socket nobody answered
+	 * leaves the sockhash (on_parse_hdr). */
+	cb_flags |= BPF_SOCK_OPS_RTT_CB_FLAG;
 	err = bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | cb_flags);
 	if (err) {
 		/* Unpaired, so never redirected to; a guarded socket without
@@ -463,6 +463,15 @@ static __always_inline void on_parse_hdr(struct bpf_sock_ops *skops)
 		stream_try_leave(skops, st);
 		return;
 	}
+	/* Nobody answered it (decide); a guarded socket leaves by its guard. */
+	if ((st->flags & (ACCEL_SF_LEAVING | ACCEL_SF_APP_GUARDED)) == ACCEL_SF_LEAVING) {
+		if (!guard_ingress_pending(skops->sk)) {
+			sock_leave_sockhash(skops, st);
+			st->flags &= ~ACCEL_SF_LEAVING;
+			stat_inc(ACCEL_STAT_UNANSWERED_LEFT);
+		}
+		return;
+	}
 	/* Sends by TCP for good: it will never leave (stream.h), and the
 	 * guard, where there is one, asks for its own callbacks. */
 	if (skops->op == BPF_SOCK_OPS_RTT_CB && st->decision == ACCEL_DECISION_TCP &&
@@ -542,6 +551,7 @@ static __always_inline void decide(struct accel_sock_state *st, int passthrough)
 {
 	struct accel_pair_key pkey = { .token = st->token, .stage = ACCEL_PAIR_ANSWER };
 	struct accel_pair_value *answer;
+	int withdrawn;
 
 	if (passthrough) {
 		st->decision = ACCEL_DECISION_TCP;
@@ -577,10 +587,17 @@ static __always_inline void decide(struct accel_sock_state *st, int passthrough)
 	}
 	/* Withdraw the offer so no later claim can pair with a TCP sender. */
 	pkey.stage = ACCEL_PAIR_OFFER;
-	bpf_map_delete_elem(&accel_pairing, &pkey);
+	withdrawn = !bpf_map_delete_elem(&accel_pairing, &pkey);
 	st->decision = ACCEL_DECISION_TCP;
 	st->reason = ACCEL_REASON_UNPAIRED;
 	stat_inc(ACCEL_STAT_ACTIVE_UNANSWERED);
+	/* The delete is the arbiter: nobody claimed the offer, and nobody
+	 * can now, so nothing is or will be redirected here. In the
+	 * sockhash the socket would only pay the sockmap send path (about a
+	 * third slower than plain TCP for bulk sends): out at its next
+	 * callback. A claimer that won keeps it: it may redirect here. */
+	if (withdrawn)
+		st->flags |= ACCEL_SF_LEAVING;
 }
 
 SEC("sk_msg")
