@@ -3,7 +3,7 @@
 //! connections, connections from before the daemon, proxy-only pods, a
 //! sidecar's connections off the node, a connection nobody answers.
 
-use accel_test_harness::{TestEnv, counter_of, map_entries};
+use accel_test_harness::{TestEnv, counter_of, map_entries, traffic::Delta};
 use accel_topology::{BOUND_SOURCE_PORTS, ECHO_PORT, Mesh, Node, OUTBOUND_PORT, PodsFile};
 
 #[path = "common/mesh_datapath.rs"]
@@ -398,40 +398,44 @@ fn a_connection_nobody_answers_leaves_the_sockhash() {
     )
     .expect("pods file");
     let _daemon = env.start_daemon_default_mode(&["--pods-file", &pods.arg()]);
-    let names = [
-        "active_unanswered",
-        "unanswered_left_sockhash",
-        "excluded_by_pod_opt_out",
-        "pass_bytes",
-        "passive_paired",
-    ];
-    let before: Vec<u64> = names.iter().map(|n| env.counter(n)).collect();
-    let sockets_before = map_entries(&env.status_json(), "accel_sockhash");
+    let before = env.status_json();
     const BYTES: usize = 8 << 20;
     let cap_bridge = node.capture(&a.host_veth, &format!("tcp port {ECHO_PORT}"));
     let client = a.echo_client(b.addr_v4(ECHO_PORT), BYTES);
     client.report.assert_pattern_echoed(BYTES);
     // Still open (the client holds it): the sidecar's unanswered upstream
     // is out of the sockhash.
-    let status = env.status_json();
-    let sockets = map_entries(&status, "accel_sockhash") - sockets_before;
+    let d = Delta {
+        before,
+        after: env.status_json(),
+    };
     client.finish();
     let bridge = cap_bridge.stop();
-    let delta: Vec<u64> = names
-        .iter()
-        .zip(&before)
-        .map(|(n, b)| counter_of(&status, n) - b)
-        .collect();
-    eprintln!("bridge {bridge:?}; deltas {names:?} = {delta:?}; sockhash +{sockets}");
-    assert_eq!(delta[0], 1, "the sidecar's upstream was unanswered");
-    assert_eq!(delta[1], 1, "the unanswered socket left the sockhash");
-    assert!(delta[2] >= 1, "B refused the offer on its excluded port");
-    assert!(
-        delta[3] < BYTES as u64 / 4,
-        "{} of {BYTES} bytes took the sockmap send path: it left too late",
-        delta[3]
+    let sockets = [&d.before, &d.after].map(|s| map_entries(s, "accel_sockhash"));
+    eprintln!("bridge {bridge:?}; {}; sockhash {sockets:?}", d.show());
+    assert_eq!(
+        d.of("active_unanswered"),
+        1,
+        "the sidecar's upstream was unanswered"
     );
-    assert_eq!(delta[4], 0, "nothing was paired");
-    assert_eq!(sockets, 0, "the unanswered socket stayed recorded");
+    assert_eq!(
+        d.of("unanswered_left_sockhash"),
+        1,
+        "the unanswered socket left the sockhash"
+    );
+    assert!(
+        d.of("excluded_by_pod_opt_out") >= 1,
+        "B refused the offer on its excluded port"
+    );
+    assert!(
+        d.of("pass_bytes") < BYTES as u64 / 4,
+        "{} of {BYTES} bytes took the sockmap send path: it left too late",
+        d.of("pass_bytes")
+    );
+    assert_eq!(d.of("passive_paired"), 0, "nothing was paired");
+    assert_eq!(
+        sockets[1], sockets[0],
+        "the unanswered socket stayed recorded"
+    );
     assert!(bridge.psh_data > 0, "the upstream is plain TCP: {bridge:?}");
 }
