@@ -238,7 +238,8 @@ static __always_inline void on_active_established(struct bpf_sock_ops *skops)
 	 * socket withdraws an unclaimed offer (it never sends through
 	 * sk_msg, where others do), and where a socket nobody answered
 	 * leaves the sockhash (on_parse_hdr). */
-	cb_flags |= BPF_SOCK_OPS_RTT_CB_FLAG;
+	if (rx_only || stream_enabled(cfg) || GUARD_CAN_LEAVE)
+		cb_flags |= BPF_SOCK_OPS_RTT_CB_FLAG;
 	err = bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | cb_flags);
 	if (err) {
 		/* Unpaired, so never redirected to; a guarded socket without
@@ -596,7 +597,7 @@ static __always_inline void decide(struct accel_sock_state *st, int passthrough)
 	 * sockhash the socket would only pay the sockmap send path (about a
 	 * third slower than plain TCP for bulk sends): out at its next
 	 * callback. A claimer that won keeps it: it may redirect here. */
-	if (withdrawn)
+	if (withdrawn && GUARD_CAN_LEAVE)
 		st->flags |= ACCEL_SF_LEAVING;
 }
 

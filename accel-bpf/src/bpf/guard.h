@@ -107,6 +107,9 @@ static __always_inline int guard_ingress_pending(struct bpf_sock *sk)
 		return 1;
 	return psock_ingress_pending((unsigned long)tp) != PSOCK_EMPTY;
 }
+
+/* A socket can prove its ingress queue empty, so it may leave the sockhash. */
+#define GUARD_CAN_LEAVE 1
 #else
 /* No BTF: a guarded pod's application sockets are never recorded. */
 static __always_inline int file_mode_of(struct bpf_sock *sk)
@@ -118,6 +121,9 @@ static __always_inline int guard_ingress_pending(struct bpf_sock *sk)
 {
 	return 1;
 }
+
+/* Nothing can prove an ingress queue empty: no socket leaves. */
+#define GUARD_CAN_LEAVE 0
 #endif
 
 /* Is this socket of an end with `flags` an application socket under the
