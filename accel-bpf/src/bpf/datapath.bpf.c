@@ -466,8 +466,7 @@ static __always_inline void on_parse_hdr(struct bpf_sock_ops *skops)
 	}
 	/* Nobody answered it (decide); a guarded socket leaves by its guard. */
 	if ((st->flags & (ACCEL_SF_LEAVING | ACCEL_SF_APP_GUARDED)) == ACCEL_SF_LEAVING) {
-		if (!guard_ingress_pending(skops->sk)) {
-			sock_leave_sockhash(skops, st);
+		if (sock_leave_sockhash(skops, st)) {
 			st->flags &= ~ACCEL_SF_LEAVING;
 			stat_inc(ACCEL_STAT_UNANSWERED_LEFT);
 		}

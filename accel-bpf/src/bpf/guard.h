@@ -185,16 +185,20 @@ static __always_inline void guard_mark_leaving(struct accel_sock_state *st, int 
 
 /* sock_ops, the socket's own callback: out of the sockhash, back to the
  * plain TCP proto, its guard done; state changes stay asked for (its close
- * still cleans up). The caller has made sure nothing redirected to it is
- * unread and nothing more will be. */
-static __always_inline void sock_leave_sockhash(struct bpf_sock_ops *skops,
-						struct accel_sock_state *st)
+ * still cleans up). Returns 1, or 0 while redirected bytes wait to be read
+ * (removal would free them: the next callback tries again). The caller has
+ * made sure nothing more will be redirected to it. */
+static __always_inline int sock_leave_sockhash(struct bpf_sock_ops *skops,
+					       struct accel_sock_state *st)
 {
+	if (guard_ingress_pending(skops->sk))
+		return 0;
 	bpf_map_delete_elem(&accel_sockhash, &st->cookie);
 	st->flags &= ~(ACCEL_SF_APP_GUARDED | ACCEL_SF_PROVEN);
 	bpf_sock_ops_cb_flags_set(skops, (skops->bpf_sock_ops_cb_flags & ~GUARD_CB_FLAGS &
 					  ~BPF_SOCK_OPS_RTT_CB_FLAG) |
 						 BPF_SOCK_OPS_STATE_CB_FLAG);
+	return 1;
 }
 
 /* sk_msg, before each send of a guarded socket: a connect-with-timeout
@@ -243,11 +247,10 @@ static __always_inline void guard_on_callback(struct bpf_sock_ops *skops,
 			return;
 		}
 	}
-	/* Leaving: not while redirected bytes wait to be read (removal would
-	 * free them); the next segment or send tries again. */
-	if (guard_ingress_pending(skops->sk))
+	/* Leaving: the next segment or send tries again while redirected
+	 * bytes wait to be read. */
+	if (!sock_leave_sockhash(skops, st))
 		return;
-	sock_leave_sockhash(skops, st);
 	/* Only now: a peer that finds no entry claims and redirects again,
 	 * which must fail (the socket is gone), not land here. */
 	bpf_map_delete_elem(&accel_reader, &st->cookie);

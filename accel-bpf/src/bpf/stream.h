@@ -242,9 +242,8 @@ static __always_inline void stream_try_leave(struct bpf_sock_ops *skops,
 {
 	__u8 *v = bpf_map_lookup_elem(&accel_reader, &st->cookie);
 
-	if (!v || *v != ACCEL_READER_LEAVE_SEEN || guard_ingress_pending(skops->sk))
+	if (!v || *v != ACCEL_READER_LEAVE_SEEN || !sock_leave_sockhash(skops, st))
 		return;
-	sock_leave_sockhash(skops, st);
 	st->stream_flags = (st->stream_flags & ~ACCEL_STREAM_LEAVING) | ACCEL_STREAM_LEFT;
 	stat_inc(ACCEL_STAT_STREAM_WRITER_LEFT);
 }
