@@ -227,9 +227,9 @@ impl Report {
             s,
             "- Sockets: TCP on 127.0.0.1 with TCP_NODELAY and default buffers (tcp_wmem {}, \
              tcp_rmem {}); Unix SOCK_STREAM with default buffers (wmem_default {}), blocking or \
-             non-blocking as the TCP workers (`--worker-io`); the streaming reader reads {} KiB per call. Plain TCP and unix run in a private cgroup \
-             with nothing attached, accelerated TCP in the daemon's private cgroup: same code, \
-             same cgroup depth",
+             non-blocking as the TCP workers (`--worker-io`); the streaming reader reads {} KiB \
+             per call. Plain TCP and unix run in a private cgroup with nothing attached, \
+             accelerated TCP in the daemon's private cgroup: same code, same cgroup depth",
             fa.tcp_wmem,
             fa.tcp_rmem,
             fa.unix_wmem_default,
