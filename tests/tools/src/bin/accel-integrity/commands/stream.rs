@@ -37,7 +37,31 @@ struct PairReport {
     bytes_received: u64,
     reads: u64,
     empty_wakeups: u64,
+    /// Each writer's TCP_NOTSENT_LOWAT once its reader has read everything.
+    notsent_lowat: Vec<i32>,
     errors: Vec<String>,
+}
+
+/// TCP_NOTSENT_LOWAT of `s` (0: TCP's own, the sysctl's).
+fn notsent_lowat(s: &TcpStream) -> Result<i32> {
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `v` and `len` outlive the call and match its contract.
+    let r = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_NOTSENT_LOWAT,
+            (&mut v as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    ensure!(
+        r == 0,
+        "getsockopt(TCP_NOTSENT_LOWAT): {}",
+        std::io::Error::last_os_error()
+    );
+    Ok(v)
 }
 
 /// Opens a `stream` or `source` connection: a 16-byte header (the seed,
@@ -124,11 +148,14 @@ pub(crate) fn stream(a: StreamArgs) -> Result<()> {
             pending_add(&label);
             writers.push((
                 pi,
-                spawn(move || -> Result<u64> {
+                // The socket stays open, write side shut, until its reader
+                // is done: its options are read then.
+                spawn(move || -> Result<TcpStream> {
                     let mut s = connect(target).context("connect")?;
                     send_seeded(&mut s, seed, recv.index(), bytes, msgs, send)
                         .with_context(|| format!("{send:?}"))?;
-                    Ok(bytes)
+                    s.shutdown(std::net::Shutdown::Write).context("shutdown")?;
+                    Ok(s)
                 }),
                 label,
             ));
@@ -137,11 +164,15 @@ pub(crate) fn stream(a: StreamArgs) -> Result<()> {
     let mut reports: BTreeMap<String, PairReport> = BTreeMap::new();
     let key = |pi: usize| format!("{:?}->{:?}", pairs[pi].0, pairs[pi].1);
     let mut seed_pair = BTreeMap::new();
+    let mut sockets = Vec::new();
     for (pi, w, label) in writers {
         let r = reports.entry(key(pi)).or_default();
         r.conns += 1;
         match join(w) {
-            Ok(b) => r.bytes_sent += b,
+            Ok(s) => {
+                r.bytes_sent += a.bytes;
+                sockets.push((pi, s));
+            }
             Err(e) => r.errors.push(format!("sender: {e:#}")),
         }
         let seed = label
@@ -171,6 +202,13 @@ pub(crate) fn stream(a: StreamArgs) -> Result<()> {
             Err(e) => rep.errors.push(format!("receiver: {e:#}")),
         }
         pending_done(label);
+    }
+    for (pi, s) in sockets {
+        let rep = reports.entry(key(pi)).or_default();
+        match notsent_lowat(&s) {
+            Ok(v) => rep.notsent_lowat.push(v),
+            Err(e) => rep.errors.push(format!("sender: {e:#}")),
+        }
     }
     for r in reports.values() {
         errors += r.errors.len();

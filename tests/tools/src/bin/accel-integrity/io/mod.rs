@@ -40,6 +40,9 @@ pub(crate) enum SendMode {
     Sendfile,
     /// write into a pipe, then splice(2) from the pipe to the socket.
     Splice,
+    /// write(2) on a non-blocking socket, waiting in poll(2) on EAGAIN: an
+    /// event loop's writer. Not in `ALL`.
+    Nonblock,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, ValueEnum, Serialize)]

@@ -10,7 +10,12 @@ use anyhow::{Context, Result, bail};
 
 use accel_test_harness::pattern::{self, Rng};
 
-use super::{PIPE_CHUNK, SendMode, cvt, cvt_int, pipe, set_int_opt, split};
+use super::{
+    PIPE_CHUNK, SendMode, cvt, cvt_int, pipe, poll_fd, set_int_opt, set_nonblocking, split,
+};
+
+/// How long a non-blocking writer waits for room before it gives up.
+const WRITABLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 fn write_all_fd(fd: RawFd, mut data: &[u8], flags: libc::c_int) -> Result<()> {
     while !data.is_empty() {
@@ -19,6 +24,25 @@ fn write_all_fd(fd: RawFd, mut data: &[u8], flags: libc::c_int) -> Result<()> {
         match cvt(r) {
             Ok(n) => data = &data[n..],
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e).context("send"),
+        }
+    }
+    Ok(())
+}
+
+/// `write_all_fd` on a non-blocking socket: poll(2) for room on EAGAIN.
+fn write_all_nonblocking(fd: RawFd, mut data: &[u8]) -> Result<()> {
+    while !data.is_empty() {
+        // SAFETY: buffer of the stated length.
+        let r = unsafe { libc::send(fd, data.as_ptr().cast(), data.len(), 0) };
+        match cvt(r) {
+            Ok(n) => data = &data[n..],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if !poll_fd(fd, libc::POLLOUT, WRITABLE_TIMEOUT)? {
+                    bail!("not writable for {WRITABLE_TIMEOUT:?}");
+                }
+            }
             Err(e) => return Err(e).context("send"),
         }
     }
@@ -79,6 +103,9 @@ pub(crate) fn send_stream(
         SendMode::Splice => Some(pipe()?),
         _ => None,
     };
+    if mode == SendMode::Nonblock {
+        set_nonblocking(fd, true)?;
+    }
     let mut offset = 0u64;
     let mut buf = Vec::new();
     for &size in sizes {
@@ -89,6 +116,7 @@ pub(crate) fn send_stream(
         }
         match mode {
             SendMode::Write => write_all_fd(fd, &buf, 0)?,
+            SendMode::Nonblock => write_all_nonblocking(fd, &buf)?,
             SendMode::MsgMore => {
                 let cuts = split(len, 3, rng);
                 for w in cuts.windows(2) {
