@@ -1,9 +1,12 @@
 //! Streams that leave (stream.h): a writer of small messages whose reader is
 //! the sidecar proxy, and behind, leaves the sockhash for plain TCP, which
-//! coalesces small writes; so does a writer of large messages that flow
-//! control keeps sending to TCP, and any writer that has sent most of its
-//! bytes by TCP. Every byte arrives exactly and is counted
-//! once (redirected, passed by sk_msg, or written by TCP after leaving); an
+//! coalesces small writes; so does a writer of large messages whose TCP
+//! phase never ends, and any writer that has sent most of its bytes by TCP,
+//! each with TCP's own unsent mark back. A writer of large messages whose
+//! reader keeps up sleeps in short TCP phases and stays (tcp_phase.h).
+//! Every byte arrives exactly and is counted
+//! once (redirected, passed by sk_msg, or written by TCP after leaving;
+//! non-blocking writers' passed bytes under-count, I-6); an
 //! application reader never has its writer leave, so it never reads TCP
 //! bytes through a sockhash socket (FIONREAD and splice stay exact).
 
@@ -103,23 +106,24 @@ fn writers_to_an_application_reader_never_leave() {
 }
 
 /// `conns` streams of `bytes` in `msg`-byte messages into the proxy end,
-/// writer and reader on CPU 0, the reader sleeping `delay_us` after each
-/// read: flow control must engage, a writer must leave, and every byte must
-/// arrive exactly and be counted once.
-fn one_cpu_writers_leave(
-    tag: &str,
+/// writer (non-blocking, as an event loop's: short TCP phases are for
+/// senders no blocking reader can sleep in, guard.h) and reader on CPU 0,
+/// the reader sleeping `delay_us` after each read. Every byte arrives
+/// exactly (counted to within I-6) and flow control engages. Returns the counters' movements and each writer's
+/// TCP_NOTSENT_LOWAT once its reader is done.
+fn one_cpu_streams(
+    env: &accel_test_harness::TestEnv,
     what: &str,
     (conns, bytes): (u64, u64),
     msg: u64,
     delay_us: u64,
-) {
-    let (_shared, env, _daemon) = shared_env_with_daemon(tag);
+) -> (accel_test_harness::traffic::Delta, Vec<i64>) {
     let mut cmd = Command::new("taskset");
     cmd.args(["-c", "0", DRIVER.as_str()]);
     let _procs = env.in_cgroup(&mut cmd);
     let [conns_arg, bytes_arg, msg_arg, delay_arg] =
         [conns, bytes, msg, delay_us].map(|n| n.to_string());
-    let ((out, report), d) = measured(&env, || {
+    let ((out, report), d) = measured(env, || {
         run_driver(
             cmd,
             &[
@@ -127,7 +131,7 @@ fn one_cpu_writers_leave(
                 "server",
                 "stream",
                 "--send",
-                "write",
+                "nonblock",
                 "--recv",
                 "read",
                 "--conns",
@@ -152,32 +156,80 @@ fn one_cpu_writers_leave(
         "flow control never engaged: {}",
         d.show()
     );
-    assert!(
-        d.of("stream_writer_left_sockhash") > 0,
-        "no writer left: {}",
-        d.show()
-    );
-    assert_eq!(
+    // Every byte arrived exactly (assert_clean); passed bytes of a
+    // non-blocking writer under-count (I-6, 1.5 % measured there).
+    let (counted, total) = (
         d.of("redirect_bytes") + d.of("pass_bytes") + d.of("stream_writer_left_bytes"),
         conns * (bytes + 16),
-        "every byte counted once: {}",
+    );
+    assert!(
+        counted <= total && counted >= total - total / 10,
+        "{counted} of {total} bytes counted: {}",
         d.show()
     );
-    assert_maps_drained(&env);
+    let lowat: Vec<i64> = report["pairs"]["Nonblock->Read"]["notsent_lowat"]
+        .as_array()
+        .expect("the driver reports each writer's TCP_NOTSENT_LOWAT")
+        .iter()
+        .filter_map(|v| v.as_i64())
+        .collect();
+    assert_eq!(lowat.len() as u64, conns, "{report}");
+    assert_maps_drained(env);
+    (d, lowat)
 }
 
-/// The writer overruns the 4 MiB budget within a scheduler slice, so flow
-/// control sends it to TCP again and again; 1 MiB messages, as `accel-bench
-/// loopback` on one core.
+/// The datapath's unsent mark for short TCP phases (tcp_phase.h).
+const PHASE_NOTSENT_LOWAT: i64 = 64 << 10;
+
+/// A reader that sleeps after each read never catches up with a writer of
+/// 1 MiB messages on its core: the writer refills the window first, its TCP
+/// phase never ends, and after 16 budgets it leaves the sockhash with TCP's
+/// own unsent mark back.
 #[test]
-fn large_message_writers_that_flow_control_keeps_on_tcp_leave_byte_exact() {
+fn large_message_writers_whose_tcp_phase_never_ends_leave_byte_exact() {
+    let (_shared, env, _daemon) = shared_env_with_daemon("stream-large");
     let size = if soak() { (4, 1 << 30) } else { (2, 256 << 20) };
-    one_cpu_writers_leave(
-        "stream-large",
-        "large messages into the proxy",
-        size,
-        1 << 20,
-        0,
+    let what = "large messages into a slow proxy";
+    let (d, lowat) = one_cpu_streams(&env, what, size, 1 << 20, 100);
+    let left = d.of("stream_writer_left_sockhash");
+    assert!(left > 0, "no writer left: {}", d.show());
+    let restored = lowat.iter().filter(|v| **v == 0).count() as u64;
+    assert!(
+        restored >= left && lowat.iter().all(|v| *v == 0 || *v == PHASE_NOTSENT_LOWAT),
+        "{left} writers left, unsent marks {lowat:?}"
+    );
+}
+
+/// A reader that keeps up: the writer outruns it within a scheduler slice,
+/// flow control sends it to TCP, and from its first TCP phase on its small
+/// unsent mark puts it to sleep within a window; the reader catches up and
+/// the writer redirects again, again and again. (When a phase still does
+/// not end, because the woken writer refills the window before its reader
+/// has read everything, it leaves after 16 budgets, with TCP's own mark
+/// back: which happens is scheduling.) Alone on the node: the other
+/// tests' writers on CPU 0 would slow its reader.
+#[test]
+fn large_message_writers_sleep_in_short_tcp_phases_and_redirect_again() {
+    let _exclusive = NODE_WIDE.write().unwrap_or_else(|e| e.into_inner());
+    let env = accel_test_harness::TestEnv::new("stream-short");
+    let _daemon = env.start_daemon(&[]);
+    let size = if soak() { (4, 1 << 30) } else { (2, 256 << 20) };
+    let what = "large messages into a fast proxy";
+    let (d, lowat) = one_cpu_streams(&env, what, size, 1 << 20, 0);
+    // Phases of a few MiB: the writers come back many times (how many
+    // bytes they redirect is a speed, for accel-bench loopback).
+    assert!(
+        d.of("flow_resumed_redirect") >= 4 * size.0,
+        "seldom redirected again: {}",
+        d.show()
+    );
+    let left = d.of("stream_writer_left_sockhash") as usize;
+    let marked = lowat.iter().filter(|v| **v == PHASE_NOTSENT_LOWAT).count();
+    let restored = lowat.iter().filter(|v| **v == 0).count();
+    assert!(
+        left < size.0 as usize && marked == size.0 as usize - left && restored == left,
+        "{left} writers left, unsent marks {lowat:?}: {}",
+        d.show()
     );
 }
 
@@ -187,12 +239,14 @@ fn large_message_writers_that_flow_control_keeps_on_tcp_leave_byte_exact() {
 /// budgets (256 MiB each): the first only starts the count.
 #[test]
 fn writers_that_send_most_bytes_by_tcp_leave_byte_exact() {
+    let (_shared, env, _daemon) = shared_env_with_daemon("stream-tcp-share");
     let size = if soak() { (4, 2 << 30) } else { (2, 640 << 20) };
-    one_cpu_writers_leave(
-        "stream-tcp-share",
-        "64 KiB messages into a slower proxy",
-        size,
-        64 << 10,
-        50,
+    let what = "64 KiB messages into a slower proxy";
+    let (d, lowat) = one_cpu_streams(&env, what, size, 64 << 10, 50);
+    let left = d.of("stream_writer_left_sockhash");
+    assert!(left > 0, "no writer left: {}", d.show());
+    assert!(
+        lowat.iter().filter(|v| **v == 0).count() as u64 >= left,
+        "{left} writers left, unsent marks {lowat:?}"
     );
 }

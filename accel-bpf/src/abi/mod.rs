@@ -15,7 +15,7 @@ pub use mirrors::{
 };
 pub use stats::Stat;
 
-pub const ABI_VERSION: u32 = 7;
+pub const ABI_VERSION: u32 = 8;
 
 pub const TCPOPT_KIND: u8 = 253;
 pub const TCPOPT_EXID: u16 = 0xACCE;
@@ -53,6 +53,10 @@ pub const SF_LEAVING: u8 = 8;
 pub const SF_RX_ONLY: u8 = 16;
 /// Its peer is in `accel_rx_sockhash`.
 pub const SF_PEER_RX_ONLY: u8 = 32;
+/// The datapath set its `TCP_NOTSENT_LOWAT` for short TCP phases.
+pub const SF_TCP_NOTSENT_SET: u8 = 64;
+/// The datapath has decided, once, whether to set it.
+pub const SF_TCP_PHASE_TRIED: u8 = 128;
 
 pub const INGRESS_OPEN: u8 = 0;
 pub const INGRESS_CLOSED: u8 = 1;

@@ -42,10 +42,11 @@ pub enum Stat {
     StreamPeerLeaving,
     StreamClaimFull,
     UnansweredLeft,
+    TcpPhaseRefused,
 }
 
 impl Stat {
-    pub const ALL: [Stat; 37] = [
+    pub const ALL: [Stat; 38] = [
         Stat::ActiveOffered,
         Stat::PassivePaired,
         Stat::ActivePaired,
@@ -83,6 +84,7 @@ impl Stat {
         Stat::StreamPeerLeaving,
         Stat::StreamClaimFull,
         Stat::UnansweredLeft,
+        Stat::TcpPhaseRefused,
     ];
 
     /// Stable snake_case name, used in status output and metric labels.
@@ -125,6 +127,7 @@ impl Stat {
             Stat::StreamPeerLeaving => "stream_peer_leaving_to_tcp",
             Stat::StreamClaimFull => "stream_claim_map_full",
             Stat::UnansweredLeft => "unanswered_left_sockhash",
+            Stat::TcpPhaseRefused => "tcp_phase_options_refused",
         }
     }
 }

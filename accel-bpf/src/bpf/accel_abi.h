@@ -30,8 +30,10 @@
  *    the socket state's stream_flags and small_run, ACCEL_READER_* claims,
  *    ACCEL_PAIR_F_PROXY, accel_config.stream_small_bytes, 48 stat slots).
  * 7: a socket nobody answered leaves the sockhash (ACCEL_SF_LEAVING for
- *    any socket, ACCEL_STAT_UNANSWERED_LEFT). */
-#define ACCEL_ABI_VERSION 7
+ *    any socket, ACCEL_STAT_UNANSWERED_LEFT).
+ * 8: short TCP phases (ACCEL_SF_TCP_NOTSENT_SET, ACCEL_SF_TCP_PHASE_TRIED,
+ *    ACCEL_STAT_TCP_PHASE_REFUSED). */
+#define ACCEL_ABI_VERSION 8
 
 /* Pairing token carried in the handshake's final ACK: RFC 6994 shared
  * experimental option (kind 253) with a 16-bit ExID, then the token. */
@@ -83,6 +85,11 @@
 #define ACCEL_SF_RX_ONLY (1U << 4)
 /* Its peer is in accel_rx_sockhash: redirect through that map. */
 #define ACCEL_SF_PEER_RX_ONLY (1U << 5)
+/* The datapath set its TCP_NOTSENT_LOWAT for short TCP phases
+ * (tcp_phase.h); cleared when TCP's own mark is back. TRIED: it has
+ * decided whether to, once. */
+#define ACCEL_SF_TCP_NOTSENT_SET (1U << 6)
+#define ACCEL_SF_TCP_PHASE_TRIED (1U << 7)
 
 /* struct accel_sock_state.ingress / peer_ingress and
  * struct accel_pair_value.ingress: may bytes be redirected INTO a socket?
@@ -191,6 +198,7 @@ enum accel_stat {
 	ACCEL_STAT_STREAM_PEER_LEAVING, /* senders that switched to TCP: their peer is leaving */
 	ACCEL_STAT_STREAM_CLAIM_FULL,   /* senders that switched to TCP: accel_reader full */
 	ACCEL_STAT_UNANSWERED_LEFT,     /* active sockets nobody answered, out of the sockhash */
+	ACCEL_STAT_TCP_PHASE_REFUSED,   /* the kernel refused the short-TCP-phase options */
 	ACCEL_STAT_COUNT,
 };
 #define ACCEL_STATS_SLOTS 48

@@ -237,8 +237,10 @@ static __always_inline void on_active_established(struct bpf_sock_ops *skops)
 	/* RTT: the ACK of its first TCP-sent bytes is where a receive-only
 	 * socket withdraws an unclaimed offer (it never sends through
 	 * sk_msg, where others do), and where a socket nobody answered
-	 * leaves the sockhash (on_parse_hdr). */
-	if (rx_only || stream_enabled(cfg) || GUARD_CAN_LEAVE)
+	 * leaves the sockhash, and where a sender's TCP phases are kept short
+	 * and it gets TCP's unsent mark back once it sends by TCP for good
+	 * (on_parse_hdr). */
+	if (rx_only || stream_enabled(cfg) || GUARD_CAN_LEAVE || phase_wanted(cfg))
 		cb_flags |= BPF_SOCK_OPS_RTT_CB_FLAG;
 	err = bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | cb_flags);
 	if (err) {
@@ -359,6 +361,11 @@ static __always_inline void on_passive_established(struct bpf_sock_ops *skops)
 	if (!rx_only && stream_roles(st, cfg, owner, offer.flags & ACCEL_PAIR_F_PROXY) &&
 	    bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | STREAM_CB_FLAGS))
 		st->stream_flags = 0;
+	/* A sender's TCP phases are kept short from its RTT callback
+	 * (on_parse_hdr); a guarded one asks for it once proven. */
+	if (!rx_only && !guarded && phase_wanted(cfg))
+		bpf_sock_ops_cb_flags_set(skops,
+					  skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_RTT_CB_FLAG);
 	st->role = ACCEL_ROLE_PASSIVE;
 	st->peer_cookie = offer.cookie;
 	st->peer_sk = offer.sk_addr;
@@ -472,8 +479,15 @@ static __always_inline void on_parse_hdr(struct bpf_sock_ops *skops)
 		}
 		return;
 	}
-	/* Sends by TCP for good: it will never leave (stream.h), and the
-	 * guard, where there is one, asks for its own callbacks. */
+	/* Its TCP bytes were acknowledged. In a flow-control TCP phase: keep
+	 * its phases short from now on (tcp_phase.h). */
+	if (skops->op == BPF_SOCK_OPS_RTT_CB && st->decision == ACCEL_DECISION_TCP_FLOW)
+		guard_phase_shorten(skops, st);
+	/* Sends by TCP for good: TCP's own unsent mark; it will never leave
+	 * (stream.h), and the guard, where there is one, asks for its own
+	 * callbacks. */
+	if (skops->op == BPF_SOCK_OPS_RTT_CB && st->decision == ACCEL_DECISION_TCP)
+		guard_phase_restore(skops, st);
 	if (skops->op == BPF_SOCK_OPS_RTT_CB && st->decision == ACCEL_DECISION_TCP &&
 	    !(st->flags & ACCEL_SF_APP_GUARDED) && !(st->stream_flags & ACCEL_STREAM_LEFT))
 		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags &
@@ -645,7 +659,7 @@ int accel_sk_msg(struct sk_msg_md *msg)
 		if (st->decision == ACCEL_DECISION_REDIRECT &&
 		    st->flow_unchecked >= budget / FLOW_CHECK_DIVISOR) {
 			st->flow_unchecked = 0;
-			if (flow_peer_behind(st->peer_sk, budget)) {
+			if (flow_peer_behind(st, budget)) {
 				st->decision = ACCEL_DECISION_TCP_FLOW;
 				st->reason = ACCEL_REASON_FLOW;
 				st->flow_switches++;
@@ -653,7 +667,7 @@ int accel_sk_msg(struct sk_msg_md *msg)
 				stream_flow_writer_leaves(st, cfg->stream_small_bytes, budget);
 			}
 		} else if (st->decision == ACCEL_DECISION_TCP_FLOW) {
-			if (flow_can_resume(msg, st->peer_sk, budget)) {
+			if (flow_can_resume(msg, st, budget)) {
 				st->decision = ACCEL_DECISION_REDIRECT;
 				st->reason = ACCEL_REASON_NONE;
 				st->flow_switches++;

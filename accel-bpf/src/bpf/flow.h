@@ -5,10 +5,9 @@
  *
  * sk_msg charges redirected bytes to the receiver with no receive-buffer
  * bound. So before each redirect the sender looks at its peer: once the
- * peer's unread redirected bytes exceed the budget (the larger of the
- * peer's receive buffer and accel_config.flow_budget, which mirrors what
- * plain TCP buffers for a slow reader at both ends), the sender uses TCP,
- * whose window bounds the queue and blocks the writer as plain TCP would.
+ * peer's unread redirected bytes exceed the flow limit (flow_limit), the
+ * sender uses TCP, whose window bounds the queue and blocks the writer as
+ * plain TCP would (kept short: tcp_phase.h).
  * It returns to redirecting only when its own TCP bytes are all
  * acknowledged, the peer has read every TCP byte, and the redirected
  * backlog is under half the budget: then nothing sent by TCP can still be
@@ -26,7 +25,9 @@
 
 #include <bpf/bpf_core_read.h>
 
+#include "accel_abi.h"
 #include "psock.h"
+#include "tcp_phase.h"
 
 struct list_head___accel {
 	struct list_head___accel *next;
@@ -131,19 +132,36 @@ static __always_inline int flow_read_peer(__u64 peer_sk, struct flow_peer *p)
 	return 0;
 }
 
-static __always_inline __u32 flow_limit(const struct flow_peer *p, __u32 budget)
+/* Writers whose redirected messages average less keep the larger limit
+ * even with short phases: each TCP phase costs them more per byte (one
+ * core, 16 KiB messages: 0.94x plain TCP at the budget, 1.20x at the
+ * receive buffer; 64 KiB: 1.74x and 1.11x; bench/RESULTS.md). */
+#define FLOW_SHORT_PHASE_MIN_MSG (32 << 10)
+
+/* Unread redirected bytes the peer may hold. With short TCP phases (the
+ * sender waits after a little unsent, tcp_phase.h) a writer of large
+ * messages sleeps near the budget and its backlog stays in cache: the
+ * budget.
+ * Otherwise a TCP phase runs until the peer's receive buffer is full, so
+ * a limit below that buffer would only send more bytes by TCP: the larger
+ * of the two, which mirrors what plain TCP buffers for a slow reader. */
+static __always_inline __u32 flow_limit(const struct flow_peer *p, __u32 budget,
+					const struct accel_sock_state *st)
 {
+	if ((st->flags & ACCEL_SF_TCP_NOTSENT_SET) &&
+	    st->redirected_bytes >= FLOW_SHORT_PHASE_MIN_MSG * st->redirected_msgs)
+		return budget;
 	return p->rcvbuf > budget ? p->rcvbuf : budget;
 }
 
-/* The peer's reader is behind: its unread backlog is over budget. */
-static __always_inline int flow_peer_behind(__u64 peer_sk, __u32 budget)
+/* The peer's reader is behind: its unread backlog is over the limit. */
+static __always_inline int flow_peer_behind(const struct accel_sock_state *st, __u32 budget)
 {
 	struct flow_peer p;
 
-	if (!budget || flow_read_peer(peer_sk, &p))
+	if (!budget || flow_read_peer(st->peer_sk, &p))
 		return 0; /* flow control off, or no information: as before */
-	return p.unread > flow_limit(&p, budget);
+	return p.unread > flow_limit(&p, budget, st);
 }
 
 /* The peer's reader has redirected bytes it has not read yet. */
@@ -155,15 +173,22 @@ static __always_inline int flow_peer_has_unread(__u64 peer_sk)
 }
 
 /* Safe and worthwhile to redirect again (see the header comment). */
-static __always_inline int flow_can_resume(struct sk_msg_md *msg, __u64 peer_sk, __u32 budget)
+static __always_inline int flow_can_resume(struct sk_msg_md *msg,
+					   const struct accel_sock_state *st, __u32 budget)
 {
 	struct tcp_sock___accel *own = (void *)bpf_skc_to_tcp_sock(msg->sk);
 	struct flow_peer p;
 
-	if (!own || flow_read_peer(peer_sk, &p))
+	if (!own || flow_read_peer(st->peer_sk, &p))
 		return 0;
 	return own->write_seq == own->snd_una && p.rcv_nxt == p.copied_seq &&
-	       p.unread <= flow_limit(&p, budget) / 2;
+	       p.unread <= flow_limit(&p, budget, st) / 2;
+}
+
+/* Its TCP phases are short (tcp_phase.h). */
+static __always_inline int flow_phases_short(const struct accel_sock_state *st)
+{
+	return st->flags & ACCEL_SF_TCP_NOTSENT_SET;
 }
 
 #endif /* ACCEL_FLOW_H */

@@ -39,6 +39,7 @@
 #include "stats.h"
 #include "endpoints.h"
 #include "owner.h"
+#include "tcp_phase.h"
 
 #define FILE_NONBLOCKING 0
 #define FILE_BLOCKING 1
@@ -183,6 +184,34 @@ static __always_inline void guard_mark_leaving(struct accel_sock_state *st, int 
 	}
 }
 
+/* Setting TCP_NOTSENT_LOWAT wakes the socket's waiters, and a blocking
+ * reader woken in tcp_bpf_recvmsg with nothing to read returns EAGAIN
+ * (I-5), in any mode. So only a socket whose file is non-blocking, where
+ * no read sleeps, is touched. */
+static __always_inline int guard_may_wake(struct bpf_sock_ops *skops)
+{
+	return file_mode_of(skops->sk) == FILE_NONBLOCKING;
+}
+
+/* Short TCP phases (tcp_phase.h), once per socket. */
+static __always_inline void guard_phase_shorten(struct bpf_sock_ops *skops,
+						struct accel_sock_state *st)
+{
+	if (!(st->flags & ACCEL_SF_TCP_PHASE_TRIED) && guard_may_wake(skops)) {
+		st->flags |= ACCEL_SF_TCP_PHASE_TRIED;
+		phase_shorten(skops, st, accel_config_get());
+	}
+}
+
+/* TCP's own unsent mark back; a socket that turned blocking keeps the
+ * datapath's (known issue I-8). */
+static __always_inline void guard_phase_restore(struct bpf_sock_ops *skops,
+						struct accel_sock_state *st)
+{
+	if (guard_may_wake(skops))
+		phase_restore(skops, st);
+}
+
 /* sock_ops, the socket's own callback: out of the sockhash, back to the
  * plain TCP proto, its guard done; state changes stay asked for (its close
  * still cleans up). Returns 1, or 0 while redirected bytes wait to be read
@@ -194,6 +223,7 @@ static __always_inline int sock_leave_sockhash(struct bpf_sock_ops *skops,
 	if (guard_ingress_pending(skops->sk))
 		return 0;
 	bpf_map_delete_elem(&accel_sockhash, &st->cookie);
+	guard_phase_restore(skops, st);
 	st->flags &= ~(ACCEL_SF_APP_GUARDED | ACCEL_SF_PROVEN);
 	bpf_sock_ops_cb_flags_set(skops, (skops->bpf_sock_ops_cb_flags & ~GUARD_CB_FLAGS &
 					  ~BPF_SOCK_OPS_RTT_CB_FLAG) |

@@ -89,6 +89,12 @@ static __always_inline int stream_roles(struct accel_sock_state *st,
  * writer that never pauses never has all its TCP bytes acknowledged, which
  * flow control waits for before it redirects again. */
 #define STREAM_LONG_PHASE_BUDGETS 2
+/* With short TCP phases (tcp_phase.h) a large writer sleeps in each phase
+ * and redirects again hundreds of times a second, its phases a few MiB
+ * long: it stays, unless a phase carries this many budgets, a reader that
+ * never catches up (a writer woken on its reader's core can refill the
+ * window before the reader has read everything, again and again). */
+#define STREAM_SHORT_PHASE_MAX_BUDGETS 16
 /* ... or, whatever its message size, that sent at least STREAM_TCP_SHARE_RATIO
  * times as many bytes by TCP as it redirected over a window of this many
  * budgets written, the first window (autotuning, the first long TCP phase)
@@ -228,6 +234,11 @@ static __always_inline void stream_flow_writer_leaves(struct accel_sock_state *s
 	}
 	if (st->redirected_bytes < STREAM_LARGE_BYTES * st->redirected_msgs)
 		return;
+	if (flow_phases_short(st)) {
+		if (st->flow_unchecked > STREAM_SHORT_PHASE_MAX_BUDGETS * (__u64)budget)
+			stream_ask_to_leave(st);
+		return;
+	}
 	if (st->flow_switches >= 2 * STREAM_LARGE_FLOW_TRIPS - 1 ||
 	    st->flow_unchecked > STREAM_LONG_PHASE_BUDGETS * (__u64)budget)
 		stream_ask_to_leave(st);
