@@ -53,6 +53,14 @@ STREAM="accel-loadgen --listen 127.0.0.1:7070 --conns 1 --stream-bytes 8388608 -
 echo "@@FLOW_PLAIN $(peak_of $STREAM)"
 echo "@@FLOW_ACCEL $(peak_of sh -c "echo \$\$ > /sys/fs/cgroup/accel/cgroup.procs; exec $STREAM")"
 echo "@@BEGIN status-flow"; accel-daemon status --json --pin-dir /sys/fs/bpf/accel/v1 --state-dir /run/accel; echo "@@END status-flow"
+# Short TCP phases: a non-blocking writer of 1 MiB messages into a reader
+# that sleeps 1 ms per read; once flow control has sent it by TCP, sock_ops
+# sets its TCP_NOTSENT_LOWAT (reported at the end), or counts this
+# kernel's refusal (tcp_phase_options_refused).
+echo "@@BEGIN phases"
+sh -c 'echo $$ > /sys/fs/cgroup/accel/cgroup.procs; exec accel-integrity stream --send nonblock --recv read --conns 1 --bytes 16777216 --min-msg 1048576 --max-msg 1048576 --delay-us 1000 --timeout-secs 300'
+echo "@@END phases"
+echo "@@BEGIN status-phases"; accel-daemon status --json --pin-dir /sys/fs/bpf/accel/v1 --state-dir /run/accel; echo "@@END status-phases"
 # The default mode: the daemon restarted without --pod-acceleration adopts
 # the datapath and applies `auto`. An application with each I/O style talks
 # to a "sidecar" owned by uid 1337: blocking sockets must leave the
