@@ -135,8 +135,9 @@ pub struct RunArgs {
     #[arg(long, default_value = "5", value_name = "SECONDS")]
     pub endpoint_sync_secs: u64,
     /// Flow control: redirected bytes a reader may leave unread (at least its
-    /// receive buffer) before its sender falls back to TCP; at least 1 MiB,
-    /// or 0 to turn it off (only with --allow-no-flow-control).
+    /// receive buffer, except for a non-blocking writer of large messages
+    /// with short TCP phases) before its sender falls back to TCP; at least
+    /// 1 MiB, or 0 to turn it off (only with --allow-no-flow-control).
     #[arg(long, default_value_t = 4 * 1024 * 1024, value_parser = parse_flow_budget)]
     pub flow_budget_bytes: u32,
     /// A writer whose messages are all smaller than this, sending to the
