@@ -486,12 +486,12 @@ static __always_inline void on_parse_hdr(struct bpf_sock_ops *skops)
 	/* Sends by TCP for good: TCP's own unsent mark; it will never leave
 	 * (stream.h), and the guard, where there is one, asks for its own
 	 * callbacks. */
-	if (skops->op == BPF_SOCK_OPS_RTT_CB && st->decision == ACCEL_DECISION_TCP)
+	if (skops->op == BPF_SOCK_OPS_RTT_CB && st->decision == ACCEL_DECISION_TCP) {
 		guard_phase_restore(skops, st);
-	if (skops->op == BPF_SOCK_OPS_RTT_CB && st->decision == ACCEL_DECISION_TCP &&
-	    !(st->flags & ACCEL_SF_APP_GUARDED) && !(st->stream_flags & ACCEL_STREAM_LEFT))
-		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags &
-							 ~BPF_SOCK_OPS_RTT_CB_FLAG);
+		if (!(st->flags & ACCEL_SF_APP_GUARDED) && !(st->stream_flags & ACCEL_STREAM_LEFT))
+			bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags &
+								 ~BPF_SOCK_OPS_RTT_CB_FLAG);
+	}
 	guard_on_callback(skops, st);
 }
 

@@ -132,6 +132,12 @@ static __always_inline int flow_read_peer(__u64 peer_sk, struct flow_peer *p)
 	return 0;
 }
 
+/* Its TCP phases are short (tcp_phase.h). */
+static __always_inline int flow_phases_short(const struct accel_sock_state *st)
+{
+	return st->flags & ACCEL_SF_TCP_NOTSENT_SET;
+}
+
 /* Writers whose redirected messages average less keep the larger limit
  * even with short phases: each TCP phase costs them more per byte (one
  * core, 16 KiB messages: 0.94x plain TCP at the budget, 1.20x at the
@@ -148,7 +154,7 @@ static __always_inline int flow_read_peer(__u64 peer_sk, struct flow_peer *p)
 static __always_inline __u32 flow_limit(const struct flow_peer *p, __u32 budget,
 					const struct accel_sock_state *st)
 {
-	if ((st->flags & ACCEL_SF_TCP_NOTSENT_SET) &&
+	if (flow_phases_short(st) &&
 	    st->redirected_bytes >= FLOW_SHORT_PHASE_MIN_MSG * st->redirected_msgs)
 		return budget;
 	return p->rcvbuf > budget ? p->rcvbuf : budget;
@@ -183,12 +189,6 @@ static __always_inline int flow_can_resume(struct sk_msg_md *msg,
 		return 0;
 	return own->write_seq == own->snd_una && p.rcv_nxt == p.copied_seq &&
 	       p.unread <= flow_limit(&p, budget, st) / 2;
-}
-
-/* Its TCP phases are short (tcp_phase.h). */
-static __always_inline int flow_phases_short(const struct accel_sock_state *st)
-{
-	return st->flags & ACCEL_SF_TCP_NOTSENT_SET;
 }
 
 #endif /* ACCEL_FLOW_H */

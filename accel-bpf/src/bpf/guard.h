@@ -204,11 +204,12 @@ static __always_inline void guard_phase_shorten(struct bpf_sock_ops *skops,
 }
 
 /* TCP's own unsent mark back; a socket that turned blocking keeps the
- * datapath's (known issue I-8). */
+ * datapath's (known issue I-8). The flag first: most sockets never had
+ * the mark, and this runs on every RTT callback of a TCP socket. */
 static __always_inline void guard_phase_restore(struct bpf_sock_ops *skops,
 						struct accel_sock_state *st)
 {
-	if (guard_may_wake(skops))
+	if ((st->flags & ACCEL_SF_TCP_NOTSENT_SET) && guard_may_wake(skops))
 		phase_restore(skops, st);
 }
 
