@@ -424,7 +424,9 @@ fn the_daemon_runs_on_debians_kernels() {
             // Either outcome is correct: the mark, or a counted refusal
             // (the old, long phases). The table says which.
             assert!(
-                p.errors.is_empty() && p.to_tcp > 0 && (p.lowat == 64 << 10 || p.refused > 0),
+                p.errors.is_empty()
+                    && p.to_tcp > 0
+                    && (p.lowat == i64::from(accel_bpf::abi::PHASE_NOTSENT_LOWAT) || p.refused > 0),
                 "{}: short TCP phases\n{t}",
                 r.kernel
             );

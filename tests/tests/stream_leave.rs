@@ -179,7 +179,7 @@ fn one_cpu_streams(
 }
 
 /// The datapath's unsent mark for short TCP phases (tcp_phase.h).
-const PHASE_NOTSENT_LOWAT: i64 = 64 << 10;
+const PHASE_NOTSENT_LOWAT: i64 = accel_bpf::abi::PHASE_NOTSENT_LOWAT as i64;
 
 /// A reader that sleeps after each read never catches up with a writer of
 /// 1 MiB messages on its core: the writer refills the window first, its TCP

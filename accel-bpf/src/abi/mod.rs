@@ -57,6 +57,8 @@ pub const SF_PEER_RX_ONLY: u8 = 32;
 pub const SF_TCP_NOTSENT_SET: u8 = 64;
 /// The datapath has decided, once, whether to set it.
 pub const SF_TCP_PHASE_TRIED: u8 = 128;
+/// The `TCP_NOTSENT_LOWAT` the datapath sets for short TCP phases.
+pub const PHASE_NOTSENT_LOWAT: u32 = 65536;
 
 pub const INGRESS_OPEN: u8 = 0;
 pub const INGRESS_CLOSED: u8 = 1;

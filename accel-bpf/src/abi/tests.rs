@@ -184,6 +184,10 @@ fn constants_match_c() {
     assert_eq!(u64::from(SF_PEER_RX_ONLY), c("ACCEL_SF_PEER_RX_ONLY"));
     assert_eq!(u64::from(SF_TCP_NOTSENT_SET), c("ACCEL_SF_TCP_NOTSENT_SET"));
     assert_eq!(u64::from(SF_TCP_PHASE_TRIED), c("ACCEL_SF_TCP_PHASE_TRIED"));
+    assert_eq!(
+        u64::from(PHASE_NOTSENT_LOWAT),
+        c("ACCEL_PHASE_NOTSENT_LOWAT")
+    );
     assert_eq!(u64::from(PAIR_F_RX_ONLY), c("ACCEL_PAIR_F_RX_ONLY"));
     assert_eq!(u64::from(REASON_BLOCKING), c("ACCEL_REASON_BLOCKING"));
     assert_eq!(

@@ -90,6 +90,8 @@
  * decided whether to, once. */
 #define ACCEL_SF_TCP_NOTSENT_SET (1U << 6)
 #define ACCEL_SF_TCP_PHASE_TRIED (1U << 7)
+/* The TCP_NOTSENT_LOWAT it sets: 64 KiB (applications can read it, I-8). */
+#define ACCEL_PHASE_NOTSENT_LOWAT 65536
 
 /* struct accel_sock_state.ingress / peer_ingress and
  * struct accel_pair_value.ingress: may bytes be redirected INTO a socket?

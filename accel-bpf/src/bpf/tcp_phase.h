@@ -15,8 +15,8 @@
  * once a little is queued unsent (TCP_NOTSENT_LOWAT, as HTTP/2 servers set
  * it; set from sock_ops when its first TCP bytes are acknowledged): in a TCP
  * phase the writer sleeps after about the peer's window plus
- * PHASE_TCP_NOTSENT bytes, its reader catches up, and it redirects again.
- * The mark does not touch redirected bytes. It does shrink what a writer
+ * ACCEL_PHASE_NOTSENT_LOWAT bytes, its reader catches up, and it
+ * redirects again. The mark does not touch redirected bytes. It does shrink what a writer
  * can queue unsent over TCP, and a small mark slows small writes, so it is
  * TCP's own again once the socket sends by TCP for good or leaves the
  * sockhash; a mark the application set itself, before or after, is never
@@ -34,8 +34,6 @@
 #include "accel_abi.h"
 #include "config.h"
 #include "stats.h"
-
-#define PHASE_TCP_NOTSENT (64 << 10)
 
 #ifdef ACCEL_FLOW_CONTROL
 
@@ -78,7 +76,7 @@ static __always_inline void phase_shorten(struct bpf_sock_ops *skops, struct acc
 	tp = phase_tcp_sock(skops);
 	if (!tp || tp->notsent_lowat)
 		return;
-	if (phase_set_notsent(skops, PHASE_TCP_NOTSENT)) {
+	if (phase_set_notsent(skops, ACCEL_PHASE_NOTSENT_LOWAT)) {
 		stat_inc(ACCEL_STAT_TCP_PHASE_REFUSED);
 		return;
 	}
@@ -95,7 +93,7 @@ static __always_inline void phase_restore(struct bpf_sock_ops *skops, struct acc
 		return;
 	st->flags &= ~ACCEL_SF_TCP_NOTSENT_SET;
 	tp = phase_tcp_sock(skops);
-	if (tp && tp->notsent_lowat == PHASE_TCP_NOTSENT)
+	if (tp && tp->notsent_lowat == ACCEL_PHASE_NOTSENT_LOWAT)
 		phase_set_notsent(skops, 0);
 }
 
