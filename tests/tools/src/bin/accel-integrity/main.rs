@@ -118,11 +118,13 @@ enum Cmd {
         /// Every client reads with this mode (default: all but splice, in turn).
         #[arg(long, value_enum)]
         recv: Option<RecvMode>,
-        /// The echo servers wait in poll() when a read finds nothing, as an
-        /// event loop does, instead of failing on EAGAIN: for runs in `all`
-        /// that test byte integrity, not the blocking-read behaviour (I-5).
+        /// Blocking reads (the echo servers' and the clients') that return
+        /// EAGAIN wait in poll(), as an event loop does, instead of failing;
+        /// the report counts them (`blocking_read_eagains`): for runs in
+        /// `all` that test byte integrity, not the blocking-read behaviour
+        /// (I-5).
         #[arg(long)]
-        server_polls: bool,
+        blocking_reads_poll: bool,
     },
     /// Half-close: one side sends and shuts down writing, the other reads to
     /// EOF, then answers and shuts down; the first reads the answer to EOF.
@@ -259,9 +261,9 @@ fn main() -> Result<()> {
             big_max,
             seed,
             recv,
-            server_polls,
+            blocking_reads_poll,
         } => {
-            commands::set_echo_server_polls(server_polls);
+            io::set_blocking_reads_poll(blocking_reads_poll);
             commands::echo(listen, conns, msgs, max_msg, big_conns, big_max, seed, recv)
         }
         Cmd::HalfClose {

@@ -6,10 +6,7 @@ use std::{
     io::{BufRead, Read, Write},
     net::{Shutdown, SocketAddr, TcpListener, TcpStream},
     os::fd::AsRawFd,
-    sync::{
-        Mutex,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::Mutex,
     time::{Duration, Instant},
 };
 
@@ -30,13 +27,6 @@ fn server_errors() -> Vec<String> {
     SERVER_ERRORS.lock().map(|e| e.clone()).unwrap_or_default()
 }
 
-/// Echo servers wait in poll() on EAGAIN (see `echo --server-polls`).
-static ECHO_SERVER_POLLS: AtomicBool = AtomicBool::new(false);
-
-pub(crate) fn set_echo_server_polls(on: bool) {
-    ECHO_SERVER_POLLS.store(on, Ordering::Relaxed);
-}
-
 fn echo_serve(mut s: TcpStream) -> Result<()> {
     let mut buf = vec![0u8; 64 << 10];
     let mut echoed = 0u64;
@@ -45,17 +35,10 @@ fn echo_serve(mut s: TcpStream) -> Result<()> {
             Ok(0) => return Ok(()),
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e)
-                if e.kind() == std::io::ErrorKind::WouldBlock
-                    && ECHO_SERVER_POLLS.load(Ordering::Relaxed) =>
-            {
-                io::poll_fd(s.as_raw_fd(), libc::POLLIN, Duration::from_secs(30))?;
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                io::blocking_read_eagain(s.as_raw_fd(), "echo server", echoed)?;
                 continue;
             }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => bail!(
-                "echo server: a BLOCKING read returned EAGAIN after {echoed} bytes \
-                 (tcp_bpf_recvmsg wake-up without data)"
-            ),
             Err(e) => return Err(e).context(format!("echo server read after {echoed} bytes")),
         };
         s.write_all(&buf[..n])
@@ -177,6 +160,7 @@ pub(crate) fn echo(
         "established_ms": established_ms,
         "elapsed_ms": started.elapsed().as_millis(),
         "errors": errors,
+        "blocking_read_eagains": io::blocking_read_eagains(),
     }))?;
     ensure!(errors.is_empty(), "{} connections failed", errors.len());
     Ok(())

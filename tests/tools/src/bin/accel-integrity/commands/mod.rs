@@ -25,7 +25,7 @@ use crate::owner::{self, End};
 
 pub(crate) use churn::churn;
 pub(crate) use closing::{half_close, rst};
-pub(crate) use echo::{collide, echo, set_echo_server_polls};
+pub(crate) use echo::{collide, echo};
 pub(crate) use stream::{StreamArgs, sink, source, stream};
 
 /// Connections not finished yet, by label: what the watchdog reports.

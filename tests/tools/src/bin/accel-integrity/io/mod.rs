@@ -10,6 +10,7 @@ mod send;
 use std::{
     io,
     os::fd::{FromRawFd, OwnedFd, RawFd},
+    sync::atomic::{AtomicBool, AtomicU64, Ordering},
     time::Duration,
 };
 
@@ -24,6 +25,35 @@ pub(crate) use send::{message_sizes, message_sizes_from, send_stream};
 
 /// Largest single send or read request the modes split messages into.
 const PIPE_CHUNK: usize = 64 * 1024;
+
+/// Blocking reads that return EAGAIN wait in poll() instead of failing
+/// (`echo --blocking-reads-poll`): for runs in `all` that test byte
+/// integrity, not the blocking-read behaviour (I-5).
+static BLOCKING_READS_POLL: AtomicBool = AtomicBool::new(false);
+/// EAGAINs those blocking reads returned and waited past: I-5 seen.
+static BLOCKING_READ_EAGAINS: AtomicU64 = AtomicU64::new(0);
+
+pub(crate) fn set_blocking_reads_poll(on: bool) {
+    BLOCKING_READS_POLL.store(on, Ordering::Relaxed);
+}
+
+pub(crate) fn blocking_read_eagains() -> u64 {
+    BLOCKING_READ_EAGAINS.load(Ordering::Relaxed)
+}
+
+/// A blocking read of `fd` returned EAGAIN: with `--blocking-reads-poll`,
+/// count it and wait until readable (Ok), else Err with what happened.
+pub(crate) fn blocking_read_eagain(fd: RawFd, what: &str, bytes: u64) -> Result<()> {
+    if !BLOCKING_READS_POLL.load(Ordering::Relaxed) {
+        anyhow::bail!(
+            "{what}: a BLOCKING read returned EAGAIN after {bytes} correct bytes \
+             (tcp_bpf_recvmsg wake-up without data, I-5)"
+        );
+    }
+    BLOCKING_READ_EAGAINS.fetch_add(1, Ordering::Relaxed);
+    poll_fd(fd, libc::POLLIN, Duration::from_secs(30))?;
+    Ok(())
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, ValueEnum, Serialize)]
 #[serde(rename_all = "kebab-case")]

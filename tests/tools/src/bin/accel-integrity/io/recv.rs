@@ -13,7 +13,8 @@ use serde::Serialize;
 use accel_test_harness::pattern::{self, Rng};
 
 use super::{
-    PIPE_CHUNK, RecvMode, cvt, cvt_int, fionread, peek_one, pipe, poll_fd, set_nonblocking, split,
+    PIPE_CHUNK, RecvMode, blocking_read_eagain, cvt, cvt_int, fionread, peek_one, pipe, poll_fd,
+    set_nonblocking, split,
 };
 
 /// What a receiver saw besides the bytes themselves.
@@ -154,11 +155,7 @@ pub(crate) fn recv_stream(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) if is_reset(&e) => return Ok(Err(RecvEnd::Reset(st))),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                bail!(
-                    "{mode:?}: a BLOCKING read returned EAGAIN after {} correct bytes \
-                     (tcp_bpf_recvmsg wake-up without data)",
-                    st.bytes
-                )
+                blocking_read_eagain(fd, &format!("{mode:?}"), st.bytes)?
             }
             Err(e) => return Err(e).with_context(|| format!("{mode:?} after {} bytes", st.bytes)),
         }
