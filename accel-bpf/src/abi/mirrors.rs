@@ -47,6 +47,13 @@ pub struct SockState {
     pub stream_flags: u8,
     /// Small sends in a row.
     pub small_run: u8,
+    /// The peer's read bytes of this socket's redirected ones (mod 2^32) at
+    /// the last look of a small-message writer.
+    pub peer_read_mark: u32,
+    /// Looks in the current window.
+    pub small_looks: u16,
+    /// Of those, the looks that found bytes unread and none read since.
+    pub small_stalls: u16,
     pub _pad1: u32,
     /// Bytes written (redirected + passed) when the TCP-share window began.
     pub share_mark: u64,

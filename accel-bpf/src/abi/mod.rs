@@ -15,7 +15,7 @@ pub use mirrors::{
 };
 pub use stats::Stat;
 
-pub const ABI_VERSION: u32 = 8;
+pub const ABI_VERSION: u32 = 9;
 
 pub const TCPOPT_KIND: u8 = 253;
 pub const TCPOPT_EXID: u16 = 0xACCE;

@@ -39,7 +39,7 @@ fn mirrors() -> Vec<Mirror> {
             token, peer_cookie, role, decision, reason, flags, local_pod, peer_pod,
             redirected_msgs, redirected_bytes, passed_msgs, passed_bytes, peer_sk,
             flow_switches, flow_unchecked, cookie, ingress, peer_ingress, stream_flags, small_run,
-            _pad1, share_mark, share_passed_mark,
+            peer_read_mark, small_looks, small_stalls, _pad1, share_mark, share_passed_mark,
         }),
         mirror!(PairKey = "accel_pair_key" { token, stage, _pad0 }),
         mirror!(PairValue = "accel_pair_value" { cookie, netns_cookie, sk_addr, pod, ingress, flags }),

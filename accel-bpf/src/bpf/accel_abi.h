@@ -32,8 +32,10 @@
  * 7: a socket nobody answered leaves the sockhash (ACCEL_SF_LEAVING for
  *    any socket, ACCEL_STAT_UNANSWERED_LEFT).
  * 8: short TCP phases (ACCEL_SF_TCP_NOTSENT_SET, ACCEL_SF_TCP_PHASE_TRIED,
- *    ACCEL_STAT_TCP_PHASE_REFUSED). */
-#define ACCEL_ABI_VERSION 8
+ *    ACCEL_STAT_TCP_PHASE_REFUSED).
+ * 9: a small-message writer whose reader reads alongside it stays (the
+ *    socket state's peer_read_mark, small_looks and small_stalls). */
+#define ACCEL_ABI_VERSION 9
 
 /* Pairing token carried in the handshake's final ACK: RFC 6994 shared
  * experimental option (kind 253) with a 16-bit ExID, then the token. */
@@ -251,6 +253,13 @@ struct accel_sock_state {
 	__u8 peer_ingress;   /* ACCEL_INGRESS_*: may this socket redirect into its peer */
 	__u8 stream_flags;   /* ACCEL_STREAM_* */
 	__u8 small_run;      /* small sends in a row (stream.h) */
+	/* What the peer had read of this socket's redirected bytes (those
+	 * bytes less the peer's unread ones, mod 2^32) at the last look of a
+	 * small-message writer, and of the current window's looks, how many
+	 * found bytes unread and none read since the last (stream.h) */
+	__u32 peer_read_mark;
+	__u16 small_looks;
+	__u16 small_stalls;
 	__u32 _pad1;
 	/* redirected + passed bytes, and passed bytes, when the current window
 	 * of a flow-controlled writer's TCP share began (stream.h) */

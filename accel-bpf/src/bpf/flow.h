@@ -47,8 +47,10 @@ struct sk_psock___accel {
 	struct list_head___accel ingress_msg;
 } __attribute__((preserve_access_index));
 
-/* Queued messages walked at most, on kernels without msg_tot_len. */
+/* Queued messages walked at most, on kernels without msg_tot_len; a
+ * longer queue reads as FLOW_UNREAD_FAR unread bytes. */
 #define FLOW_WALK_MAX 64
+#define FLOW_UNREAD_FAR 0xffffffffU
 
 struct sock___accel {
 	int sk_rcvbuf;
@@ -105,7 +107,7 @@ static __always_inline int flow_unread(unsigned long psock, __u32 *unread)
 			return -1;
 		total += size;
 	}
-	*unread = 0xffffffffU; /* longer than we walk: far behind */
+	*unread = FLOW_UNREAD_FAR; /* longer than we walk: far behind */
 	return 0;
 }
 
@@ -168,14 +170,6 @@ static __always_inline int flow_peer_behind(const struct accel_sock_state *st, _
 	if (!budget || flow_read_peer(st->peer_sk, &p))
 		return 0; /* flow control off, or no information: as before */
 	return p.unread > flow_limit(&p, budget, st);
-}
-
-/* The peer's reader has redirected bytes it has not read yet. */
-static __always_inline int flow_peer_has_unread(__u64 peer_sk)
-{
-	struct flow_peer p;
-
-	return !flow_read_peer(peer_sk, &p) && p.unread > 0;
 }
 
 /* Safe and worthwhile to redirect again (see the header comment). */

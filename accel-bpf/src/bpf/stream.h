@@ -2,10 +2,12 @@
 /*
  * Small-message streams leave the sockhash (datapath_flow variant).
  *
- * A writer of many small messages to a reader that is behind is slower
- * redirected than over TCP: each sendmsg pays the sk_msg path and queues
- * one message on the peer, where TCP coalesces them into few segments and
- * the reader takes many per wake-up. Sending by TCP from a sockhash socket
+ * A writer of many small messages to a reader that is behind, and that
+ * only reads once the writer stops (both on one CPU), is slower redirected
+ * than over TCP: each sendmsg pays the sk_msg path and queues one message
+ * on the peer, where TCP coalesces them into few segments and the reader
+ * takes many per wake-up. (A reader reading alongside on another CPU is
+ * faster redirected: that writer stays.) Sending by TCP from a sockhash socket
  * is not enough (tcp_bpf_sendmsg still runs); the writer must leave the
  * sockhash to get the plain TCP proto back.
  *
@@ -77,6 +79,20 @@ static __always_inline int stream_roles(struct accel_sock_state *st,
  * request/response traffic has read the last request when the next one is
  * written, so it is never found behind. */
 #define STREAM_SMALL_RUN 16
+/* Looks of a small-message writer at its reader are judged in windows of
+ * this many (4,096 messages): the writer leaves when at least 7 in 8 found
+ * bytes unread and none read since the look before. A reader that runs
+ * only after the writer (one core) reads nothing during the writer's
+ * scheduler slice, so nearly every look stalls; a reader on another CPU
+ * reads between most looks and stalls only while it waits for a wake-up
+ * or the CPU, a millisecond or two now and then, which a window of 64
+ * looks was short enough to be filled by (two cores: half the runs left;
+ * bench/RESULTS.md). */
+#define STREAM_SMALL_WINDOW 256
+/* ... or at once when a look finds this much unread: a reader that far
+ * behind does not keep up, wherever it runs (a reader alongside holds a
+ * few KiB of small messages). */
+#define STREAM_SMALL_BEHIND_BYTES (256 << 10)
 
 /* A writer whose messages average at least this many bytes, and that flow
  * control has sent to TCP this many times, leaves too: on one core it overruns any budget within
@@ -184,10 +200,19 @@ static __always_inline int stream_ask_to_leave(struct accel_sock_state *st)
 }
 
 /* Before a redirect of `size` bytes: is this a small-message stream to a
- * proxy whose reader is behind? Then it asks to leave. */
+ * proxy whose reader is far behind, or not reading alongside? Then it asks
+ * to leave. A reader that reads between the writer's looks runs on another
+ * CPU while the writer writes: there redirected small messages keep pace
+ * with TCP or beat it (two cores, bench/RESULTS.md), so the writer stays.
+ * One that does not, with bytes waiting, runs after the writer (one core),
+ * where TCP's coalescing wins (0.61x-0.65x redirected). */
 static __always_inline void stream_small_writer_leaves(struct accel_sock_state *st, __u32 size,
 						       __u32 small_bytes)
 {
+	struct flow_peer p;
+	__u32 read;
+	int stalled;
+
 	if (!small_bytes || !(st->stream_flags & ACCEL_STREAM_PEER_PROXY))
 		return;
 	if (size >= small_bytes) {
@@ -197,8 +222,23 @@ static __always_inline void stream_small_writer_leaves(struct accel_sock_state *
 	if (++st->small_run < STREAM_SMALL_RUN)
 		return;
 	st->small_run = 0;
-	if (flow_peer_has_unread(st->peer_sk))
+	if (flow_read_peer(st->peer_sk, &p))
+		return; /* cannot tell: stay */
+	/* Also a queue too long to measure (kernels without msg_tot_len). */
+	if (p.unread >= STREAM_SMALL_BEHIND_BYTES) {
 		stream_ask_to_leave(st);
+		return;
+	}
+	read = (__u32)st->redirected_bytes - p.unread;
+	stalled = p.unread && read == st->peer_read_mark;
+	st->peer_read_mark = read;
+	st->small_stalls += stalled;
+	if (++st->small_looks < STREAM_SMALL_WINDOW)
+		return;
+	if (st->small_stalls >= STREAM_SMALL_WINDOW / 8 * 7)
+		stream_ask_to_leave(st);
+	st->small_looks = 0;
+	st->small_stalls = 0;
 }
 
 /* At the end of each window of STREAM_TCP_SHARE_WINDOW_BUDGETS written:
@@ -219,7 +259,8 @@ static __always_inline int stream_mostly_tcp(struct accel_sock_state *st, __u32 
 }
 
 /* Flow control has this writer on TCP: does it send most of its bytes by
- * TCP, or is it a writer of large messages (its redirected messages average
+ * TCP, or are its messages small (under small_bytes on average), or is it
+ * a writer of large messages (its redirected messages average
  * STREAM_LARGE_BYTES or more) that flow control keeps sending to TCP, or
  * whose TCP phase does not end? Then it asks to leave. flow_unchecked
  * counts the phase's TCP bytes. */
@@ -229,6 +270,12 @@ static __always_inline void stream_flow_writer_leaves(struct accel_sock_state *s
 	if (!small_bytes || !(st->stream_flags & ACCEL_STREAM_PEER_PROXY))
 		return;
 	if (stream_mostly_tcp(st, budget)) {
+		stream_ask_to_leave(st);
+		return;
+	}
+	/* Small messages into a reader a whole limit behind, though it may
+	 * read alongside (stream_small_writer_leaves): TCP coalesces them. */
+	if (st->redirected_bytes < (__u64)small_bytes * st->redirected_msgs) {
 		stream_ask_to_leave(st);
 		return;
 	}
