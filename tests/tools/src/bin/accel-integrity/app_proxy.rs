@@ -25,7 +25,7 @@ use serde_json::json;
 use accel_test_harness::pattern;
 
 use crate::{
-    io::{fionread, peek_one, poll_fd, set_nonblocking},
+    io::{fionread, peek_one, poll_fd, set_nonblocking, write_all_polling},
     owner::{self, End},
 };
 
@@ -144,21 +144,11 @@ impl Io {
         }
     }
 
-    fn write_all(&mut self, mut buf: &[u8]) -> Result<()> {
-        while !buf.is_empty() {
-            match self.s.write(buf) {
-                Ok(n) => buf = &buf[n..],
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock && self.polled => {
-                    ensure!(
-                        poll_fd(self.s.as_raw_fd(), libc::POLLOUT, POLL)?,
-                        "poll timed out"
-                    );
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e).context("write"),
-            }
+    fn write_all(&mut self, buf: &[u8]) -> Result<()> {
+        if self.polled {
+            return write_all_polling(self.s.as_raw_fd(), buf, POLL);
         }
-        Ok(())
+        self.s.write_all(buf).context("write")
     }
 }
 

@@ -14,7 +14,7 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::ValueEnum;
 use serde::Serialize;
 
@@ -45,7 +45,7 @@ pub(crate) fn blocking_read_eagains() -> u64 {
 /// count it and wait until readable (Ok), else Err with what happened.
 pub(crate) fn blocking_read_eagain(fd: RawFd, what: &str, bytes: u64) -> Result<()> {
     if !BLOCKING_READS_POLL.load(Ordering::Relaxed) {
-        anyhow::bail!(
+        bail!(
             "{what}: a BLOCKING read returned EAGAIN after {bytes} correct bytes \
              (tcp_bpf_recvmsg wake-up without data, I-5)"
         );
@@ -204,6 +204,28 @@ pub(crate) fn set_linger_zero(fd: RawFd) -> Result<()> {
         )
     })
     .context("SO_LINGER")?;
+    Ok(())
+}
+
+/// Writes all of `data` to the non-blocking socket `fd`, waiting in
+/// poll(2) for room on EAGAIN, as an event loop's writer does. (On a
+/// blocking socket EAGAIN is a defect to report, not to wait past: there
+/// the callers write without this.)
+pub(crate) fn write_all_polling(fd: RawFd, mut data: &[u8], timeout: Duration) -> Result<()> {
+    while !data.is_empty() {
+        // SAFETY: buffer of the stated length.
+        let r = unsafe { libc::send(fd, data.as_ptr().cast(), data.len(), 0) };
+        match cvt(r) {
+            Ok(n) => data = &data[n..],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if !poll_fd(fd, libc::POLLOUT, timeout)? {
+                    bail!("not writable for {timeout:?}");
+                }
+            }
+            Err(e) => return Err(e).context("send"),
+        }
+    }
     Ok(())
 }
 

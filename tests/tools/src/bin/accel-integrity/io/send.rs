@@ -11,7 +11,8 @@ use anyhow::{Context, Result, bail};
 use accel_test_harness::pattern::{self, Rng};
 
 use super::{
-    PIPE_CHUNK, SendMode, cvt, cvt_int, pipe, poll_fd, set_int_opt, set_nonblocking, split,
+    PIPE_CHUNK, SendMode, cvt, cvt_int, pipe, set_int_opt, set_nonblocking, split,
+    write_all_polling,
 };
 
 /// How long a non-blocking writer waits for room before it gives up.
@@ -24,25 +25,6 @@ fn write_all_fd(fd: RawFd, mut data: &[u8], flags: libc::c_int) -> Result<()> {
         match cvt(r) {
             Ok(n) => data = &data[n..],
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e).context("send"),
-        }
-    }
-    Ok(())
-}
-
-/// `write_all_fd` on a non-blocking socket: poll(2) for room on EAGAIN.
-fn write_all_nonblocking(fd: RawFd, mut data: &[u8]) -> Result<()> {
-    while !data.is_empty() {
-        // SAFETY: buffer of the stated length.
-        let r = unsafe { libc::send(fd, data.as_ptr().cast(), data.len(), 0) };
-        match cvt(r) {
-            Ok(n) => data = &data[n..],
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if !poll_fd(fd, libc::POLLOUT, WRITABLE_TIMEOUT)? {
-                    bail!("not writable for {WRITABLE_TIMEOUT:?}");
-                }
-            }
             Err(e) => return Err(e).context("send"),
         }
     }
@@ -116,7 +98,7 @@ pub(crate) fn send_stream(
         }
         match mode {
             SendMode::Write => write_all_fd(fd, &buf, 0)?,
-            SendMode::Nonblock => write_all_nonblocking(fd, &buf)?,
+            SendMode::Nonblock => write_all_polling(fd, &buf, WRITABLE_TIMEOUT)?,
             SendMode::MsgMore => {
                 let cuts = split(len, 3, rng);
                 for w in cuts.windows(2) {
