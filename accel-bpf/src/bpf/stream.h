@@ -80,13 +80,15 @@ static __always_inline int stream_roles(struct accel_sock_state *st,
  * written, so it is never found behind. */
 #define STREAM_SMALL_RUN 16
 /* Looks of a small-message writer at its reader are judged in windows of
- * this many (4,096 messages): the writer leaves when at least 7 in 8 found
+ * this many (4,096 messages): the writer leaves when at least 3 in 4 found
  * bytes unread and none read since the look before. A reader that runs
  * only after the writer (one core) reads nothing during the writer's
- * scheduler slice, so nearly every look stalls; a reader on another CPU
- * reads between most looks and stalls only while it waits for a wake-up
- * or the CPU, a millisecond or two now and then, which a window of 64
- * looks was short enough to be filled by (two cores: half the runs left;
+ * turn on the CPU, so most looks stall (not all: the scheduler may switch
+ * to a woken reader every few messages; at 7 in 8, one-core 64 B writers
+ * stayed for 6-36 windows at 0.69x-0.89x); a reader on another CPU reads
+ * between most looks and stalls only while it waits for a wake-up or the
+ * CPU, a millisecond or two now and then, which a window of 64 looks was
+ * short enough to be filled by (two cores: half the runs left;
  * bench/RESULTS.md). */
 #define STREAM_SMALL_WINDOW 256
 /* ... or at once when a look finds this much unread: a reader that far
@@ -235,7 +237,7 @@ static __always_inline void stream_small_writer_leaves(struct accel_sock_state *
 	st->small_stalls += stalled;
 	if (++st->small_looks < STREAM_SMALL_WINDOW)
 		return;
-	if (st->small_stalls >= STREAM_SMALL_WINDOW / 8 * 7)
+	if (st->small_stalls >= STREAM_SMALL_WINDOW / 4 * 3)
 		stream_ask_to_leave(st);
 	st->small_looks = 0;
 	st->small_stalls = 0;
