@@ -25,6 +25,10 @@ use integrity_support::*;
 // 1. Traffic shapes and interfaces
 // ---------------------------------------------------------------------------
 
+/// Every connection is read by one thread and written, blocking, by another
+/// at the same time, at both ends; the reading threads poll and read with
+/// MSG_DONTWAIT, since a blocking read there can return EAGAIN in `all`
+/// (I-5). Blocking readers are covered in the default mode (transparency.rs).
 #[test]
 fn a_thousand_concurrent_connections_with_random_sizes_are_byte_exact() {
     let (_shared, env, _daemon) = shared_env_with_daemon("int-echo");
@@ -47,12 +51,6 @@ fn a_thousand_concurrent_connections_with_random_sizes_are_byte_exact() {
             "16",
             "--big-max",
             "4194304",
-            // Byte integrity in `all`, not I-5: blocking reads (servers, and
-            // the large clients whose writer thread flow control sends to
-            // TCP) wait in poll() when woken without data, and the report
-            // counts them; transparency.rs keeps blocking readers that fail
-            // on it, against the default mode.
-            "--blocking-reads-poll",
         ],
     );
     eprintln!(

@@ -115,16 +115,10 @@ enum Cmd {
         big_max: u64,
         #[arg(long, default_value_t = 1)]
         seed: u64,
-        /// Every client reads with this mode (default: all but splice, in turn).
+        /// Every client reads with this mode (default: modes that never wait
+        /// in a read, in turn).
         #[arg(long, value_enum)]
         recv: Option<RecvMode>,
-        /// Blocking reads (the echo servers' and the clients') that return
-        /// EAGAIN wait in poll(), as an event loop does, instead of failing;
-        /// the report counts them (`blocking_read_eagains`): for runs in
-        /// `all` that test byte integrity, not the blocking-read behaviour
-        /// (I-5).
-        #[arg(long)]
-        blocking_reads_poll: bool,
     },
     /// Half-close: one side sends and shuts down writing, the other reads to
     /// EOF, then answers and shuts down; the first reads the answer to EOF.
@@ -261,11 +255,7 @@ fn main() -> Result<()> {
             big_max,
             seed,
             recv,
-            blocking_reads_poll,
-        } => {
-            io::set_blocking_reads_poll(blocking_reads_poll);
-            commands::echo(listen, conns, msgs, max_msg, big_conns, big_max, seed, recv)
-        }
+        } => commands::echo(listen, conns, msgs, max_msg, big_conns, big_max, seed, recv),
         Cmd::HalfClose {
             listen,
             conns,

@@ -10,7 +10,6 @@ mod send;
 use std::{
     io,
     os::fd::{FromRawFd, OwnedFd, RawFd},
-    sync::atomic::{AtomicBool, AtomicU64, Ordering},
     time::Duration,
 };
 
@@ -26,33 +25,13 @@ pub(crate) use send::{message_sizes, message_sizes_from, send_stream};
 /// Largest single send or read request the modes split messages into.
 const PIPE_CHUNK: usize = 64 * 1024;
 
-/// Blocking reads that return EAGAIN wait in poll() instead of failing
-/// (`echo --blocking-reads-poll`): for runs in `all` that test byte
-/// integrity, not the blocking-read behaviour (I-5).
-static BLOCKING_READS_POLL: AtomicBool = AtomicBool::new(false);
-/// EAGAINs those blocking reads returned and waited past: I-5 seen.
-static BLOCKING_READ_EAGAINS: AtomicU64 = AtomicU64::new(0);
-
-pub(crate) fn set_blocking_reads_poll(on: bool) {
-    BLOCKING_READS_POLL.store(on, Ordering::Relaxed);
-}
-
-pub(crate) fn blocking_read_eagains() -> u64 {
-    BLOCKING_READ_EAGAINS.load(Ordering::Relaxed)
-}
-
-/// A blocking read of `fd` returned EAGAIN: with `--blocking-reads-poll`,
-/// count it and wait until readable (Ok), else Err with what happened.
-pub(crate) fn blocking_read_eagain(fd: RawFd, what: &str, bytes: u64) -> Result<()> {
-    if !BLOCKING_READS_POLL.load(Ordering::Relaxed) {
-        bail!(
-            "{what}: a BLOCKING read returned EAGAIN after {bytes} correct bytes \
-             (tcp_bpf_recvmsg wake-up without data, I-5)"
-        );
-    }
-    BLOCKING_READ_EAGAINS.fetch_add(1, Ordering::Relaxed);
-    poll_fd(fd, libc::POLLIN, Duration::from_secs(30))?;
-    Ok(())
+/// A blocking read of `fd` returned EAGAIN: always a defect to report, never
+/// one to wait past (plain TCP never does it).
+pub(crate) fn blocking_read_eagain(what: &str, bytes: u64) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{what}: a BLOCKING read returned EAGAIN after {bytes} correct bytes \
+         (tcp_bpf_recvmsg wake-up without data, I-5)"
+    )
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, ValueEnum, Serialize)]
@@ -88,8 +67,12 @@ pub(crate) enum RecvMode {
     Peek,
     /// poll, then FIONREAD, then a read of exactly that many bytes.
     Fionread,
-    /// poll(2), then a non-blocking recv.
+    /// Non-blocking socket, poll(2), then a recv(MSG_DONTWAIT).
     Poll,
+    /// poll(2), then a recv(MSG_DONTWAIT) on a socket left blocking: a
+    /// thread that never waits in a read while another thread writes, and
+    /// waits in its writes, on the same socket.
+    Dontwait,
     /// Non-blocking socket, edge-triggered epoll, read until EAGAIN.
     EpollEt,
     /// Non-blocking socket, small partial reads, poll on EAGAIN.
@@ -110,13 +93,14 @@ impl SendMode {
 }
 
 impl RecvMode {
-    pub(crate) const ALL: [RecvMode; 9] = [
+    pub(crate) const ALL: [RecvMode; 10] = [
         RecvMode::Read,
         RecvMode::Recv,
         RecvMode::Readv,
         RecvMode::Peek,
         RecvMode::Fionread,
         RecvMode::Poll,
+        RecvMode::Dontwait,
         RecvMode::EpollEt,
         RecvMode::Nonblock,
         RecvMode::Splice,
@@ -130,15 +114,12 @@ impl RecvMode {
         RecvMode::ALL.get(i as usize).copied()
     }
 
-    fn blocking(self) -> bool {
+    /// Whether the mode sets O_NONBLOCK on the socket (on its file, shared
+    /// with every thread that writes on it).
+    fn sets_nonblocking(self) -> bool {
         matches!(
             self,
-            RecvMode::Read
-                | RecvMode::Recv
-                | RecvMode::Readv
-                | RecvMode::Peek
-                | RecvMode::Fionread
-                | RecvMode::Splice
+            RecvMode::Poll | RecvMode::EpollEt | RecvMode::Nonblock
         )
     }
 }

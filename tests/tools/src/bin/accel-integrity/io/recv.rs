@@ -49,7 +49,7 @@ pub(crate) fn recv_stream(
     let mut st = RecvStats::default();
     let mut scratch = Vec::new();
     let mut buf = vec![0u8; max_read.max(16)];
-    set_nonblocking(fd, !mode.blocking())?;
+    set_nonblocking(fd, mode.sets_nonblocking())?;
     let epoll = if mode == RecvMode::EpollEt {
         Some(epoll_for(fd)?)
     } else {
@@ -84,7 +84,7 @@ pub(crate) fn recv_stream(
                 Some(r) => r,
                 None => continue,
             },
-            RecvMode::Poll => {
+            RecvMode::Poll | RecvMode::Dontwait => {
                 if !poll_fd(fd, libc::POLLIN, Duration::from_secs(600))? {
                     bail!("poll: nothing readable for 600 s");
                 }
@@ -154,8 +154,10 @@ pub(crate) fn recv_stream(
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) if is_reset(&e) => return Ok(Err(RecvEnd::Reset(st))),
+            // Only a blocking read gets here with EAGAIN: the other modes
+            // poll and retry themselves.
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                blocking_read_eagain(fd, &format!("{mode:?}"), st.bytes)?
+                return Err(blocking_read_eagain(&format!("{mode:?}"), st.bytes));
             }
             Err(e) => return Err(e).with_context(|| format!("{mode:?} after {} bytes", st.bytes)),
         }
