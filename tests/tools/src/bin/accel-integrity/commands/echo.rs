@@ -224,12 +224,14 @@ pub(crate) fn collide(
                     let sizes = io::message_sizes(bytes, 16 << 10, &mut rng);
                     io::send_stream(w.as_raw_fd(), cseed, &sizes, SendMode::Write, &mut rng)
                 });
+                // Read alongside the blocking writer without blocking, as
+                // the echo clients do (I-5).
                 let mut rng = Rng::new(cseed ^ 9);
                 let r = io::recv_stream(
                     s.as_raw_fd(),
                     cseed,
                     0,
-                    RecvMode::Read,
+                    RecvMode::Dontwait,
                     64 << 10,
                     Duration::ZERO,
                     Some(bytes),
