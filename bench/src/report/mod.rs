@@ -202,6 +202,11 @@ pub struct Machine {
     pub kernel: String,
     pub cpu_model: String,
     pub logical_cpus: usize,
+    /// How idle CPUs wait (`cpu_idle_facts`): on a VM without halt polling
+    /// each wake-up of an idle CPU goes through the hypervisor, and
+    /// two-core latencies measure mostly that. Empty in older results.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cpu_idle: String,
     pub command: String,
     pub git_commit: String,
 }
@@ -227,6 +232,7 @@ impl Machine {
             kernel: read_trim("/proc/sys/kernel/osrelease"),
             cpu_model,
             logical_cpus,
+            cpu_idle: cpu_idle_facts(),
             command: std::env::args()
                 .map(|a| shell_quote(&a))
                 .collect::<Vec<_>>()
@@ -246,6 +252,32 @@ impl Machine {
         let _ = writeln!(s, "- Command: `{}`", self.command);
         let _ = writeln!(s, "- Git commit: {}", self.git_commit);
         let _ = writeln!(s, "- Kernel: {}", self.kernel);
+        if !self.cpu_idle.is_empty() {
+            let _ = writeln!(s, "- CPU idle: {}", self.cpu_idle);
+        }
+    }
+}
+
+/// The cpuidle driver and governor, and with the guest `haltpoll` driver
+/// its polling window: "haltpoll/haltpoll, guest_halt_poll_ns 0". With 0
+/// an idle vCPU halts at once, and waking it (a cross-CPU wake-up of a
+/// sleeping reader) costs tens of microseconds on some hypervisors
+/// (bench/RESULTS.md, "Where the time goes: waking an idle vCPU").
+pub fn cpu_idle_facts() -> String {
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .ok()
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    };
+    let cpuidle = "/sys/devices/system/cpu/cpuidle";
+    let Some(driver) = read(&format!("{cpuidle}/current_driver")) else {
+        return "no cpuidle driver".into();
+    };
+    let governor = read(&format!("{cpuidle}/current_governor")).unwrap_or_else(|| "-".into());
+    match read("/sys/module/haltpoll/parameters/guest_halt_poll_ns") {
+        Some(ns) => format!("{driver}/{governor}, guest_halt_poll_ns {ns}"),
+        None => format!("{driver}/{governor}"),
     }
 }
 
