@@ -3,7 +3,7 @@
 //! to every target (4-tuple collisions).
 
 use std::{
-    io::{BufRead, Read, Write},
+    io::{BufRead, ErrorKind, Read, Write},
     net::{Shutdown, SocketAddr, TcpListener, TcpStream},
     os::fd::AsRawFd,
     sync::Mutex,
@@ -37,21 +37,15 @@ fn echo_serve(mut s: TcpStream) -> Result<()> {
     let mut buf = vec![0u8; 64 << 10];
     let mut echoed = 0u64;
     loop {
-        if !io::poll_fd(fd, libc::POLLIN, Duration::from_secs(600))? {
-            bail!("echo server: nothing readable for 600 s after {echoed} bytes");
-        }
-        // SAFETY: buffer of the stated length.
-        let r = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
-        let n = match usize::try_from(r) {
+        let n = match io::poll_then_recv(fd, &mut buf)
+            .with_context(|| format!("echo server after {echoed} bytes"))?
+        {
             Ok(0) => return Ok(()),
             Ok(n) => n,
-            Err(_) => {
-                let e = std::io::Error::last_os_error();
-                match e.kind() {
-                    std::io::ErrorKind::Interrupted | std::io::ErrorKind::WouldBlock => continue,
-                    _ => return Err(e).context(format!("echo server read after {echoed} bytes")),
-                }
+            Err(e) if matches!(e.kind(), ErrorKind::Interrupted | ErrorKind::WouldBlock) => {
+                continue;
             }
+            Err(e) => return Err(e).context(format!("echo server read after {echoed} bytes")),
         };
         s.write_all(&buf[..n])
             .with_context(|| format!("echo server write after {echoed} bytes"))?;

@@ -25,15 +25,6 @@ pub(crate) use send::{message_sizes, message_sizes_from, send_stream};
 /// Largest single send or read request the modes split messages into.
 const PIPE_CHUNK: usize = 64 * 1024;
 
-/// A blocking read of `fd` returned EAGAIN: always a defect to report, never
-/// one to wait past (plain TCP never does it).
-pub(crate) fn blocking_read_eagain(what: &str, bytes: u64) -> anyhow::Error {
-    anyhow::anyhow!(
-        "{what}: a BLOCKING read returned EAGAIN after {bytes} correct bytes \
-         (tcp_bpf_recvmsg wake-up without data, I-5)"
-    )
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, ValueEnum, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub(crate) enum SendMode {
@@ -229,6 +220,21 @@ pub(crate) fn poll_fd(fd: RawFd, events: libc::c_short, timeout: Duration) -> Re
         }
         return Ok(r > 0);
     }
+}
+
+/// An event loop's read: waits in poll(2) until `fd` is readable, then
+/// reads once with MSG_DONTWAIT, whatever the socket's own blocking flag.
+/// The inner result is the read's: WouldBlock is a wake-up that found
+/// nothing, for the caller to count and retry.
+pub(crate) fn poll_then_recv(fd: RawFd, buf: &mut [u8]) -> Result<io::Result<usize>> {
+    const READABLE_TIMEOUT: Duration = Duration::from_secs(600);
+    if !poll_fd(fd, libc::POLLIN, READABLE_TIMEOUT)? {
+        bail!("poll: nothing readable for {READABLE_TIMEOUT:?}");
+    }
+    // SAFETY: buffer of the stated length.
+    Ok(cvt(unsafe {
+        libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT)
+    }))
 }
 
 /// Peeks one byte without waiting: Ok(1) a byte is readable, Ok(0) EOF,

@@ -13,7 +13,7 @@ use serde::Serialize;
 use accel_test_harness::pattern::{self, Rng};
 
 use super::{
-    PIPE_CHUNK, RecvMode, blocking_read_eagain, cvt, cvt_int, fionread, peek_one, pipe, poll_fd,
+    PIPE_CHUNK, RecvMode, cvt, cvt_int, fionread, peek_one, pipe, poll_fd, poll_then_recv,
     set_nonblocking, split,
 };
 
@@ -84,21 +84,13 @@ pub(crate) fn recv_stream(
                 Some(r) => r,
                 None => continue,
             },
-            RecvMode::Poll | RecvMode::Dontwait => {
-                if !poll_fd(fd, libc::POLLIN, Duration::from_secs(600))? {
-                    bail!("poll: nothing readable for 600 s");
+            RecvMode::Poll | RecvMode::Dontwait => match poll_then_recv(fd, &mut buf[..want])? {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    st.empty_wakeups += 1;
+                    continue;
                 }
-                // SAFETY: buffer of the stated length.
-                match cvt(unsafe {
-                    libc::recv(fd, buf.as_mut_ptr().cast(), want, libc::MSG_DONTWAIT)
-                }) {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        st.empty_wakeups += 1;
-                        continue;
-                    }
-                    r => r,
-                }
-            }
+                r => r,
+            },
             RecvMode::Nonblock => {
                 // Small reads: the point is many partial reads.
                 let want = want.min(4096);
@@ -156,9 +148,11 @@ pub(crate) fn recv_stream(
             Err(e) if is_reset(&e) => return Ok(Err(RecvEnd::Reset(st))),
             // Only a blocking read gets here with EAGAIN: the other modes
             // poll and retry themselves.
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                return Err(blocking_read_eagain(&format!("{mode:?}"), st.bytes));
-            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => bail!(
+                "{mode:?}: a BLOCKING read returned EAGAIN after {} correct bytes \
+                 (tcp_bpf_recvmsg wake-up without data, I-5)",
+                st.bytes
+            ),
             Err(e) => return Err(e).with_context(|| format!("{mode:?} after {} bytes", st.bytes)),
         }
     }
