@@ -343,18 +343,21 @@ pub struct DatapathSnapshot {
     /// `.datapath.counters`.
     pub counters: BTreeMap<String, u64>,
     /// The datapath's maps that hold entries, with their counts. With no
-    /// worker running, every map but configuration must be empty: closed
-    /// sockets leave nothing behind.
+    /// worker running, every map but configuration and the hint maps
+    /// (`"hint": true`, LRU) must be empty: closed sockets leave nothing
+    /// behind.
     pub maps_holding_entries: BTreeMap<String, u64>,
 }
 
-/// The maps of `.datapath.maps` with a non-zero entry count.
+/// The maps of `.datapath.maps` with a non-zero entry count, hint maps
+/// left out: what they keep outlives the sockets by design.
 fn maps_holding_entries(status: &serde_json::Value) -> Result<BTreeMap<String, u64>> {
     let maps = status["datapath"]["maps"]
         .as_array()
         .context("status has no .datapath.maps")?;
     Ok(maps
         .iter()
+        .filter(|m| m["hint"] != true)
         .filter_map(|m| Some((m["name"].as_str()?.to_string(), m["entries"].as_u64()?)))
         .filter(|(_, n)| *n > 0)
         .collect())

@@ -19,6 +19,9 @@ pub struct MapUsage {
     pub name: &'static str,
     pub entries: Option<u64>,
     pub capacity: u32,
+    /// A hint map (LRU hash): its entries outlive the sockets that wrote
+    /// them, and eviction bounds it.
+    pub hint: bool,
 }
 
 impl Datapath {
@@ -130,6 +133,7 @@ impl Datapath {
                     .then(|| count_keys(data.fd().as_fd(), def.key_size))
                     .flatten(),
                 capacity: info.max_entries(),
+                hint: matches!(def.kind, map::MapType::LruHash),
             })
             .collect()
     }
