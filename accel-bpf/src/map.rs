@@ -12,7 +12,7 @@ pub use aya::maps::MapType;
 
 use crate::abi::{
     AppListenerKey, Config, Endpoint, EndpointKey, ExcludedCidrKey, ExcludedPortKey, MeshedNetns,
-    PairKey, PairValue, PodHeldKey, PodPair, PodTraffic, STATS_SLOTS, SockState,
+    PairKey, PairValue, PodHeldKey, PodPair, PodTraffic, STATS_SLOTS, ShortLived, SockState,
 };
 
 /// Who writes a map's entries.
@@ -137,6 +137,19 @@ const SYNCED: Row = Row {
     lifecycle: "the daemon's endpoint sync",
 };
 
+/// What the LRU hint maps have in common: what they keep outlives the
+/// sockets that wrote it, and eviction bounds them.
+const HINTS: Row = Row {
+    kind: MapType::LruHash,
+    max_entries: 16384,
+    capacity: Capacity::Fixed,
+    owner: Owner::Datapath,
+    cleanup: Cleanup::WithPin,
+    counted: true,
+    entry: "",
+    lifecycle: "",
+};
+
 /// Declares each map as a constant and [`ALL`] in the same order.
 macro_rules! maps {
     ($( $(#[$doc:meta])* $id:ident: $name:literal, <$k:ty, $v:ty> $row:tt )*) => {
@@ -192,7 +205,7 @@ maps! {
         cleanup: Cleanup::WithPin,
         counted: false,
         entry: "0 -> mode (accelerate or passthrough), loopback scope, flow budget, proxy uid, \
-                node mode, small-message size",
+                node mode, small-message size, short-lived streak",
         lifecycle: "the daemon",
     }
     STATS: "accel_stats", <u32, u64> {
@@ -258,15 +271,17 @@ maps! {
                     goes",
     }
     APP_LISTENERS: "accel_app_listeners", <AppListenerKey, u8> {
-        kind: MapType::LruHash,
-        max_entries: 16384,
-        capacity: Capacity::Fixed,
-        owner: Owner::Datapath,
-        cleanup: Cleanup::WithPin,
-        counted: true,
         entry: "(netns cookie, address, port) -> an `auto` application listens there",
         lifecycle: "`sock_ops` at `listen()` and at an application's accepted connection; LRU \
                     eviction (netns cookies are never reused)",
+        ..HINTS
+    }
+    SHORT_LIVED: "accel_short_lived", <AppListenerKey, ShortLived> {
+        entry: "(netns cookie, remote address, port) -> streak of short-lived connections, \
+                last short close, connections while skipping",
+        lifecycle: "`sock_ops` at a recorded connecting socket's close; LRU eviction (netns \
+                    cookies are never reused)",
+        ..HINTS
     }
 }
 

@@ -145,6 +145,13 @@ pub struct RunArgs {
     /// sockhash for plain TCP, which coalesces small writes; 0: never.
     #[arg(long, default_value_t = 8192)]
     pub stream_small_bytes: u32,
+    /// Connections to a destination stay on plain TCP, 15 of every 16,
+    /// once this many of its recorded connections in a row were short
+    /// (at most 2 sends, closed within 1 ms), closing about 100 a second
+    /// or faster: recording one costs more than it gains. The rule lapses
+    /// 160 ms after short connections stop. 0: record every connection.
+    #[arg(long, default_value_t = 8)]
+    pub short_lived_after: u32,
     /// How much of a pod takes part when the pod does not say (pods file
     /// `acceleration`, annotation `sidecar-accel.io/accelerate`), and of
     /// loopback in namespaces nobody listed: `auto` (the proxy's sockets,

@@ -102,6 +102,7 @@ pub fn decide(
             flow_budget: args.flow_budget_bytes,
             proxy_uid: args.proxy_uid,
             stream_small_bytes: args.stream_small_bytes,
+            short_lived_after: args.short_lived_after,
             default_ep_flags: endpoints::mode_flags(
                 args.pod_acceleration.into(),
                 auto_records_apps,

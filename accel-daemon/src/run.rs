@@ -170,6 +170,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             dp.set_flow_budget(args.flow_budget_bytes)?;
             dp.set_proxy_uid(args.proxy_uid)?;
             dp.set_stream_small_bytes(args.stream_small_bytes)?;
+            dp.set_short_lived_after(args.short_lived_after)?;
             dp.set_default_ep_flags(endpoints::mode_flags(
                 sync_ctx.default_acceleration,
                 sync_ctx.auto_records_apps,

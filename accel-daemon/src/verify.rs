@@ -170,9 +170,19 @@ impl Explainer for DaemonExplainer {
             .filter(|(n, _)| n.starts_with("refused"))
             .map(|(_, v)| v)
             .sum();
+        let short_lived = self.counter("short_lived_left_on_tcp");
+        let short_lived = if short_lived > 0 {
+            format!(
+                "; {short_lived} connections to destinations of short-lived connections left on \
+                 TCP on purpose (`--short-lived-after`)"
+            )
+        } else {
+            String::new()
+        };
         Some(format!(
             "an end that takes part was not paired or fell back to TCP: {refused} pairings \
-             refused, {} flow-control fallbacks, {} peers gone so far (see `accel-daemon status`)",
+             refused, {} flow-control fallbacks, {} peers gone so far{short_lived} (see \
+             `accel-daemon status`)",
             self.counter("flow_reader_behind_to_tcp"),
             self.counter("redirect_failed")
         ))

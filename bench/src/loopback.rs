@@ -350,11 +350,15 @@ fn check_maps_empty(rec: &mut RunRecord, held: &BTreeMap<String, u64>) {
     );
 }
 
-/// Counters of the datapath's own switches of a redirecting socket to TCP:
-/// flow control (a reader behind its budget), and small-message writers
-/// leaving for TCP (stream.h).
-pub const POLICY_SWITCHES: [&str; 2] =
-    ["flow_reader_behind_to_tcp", "stream_writer_leaving_to_tcp"];
+/// Counters of the datapath's own decisions to send a socket's bytes by
+/// TCP: flow control (a reader behind its budget), small-message writers
+/// leaving for TCP (stream.h), and connections to a destination of
+/// short-lived connections left unrecorded (short_lived.h).
+pub const POLICY_SWITCHES: [&str; 3] = [
+    "flow_reader_behind_to_tcp",
+    "stream_writer_leaving_to_tcp",
+    "short_lived_left_on_tcp",
+];
 
 const PROOF_COUNTERS: [&str; 4] = ["redirect_msgs", "redirect_bytes", "pass_msgs", "pass_bytes"];
 

@@ -123,7 +123,11 @@ fn churn_at_full_speed_leaks_no_map_entry_and_no_daemon_memory() {
     let ns = Netns::new("churn");
     // Per-namespace: the whole port range for the clients' TIME_WAIT sockets.
     ns.exec_ok(&["sysctl", "-qw", "net.ipv4.ip_local_port_range=1024 65535"]);
+    // Every connection recorded: this test is about capacity and cleanup,
+    // so the short-lived rule (short_lived.rs) is off.
     let mut daemon = env.start_daemon(&[
+        "--short-lived-after",
+        "0",
         "--sockhash-size",
         &SOCKHASH_SIZE.to_string(),
         "--pairing-size",

@@ -90,7 +90,9 @@ fn ten_thousand_short_connections_leave_every_map_empty() {
     let [a, b] = node.meshed_pods(["a", "b"]);
     b.start_echo();
     let pods = PodsFile::write(&env, &[(&a, ""), (&b, "")]).expect("pods file");
-    let _daemon = env.start_daemon(&["--pods-file", &pods.arg()]);
+    // Every leg recorded, so every leg's cleanup is checked: the
+    // short-lived rule (short_lived.rs) is off.
+    let _daemon = env.start_daemon(&["--pods-file", &pods.arg(), "--short-lived-after", "0"]);
     let before = env.status_json();
     let out = a
         .command(accel_test_harness::pod_bin())

@@ -17,6 +17,9 @@ pub struct Config {
     /// Writers of messages all under this size, to a proxy whose reader is
     /// behind, leave for TCP (0: never).
     pub stream_small_bytes: u32,
+    /// Short closes in a row to one destination after which its new
+    /// connections stay on TCP, 15 of 16 (0: never).
+    pub short_lived_after: u32,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -54,7 +57,9 @@ pub struct SockState {
     pub small_looks: u16,
     /// Of those, the looks that found bytes unread and none read since.
     pub small_stalls: u16,
-    pub _pad1: u32,
+    /// A recorded connecting socket's establishment, in units of 1024 ns
+    /// (mod 2^32); 0 when the short-lived rule was off.
+    pub established_units: u32,
     /// Bytes written (redirected + passed) when the TCP-share window began.
     pub share_mark: u64,
     /// Bytes passed to TCP when the TCP-share window began.
@@ -204,6 +209,19 @@ pub struct AppListenerKey {
     pub _pad1: u32,
 }
 
+/// What the short-lived rule knows of one destination
+/// (`accel_short_lived`, keyed by [`AppListenerKey`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct ShortLived {
+    /// Short closes in a row, each soon after the one before.
+    pub streak: u32,
+    /// Connections while skipping: every 16th is recorded.
+    pub attempts: u32,
+    /// `bpf_ktime_get_ns()` of the last short close.
+    pub last_short_ns: u64,
+}
+
 /// Redirected traffic of one pod pair (one CPU's share in the map).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[repr(C)]
@@ -225,5 +243,6 @@ unsafe impl aya::Pod for PodPair {}
 unsafe impl aya::Pod for PodTraffic {}
 unsafe impl aya::Pod for PodHeldKey {}
 unsafe impl aya::Pod for AppListenerKey {}
+unsafe impl aya::Pod for ShortLived {}
 unsafe impl aya::Pod for ExcludedPortKey {}
 unsafe impl aya::Pod for ExcludedCidrKey {}

@@ -11,11 +11,11 @@ mod tests;
 
 pub use mirrors::{
     AppListenerKey, Config, Endpoint, EndpointKey, ExcludedCidrKey, ExcludedPortKey, MeshedNetns,
-    PairKey, PairValue, PodHeldKey, PodPair, PodTraffic, SockState,
+    PairKey, PairValue, PodHeldKey, PodPair, PodTraffic, ShortLived, SockState,
 };
 pub use stats::Stat;
 
-pub const ABI_VERSION: u32 = 9;
+pub const ABI_VERSION: u32 = 10;
 
 pub const TCPOPT_KIND: u8 = 253;
 pub const TCPOPT_EXID: u16 = 0xACCE;

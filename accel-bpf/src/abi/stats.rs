@@ -43,10 +43,11 @@ pub enum Stat {
     StreamClaimFull,
     UnansweredLeft,
     TcpPhaseRefused,
+    ShortLivedLeftOnTcp,
 }
 
 impl Stat {
-    pub const ALL: [Stat; 38] = [
+    pub const ALL: [Stat; 39] = [
         Stat::ActiveOffered,
         Stat::PassivePaired,
         Stat::ActivePaired,
@@ -85,6 +86,7 @@ impl Stat {
         Stat::StreamClaimFull,
         Stat::UnansweredLeft,
         Stat::TcpPhaseRefused,
+        Stat::ShortLivedLeftOnTcp,
     ];
 
     /// Stable snake_case name, used in status output and metric labels.
@@ -128,6 +130,7 @@ impl Stat {
             Stat::StreamClaimFull => "stream_claim_map_full",
             Stat::UnansweredLeft => "unanswered_left_sockhash",
             Stat::TcpPhaseRefused => "tcp_phase_options_refused",
+            Stat::ShortLivedLeftOnTcp => "short_lived_left_on_tcp",
         }
     }
 }

@@ -34,12 +34,13 @@ fn mirrors() -> Vec<Mirror> {
     vec![
         mirror!(Config = "accel_config" {
             mode, flags, flow_budget, proxy_uid, default_ep_flags, stream_small_bytes,
+            short_lived_after,
         }),
         mirror!(SockState = "accel_sock_state" {
             token, peer_cookie, role, decision, reason, flags, local_pod, peer_pod,
             redirected_msgs, redirected_bytes, passed_msgs, passed_bytes, peer_sk,
             flow_switches, flow_unchecked, cookie, ingress, peer_ingress, stream_flags, small_run,
-            peer_read_mark, small_looks, small_stalls, _pad1, share_mark, share_passed_mark,
+            peer_read_mark, small_looks, small_stalls, established_units, share_mark, share_passed_mark,
         }),
         mirror!(PairKey = "accel_pair_key" { token, stage, _pad0 }),
         mirror!(PairValue = "accel_pair_value" { cookie, netns_cookie, sk_addr, pod, ingress, flags }),
@@ -49,6 +50,7 @@ fn mirrors() -> Vec<Mirror> {
         mirror!(PodPair = "accel_pod_pair" { src, dst }),
         mirror!(PodHeldKey = "accel_pod_held_key" { pod, reason }),
         mirror!(AppListenerKey = "accel_app_listener_key" { netns_cookie, addr, port, _pad0, _pad1 }),
+        mirror!(ShortLived = "accel_short_lived" { streak, attempts, last_short_ns }),
         mirror!(PodTraffic = "accel_pod_traffic" { msgs, bytes }),
         mirror!(ExcludedPortKey = "accel_excluded_port_key" { addr, port, direction, _pad0 }),
         mirror!(ExcludedCidrKey = "accel_excluded_cidr_key" { prefixlen, pod, dst }),

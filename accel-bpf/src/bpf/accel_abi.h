@@ -35,7 +35,7 @@
  *    ACCEL_STAT_TCP_PHASE_REFUSED).
  * 9: a small-message writer whose reader reads alongside it stays (the
  *    socket state's peer_read_mark, small_looks and small_stalls). */
-#define ACCEL_ABI_VERSION 9
+#define ACCEL_ABI_VERSION 10
 
 /* Pairing token carried in the handshake's final ACK: RFC 6994 shared
  * experimental option (kind 253) with a 16-bit ExID, then the token. */
@@ -203,6 +203,7 @@ enum accel_stat {
 	ACCEL_STAT_STREAM_CLAIM_FULL,   /* senders that switched to TCP: accel_reader full */
 	ACCEL_STAT_UNANSWERED_LEFT,     /* active sockets nobody answered, out of the sockhash */
 	ACCEL_STAT_TCP_PHASE_REFUSED,   /* the kernel refused the short-TCP-phase options */
+	ACCEL_STAT_SHORT_LIVED_LEFT_ON_TCP, /* connecting, to short-lived destinations: TCP */
 	ACCEL_STAT_COUNT,
 };
 #define ACCEL_STATS_SLOTS 48
@@ -221,6 +222,9 @@ struct accel_config {
 	/* A writer whose messages are all under this many bytes, with its
 	 * proxy peer's reader behind, leaves for TCP (stream.h); 0: never. */
 	__u32 stream_small_bytes;
+	/* Short closes in a row to one destination after which its new
+	 * connections stay on TCP, 15 of 16 (short_lived.h); 0: never. */
+	__u32 short_lived_after;
 };
 
 /* Per-socket state, in BPF socket storage: freed by the kernel with the
@@ -260,7 +264,9 @@ struct accel_sock_state {
 	__u32 peer_read_mark;
 	__u16 small_looks;
 	__u16 small_stalls;
-	__u32 _pad1;
+	/* A recorded connecting socket's establishment, in units of 1024 ns
+	 * (mod 2^32); 0 when the short-lived rule was off (short_lived.h). */
+	__u32 established_units;
 	/* redirected + passed bytes, and passed bytes, when the current window
 	 * of a flow-controlled writer's TCP share began (stream.h) */
 	__u64 share_mark;
@@ -318,6 +324,14 @@ struct accel_app_listener_key {
 	__u16 port;         /* host byte order */
 	__u16 _pad0;
 	__u32 _pad1;
+};
+
+/* Value of accel_short_lived, keyed by accel_app_listener_key: what a
+ * connecting socket sees as its destination (short_lived.h). */
+struct accel_short_lived {
+	__u32 streak;        /* short closes in a row, each soon after the last */
+	__u32 attempts;      /* connections while skipping: every 16th is recorded */
+	__u64 last_short_ns; /* bpf_ktime_get_ns() of the last short close */
 };
 
 /* Key of accel_pod_held: sockets of a pod kept off the redirect path. */

@@ -8,6 +8,9 @@
  *   bpf_sock_hash_update      record the socket (sock_ops may only add itself)
  *   bpf_sk_storage_get        per-socket decision and peer, freed with the socket
  *   bpf_get_prandom_u32       the pairing token (unguessable, never reused)
+ *   bpf_ktime_get_ns          how long a connecting socket lived, and when
+ *                             its destination last saw a short one
+ *                             (short_lived.h)
  *   bpf_map_{lookup,update,delete}_elem   offers/answers, config, counters
  *   bpf_sock_ops_cb_flags_set ask for header-option and state callbacks on
  *                             our active sockets only, and drop them after use
@@ -39,6 +42,7 @@
 #include "guard.h"
 #include "listeners.h"
 #include "stream.h"
+#include "short_lived.h"
 #ifdef ACCEL_FLOW_CONTROL
 #include "flow.h"
 #endif
@@ -156,6 +160,8 @@ static __always_inline void on_active_established(struct bpf_sock_ops *skops)
 	if (cfg_passthrough(cfg) || !ep_keys_of(skops, &local, &remote))
 		return;
 	netns = netns_cookie_of(skops);
+	if (short_lived_skip(cfg, netns, &remote, bpf_ntohl(skops->remote_port)))
+		return;
 	if (!ep_lookup(&local, netns, cfg_loopback_meshed_only(cfg), cfg_default_ep_flags(cfg),
 		       &info))
 		return;
@@ -257,6 +263,7 @@ static __always_inline void on_active_established(struct bpf_sock_ops *skops)
 	st->role = ACCEL_ROLE_ACTIVE;
 	st->token = pkey.token;
 	st->flags |= ACCEL_SF_OPT_PENDING;
+	short_lived_start(cfg, st);
 	stat_inc(ACCEL_STAT_ACTIVE_OFFERED);
 }
 
@@ -511,6 +518,8 @@ static __always_inline void on_state_change(struct bpf_sock_ops *skops)
 	}
 	if (st->token)
 		pairing_forget(st->token);
+	if (st->role == ACCEL_ROLE_ACTIVE)
+		short_lived_learn(skops, accel_config_get(), netns_cookie_of(skops), st);
 	/* Its own entry (blocking, or a stream claim on it), and a claim it
 	 * made on its peer. */
 	if (st->ingress == ACCEL_INGRESS_UNLESS_BLOCKING ||

@@ -144,6 +144,14 @@ struct {
 	__type(value, __u8);
 } accel_excluded_cidrs SEC(".maps");
 
+/* Destinations of short-lived connections (short_lived.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct accel_app_listener_key);
+	__type(value, struct accel_short_lived);
+} accel_short_lived SEC(".maps");
+
 /* One slot: the daemon flips mode to PASSTHROUGH to drain before unload. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

@@ -58,6 +58,12 @@ impl Datapath {
         self.change_config(|c| c.stream_small_bytes = bytes)
     }
 
+    /// Short closes in a row to one destination after which its new
+    /// connections stay on TCP, 15 of 16 (0: never).
+    pub fn set_short_lived_after(&mut self, closes: u32) -> Result<(), DatapathError> {
+        self.change_config(|c| c.short_lived_after = closes)
+    }
+
     /// Owner uid of the sidecar proxy's sockets (proxy-only pods).
     pub fn set_proxy_uid(&mut self, uid: u32) -> Result<(), DatapathError> {
         self.change_config(|c| c.proxy_uid = uid)

@@ -241,9 +241,10 @@ impl Report {
             s,
             "- Proof from the datapath counters (`accel-daemon status --json`, read after every \
              run): {}/{} accelerated runs redirected every byte they moved, or sent the rest \
-             by TCP only after the datapath's switches (flow control, small-message writers leaving) ({:.2} GB redirected in \
-             total; \"accel bytes by TCP\" is the share not redirected); {}/{} plain-TCP and unix runs left \
-             redirect_*/pass_* unchanged",
+             by TCP only after the datapath's own decisions (flow control, small-message writers \
+             leaving, short-lived connections left unrecorded) ({:.2} GB redirected in total; \
+             \"accel bytes by TCP\" is the share not redirected); {}/{} plain-TCP and unix runs \
+             left redirect_*/pass_* unchanged",
             acc_proven,
             acc,
             self.redirected_bytes() as f64 / 1e9,

@@ -183,6 +183,9 @@ enum Cmd {
         duration_ms: u64,
         #[arg(long, default_value_t = 64)]
         bytes: usize,
+        /// Each client sleeps this long after each connection (0: none).
+        #[arg(long, default_value_t = 0)]
+        pause_ms: u64,
     },
 }
 
@@ -283,6 +286,13 @@ fn main() -> Result<()> {
             threads,
             duration_ms,
             bytes,
-        } => commands::churn(&listen, threads, Duration::from_millis(duration_ms), bytes),
+            pause_ms,
+        } => commands::churn(
+            &listen,
+            threads,
+            Duration::from_millis(duration_ms),
+            bytes,
+            Duration::from_millis(pause_ms),
+        ),
     }
 }

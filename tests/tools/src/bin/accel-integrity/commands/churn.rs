@@ -1,5 +1,6 @@
 //! `churn`: short connections (connect, echo a few bytes, close) as fast
-//! as the client threads can, against in-process servers.
+//! as the client threads can (or with a pause after each), against
+//! in-process servers.
 
 use std::{
     io::{Read, Write},
@@ -23,6 +24,7 @@ pub(crate) fn churn(
     threads: usize,
     duration: Duration,
     bytes: usize,
+    pause: Duration,
 ) -> Result<()> {
     let mut targets = Vec::new();
     for a in listen_at {
@@ -87,6 +89,9 @@ pub(crate) fn churn(
                         }
                     }
                     i += 1;
+                    if !pause.is_zero() {
+                        thread::sleep(pause);
+                    }
                 }
             })
         })
