@@ -149,8 +149,11 @@ pub struct RunArgs {
     /// once this many of its recorded connections in a row were short
     /// (at most 2 sends, closed within 1 ms), closing about 100 a second
     /// or faster: recording one costs more than it gains. The rule lapses
-    /// 160 ms after short connections stop. 0: record every connection.
-    #[arg(long, default_value_t = 8)]
+    /// 160 ms after short connections stop. 0: record every connection;
+    /// at most 65535 (the datapath counts a streak that far).
+    #[arg(long, default_value_t = 8,
+          value_parser = clap::value_parser!(u32)
+              .range(0..=i64::from(accel_bpf::abi::SHORT_LIVED_STREAK_MAX)))]
     pub short_lived_after: u32,
     /// How much of a pod takes part when the pod does not say (pods file
     /// `acceleration`, annotation `sidecar-accel.io/accelerate`), and of

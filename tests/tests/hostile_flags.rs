@@ -48,6 +48,9 @@ fn bad_values_for_every_flag_fail_with_one_clear_line() {
         // Flow control off, without --allow-no-flow-control: senders could
         // get ENOMEM where plain TCP blocks.
         ("--flow-budget-bytes", "0"),
+        // Past the longest streak the datapath counts: never on.
+        ("--short-lived-after", "65536"),
+        ("--short-lived-after", "-1"),
         ("--sockhash-size", "abc"),
         ("--pairing-size", "-1"),
         ("--cgroup", missing),

@@ -105,3 +105,6 @@ pub const DIR_INBOUND: u8 = 1;
 pub const DIR_OUTBOUND: u8 = 2;
 
 pub const STATS_SLOTS: u32 = 48;
+/// The longest streak of short closes the datapath counts: the largest
+/// `Config::short_lived_after`.
+pub const SHORT_LIVED_STREAK_MAX: u32 = 65_535;

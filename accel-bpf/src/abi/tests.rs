@@ -242,6 +242,10 @@ fn constants_match_c() {
     assert_eq!(u64::from(DIR_INBOUND), c("ACCEL_DIR_INBOUND"));
     assert_eq!(u64::from(DIR_OUTBOUND), c("ACCEL_DIR_OUTBOUND"));
     assert_eq!(u64::from(STATS_SLOTS), c("ACCEL_STATS_SLOTS"));
+    assert_eq!(
+        u64::from(SHORT_LIVED_STREAK_MAX),
+        c("ACCEL_SHORT_LIVED_STREAK_MAX")
+    );
 }
 
 #[test]

@@ -208,6 +208,10 @@ enum accel_stat {
 };
 #define ACCEL_STATS_SLOTS 48
 
+/* The longest streak of short closes the datapath counts
+ * (struct accel_short_lived), so the largest accel_config.short_lived_after. */
+#define ACCEL_SHORT_LIVED_STREAK_MAX 65535
+
 struct accel_config {
 	__u32 mode;
 	__u32 flags;       /* ACCEL_CFG_* */

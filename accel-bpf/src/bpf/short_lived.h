@@ -48,7 +48,6 @@
 #define SHORT_LIVED_PROBE_EVERY 16
 /* Socket lifetimes are kept in units of 1024 ns, in 32 bits (73 minutes). */
 #define SHORT_LIVED_UNIT_SHIFT 10
-#define SHORT_LIVED_STREAK_MAX 0xffff
 
 static __always_inline int short_lived_enabled(const struct accel_config *cfg)
 {
@@ -127,7 +126,7 @@ static __always_inline void short_lived_learn(struct bpf_sock_ops *skops,
 		gap_limit *= SHORT_LIVED_PROBE_EVERY;
 	if (now - h->last_short_ns > gap_limit)
 		h->streak = 1;
-	else if (h->streak < SHORT_LIVED_STREAK_MAX)
+	else if (h->streak < ACCEL_SHORT_LIVED_STREAK_MAX)
 		h->streak++;
 	h->last_short_ns = now;
 }
