@@ -83,16 +83,21 @@ fn unmeshed_traffic_is_untouched() {
     }
 }
 
-#[test]
-fn ten_thousand_short_connections_leave_every_map_empty() {
-    let env = TestEnv::new("mesh-churn");
-    let node = Node::new(&env, "ch");
+const CHURN_CONNECTIONS: u64 = 10_000;
+
+/// Short connections from pod a through both sidecars to b's echo server,
+/// under a daemon started with `extra`: its status before and after (the
+/// closes settled), every map's entries checked.
+fn churn_through_both_sidecars(name: &str, tag: &str, extra: &[&str]) -> Delta {
+    let env = TestEnv::new(name);
+    let node = Node::new(&env, tag);
     let [a, b] = node.meshed_pods(["a", "b"]);
     b.start_echo();
     let pods = PodsFile::write(&env, &[(&a, ""), (&b, "")]).expect("pods file");
-    // Every leg recorded, so every leg's cleanup is checked: the
-    // short-lived rule (short_lived.rs) is off.
-    let _daemon = env.start_daemon(&["--pods-file", &pods.arg(), "--short-lived-after", "0"]);
+    let pods_arg = pods.arg();
+    let mut args = vec!["--pods-file", pods_arg.as_str()];
+    args.extend_from_slice(extra);
+    let _daemon = env.start_daemon(&args);
     let before = env.status_json();
     let out = a
         .command(accel_test_harness::pod_bin())
@@ -101,7 +106,7 @@ fn ten_thousand_short_connections_leave_every_map_empty() {
             "--connect",
             &b.addr_v4(ECHO_PORT).to_string(),
             "--count",
-            "10000",
+            &CHURN_CONNECTIONS.to_string(),
         ])
         .output()
         .expect("churn");
@@ -113,14 +118,41 @@ fn ten_thousand_short_connections_leave_every_map_empty() {
     // Sockets in TIME_WAIT and the sidecars' closes settle within a moment.
     std::thread::sleep(std::time::Duration::from_millis(500));
     let after = env.status_json();
-    let paired = counter_of(&after, "passive_paired") - counter_of(&before, "passive_paired");
-    assert!(paired >= 3 * 10_000, "every leg paired: {paired}");
     for map in ["accel_sockhash", "accel_pairing"] {
         assert_eq!(map_entries(&after, map), 0, "{map} leaked entries: {after}");
     }
     assert_eq!(
         map_entries(&after, "accel_endpoints"),
         map_entries(&before, "accel_endpoints")
+    );
+    Delta { before, after }
+}
+
+#[test]
+fn ten_thousand_short_connections_leave_every_map_empty() {
+    // Every leg recorded, so every leg's cleanup is checked: the
+    // short-lived rule (short_lived.rs) is off.
+    let d = churn_through_both_sidecars("mesh-churn", "ch", &["--short-lived-after", "0"]);
+    let paired = d.of("passive_paired");
+    assert!(
+        paired >= 3 * CHURN_CONNECTIONS,
+        "every leg paired: {paired}"
+    );
+}
+
+/// The default: each leg's connecting side learns its own destination and
+/// may leave the leg on TCP; every leg is either paired or counted. How
+/// many are left depends on how fast the legs close (within 1 ms): on a
+/// busy machine fewer, which the split printed here shows.
+#[test]
+fn short_connections_through_both_sidecars_are_paired_or_left_on_tcp() {
+    let d = churn_through_both_sidecars("mesh-short", "sl", &[]);
+    let (paired, left) = (d.of("passive_paired"), d.of("short_lived_left_on_tcp"));
+    eprintln!("{CHURN_CONNECTIONS} connections x 3 legs: {paired} paired, {left} left on TCP");
+    assert_eq!(
+        paired + left,
+        3 * CHURN_CONNECTIONS,
+        "every leg accounted for"
     );
 }
 

@@ -510,6 +510,8 @@ static __always_inline void on_state_change(struct bpf_sock_ops *skops)
 	if (!st)
 		return;
 	stream_count_left_bytes(skops, st);
+	if (st->role == ACCEL_ROLE_ACTIVE && short_lived_own_close(skops))
+		short_lived_learn(skops, accel_config_get(), netns_cookie_of(skops), st);
 	if (skops->args[1] != BPF_TCP_CLOSE) {
 		/* e.g. shutdown(SHUT_WR), in the caller's own context: a
 		 * blocking reader leaves before it reads. */
@@ -518,8 +520,6 @@ static __always_inline void on_state_change(struct bpf_sock_ops *skops)
 	}
 	if (st->token)
 		pairing_forget(st->token);
-	if (st->role == ACCEL_ROLE_ACTIVE)
-		short_lived_learn(skops, accel_config_get(), netns_cookie_of(skops), st);
 	/* Its own entry (blocking, or a stream claim on it), and a claim it
 	 * made on its peer. */
 	if (st->ingress == ACCEL_INGRESS_UNLESS_BLOCKING ||

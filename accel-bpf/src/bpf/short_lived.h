@@ -14,7 +14,9 @@
  *
  *   short   a recorded connecting socket that closes within
  *           SHORT_LIVED_LIFE_NS of its establishment having sent at most
- *           SHORT_LIVED_SENDS messages (by redirect or by TCP);
+ *           SHORT_LIVED_SENDS messages (by redirect or by TCP); its close
+ *           is its own first FIN (or a reset), so the closing handshake,
+ *           which waits for the peer, is not part of its life;
  *   streak  short closes to the destination, each within
  *           SHORT_LIVED_GAP_NS of the one before (the probes' gap once
  *           skipping, below); a long close ends it, a slow one restarts it;
@@ -84,6 +86,18 @@ static __always_inline void short_lived_start(const struct accel_config *cfg,
 {
 	if (short_lived_enabled(cfg))
 		st->established_units = (__u32)(bpf_ktime_get_ns() >> SHORT_LIVED_UNIT_SHIFT) | 1;
+}
+
+/* The socket's own close, once: the first FIN it sends (FIN_WAIT1, or
+ * LAST_ACK after its peer's), or a reset that ends it without one. Its
+ * sends are final from there. */
+static __always_inline int short_lived_own_close(const struct bpf_sock_ops *skops)
+{
+	__u32 from = skops->args[0], to = skops->args[1];
+
+	if (to == BPF_TCP_FIN_WAIT1 || to == BPF_TCP_LAST_ACK)
+		return 1;
+	return to == BPF_TCP_CLOSE && (from == BPF_TCP_ESTABLISHED || from == BPF_TCP_CLOSE_WAIT);
 }
 
 /* A recorded connecting socket closes: was it short, and what does that
