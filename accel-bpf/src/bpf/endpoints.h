@@ -78,27 +78,38 @@ static __always_inline __u32 ctx_u32(const __u32 *p)
 	return *(const volatile __u32 *)p;
 }
 
-/* Fills the keys of the socket's two ends; returns 0 for anything but TCP
- * over IPv4/IPv6 (sock_ops only runs for TCP, but stay defensive). */
-static __always_inline int ep_keys_of(const struct bpf_sock_ops *skops,
-				      struct accel_endpoint_key *local,
-				      struct accel_endpoint_key *remote)
+/* Fills the key of the socket's remote end; returns 0 for anything but
+ * TCP over IPv4/IPv6 (sock_ops only runs for TCP, but stay defensive). */
+static __always_inline int ep_remote_key_of(const struct bpf_sock_ops *skops,
+					    struct accel_endpoint_key *remote)
 {
 	if (skops->family == AF_INET) {
-		ep_key_v4(local, skops->local_ip4);
 		ep_key_v4(remote, skops->remote_ip4);
 		return 1;
 	}
 	if (skops->family == AF_INET6) {
 		/* One 4-byte load per word: the context only allows u32 access
 		 * here, and clang would otherwise merge neighbouring loads. */
-		ep_key_v6(local, ctx_u32(&skops->local_ip6[0]), ctx_u32(&skops->local_ip6[1]),
-			  ctx_u32(&skops->local_ip6[2]), ctx_u32(&skops->local_ip6[3]));
 		ep_key_v6(remote, ctx_u32(&skops->remote_ip6[0]), ctx_u32(&skops->remote_ip6[1]),
 			  ctx_u32(&skops->remote_ip6[2]), ctx_u32(&skops->remote_ip6[3]));
 		return 1;
 	}
 	return 0;
+}
+
+/* Fills the keys of the socket's two ends; returns 0 as ep_remote_key_of. */
+static __always_inline int ep_keys_of(const struct bpf_sock_ops *skops,
+				      struct accel_endpoint_key *local,
+				      struct accel_endpoint_key *remote)
+{
+	if (!ep_remote_key_of(skops, remote))
+		return 0;
+	if (skops->family == AF_INET)
+		ep_key_v4(local, skops->local_ip4);
+	else
+		ep_key_v6(local, ctx_u32(&skops->local_ip6[0]), ctx_u32(&skops->local_ip6[1]),
+			  ctx_u32(&skops->local_ip6[2]), ctx_u32(&skops->local_ip6[3]));
+	return 1;
 }
 
 /* What the maps say about one local end of a socket. */

@@ -106,7 +106,7 @@ static __always_inline void short_lived_learn(struct bpf_sock_ops *skops,
 					      const struct accel_config *cfg, __u64 netns,
 					      const struct accel_sock_state *st)
 {
-	struct accel_endpoint_key local, remote;
+	struct accel_endpoint_key remote;
 	struct accel_app_listener_key k;
 	struct accel_short_lived *h, fresh = {};
 	__u64 now, gap_limit;
@@ -114,7 +114,7 @@ static __always_inline void short_lived_learn(struct bpf_sock_ops *skops,
 	int is_short;
 
 	if (!short_lived_enabled(cfg) || !st->established_units ||
-	    !ep_keys_of(skops, &local, &remote))
+	    !ep_remote_key_of(skops, &remote))
 		return;
 	now = bpf_ktime_get_ns();
 	lived = (__u32)(now >> SHORT_LIVED_UNIT_SHIFT) - st->established_units;
