@@ -17,7 +17,7 @@ use crate::{
     plan::{Bench, Order, Slot, drive},
     records::{
         PEAK_SAMPLE_EVERY,
-        loopback::{LoopbackCase, LoopbackConfig, RunRecord, Transport},
+        loopback::{LoopbackCase, LoopbackConfig, RunRecord, Transport, TransportOrder},
         placement::Placement,
     },
     report,
@@ -32,7 +32,8 @@ pub struct LoopbackArgs {
     /// Measured seconds per run (after a warm-up of a tenth of it).
     #[arg(long, default_value_t = 1.0)]
     duration: f64,
-    /// Runs per transport and case; transports are interleaved (A B C A B C ...).
+    /// Runs per transport and case; transports are interleaved, plain TCP and
+    /// accelerated taking turns to go first (A B C B A C ...).
     #[arg(long, default_value_t = 5)]
     repeats: usize,
     /// Shorter: 0.3 s runs and 3 repeats (overrides --duration and --repeats).
@@ -90,6 +91,7 @@ pub fn run(mut args: LoopbackArgs) -> Result<()> {
         warmup: (duration / 10).max(Duration::from_millis(20)),
         repeats: args.repeats,
         worker_io: args.worker_io,
+        order: TransportOrder::Abba,
     };
     let daemon_bin = locate_daemon(&args.daemon_bin)?;
     let exe = std::env::current_exe().context("locating own executable")?;
@@ -182,8 +184,8 @@ impl Bench for LoopbackBench<'_> {
     type Case = LoopbackCase;
     type Side = Transport;
 
-    fn sides(&self, _n: usize) -> Vec<Transport> {
-        Transport::ALL.to_vec()
+    fn sides(&self, n: usize) -> Vec<Transport> {
+        self.cfg.order.of_repeat(n).to_vec()
     }
 
     fn run(&mut self, slot: Slot<LoopbackCase, Transport>) -> Result<()> {

@@ -37,6 +37,47 @@ impl Transport {
 
 pub type LoopbackCase = Case<Workload>;
 
+/// How the transports take turns within a case.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransportOrder {
+    /// Plain TCP, accelerated, unix in every repeat (results written
+    /// before the turns were taken, which do not name their order).
+    #[default]
+    Fixed,
+    /// Plain TCP before accelerated in even repeats, after it in odd ones,
+    /// unix last (A B C B A C ...), so that neither side of the comparison
+    /// always follows the other's leftovers (a churn run leaves thousands
+    /// of TIME_WAIT sockets) or always runs on a warmer machine.
+    Abba,
+}
+
+impl TransportOrder {
+    /// The transports of repeat `n`, in the order they run.
+    pub fn of_repeat(self, n: usize) -> [Transport; 3] {
+        match self {
+            TransportOrder::Abba if !n.is_multiple_of(2) => {
+                [Transport::Accel, Transport::Tcp, Transport::Unix]
+            }
+            _ => Transport::ALL,
+        }
+    }
+
+    pub fn is_fixed(&self) -> bool {
+        *self == TransportOrder::Fixed
+    }
+
+    /// The order, in words, for a report.
+    pub fn describe(self) -> &'static str {
+        match self {
+            TransportOrder::Fixed => "plain TCP, accelerated, unix, plain TCP, ...",
+            TransportOrder::Abba => {
+                "plain TCP, accelerated, unix, then accelerated, plain TCP, unix, ..."
+            }
+        }
+    }
+}
+
 /// One run of one transport: raw numbers plus the counter proof.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunRecord {
@@ -84,4 +125,22 @@ pub struct LoopbackConfig {
     pub warmup: Duration,
     pub repeats: usize,
     pub worker_io: IoStyle,
+    pub order: TransportOrder,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_tcp_and_accelerated_take_turns_to_go_first() {
+        let order = TransportOrder::Abba;
+        assert_eq!(order.of_repeat(0), Transport::ALL);
+        assert_eq!(
+            order.of_repeat(1),
+            [Transport::Accel, Transport::Tcp, Transport::Unix]
+        );
+        assert_eq!(order.of_repeat(2), Transport::ALL);
+        assert_eq!(TransportOrder::Fixed.of_repeat(1), Transport::ALL);
+    }
 }

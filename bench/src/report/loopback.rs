@@ -11,7 +11,7 @@ use super::{
 };
 use crate::records::{
     PEAK_SAMPLE_EVERY,
-    loopback::{LoopbackCase, LoopbackConfig, RunRecord, Transport},
+    loopback::{LoopbackCase, LoopbackConfig, RunRecord, Transport, TransportOrder},
     placement::Placement,
     worker::{STREAM_READ_BUF, Workload},
 };
@@ -37,6 +37,9 @@ pub struct Facts {
     pub duration_s: f64,
     pub warmup_s: f64,
     pub repeats: usize,
+    /// Absent in results written before the transports took turns.
+    #[serde(default, skip_serializing_if = "TransportOrder::is_fixed")]
+    pub transport_order: TransportOrder,
     pub tcp_wmem: String,
     pub tcp_rmem: String,
     pub unix_wmem_default: String,
@@ -56,6 +59,7 @@ impl Facts {
             duration_s: cfg.duration.as_secs_f64(),
             warmup_s: cfg.warmup.as_secs_f64(),
             repeats: cfg.repeats,
+            transport_order: cfg.order,
             tcp_wmem: read_trim("/proc/sys/net/ipv4/tcp_wmem"),
             tcp_rmem: read_trim("/proc/sys/net/ipv4/tcp_rmem"),
             unix_wmem_default: read_trim("/proc/sys/net/core/wmem_default"),
@@ -219,9 +223,12 @@ impl Report {
         let _ = writeln!(
             s,
             "- Runs: {:.2} s measured after {:.2} s warm-up, {} repeats per transport and case, \
-             transports interleaved (plain TCP, accelerated, unix, plain TCP, ...); every number \
-             is the median over the repeats of the per-run value",
-            fa.duration_s, fa.warmup_s, fa.repeats
+             transports interleaved ({}); every number is the median over the repeats of the \
+             per-run value",
+            fa.duration_s,
+            fa.warmup_s,
+            fa.repeats,
+            fa.transport_order.describe()
         );
         let _ = writeln!(
             s,
