@@ -4,7 +4,8 @@
 # daemon before the short-lived rule, the daemon with it, and the floor
 # experiment (nothing recorded after the first short close), alternated.
 # BIN holds before-daemon, rule3-daemon and floor-daemon; ROUNDS and
-# BUILDS narrow the plan (rounds 6-10 ran before and rule3 only).
+# BUILDS narrow the plan (rounds 6-20 ran before and rule3 only:
+# ROUNDS="$(seq -s " " 6 20)" BUILDS="before rule3").
 set -u
 OUT=${OUT:-out}
 BIN=${BIN:-bin}
