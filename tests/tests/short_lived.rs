@@ -5,14 +5,12 @@
 //! long-lived connections to the same destination are all recorded again.
 //! Every connection's bytes are checked by the driver in every case.
 
-use std::{
-    thread,
-    time::{Duration, Instant},
-};
+use std::{thread, time::Duration};
 
 use accel_test_harness::{
-    Netns, TestEnv, Value, counter_of,
-    traffic::{Delta, assert_clean, run_driver},
+    Netns, TestEnv, Value, map_entries,
+    traffic::{Delta, assert_clean, measured, run_driver},
+    wait_until,
 };
 
 static DRIVER: std::sync::LazyLock<String> =
@@ -56,22 +54,23 @@ fn churn(env: &TestEnv, ns: &Netns, duration_ms: u64, pause_ms: u64) -> u64 {
     report["connections"].as_u64().expect("connections")
 }
 
+/// What `what` returned, and the counters' movements once every recorded
+/// connection closed: the last closes run their callbacks (and teach the
+/// destination's history) a moment after the driver exits.
 fn measure(env: &TestEnv, what: impl FnOnce() -> u64) -> (u64, Delta) {
-    let before = env.status_json();
-    let conns = what();
-    // The last closes run their callbacks a moment after the driver exits.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let after = loop {
-        let s = env.status_json();
-        let offered = counter_of(&s, "active_offered") - counter_of(&before, "active_offered");
-        let closed = counter_of(&s, "closed") - counter_of(&before, "closed");
-        if closed >= offered || Instant::now() > deadline {
-            eprintln!("settled: {closed} closed of {offered} recorded connections");
-            break s;
-        }
-        thread::sleep(Duration::from_millis(100));
-    };
-    (conns, Delta { before, after })
+    measured(env, || {
+        let conns = what();
+        let took = wait_until(
+            Duration::from_secs(30),
+            "every recorded connection closed",
+            || {
+                let s = env.status_json();
+                map_entries(&s, "accel_sockhash") == 0 && map_entries(&s, "accel_rx_sockhash") == 0
+            },
+        );
+        eprintln!("settled: every recorded connection closed after {took:?}");
+        conns
+    })
 }
 
 #[test]
