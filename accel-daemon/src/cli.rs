@@ -145,11 +145,12 @@ pub struct RunArgs {
     /// sockhash for plain TCP, which coalesces small writes; 0: never.
     #[arg(long, default_value_t = 8192)]
     pub stream_small_bytes: u32,
-    /// Connections to a destination stay on plain TCP, 15 of every 16,
-    /// once this many of its recorded connections in a row were short
-    /// (at most 2 sends, closed within 1 ms), closing about 100 a second
-    /// or faster: recording one costs more than it gains. The rule lapses
-    /// 160 ms after short connections stop. 0: record every connection;
+    /// Connections to a destination stay on plain TCP, all but probes
+    /// (one in 16 at most, about 100 a second at most), once this many of
+    /// its recorded connections in a row were short (at most 2 sends,
+    /// closed within 1 ms), closing about 100 a second or faster: recording
+    /// one costs more than it gains. The rule lapses 160 ms after short
+    /// connections stop. 0: record every connection;
     /// at most 65535 (the datapath counts a streak that far).
     #[arg(long, default_value_t = 8,
           value_parser = clap::value_parser!(u32)

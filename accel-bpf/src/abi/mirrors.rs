@@ -18,7 +18,7 @@ pub struct Config {
     /// behind, leave for TCP (0: never).
     pub stream_small_bytes: u32,
     /// Short closes in a row to one destination after which its new
-    /// connections stay on TCP, 15 of 16 (0: never).
+    /// connections stay on TCP, all but probes (0: never).
     pub short_lived_after: u32,
 }
 
@@ -216,7 +216,8 @@ pub struct AppListenerKey {
 pub struct ShortLived {
     /// Short closes in a row, each soon after the one before.
     pub streak: u32,
-    /// Connections while skipping: every 16th is recorded.
+    /// Connections left on TCP since the last probe (the 16th or a later
+    /// one is the next probe).
     pub attempts: u32,
     /// `bpf_ktime_get_ns()` of the last short close.
     pub last_short_ns: u64,

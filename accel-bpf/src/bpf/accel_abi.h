@@ -227,7 +227,7 @@ struct accel_config {
 	 * proxy peer's reader behind, leaves for TCP (stream.h); 0: never. */
 	__u32 stream_small_bytes;
 	/* Short closes in a row to one destination after which its new
-	 * connections stay on TCP, 15 of 16 (short_lived.h); 0: never. */
+	 * connections stay on TCP, all but probes (short_lived.h); 0: never. */
 	__u32 short_lived_after;
 };
 
@@ -334,7 +334,7 @@ struct accel_app_listener_key {
  * connecting socket sees as its destination (short_lived.h). */
 struct accel_short_lived {
 	__u32 streak;        /* short closes in a row, each soon after the last */
-	__u32 attempts;      /* connections while skipping: every 16th is recorded */
+	__u32 attempts;      /* connections left on TCP since the last probe */
 	__u64 last_short_ns; /* bpf_ktime_get_ns() of the last short close */
 };
 

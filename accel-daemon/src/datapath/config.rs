@@ -59,7 +59,7 @@ impl Datapath {
     }
 
     /// Short closes in a row to one destination after which its new
-    /// connections stay on TCP, 15 of 16 (0: never).
+    /// connections stay on TCP, all but probes (0: never).
     pub fn set_short_lived_after(&mut self, closes: u32) -> Result<(), DatapathError> {
         self.change_config(|c| c.short_lived_after = closes)
     }
