@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::{
     cli::StatusArgs,
-    datapath::{Datapath, MapUsage},
+    datapath::{Datapath, MapUsage, ProgramRuns},
     state::DaemonState,
 };
 
@@ -22,6 +22,9 @@ pub struct DatapathReport {
     pub sock_ops_program_id: u32,
     pub maps: Vec<MapUsage>,
     pub counters: Vec<(String, u64)>,
+    /// Runs and run time of the programs, counted while the kernel's BPF
+    /// statistics are on.
+    pub programs: Vec<ProgramRuns>,
     /// Sockets the application guard kept off the redirect path, per pod.
     pub held: Vec<crate::held::Held>,
 }
@@ -43,6 +46,7 @@ impl DatapathReport {
                 .into_iter()
                 .map(|(s, v): (Stat, u64)| (s.name().to_string(), v))
                 .collect(),
+            programs: dp.program_runs(),
             held: crate::held::read(dp)?,
         })
     }
@@ -166,6 +170,14 @@ impl Status {
                 println!("counters:");
                 for (name, v) in &dp.counters {
                     println!("  {name:<24} {v}");
+                }
+                println!("programs (counted while kernel.bpf_stats_enabled is on):");
+                for p in &dp.programs {
+                    let per_run = p.run_time_ns.checked_div(p.runs).unwrap_or(0);
+                    println!(
+                        "  {:<18} id {:<8} {} runs, {per_run} ns a run",
+                        p.name, p.id, p.runs
+                    );
                 }
                 if !dp.held.is_empty() {
                     let names = self

@@ -7,7 +7,8 @@
 //!
 //! By concern: `install.rs` loads, attaches and pins a fresh datapath;
 //! `pins.rs` adopts existing pins and pins again what someone removed;
-//! `maps.rs` reads and writes the maps; `config.rs` sets the config slot;
+//! `maps.rs` reads and writes the maps; `programs.rs` reads what the kernel
+//! counts of the programs; `config.rs` sets the config slot;
 //! `unload.rs` drains and removes it, and retires other ABI versions.
 
 use std::path::PathBuf;
@@ -23,11 +24,13 @@ mod config;
 mod install;
 mod maps;
 mod pins;
+mod programs;
 mod unload;
 
 pub use install::{InstallOptions, MapSizes, Variant, install};
 pub use maps::MapUsage;
 pub use pins::remove_pin_dir;
+pub use programs::ProgramRuns;
 pub use unload::{other_versions, retire_foreign};
 
 pub const LINK_PIN: &str = "link_sockops";
