@@ -74,6 +74,12 @@ pub struct LoopbackArgs {
     /// Where loopback.md and loopback.json go [default: bench/results/<YYYY-MM-DD>].
     #[arg(long)]
     out_dir: Option<PathBuf>,
+    /// Turn the kernel's BPF run-time statistics on for the whole benchmark
+    /// and report the datapath programs' runs and run time per round trip,
+    /// message or connection. Every BPF program on the machine then costs
+    /// a few tens of nanoseconds more a run, plain TCP's runs included.
+    #[arg(long)]
+    bpf_stats: bool,
 }
 
 pub fn run(mut args: LoopbackArgs) -> Result<()> {
@@ -131,6 +137,11 @@ pub fn run(mut args: LoopbackArgs) -> Result<()> {
     );
 
     sandbox::install_signal_handlers()?;
+    // Off again when this process exits, however it exits.
+    let _bpf_stats = args
+        .bpf_stats
+        .then(crate::bpf_stats::BpfStats::enable)
+        .transpose()?;
     let mut sb = Sandbox::create(daemon_bin)?;
     eprintln!(
         "accel-bench: starting accel-daemon on {} (baseline cgroup {})",

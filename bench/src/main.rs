@@ -10,6 +10,7 @@
 //! with and without the daemon: wrk against nginx, request/response and
 //! streaming through both sidecars. See bench/README.md.
 
+mod bpf_stats;
 mod host;
 mod load;
 mod loopback;

@@ -219,8 +219,10 @@ impl Sandbox {
     /// `accel-daemon status --json`.
     pub fn snapshot(&self) -> Result<DatapathSnapshot> {
         let v = self.status()?;
+        let mut counters = datapath_counters(&v)?;
+        counters.extend(crate::bpf_stats::program_counters(&v));
         Ok(DatapathSnapshot {
-            counters: datapath_counters(&v)?,
+            counters,
             maps_holding_entries: maps_holding_entries(&v)?,
         })
     }
@@ -340,7 +342,8 @@ pub(crate) fn datapath_counters(status: &serde_json::Value) -> Result<BTreeMap<S
 
 /// What one `accel-daemon status --json` says of the datapath.
 pub struct DatapathSnapshot {
-    /// `.datapath.counters`.
+    /// `.datapath.counters`, and the programs' runs and run time
+    /// ([`crate::bpf_stats::program_counters`]).
     pub counters: BTreeMap<String, u64>,
     /// The datapath's maps that hold entries, with their counts. With no
     /// worker running, every map but configuration and the hint maps

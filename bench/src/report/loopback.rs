@@ -298,6 +298,11 @@ impl Report {
             },
         );
         self.targets(&mut s, &TARGETS);
+        super::loopback_bpf::section(
+            &mut s,
+            &self.records,
+            self.rows.iter().map(|r| (r.placement, r.workload, r.size)),
+        );
         s
     }
 

@@ -23,6 +23,7 @@ pub mod fortio;
 mod golden;
 pub mod local;
 pub mod loopback;
+mod loopback_bpf;
 pub mod mesh;
 pub mod plot;
 pub mod rows;
