@@ -125,7 +125,7 @@ impl Collector for DatapathCollector {
 }
 
 /// The datapath's own series: counters, per-pod traffic, held-back
-/// sockets, map usage.
+/// sockets, the programs' runs, map usage.
 fn encode_datapath(
     dp: &Datapath,
     names: &BTreeMap<u16, String>,
@@ -198,6 +198,28 @@ fn encode_datapath(
                 ("reason", h.reason),
             ])?)?;
         }
+    }
+    // Counted by the kernel only while its BPF statistics are on.
+    let programs = dp.program_runs();
+    let mut m = enc.encode_descriptor(
+        "sidecar_accel_program_runs",
+        "Runs of each datapath program, counted by the kernel while its BPF statistics are on \
+         (sysctl kernel.bpf_stats_enabled)",
+        None,
+        MetricType::Counter,
+    )?;
+    for p in &programs {
+        ConstCounter::new(p.runs).encode(m.encode_family(&[("program", p.name.as_str())])?)?;
+    }
+    let mut m = enc.encode_descriptor(
+        "sidecar_accel_program_run_seconds",
+        "Time each datapath program ran, counted by the kernel while its BPF statistics are on",
+        None,
+        MetricType::Counter,
+    )?;
+    for p in &programs {
+        ConstCounter::new(p.run_time_ns as f64 / 1e9)
+            .encode(m.encode_family(&[("program", p.name.as_str())])?)?;
     }
     let usage = dp.usage();
     {

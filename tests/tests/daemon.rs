@@ -81,6 +81,14 @@ fn loopback_echo_is_redirected_byte_exact_and_psh_free_then_not_after_unload() {
         metrics.contains(r#"sidecar_accel_datapath_events_total{event="redirect_bytes"}"#),
         "{metrics}"
     );
+    for program in ["accel_sockops", "accel_sk_msg"] {
+        assert!(
+            metrics.contains(&format!(
+                r#"sidecar_accel_program_runs_total{{program="{program}"}}"#
+            )),
+            "no runs series of {program}: {metrics}"
+        );
+    }
     assert_eq!(daemon.http_get("/healthz").0, 200);
     assert_eq!(daemon.http_get("/readyz").0, 200);
 
