@@ -112,6 +112,12 @@ pub struct MeshArgs {
     /// epoll (the two kinds of application `auto` treats differently).
     #[arg(long, value_enum, default_value = "blocking")]
     worker_io: worker::IoStyle,
+    /// Turn the kernel's BPF run-time statistics on for the whole benchmark
+    /// and report the datapath programs' runs and run time per request,
+    /// round trip or message. Every BPF program on the machine then costs
+    /// a few tens of nanoseconds more a run, the baseline's runs included.
+    #[arg(long)]
+    bpf_stats: bool,
 }
 
 pub fn run(args: MeshArgs) -> Result<()> {
@@ -180,6 +186,11 @@ fn mesh(mut args: MeshArgs) -> Result<()> {
         cfg.wrk_duration
     );
     install_signal_handlers()?;
+    // Off again when this process exits, however it exits.
+    let _bpf_stats = args
+        .bpf_stats
+        .then(crate::bpf_stats::BpfStats::enable)
+        .transpose()?;
 
     // Drop order: the pair (daemon control, pods file, node: pods,
     // sidecars, nginx), then the cgroup and pins.

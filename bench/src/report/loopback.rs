@@ -298,7 +298,7 @@ impl Report {
             },
         );
         self.targets(&mut s, &TARGETS);
-        super::loopback_bpf::section(
+        super::program_cost::section(
             &mut s,
             &self.records,
             self.rows.iter().map(|r| (r.placement, r.workload, r.size)),

@@ -23,9 +23,9 @@ pub mod fortio;
 mod golden;
 pub mod local;
 pub mod loopback;
-mod loopback_bpf;
 pub mod mesh;
 pub mod plot;
+mod program_cost;
 pub mod rows;
 
 use std::{

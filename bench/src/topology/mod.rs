@@ -234,8 +234,12 @@ impl<'a> DaemonCtl<'a> {
         self.toggles
     }
 
+    /// The datapath's counters, and its programs' runs and run time.
     pub(crate) fn counters(&self) -> Result<BTreeMap<String, u64>> {
-        crate::sandbox::datapath_counters(&self.env.status_json())
+        let status = self.env.status_json();
+        let mut counters = crate::sandbox::datapath_counters(&status)?;
+        counters.extend(crate::bpf_stats::program_counters(&status));
+        Ok(counters)
     }
 
     pub(crate) fn proof_state(&self) -> Result<ProofState> {

@@ -81,6 +81,11 @@ impl MeshReport {
         );
         self.targets(&mut s, &TARGETS);
         self.reference(&mut s);
+        crate::report::program_cost::section(
+            &mut s,
+            &self.records,
+            self.rows.iter().map(|r| (r.placement, r.workload, r.size)),
+        );
         s
     }
 

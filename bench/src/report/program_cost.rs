@@ -1,42 +1,69 @@
-//! The datapath programs' share of the accelerated runs (`accel-bench
-//! loopback --bpf-stats`): what the kernel counted of `accel_sockops` and
-//! `accel_sk_msg` during each run, per unit of work.
+//! The datapath programs' share of the accelerated runs (`--bpf-stats` of
+//! `accel-bench loopback` and `mesh`): what the kernel counted of
+//! `accel_sockops` and `accel_sk_msg` during each run, per unit of work.
 
 use std::fmt::Write as _;
 
-use super::{Agg, rows::Key, size_label};
+use super::{
+    Agg,
+    rows::{Key, Run, Side},
+    size_label,
+};
 use crate::{
     bpf_stats::{RUN_NS, RUNS},
     records::{
-        loopback::{RunRecord, Transport},
-        placement::Placement,
+        loopback::RunRecord,
+        mesh::{MeshRecord, MeshWorkload},
         worker::Workload,
     },
 };
 
-/// The programs reported, in their columns' order.
-const PROGRAMS: [&str; 2] = ["accel_sockops", "accel_sk_msg"];
+/// A run whose work comes in units: what one is, how many the run did (as
+/// the counters count them: warm-up included) and how many it did a second.
+pub trait UnitsOfWork: Run {
+    fn units(&self) -> (&'static str, Option<f64>, Option<f64>);
+}
 
-/// What one unit of work is, how many a run did (warm-up included, as in
-/// the counters: from the bytes moved) and how many it did a second.
-fn units(r: &RunRecord) -> (&'static str, Option<f64>, Option<f64>) {
-    let n = &r.numbers;
-    let size = r.size.max(1) as f64;
-    let moved = n.bytes_moved as f64;
-    match r.workload {
-        // A request and its echo.
-        Workload::Rr => ("round trip", Some(moved / (2.0 * size)), n.per_s),
-        Workload::Churn => ("connection", Some(moved / (2.0 * size)), n.per_s),
-        Workload::Stream => (
-            "message",
-            Some(moved / size),
-            n.mb_per_s.map(|m| m * 1e6 / size),
-        ),
+impl UnitsOfWork for RunRecord {
+    fn units(&self) -> (&'static str, Option<f64>, Option<f64>) {
+        let n = &self.numbers;
+        let size = self.size.max(1) as f64;
+        let moved = n.bytes_moved as f64;
+        match self.workload {
+            // A request and its echo.
+            Workload::Rr => ("round trip", Some(moved / (2.0 * size)), n.per_s),
+            Workload::Churn => ("connection", Some(moved / (2.0 * size)), n.per_s),
+            Workload::Stream => (
+                "message",
+                Some(moved / size),
+                n.mb_per_s.map(|m| m * 1e6 / size),
+            ),
+        }
     }
 }
 
-fn delta(r: &RunRecord, key: &str) -> Option<f64> {
-    r.counters_delta.get(key).map(|&v| v as f64)
+impl UnitsOfWork for MeshRecord {
+    fn units(&self) -> (&'static str, Option<f64>, Option<f64>) {
+        let size = self.size.max(1) as f64;
+        let moved = self.bytes_moved as f64;
+        match self.workload {
+            // wrk has no warm-up: its count is every request of the run.
+            MeshWorkload::Wrk => ("request", self.count.map(|c| c as f64), self.per_s),
+            MeshWorkload::Rr => ("round trip", Some(moved / (2.0 * size)), self.per_s),
+            MeshWorkload::Stream => (
+                "message",
+                Some(moved / size),
+                self.mb_per_s.map(|m| m * 1e6 / size),
+            ),
+        }
+    }
+}
+
+/// The programs reported, in their columns' order.
+const PROGRAMS: [&str; 2] = ["accel_sockops", "accel_sk_msg"];
+
+fn delta<R: Run>(r: &R, key: &str) -> Option<f64> {
+    r.counters_delta().get(key).map(|&v| v as f64)
 }
 
 trait DivNonzero {
@@ -50,9 +77,9 @@ impl DivNonzero for f64 {
 }
 
 /// Whether any accelerated run counted program run time.
-fn counted(records: &[RunRecord]) -> bool {
+fn counted<R: Run>(records: &[R]) -> bool {
     records.iter().any(|r| {
-        r.transport == Transport::Accel
+        r.side() == R::Side::ACCEL
             && PROGRAMS
                 .iter()
                 .any(|p| delta(r, &format!("{RUN_NS}{p}")).is_some_and(|v| v > 0.0))
@@ -61,10 +88,10 @@ fn counted(records: &[RunRecord]) -> bool {
 
 /// The section, in the order of `cases` (placement, workload, size); nothing
 /// when no run was counted.
-pub fn section(
+pub fn section<R: UnitsOfWork>(
     s: &mut String,
-    records: &[RunRecord],
-    cases: impl Iterator<Item = (Placement, Workload, usize)>,
+    records: &[R],
+    cases: impl Iterator<Item = (R::Placement, R::Workload, usize)>,
 ) {
     if !counted(records) {
         return;
@@ -74,7 +101,7 @@ pub fn section(
         "\n## The datapath programs' run time (`--bpf-stats`)\n\n\
          The kernel's count of each program's runs and run time during every accelerated run \
          (`BPF_ENABLE_STATS`, on for the whole benchmark, so every BPF program on the machine \
-         paid a few tens of nanoseconds more per run, plain TCP's and unix's runs included), \
+         paid a few tens of nanoseconds more per run, the baselines' runs included), \
          per unit of work; medians over the repeats. CPU: both programs' time per unit times \
          the units done a second, in % of one CPU.\n"
     );
@@ -84,22 +111,22 @@ pub fn section(
          sk_msg ns | CPU |\n|---|---|---:|---|---:|---:|---:|---:|---:|"
     );
     for (p, w, size) in cases {
-        let runs: Vec<&RunRecord> = records
+        let runs: Vec<&R> = records
             .iter()
             .filter(|r| {
-                r.transport == Transport::Accel
-                    && r.ok
-                    && r.placement == p
-                    && r.workload == w
-                    && r.size == size
+                r.side() == R::Side::ACCEL
+                    && r.ok()
+                    && r.placement() == p
+                    && r.workload() == w
+                    && r.size() == size
             })
             .collect();
         let Some(first) = runs.first() else { continue };
-        let unit = units(first).0;
+        let unit = first.units().0;
         // Per unit of work, over the repeats.
         let per_unit = |key: &str| -> Vec<f64> {
             runs.iter()
-                .filter_map(|r| delta(r, key)?.div_nonzero(units(r).1?))
+                .filter_map(|r| delta(*r, key)?.div_nonzero(r.units().1?))
                 .collect()
         };
         let runs_of = |prog: &str| -> String {
@@ -114,10 +141,10 @@ pub fn section(
         let cpu: Vec<f64> = runs
             .iter()
             .filter_map(|r| {
-                let (_, n, per_s) = units(r);
+                let (_, n, per_s) = r.units();
                 let ns: f64 = PROGRAMS
                     .iter()
-                    .filter_map(|p| delta(r, &format!("{RUN_NS}{p}")))
+                    .filter_map(|p| delta(*r, &format!("{RUN_NS}{p}")))
                     .sum();
                 Some(ns.div_nonzero(n?)? * per_s? / 1e7)
             })
@@ -140,6 +167,7 @@ pub fn section(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::records::placement::Placement;
 
     fn record(
         transport: &str,
@@ -185,6 +213,35 @@ mod tests {
         // sk_msg: 2 runs and 500 ns a round trip; 1,000 a second: 0.05 %.
         assert!(
             s.contains("| one-core | rr | 64 B | round trip | 0.00 | 0 | 2.00 | 500 | 0.05 % |"),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn per_request_through_the_mesh() {
+        use crate::records::{Case, mesh::Mode};
+        let case = Case {
+            workload: MeshWorkload::Wrk,
+            size: 100,
+        };
+        let mut r = MeshRecord::new(0, Placement::OneCore, case, Mode::Accel, 0);
+        r.ok = true;
+        r.count = Some(2_000);
+        r.per_s = Some(2_000.0);
+        r.counters_delta = [
+            ("prog_runs.accel_sk_msg".to_string(), 6_000),
+            ("prog_run_ns.accel_sk_msg".to_string(), 1_200_000),
+        ]
+        .into();
+        let mut s = String::new();
+        section(
+            &mut s,
+            &[r],
+            [(Placement::OneCore, MeshWorkload::Wrk, 100)].into_iter(),
+        );
+        // Three runs and 600 ns a request; 2,000 a second.
+        assert!(
+            s.contains("| one-core | wrk | 100 B | request | - | - | 3.00 | 600 | 0.12 % |"),
             "{s}"
         );
     }
