@@ -20,7 +20,12 @@ pub const RUN_NS: &str = "prog_run_ns.";
 pub struct BpfStats(#[allow(dead_code)] OwnedFd);
 
 impl BpfStats {
-    pub fn enable() -> Result<Self> {
+    /// On while the result lives when `on` (a runner's `--bpf-stats`).
+    pub fn when(on: bool) -> Result<Option<Self>> {
+        on.then(Self::enable).transpose()
+    }
+
+    fn enable() -> Result<Self> {
         const BPF_ENABLE_STATS: libc::c_long = 32;
         const BPF_STATS_RUN_TIME: u32 = 0;
         // union bpf_attr { struct { __u32 type; } enable_stats; ... }

@@ -138,10 +138,7 @@ pub fn run(mut args: LoopbackArgs) -> Result<()> {
 
     sandbox::install_signal_handlers()?;
     // Off again when this process exits, however it exits.
-    let _bpf_stats = args
-        .bpf_stats
-        .then(crate::bpf_stats::BpfStats::enable)
-        .transpose()?;
+    let _bpf_stats = crate::bpf_stats::BpfStats::when(args.bpf_stats)?;
     let mut sb = Sandbox::create(daemon_bin)?;
     eprintln!(
         "accel-bench: starting accel-daemon on {} (baseline cgroup {})",

@@ -219,10 +219,8 @@ impl Sandbox {
     /// `accel-daemon status --json`.
     pub fn snapshot(&self) -> Result<DatapathSnapshot> {
         let v = self.status()?;
-        let mut counters = datapath_counters(&v)?;
-        counters.extend(crate::bpf_stats::program_counters(&v));
         Ok(DatapathSnapshot {
-            counters,
+            counters: datapath_counters(&v)?,
             maps_holding_entries: maps_holding_entries(&v)?,
         })
     }
@@ -329,21 +327,24 @@ impl Drop for Sandbox {
     }
 }
 
-/// The `.datapath.counters` pairs of `accel-daemon status --json`.
+/// The `.datapath.counters` pairs of `accel-daemon status --json`, and the
+/// programs' runs and run time ([`crate::bpf_stats::program_counters`]).
 pub(crate) fn datapath_counters(status: &serde_json::Value) -> Result<BTreeMap<String, u64>> {
     let pairs = status["datapath"]["counters"]
         .as_array()
         .context("status has no .datapath.counters")?;
-    Ok(pairs
+    let mut counters: BTreeMap<String, u64> = pairs
         .iter()
         .filter_map(|p| Some((p[0].as_str()?.to_string(), p[1].as_u64()?)))
-        .collect())
+        .collect();
+    counters.extend(crate::bpf_stats::program_counters(status));
+    Ok(counters)
 }
 
 /// What one `accel-daemon status --json` says of the datapath.
 pub struct DatapathSnapshot {
     /// `.datapath.counters`, and the programs' runs and run time
-    /// ([`crate::bpf_stats::program_counters`]).
+    /// ([`datapath_counters`]).
     pub counters: BTreeMap<String, u64>,
     /// The datapath's maps that hold entries, with their counts. With no
     /// worker running, every map but configuration and the hint maps

@@ -187,10 +187,7 @@ fn mesh(mut args: MeshArgs) -> Result<()> {
     );
     install_signal_handlers()?;
     // Off again when this process exits, however it exits.
-    let _bpf_stats = args
-        .bpf_stats
-        .then(crate::bpf_stats::BpfStats::enable)
-        .transpose()?;
+    let _bpf_stats = crate::bpf_stats::BpfStats::when(args.bpf_stats)?;
 
     // Drop order: the pair (daemon control, pods file, node: pods,
     // sidecars, nginx), then the cgroup and pins.

@@ -236,10 +236,7 @@ impl<'a> DaemonCtl<'a> {
 
     /// The datapath's counters, and its programs' runs and run time.
     pub(crate) fn counters(&self) -> Result<BTreeMap<String, u64>> {
-        let status = self.env.status_json();
-        let mut counters = crate::sandbox::datapath_counters(&status)?;
-        counters.extend(crate::bpf_stats::program_counters(&status));
-        Ok(counters)
+        crate::sandbox::datapath_counters(&self.env.status_json())
     }
 
     pub(crate) fn proof_state(&self) -> Result<ProofState> {
