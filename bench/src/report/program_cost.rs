@@ -60,7 +60,7 @@ impl UnitsOfWork for MeshRecord {
 }
 
 /// The programs reported, in their columns' order.
-const PROGRAMS: [&str; 2] = ["accel_sockops", "accel_sk_msg"];
+const PROGRAMS: [&str; 2] = [accel_bpf::prog::SOCKOPS, accel_bpf::prog::SK_MSG];
 
 fn delta<R: Run>(r: &R, key: &str) -> Option<f64> {
     r.counters_delta().get(key).map(|&v| v as f64)
